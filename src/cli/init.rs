@@ -1,0 +1,207 @@
+//! `trustform init`: write trustform.yaml from the live cluster (desired = current).
+
+use super::Exit;
+use crate::config::{
+    self, Access, Authority, AuthoritySpec, CaSpec, Config, Inventory, Layout, LocalAccess,
+    Metadata, NodeSpec, spanned,
+};
+use crate::diff::current_target;
+use crate::observe::{self, NodeTarget};
+use crate::sandbox::Sandbox;
+use miette::{Context, IntoDiagnostic};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `init`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Read the nodes of a sandbox made by `trustform sandbox create`.
+    #[arg(long, conflicts_with = "roots")]
+    pub sandbox: Option<PathBuf>,
+    /// Node roots: `NAME=PATH` or `PATH`, repeatable.
+    #[arg(long = "root", value_name = "[NAME=]PATH")]
+    pub roots: Vec<String>,
+    /// Cluster name (default: the sandbox's, or the config directory's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Overwrite an existing trustform.yaml.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Make `.trustform/` git-ignored beside the config (keys, journals, backups live there).
+pub(super) fn ensure_gitignore(dir: &Path) -> miette::Result<()> {
+    let path = dir.join(".gitignore");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    if text
+        .lines()
+        .any(|l| l.trim() == ".trustform/" || l.trim() == ".trustform")
+    {
+        return Ok(());
+    }
+    let mut new = text.clone();
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    new.push_str("# trustform: private keys, journals and backups never go to git\n.trustform/\n");
+    crate::atomic::write(&path, new.as_bytes(), crate::atomic::PUBLIC_MODE)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))
+}
+
+/// Write the config (canonical form) and its schema beside it.
+pub(super) fn write_config(path: &Path, c: &Config) -> miette::Result<()> {
+    let dir = config_dir(path);
+    crate::atomic::write(
+        path,
+        config::render(c).as_bytes(),
+        crate::atomic::PUBLIC_MODE,
+    )
+    .into_diagnostic()
+    .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    let schema = dir.join(config::SCHEMA_FILE);
+    crate::atomic::write(
+        &schema,
+        config::schema().as_bytes(),
+        crate::atomic::PUBLIC_MODE,
+    )
+    .into_diagnostic()
+    .wrap_err_with(|| format!("cannot write {}", schema.display()))?;
+    ensure_gitignore(&dir)
+}
+
+/// The directory of the config file (`.` for a bare file name).
+pub(super) fn config_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn relative_to(root: &Path, base: &Path) -> String {
+    let abs_base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    match root.strip_prefix(&abs_base) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => root.display().to_string(),
+    }
+}
+
+/// Run.
+pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
+    if path.exists() && !a.force {
+        return Err(miette::miette!(
+            code = "trustform::init::exists",
+            help = "edit it, or pass --force to overwrite it with the cluster as it is",
+            "{} already exists",
+            path.display()
+        ));
+    }
+    let dir = config_dir(path);
+    let (targets, default_name): (Vec<NodeTarget>, String) = match (&a.sandbox, a.roots.is_empty())
+    {
+        (Some(sb), _) => {
+            let s = Sandbox::load(sb)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{} is not a sandbox (no sandbox.json); create one with `trustform sandbox create`", sb.display()))?;
+            (
+                s.nodes
+                    .iter()
+                    .map(|n| NodeTarget {
+                        name: n.name.clone(),
+                        root: n.root.clone(),
+                    })
+                    .collect(),
+                s.name,
+            )
+        }
+        (None, false) => (
+            super::snapshot::parse_roots(&a.roots),
+            std::path::absolute(&dir)
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+                .unwrap_or_else(|| "cluster".into()),
+        ),
+        (None, true) => {
+            return Err(miette::miette!(
+                code = "trustform::init::no_nodes",
+                help = "pass --sandbox DIR, or --root NAME=PATH for each node (--root / on a node itself)",
+                "init needs to know where the nodes are"
+            ));
+        }
+    };
+    let snap = observe::observe(&targets)?;
+    let mut cas = BTreeMap::new();
+    let mut authorities = BTreeMap::new();
+    for auth in Authority::ALL {
+        let Some(t) = current_target(&snap, auth) else {
+            continue;
+        };
+        let mut names = Vec::new();
+        for (i, fp) in t.trust.iter().enumerate() {
+            let name = if *fp == t.issuer {
+                auth.name().to_string()
+            } else {
+                format!("{}-{}", auth.name(), i + 1)
+            };
+            cas.insert(
+                name.clone(),
+                CaSpec {
+                    fingerprint: Some(spanned(fp.0.clone())),
+                    ..CaSpec::default()
+                },
+            );
+            names.push(name);
+        }
+        authorities.insert(
+            auth,
+            AuthoritySpec {
+                issuer: spanned(auth.name()),
+                trust: names.into_iter().map(spanned).collect(),
+            },
+        );
+    }
+    let nodes = snap
+        .nodes
+        .iter()
+        .map(|n| {
+            let root = &targets
+                .iter()
+                .find(|t| t.name == n.name)
+                .expect("observed target")
+                .root;
+            let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
+            NodeSpec {
+                name: n.name.clone(),
+                role: n.role,
+                access: Access {
+                    local: Some(LocalAccess {
+                        root: relative_to(&root, &dir),
+                    }),
+                    ssh: None,
+                },
+            }
+        })
+        .collect();
+    let c = Config {
+        api_version: config::API_VERSION.into(),
+        kind: "Cluster".into(),
+        metadata: Metadata {
+            name: a.name.unwrap_or(default_name),
+        },
+        inventory: Inventory {
+            kube: None,
+            layout: Layout::Kubeadm,
+            nodes,
+        },
+        authorities,
+        cas,
+    };
+    write_config(path, &c)?;
+    eprintln!(
+        "Wrote {} from {} nodes ({} authorities, desired = current). Commit it; then `trustform rotate kubernetes`.",
+        path.display(),
+        snap.nodes.len(),
+        c.authorities.len()
+    );
+    Ok(Exit::Ok)
+}

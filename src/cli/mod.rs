@@ -1,0 +1,81 @@
+//! Command-line interface: clap structs hold raw arguments; each command resolves them
+//! into validated types, then calls the library. Data goes to stdout, diagnostics to
+//! stderr; exit codes are mapped here and nowhere else.
+
+mod demo;
+mod init;
+mod plan;
+mod rotate;
+mod sandbox;
+mod snapshot;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes (`--detailed-exitcode`): 0 no changes, 1 error, 2 changes present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Success, nothing to change.
+    Ok = 0,
+    /// Changes present (only with --detailed-exitcode).
+    Changes = 2,
+}
+
+/// Rotate Kubernetes cluster CAs like Terraform changes infrastructure:
+/// observe → diff → plan → apply, with trust verified at every step.
+#[derive(Debug, Parser)]
+#[command(name = "trustform", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The cluster's trustform.yaml.
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        default_value = "trustform.yaml",
+        env = "TRUSTFORM_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole flow on a built-in sandbox cluster: create, init, rotate, plan.
+    Demo(demo::Args),
+    /// The built-in sandbox cluster.
+    #[command(subcommand)]
+    Sandbox(sandbox::Command),
+    /// Read the cluster's trust into a snapshot (JSON).
+    Snapshot(snapshot::Args),
+    /// Write trustform.yaml from the live cluster (desired = current).
+    Init(init::Args),
+    /// Generate a new CA and move an authority to its next rotation stage.
+    Rotate(rotate::Args),
+    /// Show the steps that take the cluster to the desired trust state.
+    Plan(plan::Args),
+}
+
+/// Accept Terraform's single-dash `-out` for `--out`.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .map(|a| match a.strip_prefix("-out") {
+            Some(rest) if rest.is_empty() || rest.starts_with('=') => format!("--out{rest}"),
+            _ => a,
+        })
+        .collect()
+}
+
+/// Run a parsed command.
+pub fn run(cli: Cli) -> miette::Result<Exit> {
+    match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Sandbox(c) => sandbox::run(c),
+        Command::Snapshot(a) => snapshot::run(a, &cli.config),
+        Command::Init(a) => init::run(a, &cli.config),
+        Command::Rotate(a) => rotate::run(a, &cli.config),
+        Command::Plan(a) => plan::run(a, &cli.config),
+    }
+}

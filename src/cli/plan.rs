@@ -1,0 +1,61 @@
+//! `trustform plan`.
+
+use super::Exit;
+use crate::render::{self, Format};
+use crate::{config, diff, observe, plan, procedure};
+use std::path::{Path, PathBuf};
+
+/// `plan`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Save the plan (JSON) for `trustform apply`. Terraform's `-out` works too.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Exit 2 when there are changes, 0 when none, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// Observe, diff and plan from a config file.
+pub fn make(path: &Path) -> miette::Result<plan::Plan> {
+    let loaded = config::load(path)?;
+    let snap = observe::observe(&loaded.node_targets()?)?;
+    let desired = diff::resolve(&loaded, &snap)?;
+    let procedures = procedure::load_all()?;
+    Ok(plan::build(&plan::Input {
+        snapshot: &snap,
+        desired: &desired,
+        procedures: &procedures,
+        cluster: &loaded.config.metadata.name,
+        config_hash: &loaded.hash,
+    })?)
+}
+
+/// Run.
+pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
+    let p = make(path)?;
+    print!("{}", render::render(&p, a.format));
+    if let Some(out) = &a.out {
+        crate::atomic::write(out, render::json(&p).as_bytes(), crate::atomic::PUBLIC_MODE)
+            .map_err(|e| {
+                miette::miette!(
+                    code = "trustform::io",
+                    "cannot write {}: {e}",
+                    out.display()
+                )
+            })?;
+        eprintln!(
+            "Saved the plan to {}. To perform exactly these steps, run: trustform apply {}",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(if a.detailed_exitcode && !p.is_empty() {
+        Exit::Changes
+    } else {
+        Exit::Ok
+    })
+}

@@ -1,0 +1,170 @@
+//! `trustform rotate AUTHORITY`: generate the new CA now, then move the authority to its
+//! next stage (pre-rotate → rotate → post-rotate), or `--to-end` straight to the end.
+
+use super::Exit;
+use super::init::{config_dir, write_config};
+use crate::config::{self, Authority, CaSpec, spanned};
+use crate::pki::{KeyAlgorithm, issue::new_ca};
+use crate::procedure::Stage;
+use miette::{Context, IntoDiagnostic};
+use std::path::Path;
+
+/// `rotate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The authority: kubernetes or front-proxy.
+    pub authority: String,
+    /// Go to this stage (default: the next one).
+    #[arg(long, value_enum, conflicts_with = "to_end")]
+    pub stage: Option<StageArg>,
+    /// Go straight to the final state; the planner inserts the safe stages itself.
+    #[arg(long)]
+    pub to_end: bool,
+    /// Key algorithm of a generated CA.
+    #[arg(long, value_enum)]
+    pub algorithm: Option<super::sandbox::Alg>,
+}
+
+/// Stages on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum StageArg {
+    /// Trust old and new; old still signs.
+    PreRotate,
+    /// New signs; both trusted.
+    Rotate,
+    /// Only new.
+    PostRotate,
+}
+
+/// Run.
+pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
+    let auth = Authority::parse(&a.authority).ok_or_else(|| {
+        miette::miette!(
+            code = "trustform::rotate::authority",
+            help = "use one of: kubernetes, front-proxy",
+            "unknown authority {:?}",
+            a.authority
+        )
+    })?;
+    let loaded = config::load(path)?;
+    let mut c = loaded.config.clone();
+    let Some(spec) = c.authorities.get(&auth).cloned() else {
+        return Err(miette::miette!(
+            code = "trustform::rotate::not_configured",
+            help = "run `trustform init` to describe the cluster first",
+            "{} has no authority {auth}",
+            path.display()
+        ));
+    };
+    let issuer = spec.issuer.value.clone();
+    let trust: Vec<String> = spec.trust.iter().map(|t| t.value.clone()).collect();
+    let settled = trust == [issuer.clone()];
+    // (old, new): the CA being retired and the one replacing it.
+    let (old, new) = if settled {
+        let date = time::OffsetDateTime::now_utc().date();
+        let base = format!("{}-{}", auth.name(), date);
+        let mut name = base.clone();
+        let mut n = 2;
+        while c.cas.contains_key(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        let alg: KeyAlgorithm = a.algorithm.map(Into::into).unwrap_or_default();
+        let cn = match auth {
+            Authority::Kubernetes => format!("kubernetes-{date}"),
+            Authority::FrontProxy => format!("front-proxy-ca-{date}"),
+            Authority::Etcd => format!("etcd-ca-{date}"),
+        };
+        let ca = new_ca(&cn, alg, 3650)?;
+        let dir = config_dir(path);
+        let cert_rel = format!("cas/{name}.crt");
+        let key_rel = format!(".trustform/keys/{name}.key");
+        crate::atomic::write(
+            &dir.join(&cert_rel),
+            ca.cert_pem.as_bytes(),
+            crate::atomic::PUBLIC_MODE,
+        )
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {cert_rel}"))?;
+        crate::atomic::write(
+            &dir.join(&key_rel),
+            ca.key.expose().as_bytes(),
+            crate::atomic::KEY_MODE,
+        )
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {key_rel}"))?;
+        let fp = crate::pki::parse_certs(&ca.cert_pem, &cert_rel)?
+            .remove(0)
+            .facts
+            .fingerprint;
+        eprintln!(
+            "Generated CA {name} ({}): {cert_rel} (commit it); key {key_rel} (0600, git-ignored).",
+            fp.short()
+        );
+        c.cas.insert(
+            name.clone(),
+            CaSpec {
+                fingerprint: None,
+                cert: Some(spanned(cert_rel)),
+                key: Some(key_rel),
+                algorithm: a.algorithm.map(Into::into),
+            },
+        );
+        (issuer.clone(), name)
+    } else if trust.len() == 2 {
+        let other = trust
+            .iter()
+            .find(|t| **t != issuer)
+            .cloned()
+            .expect("two members");
+        // Which one is new? The one with a generated key file (rotate made it).
+        if c.cas.get(&issuer).is_some_and(|s| s.key.is_some()) {
+            (other, issuer.clone())
+        } else {
+            (issuer.clone(), other)
+        }
+    } else {
+        return Err(miette::miette!(
+            code = "trustform::rotate::shape",
+            help = "edit `authorities.{auth}` by hand: trustform rotate handles one old and one new CA",
+            "authority {auth} trusts {} CAs; cannot tell which one is new",
+            trust.len()
+        ));
+    };
+    let current_stage = if issuer == old {
+        Stage::PreRotate
+    } else {
+        Stage::Rotate
+    };
+    let to = if a.to_end {
+        Stage::PostRotate
+    } else if let Some(s) = a.stage {
+        match s {
+            StageArg::PreRotate => Stage::PreRotate,
+            StageArg::Rotate => Stage::Rotate,
+            StageArg::PostRotate => Stage::PostRotate,
+        }
+    } else if settled {
+        Stage::PreRotate
+    } else if current_stage == Stage::PreRotate {
+        Stage::Rotate
+    } else {
+        Stage::PostRotate
+    };
+    let (new_issuer, new_trust) = match to {
+        Stage::PreRotate => (old.clone(), vec![old.clone(), new.clone()]),
+        Stage::Rotate => (new.clone(), vec![old.clone(), new.clone()]),
+        Stage::PostRotate => (new.clone(), vec![new.clone()]),
+    };
+    let entry = c.authorities.get_mut(&auth).expect("checked above");
+    entry.issuer = spanned(new_issuer.clone());
+    entry.trust = new_trust.iter().cloned().map(spanned).collect();
+    write_config(path, &c)?;
+    eprintln!(
+        "{}: authority {auth} → {} (issuer {new_issuer}, trust [{}]). Review with `trustform plan`.",
+        path.display(),
+        to.name(),
+        new_trust.join(", ")
+    );
+    Ok(Exit::Ok)
+}

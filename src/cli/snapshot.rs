@@ -1,0 +1,70 @@
+//! `trustform snapshot`.
+
+use super::Exit;
+use crate::observe::{self, NodeTarget};
+use std::path::{Path, PathBuf};
+
+/// `snapshot`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Read these node roots instead of the config's inventory: `PATH` or `NAME=PATH`
+    /// (a real node: `--root /`).
+    #[arg(long = "root", value_name = "[NAME=]PATH")]
+    pub roots: Vec<String>,
+    /// Write the snapshot here instead of stdout.
+    #[arg(short = 'o', long = "out")]
+    pub out: Option<PathBuf>,
+}
+
+/// `NAME=PATH` or `PATH` (the name is the directory's, or the host's for `/`).
+pub fn parse_roots(roots: &[String]) -> Vec<NodeTarget> {
+    roots
+        .iter()
+        .map(|r| {
+            let (name, path) = match r.split_once('=') {
+                Some((n, p)) => (n.to_string(), PathBuf::from(p)),
+                None => {
+                    let p = PathBuf::from(r);
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .or_else(|| {
+                            std::fs::read_to_string("/etc/hostname")
+                                .ok()
+                                .map(|h| h.trim().to_string())
+                        })
+                        .unwrap_or_else(|| "node".into());
+                    (name, p)
+                }
+            };
+            NodeTarget { name, root: path }
+        })
+        .collect()
+}
+
+/// Run.
+pub fn run(a: Args, config: &Path) -> miette::Result<Exit> {
+    let targets = if a.roots.is_empty() {
+        crate::config::load(config)?.node_targets()?
+    } else {
+        parse_roots(&a.roots)
+    };
+    let snap = observe::observe(&targets)?;
+    let json = snap.to_json() + "\n";
+    match a.out {
+        Some(p) => {
+            crate::atomic::write(&p, json.as_bytes(), crate::atomic::PUBLIC_MODE).map_err(|e| {
+                miette::miette!(code = "trustform::io", "cannot write {}: {e}", p.display())
+            })?;
+            eprintln!(
+                "Wrote snapshot {} of {} nodes, {} CAs to {}.",
+                snap.fingerprint,
+                snap.nodes.len(),
+                snap.cas.len(),
+                p.display()
+            );
+        }
+        None => print!("{json}"),
+    }
+    Ok(Exit::Ok)
+}

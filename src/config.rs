@@ -1,0 +1,598 @@
+//! `trustform.yaml`: the inventory and the desired trust state.
+//!
+//! Types are serde + schemars (the JSON Schema in `schemas/cluster.schema.json` is
+//! generated from them); `load` reports every problem as a miette diagnostic that points
+//! into the file.
+
+use crate::pki::{Fingerprint, KeyAlgorithm};
+use crate::sandbox::Role;
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The `apiVersion` this build reads.
+pub const API_VERSION: &str = "trustform.dev/v1alpha1";
+/// The schema file name `init` writes beside the config.
+pub const SCHEMA_FILE: &str = "trustform.schema.json";
+
+/// An authority: the role a CA plays in the cluster.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Authority {
+    /// The cluster CA (`pki/ca.crt`): API server, kubelets, users, pods.
+    Kubernetes,
+    /// The front-proxy CA (`pki/front-proxy-ca.crt`): aggregated API servers.
+    FrontProxy,
+    /// The etcd CA (`pki/etcd/ca.crt`).
+    Etcd,
+}
+
+impl Authority {
+    /// Every authority, in rotation order.
+    pub const ALL: [Authority; 3] = [
+        Authority::Kubernetes,
+        Authority::FrontProxy,
+        Authority::Etcd,
+    ];
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Authority::Kubernetes => "kubernetes",
+            Authority::FrontProxy => "front-proxy",
+            Authority::Etcd => "etcd",
+        }
+    }
+    /// The CA bundle file on a control plane.
+    pub fn ca_file(self) -> &'static str {
+        match self {
+            Authority::Kubernetes => "/etc/kubernetes/pki/ca.crt",
+            Authority::FrontProxy => "/etc/kubernetes/pki/front-proxy-ca.crt",
+            Authority::Etcd => "/etc/kubernetes/pki/etcd/ca.crt",
+        }
+    }
+    /// The CA key file on a control plane.
+    pub fn key_file(self) -> &'static str {
+        match self {
+            Authority::Kubernetes => "/etc/kubernetes/pki/ca.key",
+            Authority::FrontProxy => "/etc/kubernetes/pki/front-proxy-ca.key",
+            Authority::Etcd => "/etc/kubernetes/pki/etcd/ca.key",
+        }
+    }
+    /// Parse a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == s)
+    }
+}
+
+impl std::fmt::Display for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(
+    title = "trustform cluster",
+    description = "Inventory and desired trust state of one cluster (trustform.yaml)"
+)]
+pub struct Config {
+    /// Always `trustform.dev/v1alpha1`.
+    pub api_version: String,
+    /// Always `Cluster`.
+    pub kind: String,
+    /// Names.
+    pub metadata: Metadata,
+    /// Where the cluster is and how to reach its nodes.
+    pub inventory: Inventory,
+    /// Desired issuer and trust set per authority; names refer to `cas`.
+    pub authorities: BTreeMap<Authority, AuthoritySpec>,
+    /// The CAs, by a name of your choice.
+    pub cas: BTreeMap<String, CaSpec>,
+}
+
+/// Names.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Cluster name.
+    pub name: String,
+}
+
+/// Where the cluster is.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// API access (optional): kubeconfig and context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<KubeAccess>,
+    /// File layout of the nodes.
+    #[serde(default)]
+    pub layout: Layout,
+    /// The nodes.
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// Kubernetes API access.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubeAccess {
+    /// Kubeconfig path (`KUBECONFIG` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    /// Context name (current context when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+}
+
+/// Node file layouts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// kubeadm: /etc/kubernetes/pki, static pod manifests, /var/lib/kubelet.
+    #[default]
+    Kubeadm,
+}
+
+/// One node.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// Node name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// How trustform reaches its files.
+    pub access: Access,
+}
+
+/// How to reach a node's files.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// The node's `/` is a local directory (the sandbox, or `/` itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalAccess>,
+    /// Over SSH (not yet supported by this build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshAccess>,
+}
+
+/// Local access.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalAccess {
+    /// The node's root directory, relative to this file or absolute.
+    pub root: String,
+}
+
+/// SSH access.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshAccess {
+    /// Host name or address.
+    pub host: String,
+    /// User.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// Desired state of one authority.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoritySpec {
+    /// The CA that signs new leaves (a name from `cas`; must be in `trust`).
+    #[schemars(with = "String")]
+    pub issuer: Spanned<String>,
+    /// The CAs every verifier accepts (names from `cas`).
+    #[schemars(with = "Vec<String>")]
+    pub trust: Vec<Spanned<String>>,
+}
+
+/// A CA: an existing one (by fingerprint) or a generated one (by its files).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaSpec {
+    /// SHA-256 fingerprint of a CA found in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub fingerprint: Option<Spanned<String>>,
+    /// Certificate file (public, committable), relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub cert: Option<Spanned<String>>,
+    /// Private key file (0600, outside git), relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Key algorithm for CAs trustform generates (default rsa-2048, like kubeadm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<KeyAlgorithm>,
+}
+
+/// Errors in `trustform.yaml`. Each points at the file and, where it can, the place.
+#[derive(Debug, Error, Diagnostic)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}")]
+    #[diagnostic(
+        code(trustform::config::io),
+        help("run `trustform init` to write one, or pass --config")
+    )]
+    Io {
+        /// The file.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// YAML syntax or shape error.
+    #[error("{path}: {reason}")]
+    #[diagnostic(
+        code(trustform::config::syntax),
+        help(
+            "see schemas/cluster.schema.json; editors validate through the `# yaml-language-server` line"
+        )
+    )]
+    Syntax {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        reason: String,
+        /// The text.
+        #[source_code]
+        src: NamedSource<String>,
+        /// Where.
+        #[label("here")]
+        span: SourceSpan,
+    },
+    /// A semantic error at a place in the file.
+    #[error("{path}: {reason}")]
+    #[diagnostic(code(trustform::config::invalid))]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+        /// The text.
+        #[source_code]
+        src: NamedSource<String>,
+        /// Where.
+        #[label("{label}")]
+        span: SourceSpan,
+        /// Label text.
+        label: String,
+        /// How to fix it.
+        #[help]
+        help: String,
+    },
+}
+
+/// A loaded config with its source, for error spans and the plan's config hash.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The file.
+    pub path: PathBuf,
+    /// Its directory (relative paths resolve from here).
+    pub dir: PathBuf,
+    /// Its text.
+    pub text: String,
+    /// The parsed config.
+    pub config: Config,
+    /// `sha256:` of the file bytes.
+    pub hash: String,
+}
+
+fn span_of(loc: serde_saphyr::Location, text: &str) -> SourceSpan {
+    let s = loc.span();
+    match (s.byte_offset(), s.byte_len()) {
+        (Some(o), Some(l)) if l > 0 => (o as usize, l as usize).into(),
+        (Some(o), _) => (o as usize, 1).into(),
+        _ => crate::observe::line_span(text, loc.line() as usize),
+    }
+}
+
+impl Loaded {
+    /// An error pointing at `loc`.
+    pub fn invalid(
+        &self,
+        loc: serde_saphyr::Location,
+        reason: String,
+        label: &str,
+        help: String,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            reason,
+            src: NamedSource::new(self.path.display().to_string(), self.text.clone()),
+            span: span_of(loc, &self.text),
+            label: label.to_string(),
+            help,
+        }
+    }
+
+    /// Resolve a path written in the config.
+    pub fn resolve_path(&self, p: &str) -> PathBuf {
+        let p = expand_home(p);
+        if p.is_absolute() { p } else { self.dir.join(p) }
+    }
+
+    /// Node roots, in inventory order.
+    pub fn node_targets(&self) -> Result<Vec<crate::observe::NodeTarget>, ConfigError> {
+        self.config
+            .inventory
+            .nodes
+            .iter()
+            .map(|n| match &n.access.local {
+                Some(l) => Ok(crate::observe::NodeTarget {
+                    name: n.name.clone(),
+                    root: self.resolve_path(&l.root),
+                }),
+                None => Err(self.invalid_at_text(
+                    &format!("name: {}", n.name),
+                    format!("node {} has no local access; SSH access is not supported by this build yet", n.name),
+                    "no `access.local`",
+                    "give the node `access: { local: { root: <dir> } }` (mount or sync its / there)".into(),
+                )),
+            })
+            .collect()
+    }
+
+    /// An error pointing at the first occurrence of `needle` in the text.
+    pub fn invalid_at_text(
+        &self,
+        needle: &str,
+        reason: String,
+        label: &str,
+        help: String,
+    ) -> ConfigError {
+        let span: SourceSpan = match self.text.find(needle) {
+            Some(o) => (o, needle.len()).into(),
+            None => (0, 0).into(),
+        };
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            reason,
+            src: NamedSource::new(self.path.display().to_string(), self.text.clone()),
+            span,
+            label: label.to_string(),
+            help,
+        }
+    }
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from(p), |h| PathBuf::from(h).join(rest)),
+        None => PathBuf::from(p),
+    }
+}
+
+/// Read and check `trustform.yaml`: syntax, names, issuer ∈ trust, CA sources.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let config: Config = serde_saphyr::from_str(&text).map_err(|e| {
+        let span = e.location().map_or((0, 0).into(), |l| span_of(l, &text));
+        ConfigError::Syntax {
+            path: path.display().to_string(),
+            reason: e
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid YAML")
+                .to_string(),
+            src: NamedSource::new(path.display().to_string(), text.clone()),
+            span,
+        }
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let loaded = Loaded {
+        path: path.to_path_buf(),
+        dir,
+        hash: format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes()))),
+        text,
+        config,
+    };
+    check(&loaded)?;
+    Ok(loaded)
+}
+
+fn check(l: &Loaded) -> Result<(), ConfigError> {
+    let c = &l.config;
+    if c.api_version != API_VERSION {
+        return Err(l.invalid_at_text(
+            "apiVersion",
+            format!("apiVersion {:?} is not {API_VERSION}", c.api_version),
+            "unknown apiVersion",
+            format!("set `apiVersion: {API_VERSION}`"),
+        ));
+    }
+    if c.inventory.nodes.is_empty() {
+        return Err(l.invalid_at_text(
+            "nodes",
+            "the inventory has no nodes".into(),
+            "empty",
+            "list the nodes, or run `trustform init`".into(),
+        ));
+    }
+    let known = || c.cas.keys().cloned().collect::<Vec<_>>().join(", ");
+    for (auth, spec) in &c.authorities {
+        for name in std::iter::once(&spec.issuer).chain(spec.trust.iter()) {
+            if !c.cas.contains_key(&name.value) {
+                return Err(l.invalid(
+                    name.referenced,
+                    format!("authority {auth} names CA {:?}, which is not in `cas`", name.value),
+                    "unknown CA",
+                    format!("use one of: {}; or add it under `cas` (`trustform rotate {auth}` generates one)", known()),
+                ));
+            }
+        }
+        if spec.trust.is_empty() {
+            return Err(l.invalid(
+                spec.issuer.referenced,
+                format!("authority {auth} has an empty trust set"),
+                "nothing would verify leaves of this issuer",
+                format!("add `trust: [{}]`", spec.issuer.value),
+            ));
+        }
+        if !spec.trust.iter().any(|t| t.value == spec.issuer.value) {
+            return Err(l.invalid(
+                spec.issuer.referenced,
+                format!("authority {auth}: issuer {} is not in its trust set", spec.issuer.value),
+                "issuer not trusted",
+                format!(
+                    "every leaf it signs would be rejected; add {} to `trust`, or pick an issuer from [{}]",
+                    spec.issuer.value,
+                    spec.trust.iter().map(|t| t.value.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    for (name, ca) in &c.cas {
+        match (&ca.fingerprint, &ca.cert) {
+            (None, None) => {
+                return Err(l.invalid_at_text(
+                    &format!("{name}:"),
+                    format!("CA {name} has neither `fingerprint` nor `cert`"),
+                    "no source",
+                    "give the fingerprint of a CA in the cluster, or the path of its certificate"
+                        .into(),
+                ));
+            }
+            (Some(fp), _) if Fingerprint::parse(&fp.value).is_none() => {
+                return Err(l.invalid(
+                    fp.referenced,
+                    format!("CA {name}: {:?} is not a SHA-256 fingerprint", fp.value),
+                    "not sha256:<64 hex>",
+                    "copy it from `trustform snapshot` or `openssl x509 -noout -fingerprint -sha256`".into(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// How `init` and `rotate` write the file: one canonical, commented layout.
+pub fn render(c: &Config) -> String {
+    let mut s = format!("# yaml-language-server: $schema=./{SCHEMA_FILE}\n");
+    s.push_str("# Desired trust state of this cluster. `trustform plan` shows what it takes to get there.\n");
+    s.push_str(&format!(
+        "apiVersion: {}\nkind: {}\nmetadata:\n  name: {}\n",
+        c.api_version,
+        c.kind,
+        q(&c.metadata.name)
+    ));
+    s.push_str("inventory:\n");
+    if let Some(k) = &c.inventory.kube {
+        s.push_str("  kube:");
+        let mut parts = vec![];
+        if let Some(p) = &k.kubeconfig {
+            parts.push(format!("kubeconfig: {}", q(p)));
+        }
+        if let Some(p) = &k.context {
+            parts.push(format!("context: {}", q(p)));
+        }
+        s.push_str(&format!(" {{ {} }}\n", parts.join(", ")));
+    }
+    s.push_str("  layout: kubeadm\n  nodes:\n");
+    for n in &c.inventory.nodes {
+        let access = match (&n.access.local, &n.access.ssh) {
+            (Some(l), _) => format!("{{ local: {{ root: {} }} }}", q(&l.root)),
+            (None, Some(h)) => match &h.user {
+                Some(u) => format!("{{ ssh: {{ host: {}, user: {} }} }}", q(&h.host), q(u)),
+                None => format!("{{ ssh: {{ host: {} }} }}", q(&h.host)),
+            },
+            (None, None) => "{}".into(),
+        };
+        let role = match n.role {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        };
+        s.push_str(&format!(
+            "    - {{ name: {}, role: {role}, access: {access} }}\n",
+            q(&n.name)
+        ));
+    }
+    s.push_str("authorities:\n");
+    for (a, spec) in &c.authorities {
+        let trust: Vec<String> = spec.trust.iter().map(|t| q(&t.value)).collect();
+        s.push_str(&format!(
+            "  {a}:\n    issuer: {}\n    trust: [{}]\n",
+            q(&spec.issuer.value),
+            trust.join(", ")
+        ));
+    }
+    s.push_str("cas:\n");
+    for (name, ca) in &c.cas {
+        let mut parts = vec![];
+        if let Some(f) = &ca.fingerprint {
+            parts.push(format!("fingerprint: \"{}\"", f.value));
+        }
+        if let Some(p) = &ca.cert {
+            parts.push(format!("cert: {}", q(&p.value)));
+        }
+        if let Some(p) = &ca.key {
+            parts.push(format!("key: {}", q(p)));
+        }
+        if let Some(a) = &ca.algorithm {
+            parts.push(format!(
+                "algorithm: {}",
+                serde_json::to_value(a)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ));
+        }
+        s.push_str(&format!("  {}: {{ {} }}\n", q(name), parts.join(", ")));
+    }
+    s
+}
+
+/// Quote a scalar when YAML would misread it.
+fn q(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./~".contains(c))
+        && !s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '.' || c == '~')
+        && !matches!(s, "true" | "false" | "null" | "yes" | "no" | "on" | "off");
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::to_string(s).expect("string serialises")
+    }
+}
+
+/// A plain spanned value (for configs built in code).
+pub fn spanned(s: impl Into<String>) -> Spanned<String> {
+    Spanned::new(
+        s.into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+/// The JSON Schema of `trustform.yaml`.
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(Config);
+    serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
+}

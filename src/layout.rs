@@ -1,0 +1,30 @@
+//! The kubeadm layout: where a kubeadm node keeps its trust, relative to the node's root.
+
+/// PKI directory.
+pub const PKI: &str = "etc/kubernetes/pki";
+/// Static pod manifests.
+pub const MANIFESTS: &str = "etc/kubernetes/manifests";
+/// Kubeconfigs directory.
+pub const KUBERNETES: &str = "etc/kubernetes";
+/// Kubelet configuration file.
+pub const KUBELET_CONFIG: &str = "var/lib/kubelet/config.yaml";
+/// Kubelet certificate directory.
+pub const KUBELET_PKI: &str = "var/lib/kubelet/pki";
+/// Kubelet kubeconfig.
+pub const KUBELET_CONF: &str = "etc/kubernetes/kubelet.conf";
+
+/// Control-plane static pods, in the order kubeadm starts them.
+pub const STATIC_PODS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// The manifest that marks a node as a control plane.
+pub const APISERVER_MANIFEST: &str = "etc/kubernetes/manifests/kube-apiserver.yaml";
+
+/// Turn an absolute node path (`/etc/kubernetes/pki/ca.crt`) into a root-relative one.
+pub fn rel(abs: &str) -> &str {
+    abs.trim_start_matches('/')
+}

@@ -1,0 +1,462 @@
+//! The kubeadm layout on disk: PKI files, kubeconfigs, static pod manifests, kubelet config.
+
+use super::{NodeTarget, ObserveError, RawNode, line_span};
+use crate::layout;
+use crate::pki::cert::pem_blocks;
+use crate::pki::kubeconfig::{Kubeconfig, unb64};
+use crate::pki::{
+    Fingerprint, ParsedCert, PkiError, SecretPem, parse_certs, public_key_fingerprint,
+};
+use crate::sandbox::Role;
+use crate::snapshot::{
+    CertEntry, Component, FileFact, KeyFact, KubeconfigFact, Kubelet, NodeSnapshot,
+};
+use miette::NamedSource;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+struct Reader<'a> {
+    target: &'a NodeTarget,
+    certs: HashMap<Fingerprint, ParsedCert>,
+    keys: Vec<Fingerprint>,
+}
+
+impl Reader<'_> {
+    fn abs(rel: &str) -> String {
+        format!("/{}", rel.trim_start_matches('/'))
+    }
+
+    fn read(&self, abs: &str) -> Result<String, ObserveError> {
+        std::fs::read_to_string(self.target.root.join(layout::rel(abs))).map_err(|source| {
+            ObserveError::Io {
+                node: self.target.name.clone(),
+                path: abs.to_string(),
+                source,
+            }
+        })
+    }
+
+    fn corrupt(
+        &self,
+        abs: &str,
+        text: &str,
+        line: usize,
+        reason: String,
+        help: &str,
+    ) -> ObserveError {
+        ObserveError::Corrupt {
+            node: self.target.name.clone(),
+            path: abs.to_string(),
+            span: line_span(text, line),
+            src: NamedSource::new(format!("{}:{abs}", self.target.name), text.to_string()),
+            reason,
+            help: help.to_string(),
+        }
+    }
+
+    fn pki_error(&self, abs: &str, text: &str, e: PkiError) -> ObserveError {
+        let line = match &e {
+            PkiError::CorruptPem { line, .. } | PkiError::BadCertificate { line, .. } => *line,
+            _ => 1,
+        };
+        let reason = match &e {
+            PkiError::CorruptPem { .. } => "corrupt PEM block".to_string(),
+            other => other.to_string(),
+        };
+        self.corrupt(
+            abs,
+            text,
+            line,
+            reason,
+            "restore this file from a backup (kubeadm keeps none: check /etc/kubernetes/tmp) or re-issue it with `kubeadm certs renew`",
+        )
+    }
+
+    /// Parse the certificates of a PEM text; remember them for issuer resolution.
+    fn entries(&mut self, abs: &str, text: &str) -> Result<Vec<CertEntry>, ObserveError> {
+        let parsed = parse_certs(text, abs).map_err(|e| self.pki_error(abs, text, e))?;
+        Ok(parsed
+            .into_iter()
+            .map(|c| {
+                let entry = CertEntry {
+                    fingerprint: c.facts.fingerprint.clone(),
+                    ca: c.facts.is_ca,
+                    issued_by: None,
+                    leaf: (!c.facts.is_ca).then(|| c.facts.clone()),
+                };
+                self.certs.insert(c.facts.fingerprint.clone(), c);
+                entry
+            })
+            .collect())
+    }
+
+    /// A PEM file: certificates, a key, or a public key.
+    fn pem_file(&mut self, abs: &str, text: &str) -> Result<Option<FileFact>, ObserveError> {
+        let blocks = pem_blocks(text, abs).map_err(|e| self.pki_error(abs, text, e))?;
+        let key_block = blocks.iter().find(|b| b.label.ends_with("PRIVATE KEY"));
+        let private_key = match key_block {
+            Some(b) => {
+                let pem = crate::pki::cert::pem_block(&b.label, &b.der);
+                let fp = public_key_fingerprint(&SecretPem::new(pem), abs).map_err(|e| {
+                    self.corrupt(
+                        abs,
+                        text,
+                        b.line,
+                        e.to_string(),
+                        "the key cannot be read; restore it from a backup",
+                    )
+                })?;
+                self.keys.push(fp.clone());
+                Some(KeyFact { public_key: fp })
+            }
+            None => None,
+        };
+        let certs = self.entries(abs, text)?;
+        if !certs.is_empty() {
+            return Ok(Some(FileFact::Certificates { certs, private_key }));
+        }
+        if let Some(k) = private_key {
+            return Ok(Some(FileFact::PrivateKey(k)));
+        }
+        if let Some(b) = blocks.iter().find(|b| b.label == "PUBLIC KEY") {
+            return Ok(Some(FileFact::PublicKey {
+                public_key: Fingerprint::of(&b.der),
+            }));
+        }
+        Ok(None)
+    }
+
+    fn kubeconfig(&mut self, abs: &str, text: &str) -> Result<FileFact, ObserveError> {
+        let kc: Kubeconfig = serde_saphyr::from_str(text).map_err(|e| {
+            let line = e.location().map_or(1, |l| l.line() as usize);
+            self.corrupt(
+                abs,
+                text,
+                line,
+                format!("not a kubeconfig: {e}"),
+                "fix the YAML syntax, or restore the file from a backup",
+            )
+        })?;
+        let (cluster, user) = kc.current();
+        let server_line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with("server:"))
+            .map_or(1, |i| i + 1);
+        let Some(cluster) = cluster else {
+            return Err(self.corrupt(
+                abs,
+                text,
+                1,
+                "no cluster entry".into(),
+                "a kubeconfig needs a cluster with certificate-authority-data",
+            ));
+        };
+        let (ca_text, ca_source) = match (
+            &cluster.cluster.certificate_authority_data,
+            &cluster.cluster.certificate_authority,
+        ) {
+            (Some(data), _) => {
+                let Some(t) = unb64(data) else {
+                    return Err(self.corrupt(
+                        abs,
+                        text,
+                        server_line,
+                        "certificate-authority-data is not base64 PEM".into(),
+                        "re-encode the CA bundle with `base64 -w0`",
+                    ));
+                };
+                (t, "data".to_string())
+            }
+            (None, Some(path)) => (self.read(path)?, path.clone()),
+            (None, None) => {
+                return Err(self.corrupt(
+                    abs,
+                    text,
+                    server_line,
+                    format!("cluster {} has no certificate-authority-data", cluster.name),
+                    "add certificate-authority-data (base64 of the cluster CA bundle); trustform cannot rotate trust a kubeconfig does not hold",
+                ));
+            }
+        };
+        let ca: Vec<Fingerprint> = self
+            .entries(abs, &ca_text)?
+            .into_iter()
+            .map(|e| e.fingerprint)
+            .collect();
+        if ca.is_empty() {
+            return Err(self.corrupt(
+                abs,
+                text,
+                server_line,
+                "certificate-authority-data holds no certificate".into(),
+                "put the cluster CA bundle (PEM, base64) in certificate-authority-data",
+            ));
+        }
+        let (client, client_source) = match user.map(|u| &u.user) {
+            Some(u) => match (&u.client_certificate_data, &u.client_certificate) {
+                (Some(data), _) => {
+                    let t = unb64(data).unwrap_or_default();
+                    (
+                        self.entries(abs, &t)?.into_iter().next(),
+                        Some("data".to_string()),
+                    )
+                }
+                (None, Some(path)) => {
+                    let t = self.read(path)?;
+                    (
+                        self.entries(path, &t)?.into_iter().next(),
+                        Some(path.clone()),
+                    )
+                }
+                _ => (None, None),
+            },
+            None => (None, None),
+        };
+        Ok(FileFact::Kubeconfig(KubeconfigFact {
+            cluster: cluster.name.clone(),
+            server: cluster.cluster.server.clone(),
+            ca,
+            ca_source,
+            user: user.map(|u| u.name.clone()).unwrap_or_default(),
+            client,
+            client_source,
+        }))
+    }
+
+    fn manifest(&self, abs: &str, text: &str) -> Result<(String, Component), ObserveError> {
+        #[derive(Deserialize)]
+        struct Pod {
+            metadata: Meta,
+            spec: Spec,
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            name: String,
+        }
+        #[derive(Deserialize)]
+        struct Spec {
+            containers: Vec<Container>,
+        }
+        #[derive(Deserialize)]
+        struct Container {
+            #[serde(default)]
+            command: Vec<String>,
+        }
+        let pod: Pod = serde_saphyr::from_str(text).map_err(|e| {
+            let line = e.location().map_or(1, |l| l.line() as usize);
+            self.corrupt(
+                abs,
+                text,
+                line,
+                format!("not a static pod manifest: {e}"),
+                "fix the YAML; the kubelet cannot start this pod either",
+            )
+        })?;
+        let mut flags = BTreeMap::new();
+        for c in &pod.spec.containers {
+            for arg in &c.command {
+                if let Some(f) = arg.strip_prefix("--") {
+                    let (k, v) = f.split_once('=').unwrap_or((f, "true"));
+                    flags.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+        let mut inputs = Vec::new();
+        for (flag, value) in &flags {
+            if !value.starts_with("/etc/kubernetes/") {
+                continue;
+            }
+            if !self.target.root.join(layout::rel(value)).exists() {
+                let line = text
+                    .lines()
+                    .position(|l| l.contains(&format!("--{flag}=")))
+                    .map_or(1, |i| i + 1);
+                return Err(ObserveError::MissingInput {
+                    node: self.target.name.clone(),
+                    manifest: abs.to_string(),
+                    flag: flag.clone(),
+                    missing: value.clone(),
+                    span: line_span(text, line),
+                    src: NamedSource::new(format!("{}:{abs}", self.target.name), text.to_string()),
+                });
+            }
+            inputs.push(value.clone());
+        }
+        inputs.sort();
+        inputs.dedup();
+        Ok((
+            pod.metadata.name,
+            Component {
+                manifest: abs.to_string(),
+                flags,
+                inputs,
+            },
+        ))
+    }
+
+    fn kubelet(
+        &self,
+        text: &str,
+        files: &BTreeMap<String, FileFact>,
+    ) -> Result<Kubelet, ObserveError> {
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Config {
+            #[serde(default)]
+            authentication: Authn,
+            #[serde(default)]
+            rotate_certificates: bool,
+            #[serde(default, rename = "serverTLSBootstrap")]
+            server_tls_bootstrap: bool,
+        }
+        #[derive(Deserialize, Default)]
+        struct Authn {
+            #[serde(default)]
+            x509: X509,
+        }
+        #[derive(Deserialize, Default)]
+        struct X509 {
+            #[serde(default, rename = "clientCAFile")]
+            client_ca_file: Option<String>,
+        }
+        let abs = Self::abs(layout::KUBELET_CONFIG);
+        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
+            let line = e.location().map_or(1, |l| l.line() as usize);
+            self.corrupt(
+                &abs,
+                text,
+                line,
+                format!("not a KubeletConfiguration: {e}"),
+                "fix the YAML; the kubelet cannot start with it either",
+            )
+        })?;
+        let kubeconfig = Self::abs(layout::KUBELET_CONF);
+        let mut inputs = vec![abs.clone(), kubeconfig.clone()];
+        inputs.extend(cfg.authentication.x509.client_ca_file.clone());
+        if let Some(FileFact::Kubeconfig(k)) = files.get(&kubeconfig) {
+            if let Some(src) = k.client_source.as_ref().filter(|s| s.starts_with('/')) {
+                inputs.push(src.clone());
+            }
+        }
+        let serving = format!("/{}/kubelet-server-current.pem", layout::KUBELET_PKI);
+        if files.contains_key(&serving) {
+            inputs.push(serving);
+        }
+        inputs.sort();
+        inputs.dedup();
+        Ok(Kubelet {
+            config: abs,
+            client_ca_file: cfg.authentication.x509.client_ca_file,
+            rotate_certificates: cfg.rotate_certificates,
+            server_tls_bootstrap: cfg.server_tls_bootstrap,
+            kubeconfig,
+            inputs,
+        })
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&p, out),
+            Ok(_) => out.push(p),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Read one node.
+pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
+    let root = &target.root;
+    if !root.join(layout::KUBERNETES).is_dir() {
+        return Err(ObserveError::NotANode {
+            node: target.name.clone(),
+            root: root.display().to_string(),
+        });
+    }
+    let mut r = Reader {
+        target,
+        certs: HashMap::new(),
+        keys: Vec::new(),
+    };
+    let mut paths = Vec::new();
+    walk(&root.join(layout::KUBERNETES), &mut paths);
+    walk(&root.join(layout::KUBELET_PKI), &mut paths);
+    paths.sort();
+    let manifests_dir = root.join(layout::MANIFESTS);
+    let mut files = BTreeMap::new();
+    let mut manifests = Vec::new();
+    for p in paths {
+        let rel = p
+            .strip_prefix(root)
+            .expect("walked under root")
+            .to_string_lossy()
+            .to_string();
+        let abs = Reader::abs(&rel);
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".trustform-"))
+        {
+            continue; // an interrupted atomic write: not part of the node
+        }
+        if p.starts_with(&manifests_dir) {
+            if abs.ends_with(".yaml") || abs.ends_with(".yml") {
+                manifests.push(abs);
+            }
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&p) else {
+            return Err(ObserveError::Io {
+                node: target.name.clone(),
+                path: abs,
+                source: std::fs::read(&p).expect_err("read failed before"),
+            });
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        let fact = if abs.ends_with(".conf") && text.contains("clusters:") {
+            Some(r.kubeconfig(&abs, &text)?)
+        } else if text.contains("-----BEGIN ") {
+            r.pem_file(&abs, &text)?
+        } else {
+            None
+        };
+        if let Some(f) = fact {
+            files.insert(abs, f);
+        }
+    }
+    let mut components = BTreeMap::new();
+    for abs in manifests {
+        let text = r.read(&abs)?;
+        let (name, c) = r.manifest(&abs, &text)?;
+        components.insert(name, c);
+    }
+    let kubelet_cfg = root.join(layout::KUBELET_CONFIG);
+    let kubelet = if kubelet_cfg.exists() {
+        let text = r.read(&Reader::abs(layout::KUBELET_CONFIG))?;
+        Some(r.kubelet(&text, &files)?)
+    } else {
+        None
+    };
+    let role = if root.join(layout::APISERVER_MANIFEST).exists() {
+        Role::ControlPlane
+    } else {
+        Role::Worker
+    };
+    Ok(RawNode {
+        snapshot: NodeSnapshot {
+            name: target.name.clone(),
+            role,
+            files,
+            components,
+            kubelet,
+        },
+        certs: r.certs,
+        keys: r.keys,
+    })
+}

@@ -1,0 +1,217 @@
+//! Readers that build a [`Snapshot`]. Observation never writes.
+
+mod files;
+
+use crate::pki::{Fingerprint, ParsedCert};
+use crate::snapshot::{CaFact, CertEntry, FileFact, NodeSnapshot, Snapshot, natural_key};
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// A node to read: its name and where its `/` is.
+#[derive(Clone, Debug)]
+pub struct NodeTarget {
+    /// Node name.
+    pub name: String,
+    /// The node's root directory (`/` on a real node).
+    pub root: PathBuf,
+}
+
+/// Errors of observation. Each names the node, the file and, where there is one, the line.
+#[derive(Debug, Error, Diagnostic)]
+pub enum ObserveError {
+    /// The node's root does not exist or is not a kubeadm node.
+    #[error("node {node}: {root} is not a kubeadm node root (no etc/kubernetes)")]
+    #[diagnostic(
+        code(trustform::observe::not_a_node),
+        help(
+            "point `access.local.root` (or --root) at the directory that holds the node's etc/kubernetes"
+        )
+    )]
+    NotANode {
+        /// Node name.
+        node: String,
+        /// The root tried.
+        root: String,
+    },
+    /// A file could not be read.
+    #[error("node {node}: cannot read {path}")]
+    #[diagnostic(
+        code(trustform::observe::io),
+        help(
+            "check the path and its permissions (trustform reads keys: run as root on real nodes)"
+        )
+    )]
+    Io {
+        /// Node name.
+        node: String,
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's content is broken at a known place.
+    #[error("node {node}: {path}: {reason}")]
+    #[diagnostic(code(trustform::observe::corrupt_file))]
+    Corrupt {
+        /// Node name.
+        node: String,
+        /// File.
+        path: String,
+        /// What is wrong.
+        reason: String,
+        /// The file's text.
+        #[source_code]
+        src: NamedSource<String>,
+        /// Where.
+        #[label("{reason}")]
+        span: SourceSpan,
+        /// How to fix it.
+        #[help]
+        help: String,
+    },
+    /// A component flag names a file that does not exist.
+    #[error("node {node}: {manifest} points --{flag} at {missing}, which does not exist")]
+    #[diagnostic(
+        code(trustform::observe::missing_file),
+        help(
+            "restore {missing} from a backup, or fix the flag; trustform will not plan against a node whose components cannot start"
+        )
+    )]
+    MissingInput {
+        /// Node name.
+        node: String,
+        /// The manifest.
+        manifest: String,
+        /// The flag.
+        flag: String,
+        /// The missing file.
+        missing: String,
+        /// Manifest text.
+        #[source_code]
+        src: NamedSource<String>,
+        /// The flag's line.
+        #[label("this file is missing")]
+        span: SourceSpan,
+    },
+}
+
+/// The span of 1-based `line` in `text`.
+pub(crate) fn line_span(text: &str, line: usize) -> SourceSpan {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return (offset, l.trim_end().len()).into();
+        }
+        offset += l.len();
+    }
+    (0, 0).into()
+}
+
+/// A node read from disk, before issuers are resolved across the cluster.
+pub(crate) struct RawNode {
+    pub snapshot: NodeSnapshot,
+    /// Every certificate read, by fingerprint.
+    pub certs: HashMap<Fingerprint, ParsedCert>,
+    /// Fingerprints of the public halves of every private key read.
+    pub keys: Vec<Fingerprint>,
+}
+
+/// Read every node (in parallel) into one snapshot.
+pub fn observe(targets: &[NodeTarget]) -> Result<Snapshot, ObserveError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(targets.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut raws: Vec<(usize, Result<RawNode, ObserveError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(t) = targets.get(i) else { break };
+                        out.push((i, files::read_node(t)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("observer panicked"))
+            .collect()
+    });
+    raws.sort_by_key(|(i, _)| *i);
+    let raws: Vec<RawNode> = raws.into_iter().map(|(_, r)| r).collect::<Result<_, _>>()?;
+    Ok(assemble(raws))
+}
+
+/// Resolve issuers across the whole cluster and collect the CAs.
+fn assemble(raws: Vec<RawNode>) -> Snapshot {
+    let mut all: HashMap<Fingerprint, &ParsedCert> = HashMap::new();
+    for r in &raws {
+        for (fp, c) in &r.certs {
+            all.entry(fp.clone()).or_insert(c);
+        }
+    }
+    let mut by_subject: HashMap<&str, Vec<&ParsedCert>> = HashMap::new();
+    for c in all.values().filter(|c| c.facts.is_ca) {
+        by_subject
+            .entry(c.facts.subject.as_str())
+            .or_default()
+            .push(c);
+    }
+    let mut issuer_of: HashMap<Fingerprint, Option<Fingerprint>> = HashMap::new();
+    for (fp, c) in &all {
+        let found = by_subject
+            .get(c.facts.issuer.as_str())
+            .and_then(|cands| cands.iter().find(|ca| c.is_signed_by(ca)))
+            .map(|ca| ca.facts.fingerprint.clone());
+        issuer_of.insert(fp.clone(), found);
+    }
+    let keys: std::collections::HashSet<&Fingerprint> =
+        raws.iter().flat_map(|r| r.keys.iter()).collect();
+    let mut cas: BTreeMap<Fingerprint, CaFact> = BTreeMap::new();
+    let mut nodes = Vec::new();
+    for raw in &raws {
+        let mut node = raw.snapshot.clone();
+        let resolve =
+            |e: &mut CertEntry| e.issued_by = issuer_of.get(&e.fingerprint).cloned().flatten();
+        for (path, fact) in node.files.iter_mut() {
+            let entries: Vec<&mut CertEntry> = match fact {
+                FileFact::Certificates { certs, .. } => certs.iter_mut().collect(),
+                FileFact::Kubeconfig(k) => k.client.iter_mut().collect(),
+                _ => vec![],
+            };
+            for e in entries {
+                resolve(e);
+                if e.ca {
+                    let c = all[&e.fingerprint];
+                    let entry = cas.entry(e.fingerprint.clone()).or_insert_with(|| CaFact {
+                        cert: c.facts.clone(),
+                        key_present: keys.contains(&c.facts.public_key),
+                        found_in: vec![],
+                    });
+                    entry.found_in.push(format!("{}:{}", node.name, path));
+                }
+            }
+            if let FileFact::Kubeconfig(k) = fact {
+                for fp in &k.ca {
+                    let c = all[fp];
+                    let entry = cas.entry(fp.clone()).or_insert_with(|| CaFact {
+                        cert: c.facts.clone(),
+                        key_present: keys.contains(&c.facts.public_key),
+                        found_in: vec![],
+                    });
+                    entry.found_in.push(format!("{}:{}", node.name, path));
+                }
+            }
+        }
+        nodes.push(node);
+    }
+    nodes.sort_by(|a, b| (a.role, natural_key(&a.name)).cmp(&(b.role, natural_key(&b.name))));
+    Snapshot::new(cas, nodes)
+}

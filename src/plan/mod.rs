@@ -1,0 +1,47 @@
+//! Expand procedures over the diff and the inventory into a DAG of steps.
+//!
+//! The planner simulates the cluster as it goes: a *world* maps every consumer to the
+//! state it will hold after the steps planned so far, and every component to the inputs
+//! changed since its last restart. A write step exists where the world differs from the
+//! stage's target; a restart step exists where its component read a changed file; a step
+//! with nothing to do is left out (and reported for documented steps). Planning does no
+//! I/O.
+
+mod expand;
+mod model;
+
+pub use expand::{Input, build, stage_targets};
+pub use model::*;
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+/// Errors of planning.
+#[derive(Debug, Error, Diagnostic)]
+pub enum PlanError {
+    /// An authority must change but no procedure rotates it.
+    #[error("authority {0} must change, but trustform has no procedure for it yet")]
+    #[diagnostic(
+        code(trustform::plan::no_procedure),
+        help(
+            "procedures exist for: {1}; keep this authority's issuer and trust as they are in the cluster"
+        )
+    )]
+    NoProcedure(String, String),
+    /// The desired state cannot be reached by the documented steps.
+    #[error("the desired state cannot be reached: no documented step changes {}", .0.join("; "))]
+    #[diagnostic(
+        code(trustform::plan::impossible),
+        help(
+            "these files hold trust that trustform does not manage; move them under a kubeadm path, or rotate them by hand"
+        )
+    )]
+    Impossible(Vec<String>),
+    /// The steps' dependencies form a cycle (a hand-edited plan).
+    #[error("the plan's dependencies form a cycle through step {0}")]
+    #[diagnostic(
+        code(trustform::plan::cycle),
+        help("regenerate the plan with `trustform plan -out`; never edit a plan by hand")
+    )]
+    Cycle(String),
+}

@@ -1,0 +1,312 @@
+//! The documented rotation procedures (`plans/*.yaml`), embedded in the binary.
+//!
+//! Ordering is data: each step template names the steps it comes `after`; action kinds
+//! are Rust code (see `plan`). `load_all` validates every file: unique ids, `after`
+//! naming earlier steps only (so the file order is a topological order and the template
+//! graph is acyclic), documented numbers unique and in documented order.
+
+use crate::config::Authority;
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The embedded procedure files, `(file name, text)`.
+pub const EMBEDDED: [(&str, &str); 2] = [
+    (
+        "plans/kubernetes-ca.yaml",
+        include_str!("../plans/kubernetes-ca.yaml"),
+    ),
+    (
+        "plans/front-proxy-ca.yaml",
+        include_str!("../plans/front-proxy-ca.yaml"),
+    ),
+];
+
+/// One procedure file.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "trustform procedure",
+    description = "A documented rotation procedure: ordered step templates (plans/*.yaml)"
+)]
+pub struct Procedure {
+    /// Procedure name, e.g. `kubernetes-ca`.
+    pub procedure: String,
+    /// The authority it rotates.
+    pub authority: Authority,
+    /// The document it encodes.
+    pub source: String,
+    /// Step templates, in documented order.
+    pub steps: Vec<StepTemplate>,
+}
+
+/// Omni's three stages.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Add the new CA as accepted.
+    PreRotate,
+    /// Swap the issuing CA; re-issue leaves.
+    Rotate,
+    /// Remove the old CA.
+    PostRotate,
+}
+
+impl Stage {
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::PreRotate => "pre-rotate",
+            Stage::Rotate => "rotate",
+            Stage::PostRotate => "post-rotate",
+        }
+    }
+}
+
+/// What a step template expands over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForEach {
+    /// Every control-plane node.
+    ControlPlaneNode,
+    /// Every node: control planes first, then workers.
+    Node,
+    /// Once, for the cluster's API objects.
+    Cluster,
+}
+
+/// Action kinds. What each does is Rust code; see the book's "Actions" chapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Write the CA bundle (and the issuer's single-cert copy while the bundle holds more).
+    WriteCaFiles,
+    /// Put the new issuer's key in place (and its single-cert copy).
+    SwitchSigner,
+    /// Point controller-manager flags that reject bundles at the single-cert copy, or back.
+    SetKcmSigningFlags,
+    /// Delete the single-cert copy once nothing points at it.
+    RemoveSignerCopy,
+    /// Set CA data (and re-issue embedded client certificates) of the listed kubeconfigs.
+    WriteKubeconfigs,
+    /// The kubelet's client CA file, kubelet.conf CA data and its certificates.
+    WriteKubeletTrust,
+    /// Re-issue the listed leaf certificates from the issuer.
+    ReissueLeaves,
+    /// Restart a static pod so the component re-reads its files.
+    RestartStaticPod,
+    /// Restart the kubelet.
+    RestartKubelet,
+    /// Wait until kube-root-ca.crt in every namespace holds the trust set.
+    WaitKubeRootCa,
+    /// Rollout-restart the workloads whose pods hold stale trust.
+    RestartWorkloads,
+    /// Update cluster-info in kube-public (one certificate: kubeadm#1399).
+    UpdateClusterInfo,
+    /// Restart aggregated API servers / webhooks so they trust the new CA.
+    RestartExtensionServers,
+    /// Verify every trust edge (a gate between stages).
+    VerifyTrust,
+}
+
+/// How an action counts in the plan summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Changes files or objects.
+    Write,
+    /// Restarts a process.
+    Restart,
+    /// Waits for, or verifies, a condition.
+    Wait,
+}
+
+impl Action {
+    /// Its kind.
+    pub fn kind(self) -> ActionKind {
+        match self {
+            Action::RestartStaticPod
+            | Action::RestartKubelet
+            | Action::RestartWorkloads
+            | Action::RestartExtensionServers => ActionKind::Restart,
+            Action::WaitKubeRootCa | Action::VerifyTrust => ActionKind::Wait,
+            _ => ActionKind::Write,
+        }
+    }
+    /// The kebab-case name.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// One step template.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepTemplate {
+    /// Unique id within the procedure.
+    pub id: String,
+    /// The documented step number (`"8.3"`), absent for a step trustform adds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+    /// One line for the plan.
+    pub title: String,
+    /// The stage whose target this step moves its consumers to.
+    pub stage: Stage,
+    /// What it expands over.
+    pub for_each: ForEach,
+    /// The action.
+    pub action: Action,
+    /// Steps (ids, earlier in the file) that must be done first, on every target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// One target at a time, control planes before workers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolling: bool,
+    /// Static pod component, for `restart-static-pod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// Files (relative to /etc/kubernetes), for `write-kubeconfigs` and `reissue-leaves`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Why trustform adds or shapes this step (cited issue, research).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// An inherent disruption this step causes, shown as a banner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption: Option<String>,
+}
+
+/// Errors in a procedure file.
+#[derive(Debug, Error, Diagnostic)]
+#[error("{file}: {reason}")]
+#[diagnostic(
+    code(trustform::procedure::invalid),
+    help("procedures are validated by schemas/procedure.schema.json and `cargo test`")
+)]
+pub struct ProcedureError {
+    /// The file.
+    pub file: String,
+    /// What is wrong.
+    pub reason: String,
+    /// Its text.
+    #[source_code]
+    pub src: NamedSource<String>,
+    /// Where.
+    #[label("here")]
+    pub span: SourceSpan,
+}
+
+/// Compare documented numbers: `"8.3" < "10.1"`.
+pub fn doc_key(doc: &str) -> Vec<u32> {
+    doc.split('.')
+        .map(|p| p.parse().unwrap_or(u32::MAX))
+        .collect()
+}
+
+/// Parse and validate one procedure file.
+pub fn parse(file: &str, text: &str) -> Result<Procedure, ProcedureError> {
+    let err = |reason: String, needle: &str| ProcedureError {
+        file: file.to_string(),
+        span: text
+            .find(needle)
+            .map_or((0, 0).into(), |o| (o, needle.len()).into()),
+        src: NamedSource::new(file, text.to_string()),
+        reason,
+    };
+    let p: Procedure = serde_saphyr::from_str(text).map_err(|e| err(e.to_string(), ""))?;
+    let mut seen: Vec<&str> = Vec::new();
+    let mut last_doc: Option<&str> = None;
+    for s in &p.steps {
+        let at = format!("id: {}", s.id);
+        if seen.contains(&s.id.as_str()) {
+            return Err(err(format!("step id {} is used twice", s.id), &at));
+        }
+        for a in &s.after {
+            if !seen.contains(&a.as_str()) {
+                return Err(err(
+                    format!(
+                        "step {} comes after {a}, which is not an earlier step (the file order must be the execution order)",
+                        s.id
+                    ),
+                    &at,
+                ));
+            }
+        }
+        if let Some(d) = &s.doc {
+            if let Some(prev) = last_doc
+                && doc_key(d) <= doc_key(prev)
+            {
+                return Err(err(
+                    format!(
+                        "documented step {d} ({}) comes after step {prev}: documented steps keep their documented order",
+                        s.id
+                    ),
+                    &at,
+                ));
+            }
+            last_doc = Some(d);
+        }
+        let needs_component = s.action == Action::RestartStaticPod;
+        if needs_component != s.component.is_some() {
+            return Err(err(
+                format!(
+                    "step {}: `component` goes with restart-static-pod, and only there",
+                    s.id
+                ),
+                &at,
+            ));
+        }
+        let needs_files = matches!(s.action, Action::WriteKubeconfigs | Action::ReissueLeaves);
+        if needs_files == s.files.is_empty() {
+            return Err(err(
+                format!(
+                    "step {}: `files` goes with write-kubeconfigs and reissue-leaves, and only there",
+                    s.id
+                ),
+                &at,
+            ));
+        }
+        let cluster_action = matches!(
+            s.action,
+            Action::WaitKubeRootCa
+                | Action::RestartWorkloads
+                | Action::UpdateClusterInfo
+                | Action::RestartExtensionServers
+                | Action::VerifyTrust
+        );
+        if cluster_action != (s.for_each == ForEach::Cluster) {
+            return Err(err(
+                format!(
+                    "step {}: {} runs {}",
+                    s.id,
+                    s.action.name(),
+                    if cluster_action {
+                        "for_each: cluster"
+                    } else {
+                        "on nodes"
+                    }
+                ),
+                &at,
+            ));
+        }
+        seen.push(&s.id);
+    }
+    Ok(p)
+}
+
+/// Every embedded procedure.
+pub fn load_all() -> Result<Vec<Procedure>, ProcedureError> {
+    EMBEDDED.iter().map(|(f, t)| parse(f, t)).collect()
+}
+
+/// The JSON Schema of procedure files.
+pub fn schema() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(Procedure)).expect("schema serialises")
+        + "\n"
+}

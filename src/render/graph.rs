@@ -1,0 +1,73 @@
+//! The step graph as Graphviz DOT or a Mermaid flowchart.
+
+use super::doc_label;
+use crate::plan::Plan;
+use crate::procedure::ActionKind;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Graphviz DOT.
+pub fn dot(plan: &Plan) -> String {
+    let mut o = String::with_capacity(plan.steps.len() * 96);
+    o.push_str(
+        "digraph plan {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n",
+    );
+    let index: HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    for (i, s) in plan.steps.iter().enumerate() {
+        let style = match s.kind {
+            ActionKind::Write => "solid",
+            ActionKind::Restart => "rounded",
+            ActionKind::Wait => "dashed",
+        };
+        writeln!(
+            o,
+            "  s{i} [label=\"[{}] {}\\n{}\", style=\"{style}\"];",
+            esc(&doc_label(s)),
+            esc(&s.template),
+            esc(&s.target)
+        )
+        .unwrap();
+    }
+    for (i, s) in plan.steps.iter().enumerate() {
+        for d in &s.depends_on {
+            if let Some(j) = index.get(d.as_str()) {
+                writeln!(o, "  s{j} -> s{i};").unwrap();
+            }
+        }
+    }
+    o.push_str("}\n");
+    o
+}
+
+/// Mermaid flowchart.
+pub fn mermaid(plan: &Plan) -> String {
+    let mut o = String::with_capacity(plan.steps.len() * 80);
+    o.push_str("flowchart TD\n");
+    let index: HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    for (i, s) in plan.steps.iter().enumerate() {
+        let label = format!("[{}] {} @ {}", doc_label(s), s.template, s.target).replace('"', "'");
+        writeln!(o, "  s{i}[\"{label}\"]").unwrap();
+    }
+    for (i, s) in plan.steps.iter().enumerate() {
+        for d in &s.depends_on {
+            if let Some(j) = index.get(d.as_str()) {
+                writeln!(o, "  s{j} --> s{i}").unwrap();
+            }
+        }
+    }
+    o
+}

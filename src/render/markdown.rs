@@ -1,0 +1,112 @@
+//! Markdown for a pull-request comment: summary first, destructive steps bannered,
+//! details folded per stage.
+
+use super::{destructive, diff_lines, doc_label, mark, summary_line};
+use crate::plan::Plan;
+use std::fmt::Write;
+
+/// Render a plan as a pull-request comment.
+pub fn markdown(plan: &Plan) -> String {
+    let mut o = String::new();
+    writeln!(o, "### trustform plan: cluster `{}`", plan.cluster).unwrap();
+    writeln!(o).unwrap();
+    writeln!(o, "**{}**", summary_line(plan)).unwrap();
+    if plan.is_empty() {
+        return o;
+    }
+    writeln!(o).unwrap();
+    writeln!(o, "| authority | issuer | trust |").unwrap();
+    writeln!(o, "|---|---|---|").unwrap();
+    for a in &plan.authorities {
+        writeln!(
+            o,
+            "| {} | {} → **{}** | {} → **{}** |",
+            a.authority,
+            a.from.issuer,
+            a.to.issuer,
+            a.from.trust.join(", "),
+            a.to.trust.join(", ")
+        )
+        .unwrap();
+    }
+    let bad: Vec<_> = plan.steps.iter().filter(|s| destructive(s)).collect();
+    if !bad.is_empty() {
+        writeln!(o).unwrap();
+        writeln!(o, "> [!WARNING]").unwrap();
+        writeln!(o, "> **{} destructive steps**: they replace certificates or keys, remove trust, or restart an API server.", bad.len()).unwrap();
+        let mut templates: Vec<String> = bad
+            .iter()
+            .map(|s| format!("`{}/{}`", s.procedure, s.template))
+            .collect();
+        templates.dedup();
+        writeln!(o, "> {}", templates.join(", ")).unwrap();
+        for d in bad
+            .iter()
+            .filter_map(|s| s.disruption.as_deref())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            writeln!(o, "> - {d}").unwrap();
+        }
+    }
+    for stage in &plan.summary.stages {
+        let steps: Vec<_> = plan.steps.iter().filter(|s| s.stage == *stage).collect();
+        writeln!(o).unwrap();
+        writeln!(
+            o,
+            "<details><summary>Stage <b>{}</b>: {} steps</summary>",
+            stage.name(),
+            steps.len()
+        )
+        .unwrap();
+        writeln!(o).unwrap();
+        for s in steps {
+            let flag = if destructive(s) { " ⚠️" } else { "" };
+            writeln!(
+                o,
+                "- `{}` **[{}] {}**{flag}: {}",
+                mark(s.kind),
+                doc_label(s),
+                s.id,
+                s.title
+            )
+            .unwrap();
+            let body: Vec<String> = s
+                .changes
+                .iter()
+                .flat_map(|c| std::iter::once(format!("# {}", c.what)).chain(diff_lines(c)))
+                .collect();
+            if !body.is_empty() {
+                writeln!(o, "  ```diff").unwrap();
+                for l in body {
+                    writeln!(o, "  {l}").unwrap();
+                }
+                writeln!(o, "  ```").unwrap();
+            }
+        }
+        writeln!(o).unwrap();
+        writeln!(o, "</details>").unwrap();
+    }
+    if !plan.skipped.is_empty() {
+        writeln!(o).unwrap();
+        writeln!(
+            o,
+            "<details><summary>Documented steps with nothing to do ({})</summary>",
+            plan.skipped.len()
+        )
+        .unwrap();
+        writeln!(o).unwrap();
+        for k in &plan.skipped {
+            writeln!(o, "- [{}] `{}`: {}", k.doc_step, k.id, k.reason).unwrap();
+        }
+        writeln!(o).unwrap();
+        writeln!(o, "</details>").unwrap();
+    }
+    writeln!(o).unwrap();
+    writeln!(
+        o,
+        "<sub>snapshot `{}` · config `{}` · trustform {}</sub>",
+        plan.snapshot_fingerprint, plan.config_hash, plan.tool_version
+    )
+    .unwrap();
+    o
+}

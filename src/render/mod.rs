@@ -1,0 +1,104 @@
+//! Plan renderers: text (Terraform's manner), markdown (pull-request comment), json,
+//! dot and mermaid (the graph).
+
+mod graph;
+mod markdown;
+mod text;
+
+pub use graph::{dot, mermaid};
+pub use markdown::markdown;
+pub use text::text;
+
+use crate::plan::{Plan, Step, StepChange};
+use crate::procedure::ActionKind;
+
+/// Output formats of `plan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable, Terraform style.
+    Text,
+    /// The plan file's JSON.
+    Json,
+    /// A pull-request comment.
+    Markdown,
+    /// Graphviz DOT of the step graph.
+    Dot,
+    /// Mermaid flowchart of the step graph.
+    Mermaid,
+}
+
+/// Render in a format.
+pub fn render(plan: &Plan, format: Format) -> String {
+    match format {
+        Format::Text => text(plan),
+        Format::Json => json(plan),
+        Format::Markdown => markdown(plan),
+        Format::Dot => dot(plan),
+        Format::Mermaid => mermaid(plan),
+    }
+}
+
+/// The plan file's JSON (see `plan::model` for the format).
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("plan serialises") + "\n"
+}
+
+/// `Plan: N steps (A writes, R restarts, W waits) across S stages.`
+pub fn summary_line(plan: &Plan) -> String {
+    if plan.is_empty() {
+        return "No changes. The cluster's trust matches trustform.yaml.".into();
+    }
+    let s = &plan.summary;
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "Plan: {} ({}, {}, {}) across {}.",
+        plural(s.steps, "step", "steps"),
+        plural(s.writes, "write", "writes"),
+        plural(s.restarts, "restart", "restarts"),
+        plural(s.waits, "wait", "waits"),
+        plural(s.stages.len(), "stage", "stages"),
+    )
+}
+
+/// The one-character mark of a step kind.
+pub fn mark(kind: ActionKind) -> char {
+    match kind {
+        ActionKind::Write => '~',
+        ActionKind::Restart => '!',
+        ActionKind::Wait => '?',
+    }
+}
+
+/// A step that takes something away (trust, a certificate, a key) or disrupts.
+pub fn destructive(step: &Step) -> bool {
+    step.disruption.is_some()
+        || step.changes.iter().any(|c| {
+            c.before
+                .iter()
+                .any(|l| !l.starts_with("running") && !c.after.contains(l))
+        })
+}
+
+/// A change as diff lines: ` kept`, `-removed`, `+added`.
+pub fn diff_lines(c: &StepChange) -> Vec<String> {
+    let before = c.before.join("\n") + "\n";
+    let after = c.after.join("\n") + "\n";
+    let diff = similar::TextDiff::from_lines(&before, &after);
+    diff.iter_all_changes()
+        .filter(|ch| !ch.value().trim().is_empty())
+        .map(|ch| {
+            let sign = match ch.tag() {
+                similar::ChangeTag::Equal => ' ',
+                similar::ChangeTag::Delete => '-',
+                similar::ChangeTag::Insert => '+',
+            };
+            format!("{sign}{}", ch.value().trim_end())
+        })
+        .collect()
+}
+
+/// `1`, `8.3` or `+` (a step trustform adds).
+pub fn doc_label(step: &Step) -> String {
+    step.doc_step.clone().unwrap_or_else(|| "+".into())
+}

@@ -1,0 +1,252 @@
+//! The `Snapshot`: everything trustform knows about a cluster's trust, read-only,
+//! public data only. Its canonical JSON (sorted maps, no whitespace) hashes to its
+//! fingerprint, which a plan records and apply checks.
+//!
+//! # JSON format (`trustform snapshot -o snap.json`, `format_version` 1)
+//! ```json
+//! { "format_version": 1, "fingerprint": "sha256:…",
+//!   "cas": { "sha256:…": { "subject": "CN=kubernetes", …, "key_present": true, "found_in": ["cp-1:/etc/kubernetes/pki/ca.crt"] } },
+//!   "nodes": [ { "name": "cp-1", "role": "control-plane",
+//!                "files": { "/etc/kubernetes/pki/ca.crt": { "kind": "certificates", "certs": [ … ] }, … },
+//!                "components": { "kube-apiserver": { "manifest": "…", "flags": { … }, "inputs": [ … ] } },
+//!                "kubelet": { … } } ] }
+//! ```
+//! No private key is ever in it: keys appear as `private-key` entries holding only the
+//! fingerprint of their public half.
+
+use crate::pki::{CertFacts, Fingerprint};
+use crate::sandbox::Role;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Current snapshot format.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What was observed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// SHA-256 of the canonical JSON of `cas` and `nodes`.
+    pub fingerprint: String,
+    /// Every CA certificate seen anywhere, by fingerprint.
+    pub cas: BTreeMap<Fingerprint, CaFact>,
+    /// Nodes: control planes first, then workers, each in natural name order.
+    pub nodes: Vec<NodeSnapshot>,
+}
+
+/// A CA certificate and where it was seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaFact {
+    /// The certificate's facts.
+    #[serde(flatten)]
+    pub cert: CertFacts,
+    /// A private key whose public half matches was found on some node.
+    pub key_present: bool,
+    /// `node:path` of every file holding it.
+    pub found_in: Vec<String>,
+}
+
+/// One node's trust.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeSnapshot {
+    /// Node name.
+    pub name: String,
+    /// Role (control plane when it has a kube-apiserver manifest).
+    pub role: Role,
+    /// Trust files, by absolute path on the node.
+    pub files: BTreeMap<String, FileFact>,
+    /// Static pod components, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, Component>,
+    /// The kubelet, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet: Option<Kubelet>,
+}
+
+/// What a trust file holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FileFact {
+    /// One or more certificates (a leaf, a CA, or a bundle), maybe with a key.
+    Certificates {
+        /// The certificates in file order.
+        certs: Vec<CertEntry>,
+        /// A private key in the same file (kubelet-client-current.pem).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        private_key: Option<KeyFact>,
+    },
+    /// A private key on its own.
+    PrivateKey(KeyFact),
+    /// A public key (sa.pub).
+    PublicKey {
+        /// SHA-256 of the SubjectPublicKeyInfo.
+        public_key: Fingerprint,
+    },
+    /// A kubeconfig.
+    Kubeconfig(KubeconfigFact),
+}
+
+/// A certificate inside a file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CertEntry {
+    /// Its fingerprint (for a CA, the key into [`Snapshot::cas`]).
+    pub fingerprint: Fingerprint,
+    /// Whether it is a CA.
+    pub ca: bool,
+    /// The CA that signed it, when one was found (a self-signed CA names itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_by: Option<Fingerprint>,
+    /// Full facts, for leaves (CAs keep theirs in [`Snapshot::cas`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<CertFacts>,
+}
+
+/// A private key, known only by its public half.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyFact {
+    /// SHA-256 of the SubjectPublicKeyInfo of the key's public half.
+    pub public_key: Fingerprint,
+}
+
+/// The trust a kubeconfig carries (its current context).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KubeconfigFact {
+    /// Cluster entry name.
+    pub cluster: String,
+    /// Server URL.
+    pub server: String,
+    /// The CAs of `certificate-authority-data` (or of the `certificate-authority` file).
+    pub ca: Vec<Fingerprint>,
+    /// `data` when embedded, else the path of the CA file.
+    pub ca_source: String,
+    /// User entry name.
+    pub user: String,
+    /// The client certificate, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<CertEntry>,
+    /// `data` when embedded, else the path of the certificate file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_source: Option<String>,
+}
+
+/// A static pod component and the files it reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Component {
+    /// Manifest path on the node.
+    pub manifest: String,
+    /// Every `--flag=value` of its command.
+    pub flags: BTreeMap<String, String>,
+    /// Files it reads (flag values that are absolute paths), sorted.
+    pub inputs: Vec<String>,
+}
+
+/// The kubelet's trust configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Kubelet {
+    /// Path of config.yaml.
+    pub config: String,
+    /// `authentication.x509.clientCAFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+    /// `rotateCertificates`.
+    pub rotate_certificates: bool,
+    /// `serverTLSBootstrap`.
+    pub server_tls_bootstrap: bool,
+    /// The kubeconfig it uses to reach the API server.
+    pub kubeconfig: String,
+    /// Files it reads, sorted.
+    pub inputs: Vec<String>,
+}
+
+impl Snapshot {
+    /// Build a snapshot and compute its fingerprint.
+    pub fn new(cas: BTreeMap<Fingerprint, CaFact>, nodes: Vec<NodeSnapshot>) -> Self {
+        let fingerprint = content_fingerprint(&cas, &nodes);
+        Self {
+            format_version: FORMAT_VERSION,
+            fingerprint,
+            cas,
+            nodes,
+        }
+    }
+
+    /// Canonical JSON, pretty-printed.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("snapshot serialises")
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&NodeSnapshot> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Whether the stored fingerprint matches the content (detects hand edits).
+    pub fn verify(&self) -> bool {
+        self.fingerprint == content_fingerprint(&self.cas, &self.nodes)
+    }
+}
+
+impl NodeSnapshot {
+    /// The certificates of a file, or none.
+    pub fn certs(&self, path: &str) -> Option<&[CertEntry]> {
+        match self.files.get(path) {
+            Some(FileFact::Certificates { certs, .. }) => Some(certs),
+            _ => None,
+        }
+    }
+    /// The kubeconfig fact of a file.
+    pub fn kubeconfig(&self, path: &str) -> Option<&KubeconfigFact> {
+        match self.files.get(path) {
+            Some(FileFact::Kubeconfig(k)) => Some(k),
+            _ => None,
+        }
+    }
+    /// Public-key fingerprint of a private key file (alone or inside a PEM with certs).
+    pub fn key(&self, path: &str) -> Option<&Fingerprint> {
+        match self.files.get(path) {
+            Some(FileFact::PrivateKey(k)) => Some(&k.public_key),
+            Some(FileFact::Certificates {
+                private_key: Some(k),
+                ..
+            }) => Some(&k.public_key),
+            _ => None,
+        }
+    }
+}
+
+fn content_fingerprint(cas: &BTreeMap<Fingerprint, CaFact>, nodes: &[NodeSnapshot]) -> String {
+    let body = serde_json::to_vec(&(cas, nodes)).expect("snapshot serialises");
+    format!("sha256:{}", hex::encode(Sha256::digest(&body)))
+}
+
+/// Sort key that puts `w-2` before `w-10`.
+pub fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut num = String::new();
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else {
+            if !num.is_empty() {
+                out.push((std::mem::take(&mut text), num.parse().unwrap_or(u64::MAX)));
+                num.clear();
+            }
+            text.push(c);
+        }
+    }
+    out.push((text, num.parse().unwrap_or(0)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["w-10", "w-2", "cp-1", "w-1"];
+        v.sort_by_key(|n| super::natural_key(n));
+        assert_eq!(v, ["cp-1", "w-1", "w-2", "w-10"]);
+    }
+}
