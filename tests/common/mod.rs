@@ -1,0 +1,96 @@
+//! Shared helpers for the integration tests: sandboxes, the binary, redactions.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+use trustform::pki::KeyAlgorithm;
+use trustform::sandbox::{self, Spec};
+
+/// A working directory with a sandbox in `cluster/` and (optionally) trustform.yaml.
+pub struct Workdir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+    pub fn cluster(&self) -> PathBuf {
+        self.tmp.path().join("cluster")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.tmp.path().join("trustform.yaml")
+    }
+    pub fn node(&self, name: &str) -> PathBuf {
+        self.cluster().join("nodes").join(name)
+    }
+    /// `trustform` run in this directory, colours off.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("trustform").expect("binary built");
+        c.current_dir(self.path()).env("NO_COLOR", "1").env_remove("TRUSTFORM_CONFIG");
+        c
+    }
+    /// Run and return (status code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd().args(args).output().expect("runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+    /// Run, expecting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "trustform {args:?} failed:\n{err}");
+        out
+    }
+}
+
+/// A fresh sandbox (ECDSA unless `rsa`, for speed) in a temp dir.
+pub fn sandbox(cps: usize, workers: usize, rsa: bool) -> Workdir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let spec = Spec {
+        control_planes: cps,
+        workers,
+        algorithm: if rsa { KeyAlgorithm::Rsa2048 } else { KeyAlgorithm::EcdsaP256 },
+    };
+    sandbox::create(&tmp.path().join("cluster"), &spec).expect("sandbox");
+    Workdir { tmp }
+}
+
+/// A sandbox with trustform.yaml written by `init`.
+pub fn initialised(cps: usize, workers: usize) -> Workdir {
+    let w = sandbox(cps, workers, false);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    w
+}
+
+/// insta filters that hide what changes from run to run.
+pub fn redactions() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"sha256:[0-9a-f]{64}", "sha256:[fingerprint]"),
+        (r"sha256:[0-9a-f]{12}…", "sha256:[fp]…"),
+        (r"\d{4}-\d{2}-\d{2}", "[date]"),
+        (r"trustform \d+\.\d+\.\d+", "trustform [version]"),
+        (r#""tool_version": "[^"]+""#, r#""tool_version": "[version]""#),
+    ]
+}
+
+/// Every file under a directory, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
