@@ -1,6 +1,9 @@
 //! trustform: rotate the certificate authorities of Kubernetes clusters the way
 //! Terraform changes infrastructure: observe → diff → plan → apply.
 #![forbid(unsafe_code)]
+// Diagnostics carry the text they point into (miette's NamedSource + span): large, but
+// only on the failure path, where a clear message matters more than a few bytes moved.
+#![allow(clippy::result_large_err)]
 
 pub mod atomic;
 pub mod cli;

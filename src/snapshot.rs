@@ -85,7 +85,7 @@ pub enum FileFact {
         public_key: Fingerprint,
     },
     /// A kubeconfig.
-    Kubeconfig(KubeconfigFact),
+    Kubeconfig(Box<KubeconfigFact>),
 }
 
 /// A certificate inside a file.

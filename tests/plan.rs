@@ -8,8 +8,20 @@ use trustform::procedure::{self, doc_key};
 
 fn rotated() -> common::Workdir {
     let w = common::initialised(3, 2);
-    w.ok(&["rotate", "kubernetes", "--to-end", "--algorithm", "ecdsa-p256"]);
-    w.ok(&["rotate", "front-proxy", "--to-end", "--algorithm", "ecdsa-p256"]);
+    w.ok(&[
+        "rotate",
+        "kubernetes",
+        "--to-end",
+        "--algorithm",
+        "ecdsa-p256",
+    ]);
+    w.ok(&[
+        "rotate",
+        "front-proxy",
+        "--to-end",
+        "--algorithm",
+        "ecdsa-p256",
+    ]);
     w
 }
 
@@ -34,7 +46,10 @@ fn plan_in_every_format() {
     for (re, with) in common::redactions() {
         s.add_filter(re, with);
     }
-    s.add_filter(r#""config_hash": "sha256:\[fingerprint\]""#, r#""config_hash": "[hash]""#);
+    s.add_filter(
+        r#""config_hash": "sha256:\[fingerprint\]""#,
+        r#""config_hash": "[hash]""#,
+    );
     s.bind(|| insta::assert_snapshot!("plan_json", json));
 }
 
@@ -49,14 +64,26 @@ fn plan_file_round_trips_and_holds_the_documented_fields() {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["format_version"], 1);
     assert_eq!(v["tool_version"], env!("CARGO_PKG_VERSION"));
-    assert!(v["snapshot_fingerprint"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        v["snapshot_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
     assert!(v["config_hash"].as_str().unwrap().starts_with("sha256:"));
     let step = &v["steps"][0];
     for field in ["id", "doc_step", "stage", "target", "action", "depends_on"] {
         assert!(step.get(field).is_some(), "step has {field}");
     }
     assert_eq!(step["doc_step"], "1");
-    assert!(v["steps"].as_array().unwrap().iter().any(|s| s["doc_step"].is_null()), "added steps have a null doc_step");
+    assert!(
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["doc_step"].is_null()),
+        "added steps have a null doc_step"
+    );
     plan.graph().expect("acyclic");
     // The same cluster and config plan the same steps.
     let again: Plan = serde_json::from_str(&w.ok(&["plan", "--format", "json"])).unwrap();
@@ -70,7 +97,9 @@ fn seed_steps() -> Vec<String> {
     let mut parent: Option<String> = None;
     for line in text.lines() {
         let indent = line.len() - line.trim_start().len();
-        let Some((num, _)) = line.trim_start().split_once(". ") else { continue };
+        let Some((num, _)) = line.trim_start().split_once(". ") else {
+            continue;
+        };
         if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit()) {
             continue;
         }
@@ -98,16 +127,32 @@ fn every_documented_step_is_in_the_procedure_exactly_once_in_order() {
     assert_eq!(seed.len(), 17, "{seed:?}");
     assert_eq!(seed[7], "8.1");
     let procs = procedure::load_all().expect("procedures validate");
-    let k = procs.iter().find(|p| p.procedure == "kubernetes-ca").unwrap();
+    let k = procs
+        .iter()
+        .find(|p| p.procedure == "kubernetes-ca")
+        .unwrap();
     let docs: Vec<String> = k.steps.iter().filter_map(|s| s.doc.clone()).collect();
-    assert_eq!(docs, seed, "kubernetes-ca.yaml documents every seed step once, in order");
+    assert_eq!(
+        docs, seed,
+        "kubernetes-ca.yaml documents every seed step once, in order"
+    );
     for p in &procs {
         let docs: Vec<&String> = p.steps.iter().filter_map(|s| s.doc.as_ref()).collect();
         for pair in docs.windows(2) {
-            assert!(doc_key(pair[0]) < doc_key(pair[1]), "{}: {} before {}", p.procedure, pair[0], pair[1]);
+            assert!(
+                doc_key(pair[0]) < doc_key(pair[1]),
+                "{}: {} before {}",
+                p.procedure,
+                pair[0],
+                pair[1]
+            );
         }
         for d in &docs {
-            assert!(seed.contains(d), "{}: {d} is a documented step", p.procedure);
+            assert!(
+                seed.contains(d),
+                "{}: {d} is a documented step",
+                p.procedure
+            );
         }
     }
 }
@@ -115,7 +160,12 @@ fn every_documented_step_is_in_the_procedure_exactly_once_in_order() {
 /// In a plan, every step of documented number a is an ancestor of every step of a later
 /// documented number b of the same procedure, and each documented template appears once.
 fn assert_documented_order(plan: &Plan) {
-    let index: HashMap<&str, usize> = plan.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
     let mut ancestors: Vec<HashSet<usize>> = Vec::with_capacity(plan.steps.len());
     for s in &plan.steps {
         let mut set = HashSet::new();
@@ -129,12 +179,22 @@ fn assert_documented_order(plan: &Plan) {
     }
     for (i, a) in plan.steps.iter().enumerate() {
         for (j, b) in plan.steps.iter().enumerate() {
-            let (Some(da), Some(db)) = (&a.doc_step, &b.doc_step) else { continue };
+            let (Some(da), Some(db)) = (&a.doc_step, &b.doc_step) else {
+                continue;
+            };
             if a.procedure == b.procedure && doc_key(da) < doc_key(db) {
-                assert!(ancestors[j].contains(&i), "{} must come before {}", a.id, b.id);
+                assert!(
+                    ancestors[j].contains(&i),
+                    "{} must come before {}",
+                    a.id,
+                    b.id
+                );
             }
             if a.procedure == b.procedure && da == db {
-                assert_eq!(a.template, b.template, "documented step {da} has one template");
+                assert_eq!(
+                    a.template, b.template,
+                    "documented step {da} has one template"
+                );
             }
         }
     }
@@ -150,9 +210,19 @@ fn documented_order_holds_in_every_plan_staged_or_to_end() {
     let w = rotated();
     let plan: Plan = serde_json::from_str(&w.ok(&["plan", "--format", "json"])).unwrap();
     assert_documented_order(&plan);
-    let docs: HashSet<&str> = plan.steps.iter().filter_map(|s| s.doc_step.as_deref()).collect();
-    for d in ["1", "2", "3", "4", "5", "6", "7", "8.2", "8.3", "9", "10.1", "10.2", "11.1", "11.2", "11.3"] {
-        assert!(docs.contains(d), "documented step {d} is in the --to-end plan");
+    let docs: HashSet<&str> = plan
+        .steps
+        .iter()
+        .filter_map(|s| s.doc_step.as_deref())
+        .collect();
+    for d in [
+        "1", "2", "3", "4", "5", "6", "7", "8.2", "8.3", "9", "10.1", "10.2", "11.1", "11.2",
+        "11.3",
+    ] {
+        assert!(
+            docs.contains(d),
+            "documented step {d} is in the --to-end plan"
+        );
     }
     let skipped: Vec<&str> = plan.skipped.iter().map(|s| s.doc_step.as_str()).collect();
     assert_eq!(skipped, ["8.1", "8.4"], "with nothing to do, and said so");
@@ -162,21 +232,45 @@ fn documented_order_holds_in_every_plan_staged_or_to_end() {
     w.ok(&["rotate", "kubernetes", "--algorithm", "ecdsa-p256"]);
     let pre: Plan = serde_json::from_str(&w.ok(&["plan", "--format", "json"])).unwrap();
     assert_documented_order(&pre);
-    assert!(pre.steps.iter().all(|s| s.kind != trustform::procedure::ActionKind::Write || !s.changes.iter().any(|c| c.after.iter().any(|l| l.contains("new certificate")))), "pre-rotate re-issues nothing");
+    assert!(
+        pre.steps
+            .iter()
+            .all(|s| s.kind != trustform::procedure::ActionKind::Write
+                || !s
+                    .changes
+                    .iter()
+                    .any(|c| c.after.iter().any(|l| l.contains("new certificate")))),
+        "pre-rotate re-issues nothing"
+    );
     assert!(pre.steps.iter().any(|s| s.doc_step.as_deref() == Some("5")));
-    assert!(!pre.steps.iter().any(|s| s.doc_step.as_deref() == Some("11.2")));
+    assert!(
+        !pre.steps
+            .iter()
+            .any(|s| s.doc_step.as_deref() == Some("11.2"))
+    );
     w.ok(&["rotate", "kubernetes"]);
     let yaml = std::fs::read_to_string(w.config()).unwrap();
-    assert!(yaml.contains("trust: [kubernetes, kubernetes-"), "rotate keeps both CAs trusted:\n{yaml}");
+    assert!(
+        yaml.contains("trust: [kubernetes, kubernetes-"),
+        "rotate keeps both CAs trusted:\n{yaml}"
+    );
     let rot: Plan = serde_json::from_str(&w.ok(&["plan", "--format", "json"])).unwrap();
     assert_documented_order(&rot);
     // Nothing was applied: the rotate-stage plan still contains the pre-rotate steps first.
     assert_eq!(rot.steps[0].doc_step.as_deref(), Some("1"));
-    assert!(rot.steps.iter().any(|s| s.doc_step.as_deref() == Some("8.3")));
+    assert!(
+        rot.steps
+            .iter()
+            .any(|s| s.doc_step.as_deref() == Some("8.3"))
+    );
     w.ok(&["rotate", "kubernetes"]);
     let post: Plan = serde_json::from_str(&w.ok(&["plan", "--format", "json"])).unwrap();
     assert_documented_order(&post);
-    assert!(post.steps.iter().any(|s| s.doc_step.as_deref() == Some("11.3")));
+    assert!(
+        post.steps
+            .iter()
+            .any(|s| s.doc_step.as_deref() == Some("11.3"))
+    );
 }
 
 #[test]
@@ -184,7 +278,10 @@ fn no_changes_after_init_and_detailed_exit_codes() {
     let w = common::initialised(1, 1);
     let (code, out, _) = w.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0);
-    assert_eq!(out, "No changes. The cluster's trust matches trustform.yaml.\n");
+    assert_eq!(
+        out,
+        "No changes. The cluster's trust matches trustform.yaml.\n"
+    );
     w.ok(&["rotate", "kubernetes", "--algorithm", "ecdsa-p256"]);
     let (code, out, _) = w.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 2, "changes present");
@@ -197,16 +294,32 @@ fn no_changes_after_init_and_detailed_exit_codes() {
 fn rolling_steps_chain_control_planes_before_workers() {
     let w = rotated();
     let plan: Plan = serde_json::from_str(&w.ok(&["plan", "--format", "json"])).unwrap();
-    let restarts: Vec<_> = plan.steps.iter().filter(|s| s.template == "restart-kubelet").collect();
+    let restarts: Vec<_> = plan
+        .steps
+        .iter()
+        .filter(|s| s.template == "restart-kubelet")
+        .collect();
     let targets: Vec<&str> = restarts.iter().map(|s| s.target.as_str()).collect();
     assert_eq!(targets, ["cp-1", "cp-2", "cp-3", "w-1", "w-2"]);
     for pair in restarts.windows(2) {
-        assert_eq!(pair[1].depends_on, [pair[0].id.clone()], "one node at a time");
+        assert_eq!(
+            pair[1].depends_on,
+            [pair[0].id.clone()],
+            "one node at a time"
+        );
     }
     // Parallel writes: every kubelet-trust write waits for the same predecessors.
-    let writes: Vec<_> = plan.steps.iter().filter(|s| s.template == "kubelet-trust").collect();
+    let writes: Vec<_> = plan
+        .steps
+        .iter()
+        .filter(|s| s.template == "kubelet-trust")
+        .collect();
     assert_eq!(writes.len(), 5);
-    assert!(writes.windows(2).all(|p| p[0].depends_on == p[1].depends_on));
+    assert!(
+        writes
+            .windows(2)
+            .all(|p| p[0].depends_on == p[1].depends_on)
+    );
 }
 
 #[test]

@@ -17,7 +17,13 @@ fn openssl_verify(ca: &std::path::Path, leaf: &std::path::Path) {
         .output()
         .expect("openssl is installed (.ci/run installs it)");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.trim_end().ends_with(": OK"), "openssl verify {} against {}: {stdout}{}", leaf.display(), ca.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with(": OK"),
+        "openssl verify {} against {}: {stdout}{}",
+        leaf.display(),
+        ca.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -30,14 +36,23 @@ fn openssl_accepts_every_leaf_against_its_ca() {
         let pki = root.join("etc/kubernetes/pki");
         let ca = pki.join("ca.crt");
         let mut leaves: Vec<(std::path::PathBuf, std::path::PathBuf)> = vec![
-            (ca.clone(), root.join("var/lib/kubelet/pki/kubelet-client-current.pem")),
-            (ca.clone(), root.join("var/lib/kubelet/pki/kubelet-server-current.pem")),
+            (
+                ca.clone(),
+                root.join("var/lib/kubelet/pki/kubelet-client-current.pem"),
+            ),
+            (
+                ca.clone(),
+                root.join("var/lib/kubelet/pki/kubelet-server-current.pem"),
+            ),
         ];
         if node.starts_with("cp") {
             for l in ["apiserver", "apiserver-kubelet-client"] {
                 leaves.push((ca.clone(), pki.join(format!("{l}.crt"))));
             }
-            leaves.push((pki.join("front-proxy-ca.crt"), pki.join("front-proxy-client.crt")));
+            leaves.push((
+                pki.join("front-proxy-ca.crt"),
+                pki.join("front-proxy-client.crt"),
+            ));
             let etcd = pki.join("etcd/ca.crt");
             leaves.push((etcd.clone(), pki.join("apiserver-etcd-client.crt")));
             for l in ["server", "peer", "healthcheck-client"] {
@@ -45,8 +60,12 @@ fn openssl_accepts_every_leaf_against_its_ca() {
             }
             // Client certificates embedded in kubeconfigs.
             for conf in ["admin.conf", "controller-manager.conf", "scheduler.conf"] {
-                let kc: Kubeconfig = serde_saphyr::from_str(&std::fs::read_to_string(root.join("etc/kubernetes").join(conf)).unwrap()).unwrap();
-                let cert = unb64(kc.users[0].user.client_certificate_data.as_ref().unwrap()).unwrap();
+                let kc: Kubeconfig = serde_saphyr::from_str(
+                    &std::fs::read_to_string(root.join("etc/kubernetes").join(conf)).unwrap(),
+                )
+                .unwrap();
+                let cert =
+                    unb64(kc.users[0].user.client_certificate_data.as_ref().unwrap()).unwrap();
                 let p = tmp.path().join(format!("{node}-{conf}.crt"));
                 std::fs::write(&p, cert).unwrap();
                 leaves.push((ca.clone(), p));
@@ -64,16 +83,35 @@ fn openssl_accepts_every_leaf_against_its_ca() {
 fn leaves_carry_kubeadm_identities() {
     let w = common::sandbox(1, 1, false);
     let pki = w.node("cp-1").join("etc/kubernetes/pki");
-    let facts = |p: &str| parse_certs(&std::fs::read_to_string(pki.join(p)).unwrap(), p).unwrap().remove(0).facts;
+    let facts = |p: &str| {
+        parse_certs(&std::fs::read_to_string(pki.join(p)).unwrap(), p)
+            .unwrap()
+            .remove(0)
+            .facts
+    };
     let api = facts("apiserver.crt");
     assert_eq!(api.common_name, "kube-apiserver");
     assert_eq!(api.ext_key_usage, ["serverAuth"]);
-    for san in ["DNS:kubernetes.default.svc.cluster.local", "DNS:cp-1", "IP:10.96.0.1", "IP:127.0.1.1"] {
+    for san in [
+        "DNS:kubernetes.default.svc.cluster.local",
+        "DNS:cp-1",
+        "IP:10.96.0.1",
+        "IP:127.0.1.1",
+    ] {
         assert!(api.sans.iter().any(|s| s == san), "{san} in {:?}", api.sans);
     }
     let kc = facts("apiserver-kubelet-client.crt");
-    assert_eq!((kc.common_name.as_str(), kc.organizations.as_slice()), ("kube-apiserver-kubelet-client", &["kubeadm:cluster-admins".to_string()][..]));
-    assert_eq!(facts("front-proxy-client.crt").common_name, "front-proxy-client");
+    assert_eq!(
+        (kc.common_name.as_str(), kc.organizations.as_slice()),
+        (
+            "kube-apiserver-kubelet-client",
+            &["kubeadm:cluster-admins".to_string()][..]
+        )
+    );
+    assert_eq!(
+        facts("front-proxy-client.crt").common_name,
+        "front-proxy-client"
+    );
     let peer = facts("etcd/peer.crt");
     assert_eq!(peer.ext_key_usage, ["serverAuth", "clientAuth"]);
     let ca = facts("ca.crt");
@@ -83,9 +121,16 @@ fn leaves_carry_kubeadm_identities() {
     assert!(worker.join("etc/kubernetes/pki/ca.crt").exists());
     assert!(!worker.join("etc/kubernetes/pki/ca.key").exists());
     assert!(!worker.join("etc/kubernetes/admin.conf").exists());
-    assert!(!worker.join("etc/kubernetes/manifests/kube-apiserver.yaml").exists());
+    assert!(
+        !worker
+            .join("etc/kubernetes/manifests/kube-apiserver.yaml")
+            .exists()
+    );
     let worker_files = common::files_under(&worker).len();
-    assert_eq!(worker_files, 5, "ca.crt, kubelet.conf, config.yaml, two kubelet pems");
+    assert_eq!(
+        worker_files, 5,
+        "ca.crt, kubelet.conf, config.yaml, two kubelet pems"
+    );
 }
 
 #[test]
@@ -99,7 +144,8 @@ fn key_files_are_0600_and_manifests_carry_kubeadm_flags() {
             assert_eq!(mode, 0o600, "{}", f.display());
         }
     }
-    let apiserver = std::fs::read_to_string(root.join("etc/kubernetes/manifests/kube-apiserver.yaml")).unwrap();
+    let apiserver =
+        std::fs::read_to_string(root.join("etc/kubernetes/manifests/kube-apiserver.yaml")).unwrap();
     for flag in [
         "--client-ca-file=/etc/kubernetes/pki/ca.crt",
         "--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt",
@@ -110,28 +156,55 @@ fn key_files_are_0600_and_manifests_carry_kubeadm_flags() {
     ] {
         assert!(apiserver.contains(&format!("    - {flag}\n")), "{flag}");
     }
-    let kcm = std::fs::read_to_string(root.join("etc/kubernetes/manifests/kube-controller-manager.yaml")).unwrap();
-    for flag in ["--root-ca-file=/etc/kubernetes/pki/ca.crt", "--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt", "--client-ca-file=/etc/kubernetes/pki/ca.crt"] {
+    let kcm =
+        std::fs::read_to_string(root.join("etc/kubernetes/manifests/kube-controller-manager.yaml"))
+            .unwrap();
+    for flag in [
+        "--root-ca-file=/etc/kubernetes/pki/ca.crt",
+        "--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt",
+        "--client-ca-file=/etc/kubernetes/pki/ca.crt",
+    ] {
         assert!(kcm.contains(flag), "{flag}");
     }
     let kubelet = std::fs::read_to_string(root.join("var/lib/kubelet/config.yaml")).unwrap();
-    assert!(kubelet.contains("clientCAFile: /etc/kubernetes/pki/ca.crt") && kubelet.contains("rotateCertificates: true"));
+    assert!(
+        kubelet.contains("clientCAFile: /etc/kubernetes/pki/ca.crt")
+            && kubelet.contains("rotateCertificates: true")
+    );
 }
 
 #[test]
 fn kubectl_reads_the_kubeconfigs_we_write() {
     let w = common::sandbox(1, 1, false);
-    for conf in ["cp-1/etc/kubernetes/admin.conf", "cp-1/etc/kubernetes/super-admin.conf", "w-1/etc/kubernetes/kubelet.conf"] {
+    for conf in [
+        "cp-1/etc/kubernetes/admin.conf",
+        "cp-1/etc/kubernetes/super-admin.conf",
+        "w-1/etc/kubernetes/kubelet.conf",
+    ] {
         let path = w.cluster().join("nodes").join(conf);
         let out = Command::new("kubectl")
-            .args(["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}"])
+            .args([
+                "config",
+                "view",
+                "--raw",
+                "-o",
+                "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+            ])
             .arg("--kubeconfig")
             .arg(&path)
             .output()
             .expect("kubectl is installed (.ci/run installs it)");
-        assert!(out.status.success(), "kubectl on {conf}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl on {conf}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let ca = unb64(&String::from_utf8_lossy(&out.stdout)).expect("base64 CA data");
-        let on_disk = std::fs::read_to_string(w.node(conf.split('/').next().unwrap()).join("etc/kubernetes/pki/ca.crt")).unwrap();
+        let on_disk = std::fs::read_to_string(
+            w.node(conf.split('/').next().unwrap())
+                .join("etc/kubernetes/pki/ca.crt"),
+        )
+        .unwrap();
         assert_eq!(ca, on_disk, "{conf}: kubectl sees the cluster CA");
     }
 }

@@ -213,7 +213,7 @@ impl Reader<'_> {
             },
             None => (None, None),
         };
-        Ok(FileFact::Kubeconfig(KubeconfigFact {
+        Ok(FileFact::Kubeconfig(Box::new(KubeconfigFact {
             cluster: cluster.name.clone(),
             server: cluster.cluster.server.clone(),
             ca,
@@ -221,7 +221,7 @@ impl Reader<'_> {
             user: user.map(|u| u.name.clone()).unwrap_or_default(),
             client,
             client_source,
-        }))
+        })))
     }
 
     fn manifest(&self, abs: &str, text: &str) -> Result<(String, Component), ObserveError> {
@@ -334,10 +334,10 @@ impl Reader<'_> {
         let kubeconfig = Self::abs(layout::KUBELET_CONF);
         let mut inputs = vec![abs.clone(), kubeconfig.clone()];
         inputs.extend(cfg.authentication.x509.client_ca_file.clone());
-        if let Some(FileFact::Kubeconfig(k)) = files.get(&kubeconfig) {
-            if let Some(src) = k.client_source.as_ref().filter(|s| s.starts_with('/')) {
-                inputs.push(src.clone());
-            }
+        if let Some(FileFact::Kubeconfig(k)) = files.get(&kubeconfig)
+            && let Some(src) = k.client_source.as_ref().filter(|s| s.starts_with('/'))
+        {
+            inputs.push(src.clone());
         }
         let serving = format!("/{}/kubelet-server-current.pem", layout::KUBELET_PKI);
         if files.contains_key(&serving) {

@@ -212,6 +212,6 @@ fn assemble(raws: Vec<RawNode>) -> Snapshot {
         }
         nodes.push(node);
     }
-    nodes.sort_by(|a, b| (a.role, natural_key(&a.name)).cmp(&(b.role, natural_key(&b.name))));
+    nodes.sort_by_key(|n| (n.role, natural_key(&n.name)));
     Snapshot::new(cas, nodes)
 }

@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn corrupt_pem_names_the_line() {
         let text = "junk\n-----BEGIN CERTIFICATE-----\n!!!notbase64\n-----END CERTIFICATE-----\n";
-        let err = parse_certs(text, "ca.crt").err().expect("corrupt");
+        let err = parse_certs(text, "ca.crt").expect_err("corrupt");
         assert!(
             matches!(err, PkiError::CorruptPem { line: 2, .. }),
             "{err:?}"

@@ -242,6 +242,10 @@ impl Kubeconfig {
 
     /// YAML text of the file.
     pub fn to_yaml(&self) -> String {
-        serde_saphyr::to_string(self).expect("kubeconfig serialises")
+        // One line per value, as kubeadm writes them: `sed` on certificate-authority-data
+        // (the documented step 9) keeps working on files trustform wrote.
+        let mut options = serde_saphyr::SerializerOptions::default();
+        options.prefer_block_scalars = false;
+        serde_saphyr::to_string_with_options(self, options).expect("kubeconfig serialises")
     }
 }

@@ -72,11 +72,14 @@ pub fn mark(kind: ActionKind) -> char {
 
 /// A step that takes something away (trust, a certificate, a key) or disrupts.
 pub fn destructive(step: &Step) -> bool {
+    let takes_away = |l: &String| {
+        l.starts_with("CA ") || l.starts_with("certificate issued by") || l.starts_with("key of CA")
+    };
     step.disruption.is_some()
         || step.changes.iter().any(|c| {
             c.before
                 .iter()
-                .any(|l| !l.starts_with("running") && !c.after.contains(l))
+                .any(|l| takes_away(l) && !c.after.contains(l))
         })
 }
 

@@ -27,7 +27,9 @@ impl Workdir {
     /// `trustform` run in this directory, colours off.
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("trustform").expect("binary built");
-        c.current_dir(self.path()).env("NO_COLOR", "1").env_remove("TRUSTFORM_CONFIG");
+        c.current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("TRUSTFORM_CONFIG");
         c
     }
     /// Run and return (status code, stdout, stderr).
@@ -53,7 +55,11 @@ pub fn sandbox(cps: usize, workers: usize, rsa: bool) -> Workdir {
     let spec = Spec {
         control_planes: cps,
         workers,
-        algorithm: if rsa { KeyAlgorithm::Rsa2048 } else { KeyAlgorithm::EcdsaP256 },
+        algorithm: if rsa {
+            KeyAlgorithm::Rsa2048
+        } else {
+            KeyAlgorithm::EcdsaP256
+        },
     };
     sandbox::create(&tmp.path().join("cluster"), &spec).expect("sandbox");
     Workdir { tmp }
@@ -73,7 +79,10 @@ pub fn redactions() -> Vec<(&'static str, &'static str)> {
         (r"sha256:[0-9a-f]{12}…", "sha256:[fp]…"),
         (r"\d{4}-\d{2}-\d{2}", "[date]"),
         (r"trustform \d+\.\d+\.\d+", "trustform [version]"),
-        (r#""tool_version": "[^"]+""#, r#""tool_version": "[version]""#),
+        (
+            r#""tool_version": "[^"]+""#,
+            r#""tool_version": "[version]""#,
+        ),
     ]
 }
 

@@ -1,0 +1,223 @@
+//! Every bad input is a miette diagnostic naming the file, the place and the fix; exit 1;
+//! nothing written.
+
+mod common;
+
+fn edit(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} contains {from:?}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Run `plan -out plan.json`, expect exit 1, no plan file, and return stderr.
+fn plan_fails(w: &common::Workdir) -> String {
+    let (code, out, err) = w.run(&["plan", "-out", "plan.json"]);
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.is_empty(), "nothing on stdout: {out}");
+    assert!(!w.path().join("plan.json").exists(), "nothing written");
+    err
+}
+
+#[test]
+fn yaml_syntax_error_points_at_the_line() {
+    let w = common::initialised(1, 0);
+    edit(
+        &w.config(),
+        "authorities:\n",
+        "authorities:\n  kubernetes: [unclosed\n",
+    );
+    let err = plan_fails(&w);
+    assert!(err.contains("trustform::config::syntax"), "{err}");
+    assert!(
+        err.contains("trustform.yaml:"),
+        "names the file and line: {err}"
+    );
+    assert!(err.contains("help:"), "{err}");
+}
+
+#[test]
+fn unknown_ca_name_points_at_the_reference() {
+    let w = common::initialised(1, 0);
+    edit(
+        &w.config(),
+        "issuer: kubernetes\n",
+        "issuer: kubernetes-2099\n",
+    );
+    let err = plan_fails(&w);
+    assert!(err.contains("trustform::config::invalid"), "{err}");
+    assert!(
+        err.contains("authority kubernetes names CA \"kubernetes-2099\", which is not in `cas`"),
+        "{err}"
+    );
+    let line = std::fs::read_to_string(w.config())
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("kubernetes-2099"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("trustform.yaml:{line}:13")),
+        "span at line {line}, column 13: {err}"
+    );
+    assert!(err.contains("unknown CA"), "label: {err}");
+    assert!(
+        err.contains("help: use one of: etcd, front-proxy, kubernetes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn issuer_outside_the_trust_set_is_refused() {
+    let w = common::initialised(1, 0);
+    w.ok(&["rotate", "kubernetes", "--algorithm", "ecdsa-p256"]);
+    let text = std::fs::read_to_string(w.config()).unwrap();
+    let new = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("kubernetes-")
+                .and_then(|r| r.split(':').next())
+                .map(|r| format!("kubernetes-{r}"))
+        })
+        .unwrap();
+    edit(
+        &w.config(),
+        "    issuer: kubernetes\n",
+        &format!("    issuer: {new}\n"),
+    );
+    edit(
+        &w.config(),
+        &format!("trust: [kubernetes, {new}]"),
+        "trust: [kubernetes]",
+    );
+    let err = plan_fails(&w);
+    assert!(
+        err.contains(&format!("issuer {new} is not in its trust set")),
+        "{err}"
+    );
+    assert!(err.contains("issuer not trusted"), "{err}");
+    assert!(
+        err.contains("help: every leaf it signs would be rejected"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_ca_file_names_the_file() {
+    let w = common::initialised(1, 0);
+    w.ok(&["rotate", "kubernetes", "--algorithm", "ecdsa-p256"]);
+    for f in common::files_under(&w.path().join("cas")) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let err = plan_fails(&w);
+    assert!(
+        err.contains("cannot read") && err.contains("cas/kubernetes-"),
+        "{err}"
+    );
+    assert!(err.contains("missing file"), "{err}");
+    assert!(err.contains("trustform.yaml:"), "{err}");
+}
+
+#[test]
+fn missing_file_behind_a_flag_points_at_the_manifest_line() {
+    let w = common::initialised(1, 0);
+    std::fs::remove_file(w.node("cp-1").join("etc/kubernetes/pki/sa.pub")).unwrap();
+    let err = plan_fails(&w);
+    assert!(err.contains("trustform::observe::missing_file"), "{err}");
+    let flat = err
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(flat.contains("node cp-1: /etc/kubernetes/manifests/kube-apiserver.yaml points --service-account-key-file at /etc/kubernetes/pki/sa.pub"), "{err}");
+    assert!(
+        err.contains("cp-1:/etc/kubernetes/manifests/kube-apiserver.yaml:"),
+        "{err}"
+    );
+    assert!(err.contains("this file is missing"), "{err}");
+}
+
+#[test]
+fn corrupt_pem_points_at_the_block() {
+    let w = common::initialised(1, 0);
+    let p = w.node("cp-1").join("etc/kubernetes/pki/apiserver.crt");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[2] = "!!!! not base64 !!!!".into();
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    let err = plan_fails(&w);
+    assert!(err.contains("trustform::observe::corrupt_file"), "{err}");
+    assert!(
+        err.contains("node cp-1: /etc/kubernetes/pki/apiserver.crt: corrupt PEM block"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cp-1:/etc/kubernetes/pki/apiserver.crt:1:1"),
+        "span at the BEGIN line: {err}"
+    );
+    assert!(
+        err.contains("help: restore this file from a backup"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kubeconfig_without_ca_is_refused() {
+    let w = common::initialised(1, 0);
+    let p = w.node("cp-1").join("etc/kubernetes/scheduler.conf");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("certificate-authority-data"))
+        .collect();
+    std::fs::write(&p, kept.join("\n") + "\n").unwrap();
+    let err = plan_fails(&w);
+    assert!(
+        err.contains("scheduler.conf: cluster kubernetes has no certificate-authority-"),
+        "{err}"
+    );
+    let line = kept
+        .iter()
+        .position(|l| l.trim_start().starts_with("server:"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("cp-1:/etc/kubernetes/scheduler.conf:{line}:")),
+        "span at the server line {line}: {err}"
+    );
+    assert!(
+        err.contains("help: add certificate-authority-data"),
+        "{err}"
+    );
+    assert!(
+        err.contains("╰── cluster kubernetes has no certificate-authority-data"),
+        "label under the line: {err}"
+    );
+}
+
+#[test]
+fn missing_config_says_how_to_make_one() {
+    let w = common::sandbox(1, 0, false);
+    let err = plan_fails(&w);
+    assert!(
+        err.contains("cannot read trustform.yaml") && err.contains("trustform init"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_desired_state_is_a_diagnostic() {
+    // The etcd authority has no procedure yet: asking to rotate it is refused, clearly.
+    let w = common::initialised(1, 0);
+    edit(
+        &w.config(),
+        "  etcd:\n    issuer: etcd\n    trust: [etcd]\n",
+        "  etcd:\n    issuer: etcd\n    trust: [etcd, kubernetes]\n",
+    );
+    let err = plan_fails(&w);
+    assert!(
+        err.contains("authority etcd must change, but trustform has no procedure for it yet"),
+        "{err}"
+    );
+    assert!(err.contains("trustform::plan::no_procedure"), "{err}");
+}

@@ -1,0 +1,105 @@
+//! `schemas/` is generated from the types, and every procedure file validates against it.
+
+use trustform::{config, procedure};
+
+fn check_file(path: &str, generated: &str) {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+        std::fs::write(&full, generated).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&full).unwrap_or_default();
+    assert!(
+        on_disk == generated,
+        "{path} is stale: run `UPDATE_SCHEMAS=1 cargo test --test schemas`"
+    );
+}
+
+#[test]
+fn schemas_are_generated_from_the_types() {
+    check_file("schemas/cluster.schema.json", &config::schema());
+    check_file("schemas/procedure.schema.json", &procedure::schema());
+}
+
+fn validator(path: &str) -> jsonschema::Validator {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+    )
+    .unwrap();
+    jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+}
+
+#[test]
+fn every_procedure_validates_against_the_schema_and_is_acyclic() {
+    let v = validator("schemas/procedure.schema.json");
+    for (file, text) in procedure::EMBEDDED {
+        let doc: serde_json::Value = serde_saphyr::from_str(text).unwrap();
+        let errors: Vec<String> = v
+            .iter_errors(&doc)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{file}: {errors:?}");
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=../schemas/procedure.schema.json"),
+            "{file}"
+        );
+        // `parse` proves acyclicity: every `after` names an earlier step.
+        procedure::parse(file, text).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    // The schema rejects what it must.
+    let bad = serde_json::json!({"procedure": "x", "authority": "kubernetes", "source": "s",
+        "steps": [{"id": "a", "title": "t", "stage": "sideways", "for_each": "node", "action": "write-ca-files"}]});
+    assert!(!v.is_valid(&bad));
+}
+
+#[test]
+fn a_cycle_or_reordering_in_a_procedure_is_refused() {
+    let (file, text) = procedure::EMBEDDED[0];
+    let cyclic = text.replacen(
+        "    after: [distribute-ca]\n",
+        "    after: [kcm-root-ca]\n",
+        1,
+    );
+    let err = procedure::parse(file, &cyclic).unwrap_err();
+    assert!(
+        err.reason
+            .contains("comes after kcm-root-ca, which is not an earlier step"),
+        "{}",
+        err.reason
+    );
+    let reordered = text.replacen("    doc: \"2\"\n", "    doc: \"12\"\n", 1);
+    let err = procedure::parse(file, &reordered).unwrap_err();
+    assert!(
+        err.reason
+            .contains("documented steps keep their documented order"),
+        "{}",
+        err.reason
+    );
+}
+
+#[test]
+fn init_output_validates_against_the_cluster_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = trustform::sandbox::Spec {
+        control_planes: 1,
+        workers: 1,
+        algorithm: trustform::pki::KeyAlgorithm::EcdsaP256,
+    };
+    trustform::sandbox::create(&dir.path().join("c"), &spec).unwrap();
+    let out = assert_cmd::Command::cargo_bin("trustform")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["init", "--sandbox", "c"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(dir.path().join("trustform.yaml")).unwrap();
+    assert!(text.starts_with("# yaml-language-server: $schema=./trustform.schema.json\n"));
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let v = validator("schemas/cluster.schema.json");
+    let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{text}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("trustform.schema.json")).unwrap(),
+        config::schema()
+    );
+}
