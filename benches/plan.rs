@@ -15,14 +15,21 @@ use trustform::procedure::{Action, ActionKind, Stage};
 /// Run a command; return wall time and the child's peak RSS (KiB), from wait4.
 fn measure(cmd: &mut Command) -> (Duration, i64, bool) {
     let start = Instant::now();
-    let child = cmd.stdout(std::process::Stdio::null()).spawn().expect("spawn");
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
     let mut status = 0;
     // SAFETY: wait4 on our own child pid with valid out-pointers.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let pid = child.id() as libc::pid_t;
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid, "wait4");
-    (start.elapsed(), usage.ru_maxrss, libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+    (
+        start.elapsed(),
+        usage.ru_maxrss,
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    )
 }
 
 fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
@@ -43,24 +50,43 @@ fn ms(d: Duration) -> String {
 
 fn plan_on_sandbox(bin: &Path, workers: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let (t, rss, ok) = measure(
-        Command::new(bin)
-            .current_dir(dir.path())
-            .args(["sandbox", "create", "cluster", "--control-planes", "3", "--workers", &workers.to_string()]),
-    );
+    let (t, rss, ok) = measure(Command::new(bin).current_dir(dir.path()).args([
+        "sandbox",
+        "create",
+        "cluster",
+        "--control-planes",
+        "3",
+        "--workers",
+        &workers.to_string(),
+    ]));
     assert!(ok);
-    println!("sandbox create 3+{workers} (RSA-2048): {:.1} s, peak RSS {} MiB", t.as_secs_f64(), rss / 1024);
-    for args in [vec!["init", "--sandbox", "cluster"], vec!["rotate", "kubernetes", "--to-end"], vec!["rotate", "front-proxy", "--to-end"]] {
+    println!(
+        "sandbox create 3+{workers} (RSA-2048): {:.1} s, peak RSS {} MiB",
+        t.as_secs_f64(),
+        rss / 1024
+    );
+    for args in [
+        vec!["init", "--sandbox", "cluster"],
+        vec!["rotate", "kubernetes", "--to-end"],
+        vec!["rotate", "front-proxy", "--to-end"],
+    ] {
         assert!(measure(Command::new(bin).current_dir(dir.path()).args(&args)).2);
     }
     let mut runs = Vec::new();
     for _ in 0..5 {
-        let (t, rss, ok) = measure(Command::new(bin).current_dir(dir.path()).args(["plan", "-out", "plan.json"]));
+        let (t, rss, ok) =
+            measure(
+                Command::new(bin)
+                    .current_dir(dir.path())
+                    .args(["plan", "-out", "plan.json"]),
+            );
         assert!(ok);
         runs.push((t, rss));
     }
     runs.sort();
-    let plan: Plan = serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap()).unwrap();
+    let plan: Plan =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap())
+            .unwrap();
     println!(
         "trustform plan 3+{workers}: median {} (min {}), peak RSS {} MiB; {} steps, {} dependency arcs",
         ms(runs[2].0),
@@ -112,7 +138,11 @@ fn synthetic(steps: usize) -> Plan {
         let mut made: Vec<String> = Vec::new();
         for n in 0..targets.min(steps - out.len()) {
             let id = format!("synthetic/t{t}@node-{n}");
-            let depends_on = if rolling && !made.is_empty() { vec![made.last().unwrap().clone()] } else { frontier.clone() };
+            let depends_on = if rolling && !made.is_empty() {
+                vec![made.last().unwrap().clone()]
+            } else {
+                frontier.clone()
+            };
             out.push(Step {
                 id: id.clone(),
                 procedure: "synthetic".into(),
@@ -121,12 +151,23 @@ fn synthetic(steps: usize) -> Plan {
                 title: "a synthetic step".into(),
                 stage: [Stage::PreRotate, Stage::Rotate, Stage::PostRotate][(t * 3 / 500).min(2)],
                 target: format!("node-{n}"),
-                action: if rolling { Action::RestartKubelet } else { Action::WriteKubeletTrust },
-                kind: if rolling { ActionKind::Restart } else { ActionKind::Write },
+                action: if rolling {
+                    Action::RestartKubelet
+                } else {
+                    Action::WriteKubeletTrust
+                },
+                kind: if rolling {
+                    ActionKind::Restart
+                } else {
+                    ActionKind::Write
+                },
                 changes: vec![StepChange {
                     what: format!("node-{n}:/etc/kubernetes/pki/ca.crt (CA bundle)"),
                     before: vec!["CA old (sha256:9f3a1b2c3d4e…)".into()],
-                    after: vec!["CA old (sha256:9f3a1b2c3d4e…)".into(), "CA new (sha256:77c1aa2b3c4d…)".into()],
+                    after: vec![
+                        "CA old (sha256:9f3a1b2c3d4e…)".into(),
+                        "CA new (sha256:77c1aa2b3c4d…)".into(),
+                    ],
                 }],
                 why: None,
                 disruption: None,
@@ -134,7 +175,11 @@ fn synthetic(steps: usize) -> Plan {
             });
             made.push(id);
         }
-        frontier = if rolling { vec![made.last().unwrap().clone()] } else { made };
+        frontier = if rolling {
+            vec![made.last().unwrap().clone()]
+        } else {
+            made
+        };
         t += 1;
     }
     let summary = Summary::of(&out);
@@ -169,12 +214,19 @@ fn dag_100k() {
         ms(t_json),
         json.len() >> 20
     );
-    println!("  build + text render: {} (target < 1000 ms); nodes in graph {}", ms(t_graph + t_text), g.node_count());
+    println!(
+        "  build + text render: {} (target < 1000 ms); nodes in graph {}",
+        ms(t_graph + t_text),
+        g.node_count()
+    );
 }
 
 fn main() {
     let bin = Path::new(env!("CARGO_BIN_EXE_trustform"));
-    let workers = std::env::var("TRUSTFORM_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(200);
+    let workers = std::env::var("TRUSTFORM_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(200);
     // Subprocesses first: a forked child's peak RSS counts the parent's pages until exec.
     plan_on_sandbox(bin, workers);
     dag_100k();

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 pub const SIGNER_COPY: &str = "/etc/kubernetes/pki/ca-signer.crt";
 /// The controller-manager flags that must point at a single certificate.
 pub const KCM_SINGLE_CERT_FLAGS: [&str; 2] = ["client-ca-file", "cluster-signing-cert-file"];
+/// The controller-manager flag it publishes kube-root-ca.crt from.
+pub const KCM_ROOT_CA_FLAG: &str = "root-ca-file";
 
 /// Issuer and trust set of one authority.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,6 +268,10 @@ impl Consumer {
                     State::Absent
                 }
             }
+            // --root-ca-file rests on the bundle; only step 11.1's helper moves it.
+            Field::Flag(_, f) if f == KCM_ROOT_CA_FLAG => {
+                State::Path(self.authority.ca_file().to_string())
+            }
             Field::Flag(_, _) => State::Path(if t.needs_signer_copy() {
                 SIGNER_COPY.to_string()
             } else {
@@ -388,7 +394,7 @@ pub fn consumers(
                 out.push((at(SIGNER_COPY, Field::SignerCopy), State::Absent));
             }
             if let Some(kcm) = node.components.get("kube-controller-manager") {
-                for flag in KCM_SINGLE_CERT_FLAGS {
+                for flag in KCM_SINGLE_CERT_FLAGS.into_iter().chain([KCM_ROOT_CA_FLAG]) {
                     if let Some(v) = kcm.flags.get(flag) {
                         out.push((
                             at(

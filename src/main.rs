@@ -12,7 +12,15 @@ fn main() -> std::process::ExitCode {
         )
     }))
     .ok();
-    let parsed = cli::Cli::parse_from(cli::normalize_args(std::env::args()));
+    // Usage errors exit 1: exit 2 means "changes present" (--detailed-exitcode).
+    let parsed = match cli::Cli::try_parse_from(cli::normalize_args(std::env::args())) {
+        Ok(p) => p,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            e.print().ok();
+            return std::process::ExitCode::from(code);
+        }
+    };
     match cli::run(parsed) {
         Ok(code) => std::process::ExitCode::from(code as u8),
         Err(report) => {

@@ -88,6 +88,9 @@ pub enum Action {
     SwitchSigner,
     /// Point controller-manager flags that reject bundles at the single-cert copy, or back.
     SetKcmSigningFlags,
+    /// Point controller-manager --root-ca-file at the single-cert copy (now only the new
+    /// CA) so it publishes kube-root-ca.crt without the old CA (documented step 11.1).
+    SetKcmRootCaNewOnly,
     /// Delete the single-cert copy once nothing points at it.
     RemoveSignerCopy,
     /// Set CA data (and re-issue embedded client certificates) of the listed kubeconfigs.

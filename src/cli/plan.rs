@@ -47,11 +47,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
                     out.display()
                 )
             })?;
-        eprintln!(
-            "Saved the plan to {}. To perform exactly these steps, run: trustform apply {}",
-            out.display(),
-            out.display()
-        );
+        eprintln!("Saved the plan to {}.", out.display());
     }
     Ok(if a.detailed_exitcode && !p.is_empty() {
         Exit::Changes

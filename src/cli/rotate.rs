@@ -38,14 +38,16 @@ pub enum StageArg {
 
 /// Run.
 pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
-    let auth = Authority::parse(&a.authority).ok_or_else(|| {
-        miette::miette!(
-            code = "trustform::rotate::authority",
-            help = "use one of: kubernetes, front-proxy",
-            "unknown authority {:?}",
-            a.authority
-        )
-    })?;
+    let auth = Authority::parse(&a.authority)
+        .filter(|a| *a != Authority::Etcd)
+        .ok_or_else(|| {
+            miette::miette!(
+                code = "trustform::rotate::authority",
+                help = "use one of: kubernetes, front-proxy",
+                "unknown authority {:?}",
+                a.authority
+            )
+        })?;
     let loaded = config::load(path)?;
     let mut c = loaded.config.clone();
     let Some(spec) = c.authorities.get(&auth).cloned() else {

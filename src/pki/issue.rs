@@ -16,8 +16,10 @@ use time::{Duration, OffsetDateTime};
 pub enum KeyAlgorithm {
     /// RSA 2048 with SHA-256, what kubeadm generates.
     #[default]
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
     /// ECDSA P-256 with SHA-256.
+    #[serde(rename = "ecdsa-p256")]
     EcdsaP256,
 }
 

@@ -2,7 +2,9 @@
 
 use super::{AuthorityChange, Plan, PlanError, Skipped, Step, StepChange, Summary, TargetLabels};
 use crate::config::Authority;
-use crate::diff::{Consumer, Desired, Field, SIGNER_COPY, State, Target, consumers, lineage};
+use crate::diff::{
+    Consumer, Desired, Field, KCM_ROOT_CA_FLAG, SIGNER_COPY, State, Target, consumers, lineage,
+};
 use crate::procedure::{Action, ForEach, Procedure, Stage, StepTemplate};
 use crate::sandbox::Role;
 use crate::snapshot::Snapshot;
@@ -89,6 +91,9 @@ fn covers(t: &StepTemplate, c: &Consumer, want: &State, kubelet_ca: Option<&str>
             c.field == Field::SigningKey || (c.field == Field::SignerCopy && *want != State::Absent)
         }
         Action::SetKcmSigningFlags => matches!(c.field, Field::Flag(..)),
+        Action::SetKcmRootCaNewOnly => {
+            matches!(&c.field, Field::Flag(_, f) if f == KCM_ROOT_CA_FLAG)
+        }
         Action::RemoveSignerCopy => c.field == Field::SignerCopy && *want == State::Absent,
         Action::WriteKubeconfigs => {
             matches!(c.field, Field::KubeconfigCa | Field::KubeconfigClient) && in_files(&c.path)
@@ -261,7 +266,12 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                             .iter()
                             .filter(|(c, _)| c.authority == *auth && c.node.as_deref() == target)
                             .filter_map(|(c, s)| {
-                                let want = c.desired(stage_target);
+                                let want = match t.action {
+                                    Action::SetKcmRootCaNewOnly => {
+                                        new_only_root(&world, c, stage_target)
+                                    }
+                                    _ => c.desired(stage_target),
+                                };
                                 (want != *s && covers(t, c, &want, kubelet_ca))
                                     .then(|| (c.clone(), want))
                             })
@@ -372,5 +382,23 @@ fn skip_reason(t: &StepTemplate) -> String {
             "extension servers already trust this stage's CAs".into()
         }
         _ => "already in the state this stage needs".into(),
+    }
+}
+
+/// Where --root-ca-file must point for documented step 11.1: at the single-cert copy
+/// while ca.crt still holds the old CA and the copy holds exactly the final trust.
+fn new_only_root(world: &World, c: &Consumer, t: &Target) -> State {
+    let at = |path: &str, field: Field| Consumer {
+        path: path.to_string(),
+        field,
+        ..c.clone()
+    };
+    let final_trust = State::Members(t.trust.clone());
+    let bundle = world.state.get(&at(c.authority.ca_file(), Field::Bundle));
+    let copy = world.state.get(&at(SIGNER_COPY, Field::SignerCopy));
+    if t.trust.len() == 1 && bundle != Some(&final_trust) && copy == Some(&final_trust) {
+        State::Path(SIGNER_COPY.to_string())
+    } else {
+        c.desired(t)
     }
 }
