@@ -13,6 +13,7 @@ use trustform::plan::{Plan, Step, StepChange, Summary};
 use trustform::procedure::{Action, ActionKind, Stage};
 
 /// Run a command; return wall time and the child's peak RSS (KiB), from wait4.
+#[allow(clippy::zombie_processes)] // reaped by libc::wait4, which also yields its rusage
 fn measure(cmd: &mut Command) -> (Duration, i64, bool) {
     let start = Instant::now();
     let child = cmd
