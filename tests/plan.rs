@@ -288,6 +288,11 @@ fn no_changes_after_init_and_detailed_exit_codes() {
     assert!(out.lines().last().unwrap().starts_with("Plan: "), "{out}");
     let (code, _, _) = w.run(&["plan"]);
     assert_eq!(code, 0, "without --detailed-exitcode, changes exit 0");
+    let (code, _, err) = w.run(&["plan", "--detailed-exitcode", "--format", "bogus"]);
+    assert_eq!(
+        code, 1,
+        "a usage error is an error, never 'changes present': {err}"
+    );
 }
 
 #[test]
