@@ -6,6 +6,26 @@ use crate::procedure::ActionKind;
 use std::collections::HashMap;
 use std::fmt::Write;
 
+/// The plan's arcs as (dependency, dependent) step indices.
+fn arcs(plan: &Plan) -> Vec<(usize, usize)> {
+    let index: HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    plan.steps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()))
+                .map(move |j| (*j, i))
+        })
+        .collect()
+}
+
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
@@ -16,12 +36,6 @@ pub fn dot(plan: &Plan) -> String {
     o.push_str(
         "digraph plan {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n",
     );
-    let index: HashMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
     for (i, s) in plan.steps.iter().enumerate() {
         let style = match s.kind {
             ActionKind::Write => "solid",
@@ -37,12 +51,8 @@ pub fn dot(plan: &Plan) -> String {
         )
         .unwrap();
     }
-    for (i, s) in plan.steps.iter().enumerate() {
-        for d in &s.depends_on {
-            if let Some(j) = index.get(d.as_str()) {
-                writeln!(o, "  s{j} -> s{i};").unwrap();
-            }
-        }
+    for (j, i) in arcs(plan) {
+        writeln!(o, "  s{j} -> s{i};").unwrap();
     }
     o.push_str("}\n");
     o
@@ -52,22 +62,12 @@ pub fn dot(plan: &Plan) -> String {
 pub fn mermaid(plan: &Plan) -> String {
     let mut o = String::with_capacity(plan.steps.len() * 80);
     o.push_str("flowchart TD\n");
-    let index: HashMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
     for (i, s) in plan.steps.iter().enumerate() {
         let label = format!("[{}] {} @ {}", doc_label(s), s.template, s.target).replace('"', "'");
         writeln!(o, "  s{i}[\"{label}\"]").unwrap();
     }
-    for (i, s) in plan.steps.iter().enumerate() {
-        for d in &s.depends_on {
-            if let Some(j) = index.get(d.as_str()) {
-                writeln!(o, "  s{j} --> s{i}").unwrap();
-            }
-        }
+    for (j, i) in arcs(plan) {
+        writeln!(o, "  s{j} --> s{i}").unwrap();
     }
     o
 }
