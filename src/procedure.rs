@@ -255,6 +255,15 @@ pub fn parse(file: &str, text: &str) -> Result<Procedure, ProcedureError> {
             }
             last_doc = Some(d);
         }
+        if s.doc.is_none() && s.why.is_none() {
+            return Err(err(
+                format!(
+                    "step {} is not a documented step: say `why` trustform adds it",
+                    s.id
+                ),
+                &at,
+            ));
+        }
         let needs_component = s.action == Action::RestartStaticPod;
         if needs_component != s.component.is_some() {
             return Err(err(

@@ -74,6 +74,19 @@ fn a_cycle_or_reordering_in_a_procedure_is_refused() {
         "{}",
         err.reason
     );
+    // A step trustform adds must say why.
+    let unexplained = text.replacen(
+        "    why: \"kube-controller-manager rejects a bundle",
+        "    # \"kube-controller-manager rejects a bundle",
+        1,
+    );
+    let err = procedure::parse(file, &unexplained).unwrap_err();
+    assert!(
+        err.reason
+            .contains("kcm-single-cert-flags is not a documented step: say `why`"),
+        "{}",
+        err.reason
+    );
 }
 
 #[test]

@@ -33,10 +33,14 @@ pub fn text(plan: &Plan) -> String {
     }
     let mut stage = None;
     for s in &plan.steps {
-        if stage != Some(s.stage) {
-            stage = Some(s.stage);
-            let n = plan.steps.iter().filter(|x| x.stage == s.stage).count();
-            let title = format!("Stage {} ({n} steps) ", s.stage.name());
+        if stage != Some((s.procedure.as_str(), s.stage)) {
+            stage = Some((s.procedure.as_str(), s.stage));
+            let n = plan
+                .steps
+                .iter()
+                .filter(|x| x.stage == s.stage && x.procedure == s.procedure)
+                .count();
+            let title = format!("{}: stage {} ({n} steps) ", s.procedure, s.stage.name());
             writeln!(o).unwrap();
             writeln!(
                 o,
