@@ -221,3 +221,25 @@ fn unreachable_desired_state_is_a_diagnostic() {
     );
     assert!(err.contains("trustform::plan::no_procedure"), "{err}");
 }
+
+#[test]
+fn rotate_refuses_an_authority_without_a_procedure() {
+    let w = common::initialised(1, 0);
+    let before = std::fs::read_to_string(w.config()).unwrap();
+    let (code, _, err) = w.run(&["rotate", "etcd"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no procedure rotates authority \"etcd\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: use one of: kubernetes, front-proxy"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.config()).unwrap(),
+        before,
+        "nothing written"
+    );
+    assert!(!w.path().join("cas").exists(), "no CA generated");
+}

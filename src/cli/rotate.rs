@@ -38,13 +38,19 @@ pub enum StageArg {
 
 /// Run.
 pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
+    // An authority can rotate when a procedure rotates it.
+    let rotatable: Vec<Authority> = crate::procedure::load_all()?
+        .iter()
+        .map(|p| p.authority)
+        .collect();
     let auth = Authority::parse(&a.authority)
-        .filter(|a| *a != Authority::Etcd)
+        .filter(|a| rotatable.contains(a))
         .ok_or_else(|| {
+            let names: Vec<&str> = rotatable.iter().map(|a| a.name()).collect();
             miette::miette!(
                 code = "trustform::rotate::authority",
-                help = "use one of: kubernetes, front-proxy",
-                "unknown authority {:?}",
+                help = format!("use one of: {}", names.join(", ")),
+                "no procedure rotates authority {:?}",
                 a.authority
             )
         })?;
