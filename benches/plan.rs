@@ -172,6 +172,7 @@ fn synthetic(steps: usize) -> Plan {
                 }],
                 why: None,
                 disruption: None,
+                ops: vec![],
                 depends_on,
             });
             made.push(id);
@@ -188,8 +189,10 @@ fn synthetic(steps: usize) -> Plan {
         format_version: 1,
         tool_version: "bench".into(),
         cluster: "synthetic".into(),
+        checksum: String::new(),
         snapshot_fingerprint: "sha256:0".into(),
         config_hash: "sha256:0".into(),
+        observed: Default::default(),
         authorities: vec![],
         steps: out,
         skipped: vec![],

@@ -97,6 +97,21 @@ pub struct Config {
     pub authorities: BTreeMap<Authority, AuthoritySpec>,
     /// The CAs, by a name of your choice.
     pub cas: BTreeMap<String, CaSpec>,
+    /// How `apply` issues keys and certificates.
+    #[serde(default)]
+    pub issuance: Issuance,
+}
+
+/// How new keys and certificates are made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Issuance {
+    /// Algorithm of generated CA keys and of new leaf keys (default rsa-2048, as kubeadm).
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithm,
+    /// Re-issue leaves for their existing keys instead of generating new ones.
+    #[serde(default)]
+    pub keep_keys: bool,
 }
 
 /// Names.
@@ -561,6 +576,16 @@ pub fn render(c: &Config) -> String {
             ));
         }
         s.push_str(&format!("  {}: {{ {} }}\n", q(name), parts.join(", ")));
+    }
+    if c.issuance != Issuance::default() {
+        s.push_str(&format!(
+            "issuance:\n  keyAlgorithm: {}\n  keepKeys: {}\n",
+            serde_json::to_value(c.issuance.key_algorithm)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            c.issuance.keep_keys
+        ));
     }
     s
 }

@@ -139,7 +139,15 @@ pub fn resolve(loaded: &Loaded, snap: &Snapshot) -> Result<Desired, ConfigError>
         } else {
             let spanned = spec.fingerprint.as_ref().expect("checked by config::load");
             let fp = Fingerprint::parse(&spanned.value).expect("checked by config::load");
+            let used = c
+                .authorities
+                .values()
+                .any(|a| a.issuer.value == *name || a.trust.iter().any(|t| t.value == *name));
             let Some(info) = cas.get_mut(&fp) else {
+                if !used {
+                    // A retired CA: gone from the cluster, named by no authority.
+                    continue;
+                }
                 return Err(loaded.invalid(
                     spanned.referenced,
                     format!("CA {name} ({}) is not in the cluster", fp.short()),
@@ -193,7 +201,8 @@ pub fn current_target(snap: &Snapshot, auth: Authority) -> Option<Target> {
 }
 
 /// What a consumer holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum State {
     /// A set of CAs (bundle, CA data, API object), in order.
     Members(Vec<Fingerprint>),
@@ -212,7 +221,10 @@ pub enum State {
 }
 
 /// Which part of a node or cluster a consumer is.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Field {
     /// A CA bundle file.
     Bundle,

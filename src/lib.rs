@@ -5,11 +5,14 @@
 // only on the failure path, where a clear message matters more than a few bytes moved.
 #![allow(clippy::result_large_err)]
 
+pub mod apply;
 pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod diff;
+pub mod exec;
 pub mod layout;
+pub mod manifest;
 pub mod observe;
 pub mod pki;
 pub mod plan;

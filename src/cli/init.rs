@@ -195,6 +195,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         },
         authorities,
         cas,
+        issuance: Default::default(),
     };
     write_config(path, &c)?;
     eprintln!(

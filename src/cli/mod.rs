@@ -2,6 +2,7 @@
 //! into validated types, then calls the library. Data goes to stdout, diagnostics to
 //! stderr; exit codes are mapped here and nowhere else.
 
+mod apply;
 mod demo;
 mod init;
 mod plan;
@@ -17,6 +18,8 @@ use std::path::PathBuf;
 pub enum Exit {
     /// Success, nothing to change.
     Ok = 0,
+    /// A failure already reported on stdout (e.g. `status --wait` on a failed apply).
+    Failed = 1,
     /// Changes present (only with --detailed-exitcode).
     Changes = 2,
 }
@@ -56,6 +59,14 @@ pub enum Command {
     Rotate(rotate::Args),
     /// Show the steps that take the cluster to the desired trust state.
     Plan(plan::Args),
+    /// Carry out a plan step by step (journaled, resumable, verified at every stage).
+    Apply(apply::Args),
+    /// Where the running or latest apply stands.
+    Status(apply::StatusArgs),
+    /// Restore every file an apply changed, from its backups.
+    Rollback(apply::RollbackArgs),
+    /// Remove a stuck lock, by its id.
+    ForceUnlock(apply::UnlockArgs),
 }
 
 /// Accept Terraform's single-dash `-out` for `--out`.
@@ -77,5 +88,9 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Init(a) => init::run(a, &cli.config),
         Command::Rotate(a) => rotate::run(a, &cli.config),
         Command::Plan(a) => plan::run(a, &cli.config),
+        Command::Apply(a) => apply::run(a, &cli.config),
+        Command::Status(a) => apply::status(a, &cli.config),
+        Command::Rollback(a) => apply::rollback(a, &cli.config),
+        Command::ForceUnlock(a) => apply::force_unlock(a, &cli.config),
     }
 }

@@ -20,7 +20,8 @@ pub struct Args {
     /// Go straight to the final state; the planner inserts the safe stages itself.
     #[arg(long)]
     pub to_end: bool,
-    /// Key algorithm of a generated CA.
+    /// Key algorithm of a generated CA (default: `issuance.keyAlgorithm` in trustform.yaml,
+    /// else rsa-2048).
     #[arg(long, value_enum)]
     pub algorithm: Option<super::sandbox::Alg>,
 }
@@ -77,7 +78,10 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             name = format!("{base}-{n}");
             n += 1;
         }
-        let alg: KeyAlgorithm = a.algorithm.map(Into::into).unwrap_or_default();
+        let alg: KeyAlgorithm = a
+            .algorithm
+            .map(Into::into)
+            .unwrap_or(c.issuance.key_algorithm);
         let cn = match auth {
             Authority::Kubernetes => format!("kubernetes-{date}"),
             Authority::FrontProxy => format!("front-proxy-ca-{date}"),

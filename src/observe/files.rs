@@ -225,25 +225,7 @@ impl Reader<'_> {
     }
 
     fn manifest(&self, abs: &str, text: &str) -> Result<(String, Component), ObserveError> {
-        #[derive(Deserialize)]
-        struct Pod {
-            metadata: Meta,
-            spec: Spec,
-        }
-        #[derive(Deserialize)]
-        struct Meta {
-            name: String,
-        }
-        #[derive(Deserialize)]
-        struct Spec {
-            containers: Vec<Container>,
-        }
-        #[derive(Deserialize)]
-        struct Container {
-            #[serde(default)]
-            command: Vec<String>,
-        }
-        let pod: Pod = serde_saphyr::from_str(text).map_err(|e| {
+        let pod = crate::manifest::parse(text).map_err(|e| {
             let line = e.location().map_or(1, |l| l.line() as usize);
             self.corrupt(
                 abs,
@@ -253,25 +235,14 @@ impl Reader<'_> {
                 "fix the YAML; the kubelet cannot start this pod either",
             )
         })?;
-        let mut flags = BTreeMap::new();
-        for c in &pod.spec.containers {
-            for arg in &c.command {
-                if let Some(f) = arg.strip_prefix("--") {
-                    let (k, v) = f.split_once('=').unwrap_or((f, "true"));
-                    flags.insert(k.to_string(), v.to_string());
-                }
-            }
-        }
+        let flags = pod.flags;
         let mut inputs = Vec::new();
         for (flag, value) in &flags {
             if !value.starts_with("/etc/kubernetes/") {
                 continue;
             }
             if !self.target.root.join(layout::rel(value)).exists() {
-                let line = text
-                    .lines()
-                    .position(|l| l.contains(&format!("--{flag}=")))
-                    .map_or(1, |i| i + 1);
+                let line = crate::manifest::flag_line(text, flag).unwrap_or(1);
                 return Err(ObserveError::MissingInput {
                     node: self.target.name.clone(),
                     manifest: abs.to_string(),
@@ -286,7 +257,7 @@ impl Reader<'_> {
         inputs.sort();
         inputs.dedup();
         Ok((
-            pod.metadata.name,
+            pod.name,
             Component {
                 manifest: abs.to_string(),
                 flags,

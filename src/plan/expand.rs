@@ -1,6 +1,8 @@
 //! Expansion: procedures × stage targets × inventory → steps with dependencies.
 
-use super::{AuthorityChange, Plan, PlanError, Skipped, Step, StepChange, Summary, TargetLabels};
+use super::{
+    AuthorityChange, Op, Plan, PlanError, Skipped, Step, StepChange, Summary, TargetLabels,
+};
 use crate::config::Authority;
 use crate::diff::{
     Consumer, Desired, Field, KCM_ROOT_CA_FLAG, SIGNER_COPY, State, Target, consumers, lineage,
@@ -234,11 +236,16 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                     .and_then(|n| n.kubelet.as_ref())
                     .and_then(|k| k.client_ca_file.as_deref());
                 let mut changes = Vec::new();
+                let mut ops = Vec::new();
                 match t.action {
                     Action::RestartStaticPod | Action::RestartKubelet => {
                         let comp = t.component.clone().unwrap_or_else(|| "kubelet".into());
                         let node = target.expect("node action");
                         if let Some(files) = world.dirty.remove(&(node.to_string(), comp.clone())) {
+                            ops.push(Op::Restart {
+                                node: node.to_string(),
+                                component: comp.clone(),
+                            });
                             changes.push(StepChange {
                                 what: format!("{node}: {comp}"),
                                 before: vec![
@@ -250,6 +257,15 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                     }
                     Action::VerifyTrust => {
                         if any_step_in_proc {
+                            ops.push(Op::Verify {
+                                authority: *auth,
+                                issuer: stage_target.issuer.clone(),
+                                trust: stage_target.trust.clone(),
+                                retired: lineage(current, want)
+                                    .into_iter()
+                                    .filter(|fp| !stage_target.trust.contains(fp))
+                                    .collect(),
+                            });
                             changes.push(StepChange {
                                 what: "every trust edge".into(),
                                 before: vec![],
@@ -282,6 +298,13 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                                 .insert(c.clone(), want.clone())
                                 .expect("known consumer");
                             let new_leaf = matches!(c.field, Field::Leaf | Field::KubeconfigClient);
+                            ops.push(Op::Set {
+                                node: c.node.clone(),
+                                authority: c.authority,
+                                path: c.path.clone(),
+                                field: c.field.clone(),
+                                want: want.clone(),
+                            });
                             changes.push(StepChange {
                                 what: c.describe(),
                                 before: lines(&before, d, false),
@@ -315,6 +338,7 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                     changes,
                     why: t.why.clone(),
                     disruption: t.disruption.clone(),
+                    ops,
                     depends_on: depends_on.iter().map(|i| steps[*i].id.clone()).collect(),
                 });
                 made.push(idx);
@@ -362,17 +386,37 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
         format_version: super::FORMAT_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         cluster: input.cluster.to_string(),
+        checksum: String::new(),
         snapshot_fingerprint: snap.fingerprint.clone(),
         config_hash: input.config_hash.to_string(),
+        observed: observed(snap),
         authorities,
         summary: Summary::of(&steps),
         steps,
         skipped: if rotating.is_empty() { vec![] } else { skipped },
     };
     plan.graph()?;
-    Ok(plan)
+    Ok(plan.seal())
 }
 
+/// Digest of each observed file (and each node's components and kubelet), so a stale
+/// plan names what changed.
+pub fn observed(snap: &Snapshot) -> BTreeMap<String, String> {
+    fn digest<T: serde::Serialize>(v: &T) -> String {
+        use sha2::{Digest, Sha256};
+        let body = serde_json::to_vec(v).expect("snapshot parts serialise");
+        hex::encode(&Sha256::digest(&body)[..8])
+    }
+    let mut out = BTreeMap::new();
+    for n in &snap.nodes {
+        for (path, fact) in &n.files {
+            out.insert(format!("{}:{path}", n.name), digest(fact));
+        }
+        out.insert(format!("{}:components", n.name), digest(&n.components));
+        out.insert(format!("{}:kubelet", n.name), digest(&n.kubelet));
+    }
+    out
+}
 fn skip_reason(t: &StepTemplate) -> String {
     match t.action {
         Action::RestartStaticPod | Action::RestartKubelet => "no file it reads changes".into(),

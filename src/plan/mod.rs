@@ -10,7 +10,7 @@
 mod expand;
 mod model;
 
-pub use expand::{Input, build, stage_targets};
+pub use expand::{Input, build, observed, stage_targets};
 pub use model::*;
 
 use miette::Diagnostic;

@@ -3,22 +3,32 @@
 //! # JSON format (`trustform plan -out plan.json` / `--format json`, `format_version` 1)
 //! ```json
 //! { "format_version": 1, "tool_version": "0.1.0", "cluster": "prod-eu-1",
-//!   "snapshot_fingerprint": "sha256:…", "config_hash": "sha256:…",
+//!   "checksum": "sha256:…", "snapshot_fingerprint": "sha256:…", "config_hash": "sha256:…",
+//!   "observed": { "cp-1:/etc/kubernetes/pki/ca.crt": "3f9a…", … },
 //!   "authorities": [ { "authority": "kubernetes", "from": {…}, "to": {…} } ],
 //!   "steps": [ { "id": "kubernetes-ca/distribute-ca@cp-1", "doc_step": "1", "stage": "pre-rotate",
 //!                "target": "cp-1", "action": "write-ca-files", "kind": "write",
 //!                "changes": [ { "what": "…", "before": ["…"], "after": ["…"] } ],
+//!                "ops": [ { "op": "set", "node": "cp-1", "path": "…", "field": "bundle",
+//!                           "want": { "members": ["sha256:…", "sha256:…"] } } ],
 //!                "depends_on": [] } ],
 //!   "skipped": [ { "id": "kubernetes-ca/restart-workloads", "doc_step": "8.4", "reason": "…" } ],
 //!   "summary": { "steps": 90, "writes": 40, "restarts": 45, "waits": 5, "stages": ["pre-rotate", …] } }
 //! ```
 //! Never key material: CAs appear as names and fingerprints, re-issued leaves as
-//! "(known after apply)".
+//! "(known after apply)". `changes` are for people, `ops` for `apply`. `checksum` is the
+//! SHA-256 of the file with an empty checksum: a plan edited by hand is refused, and its
+//! first 12 hex digits are the plan id.
 
 use super::PlanError;
+use crate::config::Authority;
+use crate::diff::{Field, State};
+use crate::pki::Fingerprint;
 use crate::procedure::{Action, ActionKind, Stage};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 /// Current plan file format.
@@ -33,10 +43,17 @@ pub struct Plan {
     pub tool_version: String,
     /// Cluster name.
     pub cluster: String,
+    /// SHA-256 of this file's JSON with `checksum` empty.
+    #[serde(default)]
+    pub checksum: String,
     /// Fingerprint of the snapshot it was planned on.
     pub snapshot_fingerprint: String,
     /// Hash of trustform.yaml.
     pub config_hash: String,
+    /// `node:path` (or `node:components`, `node:kubelet`) → digest of what was observed
+    /// there, so a stale plan can name what changed.
+    #[serde(default)]
+    pub observed: BTreeMap<String, String>,
     /// Each authority that changes.
     pub authorities: Vec<AuthorityChange>,
     /// Steps, in a topological order.
@@ -96,8 +113,51 @@ pub struct Step {
     /// Inherent disruption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disruption: Option<String>,
+    /// What `apply` does, exactly.
+    #[serde(default)]
+    pub ops: Vec<Op>,
     /// Step ids that must finish first.
     pub depends_on: Vec<String>,
+}
+
+/// One machine-readable operation of a step. Each is idempotent: `apply` first reads
+/// the consumer and does nothing if it already holds `want`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// Bring one consumer to a state.
+    Set {
+        /// Node, or none for a cluster object.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        /// Authority whose trust it holds.
+        authority: Authority,
+        /// File path on the node (empty for a cluster object).
+        path: String,
+        /// What part.
+        field: Field,
+        /// The state to reach.
+        want: State,
+    },
+    /// Restart a component so it re-reads its files.
+    Restart {
+        /// Node.
+        node: String,
+        /// A static pod name, or `kubelet`.
+        component: String,
+    },
+    /// A gate: every trust edge verifies against this stage's target.
+    Verify {
+        /// Authority.
+        authority: Authority,
+        /// The issuer at this stage.
+        issuer: Fingerprint,
+        /// The trust set at this stage.
+        trust: Vec<Fingerprint>,
+        /// CAs of the authority no longer trusted at this stage.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        retired: Vec<Fingerprint>,
+    },
 }
 
 /// One consumer's change inside a step.
@@ -155,6 +215,29 @@ impl Summary {
 }
 
 impl Plan {
+    /// Compute [`Plan::checksum`] over the plan's JSON with the field empty.
+    pub fn compute_checksum(&self) -> String {
+        let mut blank = self.clone();
+        blank.checksum = String::new();
+        let body = serde_json::to_vec(&blank).expect("plan serialises");
+        format!("sha256:{}", hex::encode(Sha256::digest(&body)))
+    }
+
+    /// Fill in the checksum.
+    pub fn seal(mut self) -> Self {
+        self.checksum = self.compute_checksum();
+        self
+    }
+
+    /// The plan id: the first 12 hex digits of the checksum.
+    pub fn id(&self) -> String {
+        self.checksum
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect()
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()

@@ -5,6 +5,7 @@
 //! issued by rcgen and accepted by `openssl verify` against its CA.
 
 mod manifests;
+pub mod runtime;
 
 use crate::atomic::{self, KEY_MODE, PUBLIC_MODE};
 use crate::layout;
@@ -212,6 +213,13 @@ pub fn create(dir: &Path, spec: &Spec) -> Result<Sandbox, SandboxError> {
             .collect()
     });
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    // Every component starts, reading its files.
+    for node in &nodes {
+        runtime::start_all(&node.root).map_err(|source| SandboxError::Io {
+            path: node.root.join(runtime::RUN_DIR),
+            source,
+        })?;
+    }
     let sandbox = Sandbox {
         name: "sandbox".into(),
         nodes,

@@ -77,6 +77,7 @@ pub fn redactions() -> Vec<(&'static str, &'static str)> {
     vec![
         (r"sha256:[0-9a-f]{64}", "sha256:[fingerprint]"),
         (r"sha256:[0-9a-f]{12}…", "sha256:[fp]…"),
+        (r#"": "[0-9a-f]{16}""#, r#"": "[digest]""#),
         (r"\d{4}-\d{2}-\d{2}", "[date]"),
         (r"trustform \d+\.\d+\.\d+", "trustform [version]"),
         (

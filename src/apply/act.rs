@@ -1,0 +1,457 @@
+//! One step's operations, carried out through `exec`. Each operation first reads what
+//! is there and does nothing when it already holds the wanted state: that is the
+//! precondition check that makes a resumed step safe to run again.
+
+use super::gate;
+use super::material::{Material, key_block};
+use crate::config::{Authority, Issuance};
+use crate::diff::{Field, State};
+use crate::exec::{self, Files, Node};
+use crate::pki::issue::{generate_key, issue_leaf};
+use crate::pki::kubeconfig::{Kubeconfig, SecretB64, b64, unb64};
+use crate::pki::{Fingerprint, LeafSpec, ParsedCert, SecretPem, parse_certs};
+use crate::plan::{Op, Step};
+use std::collections::BTreeMap;
+
+/// What a step needs.
+pub struct Ctx<'a> {
+    /// File access with backups.
+    pub files: &'a Files,
+    /// Nodes by name.
+    pub nodes: &'a BTreeMap<String, Node>,
+    /// CA certificates and keys.
+    pub material: &'a Material,
+    /// Key algorithm and key reuse.
+    pub issuance: &'a Issuance,
+    /// Testing aid: exit after the first operation of this step.
+    pub die_during: Option<&'a str>,
+}
+
+/// What a step did.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// One line per operation that changed something.
+    pub did: Vec<String>,
+    /// What is left to the operator.
+    pub warnings: Vec<String>,
+    /// A gate's report.
+    pub gate: Option<gate::Report>,
+}
+
+/// Why a step failed.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The error.
+    pub error: String,
+    /// A failed gate's report.
+    pub gate: Option<gate::Report>,
+}
+
+impl From<String> for Failure {
+    fn from(error: String) -> Self {
+        Self { error, gate: None }
+    }
+}
+
+/// Run a step.
+pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
+    let mut out = Outcome::default();
+    for (i, op) in step.ops.iter().enumerate() {
+        match op {
+            Op::Set {
+                node: Some(n),
+                authority,
+                path,
+                field,
+                want,
+            } => {
+                let node = ctx.node(n)?;
+                if let Some(line) = set(ctx, node, *authority, path, field, want)? {
+                    out.did.push(line);
+                }
+            }
+            Op::Set {
+                node: None,
+                field,
+                want,
+                ..
+            } => cluster(ctx, field, want, &mut out)?,
+            Op::Restart { node, component } => {
+                let node = ctx.node(node)?;
+                let how = if component == "kubelet" {
+                    exec::restart_kubelet(node)
+                } else {
+                    exec::restart_static_pod(ctx.files, node, component)
+                }
+                .map_err(|e| e.to_string())?;
+                out.did.push(match how {
+                    exec::Restarted::Simulated(g) => {
+                        format!("{}: {component} restarted (sandbox process, start #{g})", node.name)
+                    }
+                    exec::Restarted::Annotated => format!(
+                        "{}: {component}: manifest annotation {} changed; the kubelet recreates the pod",
+                        node.name,
+                        crate::manifest::RESTARTED_AT
+                    ),
+                    exec::Restarted::Systemd => format!("{}: systemctl restart kubelet", node.name),
+                });
+            }
+            Op::Verify {
+                authority,
+                issuer,
+                trust,
+                retired,
+            } => {
+                let report = gate::run(ctx.nodes, ctx.material, *authority, issuer, trust, retired);
+                let ok = report.failures.is_empty();
+                let summary = format!(
+                    "gate {authority}: {} checks, {} handshakes, {} failures",
+                    report.checks,
+                    report.handshakes,
+                    report.failures.len()
+                );
+                if !ok {
+                    let first = report.failures.first().cloned().unwrap_or_default();
+                    return Err(Failure {
+                        error: format!("{summary}; first: {first}"),
+                        gate: Some(report),
+                    });
+                }
+                out.gate = Some(report);
+                out.did.push(summary);
+            }
+        }
+        if i == 0 && ctx.die_during == Some(step.id.as_str()) {
+            eprintln!("TRUSTFORM_FAULT: exiting during {}", step.id);
+            std::process::exit(99);
+        }
+    }
+    Ok(out)
+}
+
+impl Ctx<'_> {
+    fn node(&self, name: &str) -> Result<&Node, String> {
+        self.nodes
+            .get(name)
+            .ok_or_else(|| format!("node {name} is not in trustform.yaml's inventory"))
+    }
+}
+
+fn text(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<String>, String> {
+    ctx.files
+        .read(node, path)
+        .map_err(|e| e.to_string())?
+        .map(|b| String::from_utf8(b).map_err(|_| format!("{}:{path}: not UTF-8", node.name)))
+        .transpose()
+}
+
+fn fps(text: &str, what: &str) -> Vec<Fingerprint> {
+    parse_certs(text, what)
+        .map(|v| v.into_iter().map(|c| c.facts.fingerprint).collect())
+        .unwrap_or_default()
+}
+
+fn short_list(v: &[Fingerprint]) -> String {
+    v.iter().map(|f| f.short()).collect::<Vec<_>>().join(", ")
+}
+
+/// Bring one file consumer to `want`. `Some(line)` when something changed.
+fn set(
+    ctx: &Ctx,
+    node: &Node,
+    authority: Authority,
+    path: &str,
+    field: &Field,
+    want: &State,
+) -> Result<Option<String>, String> {
+    let at = format!("{}:{path}", node.name);
+    let current = text(ctx, node, path)?;
+    let write = |bytes: &[u8], secret: bool| {
+        let mode = if secret {
+            crate::atomic::KEY_MODE
+        } else {
+            crate::atomic::PUBLIC_MODE
+        };
+        ctx.files
+            .write(node, path, bytes, mode, secret)
+            .map_err(|e| e.to_string())
+    };
+    let unknown = |fp: Fingerprint| {
+        format!(
+            "{at}: CA {} is unknown: it is in no node's {} and in no `cas` entry of trustform.yaml",
+            fp.short(),
+            authority.ca_file()
+        )
+    };
+    match (field, want) {
+        (Field::Bundle | Field::SignerCopy, State::Members(want)) => {
+            if current.as_deref().map(|t| fps(t, &at)).as_ref() == Some(want) {
+                return Ok(None);
+            }
+            let bundle = ctx.material.bundle(want).map_err(unknown)?;
+            write(bundle.as_bytes(), false)?;
+            Ok(Some(format!("{at}: holds [{}]", short_list(want))))
+        }
+        (Field::SignerCopy, State::Absent) => {
+            if current.is_none() {
+                return Ok(None);
+            }
+            ctx.files.remove(node, path).map_err(|e| e.to_string())?;
+            Ok(Some(format!("{at}: deleted")))
+        }
+        (Field::SigningKey, State::KeyOf(fp)) => {
+            let ca = ctx.material.get(fp).ok_or_else(|| unknown(fp.clone()))?;
+            let have = current
+                .as_deref()
+                .and_then(|t| key_block(t, &at))
+                .and_then(|k| crate::pki::public_key_fingerprint(&k, &at).ok());
+            if have.as_ref() == Some(&ca.cert.facts.public_key) {
+                return Ok(None);
+            }
+            let key = ca.key.as_ref().ok_or_else(|| {
+                format!(
+                    "{at}: the key of CA {} is not available: trustform.yaml's `cas` entry must name its key file",
+                    fp.short()
+                )
+            })?;
+            write(key.expose().as_bytes(), true)?;
+            Ok(Some(format!("{at}: key of CA {} (0600)", fp.short())))
+        }
+        (Field::Flag(_, flag), State::Path(value)) => {
+            let text = current.ok_or_else(|| format!("{at}: no such manifest"))?;
+            let m = crate::manifest::parse(&text).map_err(|e| format!("{at}: {e}"))?;
+            if m.flags.get(flag) == Some(value) {
+                return Ok(None);
+            }
+            let next = crate::manifest::set_flag(&text, flag, value)
+                .ok_or_else(|| format!("{at}: has no --{flag}= line"))?;
+            write(next.as_bytes(), false)?;
+            Ok(Some(format!("{at}: --{flag}={value}")))
+        }
+        (Field::KubeconfigCa, State::Members(want)) => {
+            let mut kc = kubeconfig(current.as_deref(), &at)?;
+            let cluster = current_cluster(&mut kc, &at)?;
+            let have = cluster
+                .certificate_authority_data
+                .as_deref()
+                .and_then(unb64)
+                .map(|t| fps(&t, &at));
+            if have.as_ref() == Some(want) {
+                return Ok(None);
+            }
+            let bundle = ctx.material.bundle(want).map_err(unknown)?;
+            cluster.certificate_authority_data = Some(b64(&bundle));
+            write(kc.to_yaml().as_bytes(), true)?;
+            Ok(Some(format!(
+                "{at}: certificate-authority-data [{}]",
+                short_list(want)
+            )))
+        }
+        (Field::KubeconfigClient, State::IssuedBy(fp)) => {
+            let mut kc = kubeconfig(current.as_deref(), &at)?;
+            let user = current_user(&mut kc, &at)?;
+            let cert_pem = user
+                .client_certificate_data
+                .as_deref()
+                .and_then(unb64)
+                .ok_or_else(|| format!("{at}: no client-certificate-data"))?;
+            let leaf = first_leaf(&cert_pem, &at)?;
+            if ctx.material.issuer_of(&leaf) == Some(fp) {
+                return Ok(None);
+            }
+            let old_key = user.client_key_data.as_ref().and_then(SecretB64::decode);
+            let (cert, key) = reissue(ctx, &leaf, old_key, fp, &at)?;
+            user.client_certificate_data = Some(b64(&cert));
+            user.client_key_data = Some(SecretB64::encode(&key));
+            write(kc.to_yaml().as_bytes(), true)?;
+            Ok(Some(format!(
+                "{at}: client certificate {} from CA {}",
+                leaf.facts.common_name,
+                fp.short()
+            )))
+        }
+        (Field::Leaf, State::IssuedBy(fp)) => {
+            let text = current.ok_or_else(|| format!("{at}: no such file"))?;
+            let leaf = first_leaf(&text, &at)?;
+            if ctx.material.issuer_of(&leaf) == Some(fp) {
+                return Ok(None);
+            }
+            let combined = key_block(&text, &at);
+            if combined.is_some() {
+                let (cert, key) = reissue(ctx, &leaf, combined, fp, &at)?;
+                write(format!("{cert}{}", key.expose()).as_bytes(), true)?;
+            } else {
+                let key_path = path
+                    .strip_suffix(".crt")
+                    .map(|p| format!("{p}.key"))
+                    .ok_or_else(|| format!("{at}: cannot tell where its key is"))?;
+                let old = text_of(ctx, node, &key_path)?.and_then(|t| key_block(&t, &key_path));
+                let (cert, key) = reissue(ctx, &leaf, old, fp, &at)?;
+                ctx.files
+                    .write(
+                        node,
+                        &key_path,
+                        key.expose().as_bytes(),
+                        crate::atomic::KEY_MODE,
+                        true,
+                    )
+                    .map_err(|e| e.to_string())?;
+                write(cert.as_bytes(), false)?;
+            }
+            Ok(Some(format!(
+                "{at}: {} re-issued by CA {}",
+                leaf.facts.common_name,
+                fp.short()
+            )))
+        }
+        (f, w) => Err(format!("{at}: cannot bring {f:?} to {w:?}")),
+    }
+}
+
+fn text_of(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<String>, String> {
+    text(ctx, node, path)
+}
+
+fn kubeconfig(text: Option<&str>, at: &str) -> Result<Kubeconfig, String> {
+    let text = text.ok_or_else(|| format!("{at}: no such kubeconfig"))?;
+    serde_saphyr::from_str(text).map_err(|e| format!("{at}: not a kubeconfig: {e}"))
+}
+
+fn current_cluster<'k>(
+    kc: &'k mut Kubeconfig,
+    at: &str,
+) -> Result<&'k mut crate::pki::kubeconfig::Cluster, String> {
+    let name = kc.current().0.map(|c| c.name.clone());
+    kc.clusters
+        .iter_mut()
+        .find(|c| Some(&c.name) == name.as_ref())
+        .map(|c| &mut c.cluster)
+        .ok_or_else(|| format!("{at}: no cluster in the current context"))
+}
+
+fn current_user<'k>(
+    kc: &'k mut Kubeconfig,
+    at: &str,
+) -> Result<&'k mut crate::pki::kubeconfig::User, String> {
+    let name = kc.current().1.map(|u| u.name.clone());
+    kc.users
+        .iter_mut()
+        .find(|u| Some(&u.name) == name.as_ref())
+        .map(|u| &mut u.user)
+        .ok_or_else(|| format!("{at}: no user in the current context"))
+}
+
+fn first_leaf(text: &str, at: &str) -> Result<ParsedCert, String> {
+    parse_certs(text, at)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|c| !c.facts.is_ca)
+        .ok_or_else(|| format!("{at}: holds no leaf certificate"))
+}
+
+/// Re-issue `leaf` from CA `fp`: same CN, O, SANs, usages and lifetime; a new key unless
+/// `issuance.keepKeys`. Returns (certificate PEM, key).
+fn reissue(
+    ctx: &Ctx,
+    leaf: &ParsedCert,
+    old_key: Option<SecretPem>,
+    fp: &Fingerprint,
+    at: &str,
+) -> Result<(String, SecretPem), String> {
+    let signer = ctx.material.signer(fp).ok_or_else(|| {
+        format!(
+            "{at}: cannot sign with CA {}: its key is not available (trustform.yaml `cas`)",
+            fp.short()
+        )
+    })?;
+    let pair = match old_key.filter(|_| ctx.issuance.keep_keys) {
+        Some(k) => rcgen::KeyPair::from_pem(k.expose()).map_err(|e| format!("{at}: {e}"))?,
+        None => generate_key(ctx.issuance.key_algorithm).map_err(|e| e.to_string())?,
+    };
+    let spec = LeafSpec::from_facts(&leaf.facts);
+    let cert = issue_leaf(&spec, &pair, &signer).map_err(|e| e.to_string())?;
+    Ok((cert, SecretPem::new(pair.serialize_pem())))
+}
+
+/// Cluster objects. Until trustform talks to the API server, the sandbox's are checked
+/// through the processes that publish them, and a real cluster's are left to the
+/// operator with the exact command.
+fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<(), String> {
+    let State::Members(want) = want else {
+        return Err(format!("cannot bring {field:?} to {want:?}"));
+    };
+    let cps: Vec<&Node> = ctx
+        .nodes
+        .values()
+        .filter(|n| {
+            n.host("/etc/kubernetes/manifests/kube-apiserver.yaml")
+                .is_file()
+        })
+        .collect();
+    let all_sandbox = !cps.is_empty() && cps.iter().all(|n| n.sandbox);
+    // Which process publishes it, from which flag.
+    let publisher = match field {
+        Field::KubeRootCa => Some((
+            "kube-controller-manager",
+            "root-ca-file",
+            "kube-root-ca.crt",
+        )),
+        Field::ExtensionAuth => Some((
+            "kube-apiserver",
+            "requestheader-client-ca-file",
+            "extension-apiserver-authentication",
+        )),
+        _ => None,
+    };
+    match (publisher, all_sandbox) {
+        (Some((component, flag, object)), true) => {
+            for n in &cps {
+                let held = exec::held(n, component)
+                    .ok_or_else(|| format!("{}: {component} is not running", n.name))?;
+                let file = held.flags(component).get(flag).cloned().unwrap_or_default();
+                let have = held
+                    .file(&file)
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .map(|t| fps(&t, &file))
+                    .unwrap_or_default();
+                if &have != want {
+                    return Err(format!(
+                        "{}: {component} publishes {object} from --{flag}={file} holding [{}], not [{}]",
+                        n.name,
+                        short_list(&have),
+                        short_list(want)
+                    ));
+                }
+            }
+            out.did.push(format!(
+                "{object}: every {component} publishes [{}]",
+                short_list(want)
+            ));
+        }
+        (Some((_, _, object)), false) => out.warnings.push(format!(
+            "{object} not checked: no API access in this version; check with `kubectl get configmap -A --field-selector metadata.name={object} -o yaml`"
+        )),
+        (None, sandbox) => {
+            let (what, how) = match field {
+                Field::PodTrust => (
+                    "pods holding stale trust",
+                    "`kubectl rollout restart` the workloads whose pods started before this step",
+                ),
+                Field::ClusterInfo => (
+                    "kube-public/cluster-info",
+                    "set its kubeconfig's certificate-authority-data to the new CA (one certificate)",
+                ),
+                _ => ("this object", "update it by hand"),
+            };
+            if sandbox {
+                out.did.push(format!(
+                    "{what}: the sandbox runs no API server or pods yet: nothing to change"
+                ));
+            } else {
+                out.warnings
+                    .push(format!("{what}: no API access in this version: {how}"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The journal: `.trustform/journal/<plan-id>.jsonl`, one fsync'd JSON line per event.
+//! The plan it runs is kept beside it (`<plan-id>.plan.json`) so `apply` can resume and
+//! `status` can report without the original file.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One journal line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// An apply run began (a resume starts another run).
+    ApplyStart {
+        /// Time.
+        at: String,
+        /// Plan id.
+        plan_id: String,
+        /// Steps in the plan.
+        steps: usize,
+        /// Steps already done by earlier runs.
+        resumed: usize,
+        /// user@host.
+        who: String,
+        /// Process id.
+        pid: u32,
+    },
+    /// A step began.
+    StepStart {
+        /// Time.
+        at: String,
+        /// Step id.
+        step: String,
+    },
+    /// A step finished.
+    StepDone {
+        /// Time.
+        at: String,
+        /// Step id.
+        step: String,
+        /// Milliseconds.
+        ms: u64,
+        /// What was done, one line per operation.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        did: Vec<String>,
+        /// What could not be done here and is left to the operator.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
+    /// A step failed.
+    StepFailed {
+        /// Time.
+        at: String,
+        /// Step id.
+        step: String,
+        /// Why.
+        error: String,
+    },
+    /// A step was not run because an upstream step failed.
+    StepSkipped {
+        /// Time.
+        at: String,
+        /// Step id.
+        step: String,
+        /// The failed step upstream.
+        upstream: String,
+    },
+    /// A gate's result.
+    Gate {
+        /// Time.
+        at: String,
+        /// Step id.
+        step: String,
+        /// Passed.
+        ok: bool,
+        /// Checks made.
+        checks: usize,
+        /// Failures, one line each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        failures: Vec<String>,
+    },
+    /// The run ended.
+    ApplyDone {
+        /// Time.
+        at: String,
+        /// Every step done.
+        ok: bool,
+        /// Steps done (all runs).
+        done: usize,
+        /// Steps failed in this run.
+        failed: usize,
+        /// Steps skipped in this run.
+        skipped: usize,
+    },
+    /// The plan's changes were rolled back.
+    RolledBack {
+        /// Time.
+        at: String,
+        /// Files restored.
+        files: usize,
+    },
+}
+
+/// Now, RFC 3339.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The journal directory under a state directory (`.trustform`).
+pub fn dir(state: &Path) -> PathBuf {
+    state.join("journal")
+}
+
+/// The journal file of a plan.
+pub fn path(state: &Path, plan_id: &str) -> PathBuf {
+    dir(state).join(format!("{plan_id}.jsonl"))
+}
+
+/// The saved plan of a journal.
+pub fn plan_path(state: &Path, plan_id: &str) -> PathBuf {
+    dir(state).join(format!("{plan_id}.plan.json"))
+}
+
+/// An open journal.
+pub struct Journal {
+    file: Mutex<std::fs::File>,
+}
+
+impl Journal {
+    /// Open (append) the journal of a plan.
+    pub fn open(state: &Path, plan_id: &str) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir(state))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path(state, plan_id))?;
+        Ok(Self {
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Append one event and fsync it.
+    pub fn record(&self, e: &Event) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(e).expect("event serialises");
+        line.push(b'\n');
+        let mut f = self.file.lock().expect("journal lock");
+        f.write_all(&line)?;
+        f.sync_data()
+    }
+}
+
+/// Read a journal. A torn last line (a crash mid-append) is ignored.
+pub fn read(path: &Path) -> std::io::Result<Vec<Event>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// What a journal says about a plan's steps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Steps done, in order.
+    pub done: Vec<String>,
+    /// Steps started and not finished (running, or interrupted by a crash).
+    pub open: Vec<String>,
+    /// Steps whose last run failed, with the error.
+    pub failed: Vec<(String, String)>,
+    /// Steps skipped in the last run, with the failed upstream step.
+    pub skipped: Vec<(String, String)>,
+    /// Gate failures of the last run.
+    pub gate_failures: Vec<String>,
+    /// Warnings of done steps.
+    pub warnings: Vec<String>,
+    /// The last run finished (`Some(ok)`), or not (`None`: running or crashed).
+    pub finished: Option<bool>,
+    /// Rolled back.
+    pub rolled_back: bool,
+    /// Runs.
+    pub runs: usize,
+    /// Pid of the last run.
+    pub pid: Option<u32>,
+}
+
+impl Progress {
+    /// Fold the events.
+    pub fn of(events: &[Event]) -> Self {
+        let mut p = Progress::default();
+        for e in events {
+            match e {
+                Event::ApplyStart { pid, .. } => {
+                    p.runs += 1;
+                    p.pid = Some(*pid);
+                    p.finished = None;
+                    p.open.clear();
+                    p.failed.clear();
+                    p.skipped.clear();
+                    p.gate_failures.clear();
+                }
+                Event::StepStart { step, .. } => {
+                    p.open.retain(|s| s != step);
+                    p.open.push(step.clone());
+                }
+                Event::StepDone { step, warnings, .. } => {
+                    p.open.retain(|s| s != step);
+                    p.failed.retain(|(s, _)| s != step);
+                    if !p.done.contains(step) {
+                        p.done.push(step.clone());
+                    }
+                    p.warnings
+                        .extend(warnings.iter().map(|w| format!("{step}: {w}")));
+                }
+                Event::StepFailed { step, error, .. } => {
+                    p.open.retain(|s| s != step);
+                    p.failed.push((step.clone(), error.clone()));
+                }
+                Event::StepSkipped { step, upstream, .. } => {
+                    p.skipped.push((step.clone(), upstream.clone()));
+                }
+                Event::Gate { failures, .. } => p.gate_failures.extend(failures.iter().cloned()),
+                Event::ApplyDone { ok, .. } => p.finished = Some(*ok),
+                Event::RolledBack { .. } => p.rolled_back = true,
+            }
+        }
+        p
+    }
+}

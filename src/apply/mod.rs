@@ -1,0 +1,15 @@
+//! `apply`: carry out a plan step by step through `exec`, journaled and resumable.
+//! `walk` runs the DAG; `act` does one step's operations; `gate` verifies trust between
+//! stages; `journal`, `lock`, `progress` and `status` keep the operator informed;
+//! `material` holds the CA certificates and keys the steps write.
+
+pub mod act;
+pub mod gate;
+pub mod journal;
+pub mod lock;
+pub mod material;
+pub mod progress;
+pub mod status;
+pub mod walk;
+
+pub use walk::{Fault, RunResult, World, walk};

@@ -1,0 +1,156 @@
+//! Progress while applying: an indicatif line per running step on a terminal; plain
+//! lines otherwise; with `--format json`, one JSON event per line (`step_start`,
+//! `step_done`, `step_failed`, `step_skipped`, `gate`, `summary`).
+
+use super::journal::Event;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How to show progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Spinners on stderr (a terminal).
+    Bars,
+    /// One line per event on stdout.
+    Lines,
+    /// One JSON event per line on stdout.
+    Json,
+}
+
+/// The reporter.
+pub struct Progress {
+    mode: Mode,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+    total: usize,
+    done: Mutex<usize>,
+}
+
+impl Progress {
+    /// A reporter for `total` steps.
+    pub fn new(mode: Mode, total: usize, already: usize) -> Self {
+        Self {
+            mode,
+            multi: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+            total,
+            done: Mutex::new(already),
+        }
+    }
+
+    /// Print a line that is not an event (text modes only).
+    pub fn note(&self, line: &str) {
+        match self.mode {
+            Mode::Bars => {
+                let _ = self.multi.println(line);
+            }
+            Mode::Lines => println!("{line}"),
+            Mode::Json => {}
+        }
+    }
+
+    /// Report an event.
+    pub fn event(&self, e: &Event) {
+        if self.mode == Mode::Json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string(e).expect("event serialises")
+            );
+            return;
+        }
+        let count = |bump: bool| {
+            let mut d = self.done.lock().expect("progress lock");
+            if bump {
+                *d += 1;
+            }
+            format!("[{}/{}]", *d, self.total)
+        };
+        match e {
+            Event::StepStart { step, .. } => {
+                if self.mode == Mode::Bars {
+                    let bar = self.multi.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                            .expect("template"),
+                    );
+                    bar.set_message(step.clone());
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    self.bars
+                        .lock()
+                        .expect("progress lock")
+                        .insert(step.clone(), bar);
+                } else {
+                    println!("{step}: starting");
+                }
+            }
+            Event::StepDone {
+                step,
+                ms,
+                did,
+                warnings,
+                ..
+            } => {
+                let c = count(true);
+                self.finish(step, &format!("{c} {step}: done ({ms} ms)"));
+                for d in did {
+                    self.note(&format!("    {d}"));
+                }
+                for w in warnings {
+                    self.note(&format!("    warning: {w}"));
+                }
+            }
+            Event::StepFailed { step, error, .. } => {
+                self.finish(step, &format!("{step}: FAILED: {error}"));
+            }
+            Event::StepSkipped { step, upstream, .. } => {
+                self.note(&format!("{step}: skipped: upstream step {upstream} failed"));
+            }
+            Event::Gate {
+                step,
+                ok,
+                checks,
+                failures,
+                ..
+            } => {
+                let verdict = if *ok { "passed" } else { "FAILED" };
+                self.note(&format!("{step}: gate {verdict} ({checks} checks)"));
+                for f in failures.iter().take(20) {
+                    self.note(&format!("    {f}"));
+                }
+                if failures.len() > 20 {
+                    self.note(&format!("    … and {} more", failures.len() - 20));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&self, step: &str, line: &str) {
+        if let Some(bar) = self.bars.lock().expect("progress lock").remove(step) {
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+        self.note(line);
+    }
+
+    /// The final summary (JSON mode prints it as an event; text modes print `lines`).
+    pub fn summary(&self, json: serde_json::Value, lines: &[String]) {
+        match self.mode {
+            Mode::Json => {
+                let mut v = json;
+                v["event"] = "summary".into();
+                println!("{v}");
+            }
+            _ => {
+                for l in lines {
+                    println!("{l}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `status`: where an apply stands, read from its journal, saved plan and the lock.
+
+use super::journal::{self, Progress};
+use super::lock::{self, LockInfo};
+use crate::plan::Plan;
+use serde::Serialize;
+use std::path::Path;
+
+/// The state of the latest (or a named) apply.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Status {
+    /// Plan id.
+    pub plan_id: String,
+    /// `running`, `done`, `failed`, `interrupted` or `rolled-back`.
+    pub state: String,
+    /// `pre-rotate`, `rotate`, `post-rotate`, or `done`.
+    pub stage: String,
+    /// Steps done.
+    pub done: usize,
+    /// Steps in the plan.
+    pub total: usize,
+    /// Steps running now (or interrupted by a crash).
+    pub running: Vec<String>,
+    /// Failures: `step: error`, then gate failures.
+    pub errors: Vec<String>,
+    /// Steps skipped because of a failure upstream.
+    pub skipped: usize,
+    /// Warnings of done steps (what is left to the operator).
+    pub warnings: Vec<String>,
+    /// Who holds the lock, if anyone.
+    pub lock: Option<LockInfo>,
+}
+
+/// The plan id of the apply `status` should show: the lock holder's, else the newest
+/// journal's.
+pub fn latest(state: &Path) -> Option<String> {
+    if let Some(l) = lock::read(&lock::path(state)) {
+        return Some(l.plan_id);
+    }
+    let dir = journal::dir(state);
+    let mut newest: Option<(std::time::SystemTime, String)> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = e.file_name().into_string().ok()?;
+        let Some(id) = name.strip_suffix(".jsonl") else {
+            continue;
+        };
+        let t = e.metadata().and_then(|m| m.modified()).ok()?;
+        if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+            newest = Some((t, id.to_string()));
+        }
+    }
+    newest.map(|(_, id)| id)
+}
+
+/// Read a plan saved beside its journal.
+pub fn saved_plan(state: &Path, plan_id: &str) -> std::io::Result<Plan> {
+    let bytes = std::fs::read(journal::plan_path(state, plan_id))?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+/// The status of one apply.
+pub fn of(state: &Path, plan_id: &str) -> std::io::Result<Status> {
+    let plan = saved_plan(state, plan_id)?;
+    let events = journal::read(&journal::path(state, plan_id))?;
+    let p = Progress::of(&events);
+    let holder = lock::read(&lock::path(state)).filter(|l| l.plan_id == plan_id);
+    let alive = holder.as_ref().is_some_and(|l| !l.is_dead());
+    let state_name = if p.rolled_back {
+        "rolled-back"
+    } else {
+        match p.finished {
+            Some(true) => "done",
+            Some(false) => "failed",
+            None if alive => "running",
+            None => "interrupted",
+        }
+    };
+    let stage = if p.finished == Some(true) || p.rolled_back {
+        "done".to_string()
+    } else {
+        plan.steps
+            .iter()
+            .find(|s| !p.done.contains(&s.id))
+            .map_or("done".into(), |s| s.stage.name().to_string())
+    };
+    let mut errors: Vec<String> = p.failed.iter().map(|(s, e)| format!("{s}: {e}")).collect();
+    errors.extend(p.gate_failures.iter().cloned());
+    Ok(Status {
+        plan_id: plan_id.to_string(),
+        state: state_name.into(),
+        stage,
+        done: p.done.len(),
+        total: plan.steps.len(),
+        running: p.open.clone(),
+        errors,
+        skipped: p.skipped.len(),
+        warnings: p.warnings.clone(),
+        lock: lock::read(&lock::path(state)),
+    })
+}
+
+impl Status {
+    /// Text lines for a terminal.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "Apply {}: {} — stage {}, {}/{} steps done{}.",
+            self.plan_id,
+            self.state,
+            self.stage,
+            self.done,
+            self.total,
+            if self.skipped > 0 {
+                format!(", {} skipped", self.skipped)
+            } else {
+                String::new()
+            }
+        )];
+        let verb = if self.state == "running" {
+            "running"
+        } else {
+            "interrupted"
+        };
+        for r in &self.running {
+            out.push(format!("  {verb}: {r}"));
+        }
+        for e in &self.errors {
+            out.push(format!("  error: {e}"));
+        }
+        for w in &self.warnings {
+            out.push(format!("  warning: {w}"));
+        }
+        if let Some(l) = &self.lock {
+            out.push(format!(
+                "  lock {} held by {} since {} ({}, pid {})",
+                l.id, l.who, l.when, l.operation, l.pid
+            ));
+        }
+        out
+    }
+}

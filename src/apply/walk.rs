@@ -1,0 +1,255 @@
+//! The walker: runs the plan's DAG on tokio with at most `parallelism` steps at once.
+//! A step starts when every step it depends on is done; a failed step's dependents never
+//! run (they are reported as skipped, naming the failed step upstream) while unrelated
+//! branches finish. Every start and finish is journaled (fsync'd) before it counts.
+
+use super::act::{self, Ctx};
+use super::journal::{Event, Journal, now};
+use super::material::Material;
+use super::progress::Progress;
+use crate::config::Issuance;
+use crate::exec::{Files, Node};
+use crate::plan::Plan;
+use petgraph::Direction;
+use petgraph::graph::NodeIndex;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Testing aid (`TRUSTFORM_FAULT`): exit the process at a step boundary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// After the step is journaled as done.
+    After(String),
+    /// After the step's first operation, before it is journaled as done.
+    During(String),
+}
+
+impl Fault {
+    /// Parse `after:<step-id>` or `during:<step-id>`.
+    pub fn parse(s: &str) -> Option<Self> {
+        if let Some(id) = s.strip_prefix("after:") {
+            Some(Fault::After(id.to_string()))
+        } else {
+            s.strip_prefix("during:")
+                .map(|id| Fault::During(id.to_string()))
+        }
+    }
+}
+
+/// What the walker works with.
+pub struct World {
+    /// File access with backups.
+    pub files: Files,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// CA certificates and keys.
+    pub material: Material,
+    /// Issuance settings.
+    pub issuance: Issuance,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunResult {
+    /// Steps done in this run.
+    pub done: Vec<String>,
+    /// Steps done by earlier runs.
+    pub already: usize,
+    /// Root causes: (step, error).
+    pub failed: Vec<(String, String)>,
+    /// (step, failed upstream step).
+    pub skipped: Vec<(String, String)>,
+    /// Warnings of done steps.
+    pub warnings: Vec<String>,
+    /// Wall time, ms.
+    pub wall_ms: u64,
+    /// Time spent inside steps, summed, ms.
+    pub busy_ms: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum St {
+    Pending,
+    Done,
+    Failed,
+}
+
+/// Walk the plan.
+pub fn walk(
+    plan: Arc<Plan>,
+    world: Arc<World>,
+    journal: Arc<Journal>,
+    done_before: &HashSet<String>,
+    parallelism: usize,
+    fault: Option<Fault>,
+    progress: Arc<Progress>,
+) -> Result<RunResult, String> {
+    let graph = plan.graph().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let n = plan.steps.len();
+    let mut st = vec![St::Pending; n];
+    let mut result = RunResult::default();
+    for (i, s) in plan.steps.iter().enumerate() {
+        if done_before.contains(&s.id) {
+            st[i] = St::Done;
+            result.already += 1;
+        }
+    }
+    let deps_left = |i: usize, st: &[St]| {
+        graph
+            .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
+            .filter(|d| st[graph[*d]] != St::Done)
+            .count()
+    };
+    let mut left: Vec<usize> = (0..n).map(|i| deps_left(i, &st)).collect();
+    let mut ready: VecDeque<usize> = (0..n)
+        .filter(|&i| st[i] == St::Pending && left[i] == 0)
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(parallelism.max(1))
+        .enable_time()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (after, during) = match &fault {
+        Some(Fault::After(s)) => (Some(s.clone()), None),
+        Some(Fault::During(s)) => (None, Some(s.clone())),
+        None => (None, None),
+    };
+    let during = Arc::new(during);
+    rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while let Some(i) = ready.pop_front() {
+                let (plan, world, journal, progress, sem, during) = (
+                    plan.clone(),
+                    world.clone(),
+                    journal.clone(),
+                    progress.clone(),
+                    sem.clone(),
+                    during.clone(),
+                );
+                running.spawn(async move {
+                    let _permit = sem.acquire_owned().await.expect("semaphore open");
+                    let step_id = plan.steps[i].id.clone();
+                    let start = Event::StepStart {
+                        at: now(),
+                        step: step_id.clone(),
+                    };
+                    if let Err(e) = journal.record(&start) {
+                        let f = act::Failure::from(format!("cannot write the journal: {e}"));
+                        return (i, Err(f), 0);
+                    }
+                    progress.event(&start);
+                    let t = Instant::now();
+                    let res = tokio::task::spawn_blocking(move || {
+                        let ctx = Ctx {
+                            files: &world.files,
+                            nodes: &world.nodes,
+                            material: &world.material,
+                            issuance: &world.issuance,
+                            die_during: during.as_deref(),
+                        };
+                        act::run(&ctx, &plan.steps[i])
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the step panicked: {e}").into()));
+                    (i, res, t.elapsed().as_millis() as u64)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (i, res, ms) = joined.map_err(|e| e.to_string())?;
+            result.busy_ms += ms;
+            let id = plan.steps[i].id.clone();
+            let gate = match &res {
+                Ok(o) => o.gate.as_ref(),
+                Err(f) => f.gate.as_ref(),
+            };
+            if let Some(g) = gate {
+                let e = Event::Gate {
+                    at: now(),
+                    step: id.clone(),
+                    ok: g.failures.is_empty(),
+                    checks: g.checks,
+                    failures: g.failures.clone(),
+                };
+                journal.record(&e).map_err(|e| e.to_string())?;
+                progress.event(&e);
+            }
+            match res {
+                Ok(o) => {
+                    let e = Event::StepDone {
+                        at: now(),
+                        step: id.clone(),
+                        ms,
+                        did: o.did,
+                        warnings: o.warnings.clone(),
+                    };
+                    journal.record(&e).map_err(|e| e.to_string())?;
+                    progress.event(&e);
+                    result
+                        .warnings
+                        .extend(o.warnings.iter().map(|w| format!("{id}: {w}")));
+                    result.done.push(id.clone());
+                    st[i] = St::Done;
+                    for d in graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
+                        let j = graph[d];
+                        left[j] -= 1;
+                        if left[j] == 0 && st[j] == St::Pending {
+                            ready.push_back(j);
+                        }
+                    }
+                    if after.as_deref() == Some(id.as_str()) {
+                        eprintln!("TRUSTFORM_FAULT: exiting after {id}");
+                        std::process::exit(99);
+                    }
+                }
+                Err(act::Failure { error, .. }) => {
+                    let e = Event::StepFailed {
+                        at: now(),
+                        step: id.clone(),
+                        error: error.clone(),
+                    };
+                    journal.record(&e).map_err(|e| e.to_string())?;
+                    progress.event(&e);
+                    st[i] = St::Failed;
+                    result.failed.push((id, error));
+                }
+            }
+        }
+        Ok::<(), String>(())
+    })?;
+    // Whatever is still pending waits on a failed step: name the nearest one.
+    for i in 0..n {
+        if st[i] != St::Pending {
+            continue;
+        }
+        let mut seen = HashSet::new();
+        let mut queue = VecDeque::from([NodeIndex::new(i)]);
+        let mut upstream = String::from("?");
+        while let Some(x) = queue.pop_front() {
+            if !seen.insert(x) {
+                continue;
+            }
+            if st[graph[x]] == St::Failed {
+                upstream = plan.steps[graph[x]].id.clone();
+                break;
+            }
+            queue.extend(graph.neighbors_directed(x, Direction::Incoming));
+        }
+        let e = Event::StepSkipped {
+            at: now(),
+            step: plan.steps[i].id.clone(),
+            upstream: upstream.clone(),
+        };
+        journal.record(&e).map_err(|e| e.to_string())?;
+        progress.event(&e);
+        result.skipped.push((plan.steps[i].id.clone(), upstream));
+    }
+    result.wall_ms = started.elapsed().as_millis() as u64;
+    Ok(result)
+}

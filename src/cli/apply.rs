@@ -1,0 +1,699 @@
+//! `trustform apply`, `rollback`, `status` and `force-unlock`.
+
+use super::Exit;
+use crate::apply::journal::{self, Event, Journal, Progress as Journaled};
+use crate::apply::material::{Material, key_block};
+use crate::apply::progress::{Mode, Progress};
+use crate::apply::{self, lock, status};
+use crate::config::{self, Authority, Loaded};
+use crate::exec::{self, Files, Node};
+use crate::plan::{self, FORMAT_VERSION, Op, Plan};
+use crate::{observe, render};
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use std::collections::{BTreeMap, HashSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Output of `apply` and `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutFormat {
+    /// For people (a progress line per running step on a terminal).
+    Text,
+    /// One JSON event per line.
+    Json,
+}
+
+/// `apply`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A plan saved with `trustform plan -out`. Without it, apply plans, shows the plan and
+    /// asks for approval.
+    pub plan: Option<PathBuf>,
+    /// Do not ask for approval.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Steps run at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: u16,
+    /// Wait this long for another apply's lock (e.g. 30s, 5m); by default fail at once.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutFormat,
+}
+
+/// `rollback`.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The plan id (`trustform status` shows it).
+    pub plan_id: String,
+    /// Wait this long for the lock.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+/// `status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// A plan id; by default the running or latest apply.
+    pub plan_id: Option<String>,
+    /// Follow a running apply until it ends.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutFormat,
+}
+
+/// `force-unlock`.
+#[derive(Debug, clap::Args)]
+pub struct UnlockArgs {
+    /// The lock id, as a refused apply or `trustform status` names it.
+    pub id: String,
+}
+
+/// A plan file that cannot be used.
+#[derive(Debug, Error, Diagnostic)]
+#[error("{path}: {reason}")]
+#[diagnostic(code(trustform::apply::bad_plan))]
+pub struct BadPlan {
+    path: String,
+    reason: String,
+    #[source_code]
+    src: Option<NamedSource<String>>,
+    #[label("here")]
+    span: Option<SourceSpan>,
+    #[help]
+    help: String,
+}
+
+/// A plan made on a cluster or config that has changed since.
+#[derive(Debug, Error, Diagnostic)]
+#[error("the plan {id} is stale: {}", .changes.join("; "))]
+#[diagnostic(
+    code(trustform::apply::stale_plan),
+    help("run `trustform plan -out <file>` again, review it, and apply the new plan")
+)]
+pub struct Stale {
+    id: String,
+    changes: Vec<String>,
+}
+
+fn state_dir(loaded: &Loaded) -> PathBuf {
+    loaded.dir.join(".trustform")
+}
+
+fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> miette::Report {
+    move |e| miette::miette!(code = "trustform::io", "{what}: {e}")
+}
+
+/// Read and check a saved plan: JSON, format, version, checksum, graph.
+pub fn load_plan(path: &Path) -> Result<Plan, BadPlan> {
+    let text = std::fs::read_to_string(path).map_err(|e| BadPlan {
+        path: path.display().to_string(),
+        reason: format!("cannot read: {e}"),
+        src: None,
+        span: None,
+        help: "pass the file written by `trustform plan -out <file>`".into(),
+    })?;
+    let bad = |reason: String, span: Option<SourceSpan>, help: &str| BadPlan {
+        path: path.display().to_string(),
+        reason,
+        src: Some(NamedSource::new(path.display().to_string(), text.clone())),
+        span,
+        help: help.into(),
+    };
+    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+        let span = crate::observe::line_span(&text, e.line().max(1));
+        let (reason, help) = if e.is_eof() {
+            (
+                format!("the plan file is truncated: {e}"),
+                "the file ends early; write it again with `trustform plan -out <file>`",
+            )
+        } else {
+            (
+                format!("not a trustform plan: {e}"),
+                "pass the JSON written by `trustform plan -out <file>`; never edit a plan by hand",
+            )
+        };
+        bad(reason, Some(span), help)
+    })?;
+    let at = |needle: &str| {
+        text.find(needle)
+            .map(|o| SourceSpan::from((o, needle.len())))
+    };
+    if plan.format_version != FORMAT_VERSION {
+        return Err(bad(
+            format!(
+                "plan format {} is not the format this trustform reads ({FORMAT_VERSION})",
+                plan.format_version
+            ),
+            at("\"format_version\""),
+            "make the plan again with this trustform",
+        ));
+    }
+    let ours = env!("CARGO_PKG_VERSION");
+    if plan.tool_version != ours {
+        return Err(bad(
+            format!(
+                "the plan was made by trustform {}, this is trustform {ours}",
+                plan.tool_version
+            ),
+            at(&format!("\"{}\"", plan.tool_version)),
+            "apply a plan with the trustform that made it, or make the plan again with this one",
+        ));
+    }
+    if plan.checksum != plan.compute_checksum() {
+        return Err(bad(
+            "the plan was changed after trustform wrote it (its checksum does not match)".into(),
+            at("\"checksum\""),
+            "never edit a plan by hand: run `trustform plan -out <file>` again and review that",
+        ));
+    }
+    plan.graph()
+        .map_err(|e| bad(e.to_string(), None, "make the plan again"))?;
+    Ok(plan)
+}
+
+/// What changed since the plan was made; empty if nothing.
+fn staleness(plan: &Plan, loaded: &Loaded, snap: &crate::snapshot::Snapshot) -> Vec<String> {
+    let mut out = vec![];
+    if plan.config_hash != loaded.hash {
+        out.push(format!(
+            "{} changed since the plan was made",
+            loaded.path.display()
+        ));
+    }
+    if plan.snapshot_fingerprint != snap.fingerprint {
+        let now = plan::observed(snap);
+        let mut changed: Vec<String> = vec![];
+        for (k, v) in &now {
+            match plan.observed.get(k) {
+                Some(old) if old == v => {}
+                Some(_) => changed.push(format!("{k} changed")),
+                None => changed.push(format!("{k} is new")),
+            }
+        }
+        for k in plan.observed.keys().filter(|k| !now.contains_key(*k)) {
+            changed.push(format!("{k} is gone"));
+        }
+        if changed.is_empty() {
+            changed.push("the cluster's snapshot differs".into());
+        }
+        let more = changed.len().saturating_sub(8);
+        changed.truncate(8);
+        if more > 0 {
+            changed.push(format!("and {more} more"));
+        }
+        out.extend(changed);
+    }
+    out
+}
+
+fn nodes_of(loaded: &Loaded) -> miette::Result<BTreeMap<String, Node>> {
+    Ok(loaded
+        .node_targets()?
+        .into_iter()
+        .map(|t| (t.name.clone(), Node::local(&t.name, &t.root)))
+        .collect())
+}
+
+/// CA certificates and keys: trustform.yaml's `cas`, the nodes' CA files and keys, and
+/// this plan's backups.
+fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: &Path) -> Material {
+    let mut m = Material::default();
+    for (name, ca) in &loaded.config.cas {
+        if let Some(c) = &ca.cert
+            && let Ok(t) = std::fs::read_to_string(loaded.resolve_path(&c.value))
+        {
+            m.add_certs(&t, name);
+        }
+    }
+    let mut keys = vec![];
+    for (name, ca) in &loaded.config.cas {
+        if let Some(k) = &ca.key
+            && let Ok(t) = std::fs::read_to_string(loaded.resolve_path(k))
+            && let Some(key) = key_block(&t, name)
+        {
+            keys.push((key, name.clone()));
+        }
+    }
+    for node in nodes.values() {
+        for auth in Authority::ALL {
+            for (path, is_key) in [(auth.ca_file(), false), (auth.key_file(), true)] {
+                let mut texts = vec![];
+                if let Ok(Some(b)) = exec::files::read(node, path) {
+                    texts.push(b);
+                }
+                if let Ok(b) = std::fs::read(backup.join(&node.name).join(crate::layout::rel(path)))
+                {
+                    texts.push(b);
+                }
+                for b in texts {
+                    let Ok(t) = String::from_utf8(b) else {
+                        continue;
+                    };
+                    if is_key {
+                        if let Some(k) = key_block(&t, path) {
+                            keys.push((k, format!("{}:{path}", node.name)));
+                        }
+                    } else {
+                        m.add_certs(&t, path);
+                    }
+                }
+            }
+        }
+    }
+    for (k, what) in keys {
+        m.add_key(k, &what);
+    }
+    m
+}
+
+fn unfinished(state: &Path) -> Option<String> {
+    let dir = journal::dir(state);
+    let mut found: Vec<(std::time::SystemTime, String)> = vec![];
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = e.file_name().into_string().ok()?;
+        let Some(id) = name.strip_suffix(".jsonl") else {
+            continue;
+        };
+        let p = Journaled::of(&journal::read(&e.path()).ok()?);
+        if p.finished != Some(true) && !p.rolled_back && p.runs > 0 {
+            let t = e.metadata().and_then(|m| m.modified()).ok()?;
+            found.push((t, id.to_string()));
+        }
+    }
+    found.sort();
+    found.pop().map(|(_, id)| id)
+}
+
+/// Move an old journal and backup of the same plan id aside (a plan made again after a
+/// rollback has the same id).
+fn archive(state: &Path, id: &str) -> std::io::Result<()> {
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let j = journal::path(state, id);
+    if j.exists() {
+        std::fs::rename(&j, j.with_extension(format!("jsonl.{stamp}")))?;
+    }
+    let b = state.join("backup").join(id);
+    if b.exists() {
+        std::fs::rename(&b, state.join("backup").join(format!("{id}.{stamp}")))?;
+    }
+    Ok(())
+}
+
+/// Run `apply`.
+pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
+    let loaded = config::load(config_path)?;
+    let state = state_dir(&loaded);
+    let nodes = nodes_of(&loaded)?;
+    let json = a.format == OutFormat::Json;
+    let say = |line: &str| {
+        if !json {
+            println!("{line}");
+        }
+    };
+    // Which plan, and is it a resume?
+    let (plan, resume) = match &a.plan {
+        Some(path) => {
+            let p = load_plan(path)?;
+            let j = journal::path(&state, &p.id());
+            let prior = journal::read(&j).map(|e| Journaled::of(&e)).ok();
+            match prior {
+                Some(pr) if pr.finished == Some(true) && !pr.rolled_back => {
+                    return Err(miette::miette!(
+                        code = "trustform::apply::already_applied",
+                        help = "run `trustform plan` to see what is left to do",
+                        "plan {} was already applied",
+                        p.id()
+                    ));
+                }
+                Some(pr) if pr.runs > 0 && !pr.rolled_back => (p, true),
+                _ => {
+                    let snap = observe::observe(&loaded.node_targets()?)?;
+                    let changes = staleness(&p, &loaded, &snap);
+                    if !changes.is_empty() {
+                        return Err(Stale {
+                            id: p.id(),
+                            changes,
+                        }
+                        .into());
+                    }
+                    (p, false)
+                }
+            }
+        }
+        None => match unfinished(&state) {
+            Some(id) => {
+                let p = status::saved_plan(&state, &id).map_err(io(format!(
+                    "cannot read the saved plan of the unfinished apply {id}"
+                )))?;
+                (p, true)
+            }
+            None => {
+                let p = super::plan::make(config_path)?;
+                if p.is_empty() {
+                    say(&render::summary_line(&p));
+                    return Ok(Exit::Ok);
+                }
+                if !a.auto_approve {
+                    print!("{}", render::text(&p));
+                    println!(
+                        "\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: "
+                    );
+                    let mut answer = String::new();
+                    std::io::stdin()
+                        .read_line(&mut answer)
+                        .map_err(io("cannot read the answer"))?;
+                    if answer.trim() != "yes" {
+                        println!("Apply cancelled.");
+                        return Err(miette::miette!(
+                            code = "trustform::apply::cancelled",
+                            "apply cancelled: the answer was not 'yes'"
+                        ));
+                    }
+                }
+                (p, false)
+            }
+        },
+    };
+    let id = plan.id();
+    if plan.is_empty() {
+        say(&render::summary_line(&plan));
+        return Ok(Exit::Ok);
+    }
+    let held = lock::acquire(&state, &format!("apply {id}"), &id, a.lock_timeout)
+        .map_err(|e| lock_error(e, &state))?;
+    if let Some(dead) = &held.took_over {
+        eprintln!(
+            "Note: took over the lock {} of {} (pid {} is gone: it crashed or was killed).",
+            dead.id, dead.who, dead.pid
+        );
+    }
+    if !resume {
+        archive(&state, &id).map_err(io("cannot archive an earlier journal"))?;
+    }
+    let saved = journal::plan_path(&state, &id);
+    if !saved.exists() {
+        crate::atomic::write(
+            &saved,
+            render::json(&plan).as_bytes(),
+            crate::atomic::PUBLIC_MODE,
+        )
+        .map_err(io(format!("cannot write {}", saved.display())))?;
+    }
+    let events = journal::read(&journal::path(&state, &id)).unwrap_or_default();
+    let before = Journaled::of(&events);
+    let done_before: HashSet<String> = before.done.iter().cloned().collect();
+    if resume {
+        say(&format!(
+            "Resuming apply {id}: {} of {} steps done before{}.",
+            done_before.len(),
+            plan.steps.len(),
+            if before.open.is_empty() {
+                String::new()
+            } else {
+                format!("; re-checking the interrupted {}", before.open.join(", "))
+            }
+        ));
+    }
+    let backup = state.join("backup").join(&id);
+    let files = Files::open(&backup).map_err(io(format!("cannot open {}", backup.display())))?;
+    let material = gather(&loaded, &nodes, &backup);
+    let journal = Arc::new(Journal::open(&state, &id).map_err(io("cannot open the journal"))?);
+    journal
+        .record(&Event::ApplyStart {
+            at: journal::now(),
+            plan_id: id.clone(),
+            steps: plan.steps.len(),
+            resumed: done_before.len(),
+            who: held.info.who.clone(),
+            pid: std::process::id(),
+        })
+        .map_err(io("cannot write the journal"))?;
+    let mode = if json {
+        Mode::Json
+    } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
+        Mode::Bars
+    } else {
+        Mode::Lines
+    };
+    let progress = Arc::new(Progress::new(mode, plan.steps.len(), done_before.len()));
+    let fault = std::env::var("TRUSTFORM_FAULT")
+        .ok()
+        .and_then(|f| apply::Fault::parse(&f));
+    let total = plan.steps.len();
+    let world = Arc::new(apply::World {
+        files,
+        nodes,
+        material,
+        issuance: loaded.config.issuance.clone(),
+    });
+    let result = apply::walk(
+        Arc::new(plan),
+        world,
+        journal.clone(),
+        &done_before,
+        a.parallelism as usize,
+        fault,
+        progress.clone(),
+    )
+    .map_err(|e| miette::miette!(code = "trustform::apply::walk", "{e}"))?;
+    let done = result.already + result.done.len();
+    let ok = result.failed.is_empty() && done == total;
+    journal
+        .record(&Event::ApplyDone {
+            at: journal::now(),
+            ok,
+            done,
+            failed: result.failed.len(),
+            skipped: result.skipped.len(),
+        })
+        .map_err(io("cannot write the journal"))?;
+    let mut lines = vec![String::new()];
+    if ok {
+        lines.push(format!(
+            "Apply complete! {done} steps done ({} in this run, {:.1} s).",
+            result.done.len(),
+            result.wall_ms as f64 / 1000.0
+        ));
+    } else {
+        lines.push(format!(
+            "Apply failed: {} step(s) failed; {done} of {total} steps done, {} not run.",
+            result.failed.len(),
+            total - done
+        ));
+        for (step, e) in &result.failed {
+            lines.push(format!("  {step}: {e}"));
+        }
+        if !result.skipped.is_empty() {
+            lines.push(format!(
+                "  {} dependent step(s) skipped (`trustform status` lists them).",
+                result.skipped.len()
+            ));
+        }
+        lines.push(format!(
+            "Fix the cause and run `trustform apply` to resume, or `trustform rollback {id}`."
+        ));
+    }
+    for w in &result.warnings {
+        lines.push(format!("Warning: {w}"));
+    }
+    progress.summary(
+        serde_json::json!({
+            "plan_id": id, "ok": ok, "done": done, "total": total,
+            "done_this_run": result.done.len(),
+            "failed": result.failed.iter().map(|(s, e)| serde_json::json!({"step": s, "error": e})).collect::<Vec<_>>(),
+            "skipped": result.skipped.len(),
+            "warnings": result.warnings,
+            "wall_ms": result.wall_ms, "busy_ms": result.busy_ms,
+        }),
+        &lines,
+    );
+    drop(held);
+    if ok {
+        Ok(Exit::Ok)
+    } else {
+        Err(miette::miette!(
+            code = "trustform::apply::failed",
+            help = format!(
+                "fix the cause and run `trustform apply` to resume, or `trustform rollback {id}`"
+            ),
+            "apply {id} failed: {}",
+            result
+                .failed
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+fn lock_error(e: lock::LockError, state: &Path) -> miette::Report {
+    match e {
+        lock::LockError::Held(h) => miette::miette!(
+            code = "trustform::apply::locked",
+            help = format!(
+                "wait for it (`trustform status --wait`, or `--lock-timeout 5m`); if it is gone for good, `trustform force-unlock {}`",
+                h.id
+            ),
+            "another operation holds the lock {}: {} by {} since {} (host {}, pid {})",
+            lock::path(state).display(),
+            h.operation,
+            h.who,
+            h.when,
+            h.host,
+            h.pid
+        ),
+        lock::LockError::Io(e) => miette::miette!(code = "trustform::io", "lock: {e}"),
+    }
+}
+
+/// Run `rollback`.
+pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
+    let loaded = config::load(config_path)?;
+    let state = state_dir(&loaded);
+    let nodes = nodes_of(&loaded)?;
+    let id = a.plan_id;
+    let backup = state.join("backup").join(&id);
+    if !backup.is_dir() {
+        return Err(miette::miette!(
+            code = "trustform::rollback::unknown",
+            help = "`trustform status` names the latest apply; backups live in .trustform/backup/",
+            "no backup for plan {id} in {}",
+            backup.display()
+        ));
+    }
+    let _held = lock::acquire(&state, &format!("rollback {id}"), &id, a.lock_timeout)
+        .map_err(|e| lock_error(e, &state))?;
+    let restored = exec::files::restore(&backup, |n| nodes.get(n).cloned())?;
+    let plan = status::saved_plan(&state, &id).ok();
+    let events = journal::read(&journal::path(&state, &id)).unwrap_or_default();
+    let done: HashSet<String> = Journaled::of(&events).done.into_iter().collect();
+    let mut restarts: Vec<(String, String)> = vec![];
+    for s in plan.iter().flat_map(|p| &p.steps) {
+        if !done.contains(&s.id) {
+            continue;
+        }
+        for op in &s.ops {
+            if let Op::Restart { node, component } = op
+                && !restarts.contains(&(node.clone(), component.clone()))
+            {
+                restarts.push((node.clone(), component.clone()));
+            }
+        }
+    }
+    if let Ok(j) = Journal::open(&state, &id) {
+        let _ = j.record(&Event::RolledBack {
+            at: journal::now(),
+            files: restored.len(),
+        });
+    }
+    println!(
+        "Rolled back plan {id}: restored {} file(s), newest first.",
+        restored.len()
+    );
+    let mut manual = vec![];
+    for (node, component) in &restarts {
+        match nodes.get(node) {
+            Some(n) if n.sandbox => {
+                crate::sandbox::runtime::restart(&n.root, component)
+                    .map_err(io(format!("{node}: cannot restart {component}")))?;
+                println!("  restarted {component} on {node} (sandbox)");
+            }
+            _ => manual.push(format!("{component} on {node}")),
+        }
+    }
+    if !manual.is_empty() {
+        println!(
+            "Restart these so they read the restored files: {}.",
+            manual.join(", ")
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// Run `status`.
+pub fn status(a: StatusArgs, config_path: &Path) -> miette::Result<Exit> {
+    let loaded = config::load(config_path)?;
+    let state = state_dir(&loaded);
+    let Some(id) = a.plan_id.clone().or_else(|| status::latest(&state)) else {
+        match a.format {
+            OutFormat::Json => println!("{}", serde_json::json!({"state": "none"})),
+            OutFormat::Text => println!("No apply has run for this cluster."),
+        }
+        return Ok(Exit::Ok);
+    };
+    let started = std::time::Instant::now();
+    let mut last: Option<status::Status> = None;
+    loop {
+        let s = status::of(&state, &id).map_err(io(format!("cannot read apply {id}")))?;
+        if last.as_ref() != Some(&s) {
+            match a.format {
+                OutFormat::Json => println!("{}", serde_json::to_string(&s).expect("status")),
+                OutFormat::Text => {
+                    for l in s.lines() {
+                        println!("{l}");
+                    }
+                }
+            }
+        }
+        let running = s.state == "running";
+        last = Some(s);
+        if !a.wait || !running {
+            break;
+        }
+        if started.elapsed() >= a.wait_timeout {
+            return Err(miette::miette!(
+                code = "trustform::status::timeout",
+                "apply {id} is still running after {}",
+                humantime::format_duration(a.wait_timeout)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let failed = last
+        .as_ref()
+        .is_some_and(|s| s.state == "failed" || s.state == "interrupted");
+    Ok(if failed && a.wait {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    })
+}
+
+/// Run `force-unlock`.
+pub fn force_unlock(a: UnlockArgs, config_path: &Path) -> miette::Result<Exit> {
+    let loaded = config::load(config_path)?;
+    let state = state_dir(&loaded);
+    match lock::force_unlock(&state, &a.id) {
+        Ok(h) => {
+            println!(
+                "Removed lock {} ({} by {} since {}).",
+                h.id, h.operation, h.who, h.when
+            );
+            Ok(Exit::Ok)
+        }
+        Err(Some(h)) => Err(miette::miette!(
+            code = "trustform::force_unlock::mismatch",
+            help = format!("the lock's id is {}; pass it exactly", h.id),
+            "the lock is {}, not {}",
+            h.id,
+            a.id
+        )),
+        Err(None) => Err(miette::miette!(
+            code = "trustform::force_unlock::none",
+            "there is no lock in {}",
+            lock::path(&state).display()
+        )),
+    }
+}

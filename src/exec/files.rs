@@ -1,0 +1,201 @@
+//! Files on nodes: read, and change only after a backup.
+//!
+//! Before the first change of a file in an apply, its bytes, mode and owner are copied to
+//! `<backup>/<node>/<path>` and a line is appended to `<backup>/index.jsonl` (fsync'd).
+//! Writes go through a temp file + fsync + rename and keep the file's mode and owner.
+//! `restore` walks the index backwards and puts every file back byte for byte.
+
+use super::{ExecError, Node};
+use crate::{atomic, layout};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// One backed-up file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupEntry {
+    /// Node name.
+    pub node: String,
+    /// Absolute path on the node.
+    pub path: String,
+    /// Whether it existed before (if not, a rollback deletes it).
+    pub existed: bool,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// File access for one apply, with its backup directory.
+pub struct Files {
+    dir: PathBuf,
+    seen: Mutex<HashSet<(String, String)>>,
+}
+
+const INDEX: &str = "index.jsonl";
+
+fn io_err(node: &Node, abs: &str) -> impl FnOnce(std::io::Error) -> ExecError {
+    let (node, path) = (node.name.clone(), abs.to_string());
+    move |source| ExecError::Io { node, path, source }
+}
+
+impl Files {
+    /// Files whose backups go to `dir` (`.trustform/backup/<plan-id>`).
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let seen = entries(dir)?
+            .into_iter()
+            .map(|e| (e.node, e.path))
+            .collect();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// The bytes of a file, `None` if it does not exist.
+    pub fn read(&self, node: &Node, abs: &str) -> Result<Option<Vec<u8>>, ExecError> {
+        read(node, abs)
+    }
+
+    fn backup(&self, node: &Node, abs: &str) -> Result<(), ExecError> {
+        let key = (node.name.clone(), abs.to_string());
+        let mut seen = self.seen.lock().expect("backup index lock");
+        if seen.contains(&key) {
+            return Ok(());
+        }
+        let host = node.host(abs);
+        let copy = self.dir.join(&node.name).join(layout::rel(abs));
+        let entry = match std::fs::metadata(&host) {
+            Ok(meta) => {
+                // A copy left by a crash before its index line is the original: keep it.
+                if !copy.exists() {
+                    let bytes = std::fs::read(&host).map_err(io_err(node, abs))?;
+                    atomic::write(&copy, &bytes, meta.permissions().mode() & 0o7777)
+                        .map_err(io_err(node, abs))?;
+                }
+                BackupEntry {
+                    node: node.name.clone(),
+                    path: abs.to_string(),
+                    existed: true,
+                    mode: meta.permissions().mode() & 0o7777,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BackupEntry {
+                node: node.name.clone(),
+                path: abs.to_string(),
+                existed: false,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+            },
+            Err(e) => return Err(io_err(node, abs)(e)),
+        };
+        let mut line = serde_json::to_vec(&entry).expect("entry serialises");
+        line.push(b'\n');
+        let index = self.dir.join(INDEX);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&index)
+            .map_err(io_err(node, abs))?;
+        f.write_all(&line).map_err(io_err(node, abs))?;
+        f.sync_data().map_err(io_err(node, abs))?;
+        seen.insert(key);
+        Ok(())
+    }
+
+    /// Back up, then write atomically. An existing file keeps its mode and owner (a key
+    /// is never left wider than 0600); a new one gets `new_mode`.
+    pub fn write(
+        &self,
+        node: &Node,
+        abs: &str,
+        bytes: &[u8],
+        new_mode: u32,
+        secret: bool,
+    ) -> Result<(), ExecError> {
+        self.backup(node, abs)?;
+        let host = node.host(abs);
+        let (mode, owner) = match std::fs::metadata(&host) {
+            Ok(m) => (m.permissions().mode() & 0o7777, Some((m.uid(), m.gid()))),
+            Err(_) => (new_mode, None),
+        };
+        let mode = if secret {
+            mode & atomic::KEY_MODE
+        } else {
+            mode
+        };
+        atomic::write_owned(&host, bytes, mode, owner).map_err(io_err(node, abs))
+    }
+
+    /// Back up, then delete.
+    pub fn remove(&self, node: &Node, abs: &str) -> Result<(), ExecError> {
+        self.backup(node, abs)?;
+        match std::fs::remove_file(node.host(abs)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(node, abs)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Read a file on a node; `None` if it does not exist.
+pub fn read(node: &Node, abs: &str) -> Result<Option<Vec<u8>>, ExecError> {
+    match std::fs::read(node.host(abs)) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(node, abs)(e)),
+    }
+}
+
+/// The backup index of `dir`, in the order files were first changed. A torn last line
+/// (a crash while appending) is ignored: its file was not yet changed.
+pub fn entries(dir: &Path) -> std::io::Result<Vec<BackupEntry>> {
+    let text = match std::fs::read_to_string(dir.join(INDEX)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// Put every backed-up file back, newest first: the original bytes, mode and owner, or
+/// no file where there was none. Returns the entries restored.
+pub fn restore(
+    dir: &Path,
+    node: impl Fn(&str) -> Option<Node>,
+) -> Result<Vec<BackupEntry>, ExecError> {
+    let list = entries(dir).map_err(|source| ExecError::Io {
+        node: "-".into(),
+        path: dir.join(INDEX).display().to_string(),
+        source,
+    })?;
+    for e in list.iter().rev() {
+        let n = node(&e.node).ok_or_else(|| ExecError::UnknownNode(e.node.clone()))?;
+        let host = n.host(&e.path);
+        if e.existed {
+            let copy = dir.join(&e.node).join(layout::rel(&e.path));
+            let bytes = std::fs::read(&copy).map_err(io_err(&n, &e.path))?;
+            atomic::write_owned(&host, &bytes, e.mode, Some((e.uid, e.gid)))
+                .map_err(io_err(&n, &e.path))?;
+        } else {
+            match std::fs::remove_file(&host) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(&n, &e.path)(err));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(list)
+}

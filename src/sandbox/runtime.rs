@@ -1,0 +1,174 @@
+//! The sandbox's simulated processes. A component holds what it read at its last
+//! (re)start, not what is on disk now: `restart` reads the files the component's real
+//! counterpart reads (its manifest flags, or the kubelet's config) and keeps a copy as the
+//! process's memory in `run/trustform-sandbox/<component>.json` (0600: it holds the
+//! component's key, as the process's memory would). The presence of that directory is
+//! what marks a node root as a sandbox node.
+
+use crate::atomic;
+use crate::layout;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the processes' memories live, relative to the node root.
+pub const RUN_DIR: &str = "run/trustform-sandbox";
+
+/// What a simulated process holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Held {
+    /// RFC 3339 time of the last (re)start.
+    pub restarted_at: String,
+    /// How many times it has started.
+    pub generation: u64,
+    /// Absolute path → content (base64) as read at that start.
+    files: BTreeMap<String, String>,
+}
+
+impl Held {
+    /// The content of `abs` as the process read it.
+    pub fn file(&self, abs: &str) -> Option<Vec<u8>> {
+        self.files
+            .get(abs)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+    }
+
+    /// The paths it read.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    /// Its flags (static pods), from the manifest as it read it.
+    pub fn flags(&self, component: &str) -> BTreeMap<String, String> {
+        self.file(&manifest_path(component))
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| crate::manifest::parse(&t).ok())
+            .map(|m| m.flags)
+            .unwrap_or_default()
+    }
+}
+
+/// Whether `root` is a sandbox node.
+pub fn is_sandbox(root: &Path) -> bool {
+    root.join(RUN_DIR).is_dir()
+}
+
+fn manifest_path(component: &str) -> String {
+    format!("/{}/{component}.yaml", layout::MANIFESTS)
+}
+
+fn abs(rel: &str) -> String {
+    format!("/{rel}")
+}
+
+fn state_path(root: &Path, component: &str) -> PathBuf {
+    root.join(RUN_DIR).join(format!("{component}.json"))
+}
+
+/// The files a component reads at start, as absolute node paths.
+pub fn inputs(root: &Path, component: &str) -> std::io::Result<Vec<String>> {
+    let read = |abs: &str| std::fs::read_to_string(root.join(layout::rel(abs)));
+    let mut out = Vec::new();
+    if component == "kubelet" {
+        let config = read(&abs(layout::KUBELET_CONFIG))?;
+        out.push(abs(layout::KUBELET_CONFIG));
+        out.extend(kubelet_client_ca_file(&config));
+        out.push(abs(layout::KUBELET_CONF));
+        for pem in ["kubelet-client-current.pem", "kubelet-server-current.pem"] {
+            out.push(format!("/{}/{pem}", layout::KUBELET_PKI));
+        }
+    } else {
+        let manifest = manifest_path(component);
+        let text = read(&manifest)?;
+        out.push(manifest);
+        if let Ok(m) = crate::manifest::parse(&text) {
+            out.extend(
+                m.flags
+                    .into_values()
+                    .filter(|v| v.starts_with("/etc/kubernetes/")),
+            );
+        }
+    }
+    out.retain(|p| root.join(layout::rel(p)).is_file());
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// `authentication.x509.clientCAFile` of a KubeletConfiguration.
+pub fn kubelet_client_ca_file(config: &str) -> Option<String> {
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Cfg {
+        authentication: Authn,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Authn {
+        x509: X509,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct X509 {
+        #[serde(rename = "clientCAFile")]
+        client_ca_file: Option<String>,
+    }
+    let cfg: Cfg = serde_saphyr::from_str(config).ok()?;
+    cfg.authentication.x509.client_ca_file
+}
+
+/// (Re)start a component: it reads its files now.
+pub fn restart(root: &Path, component: &str) -> std::io::Result<Held> {
+    let before = held(root, component);
+    let mut files = BTreeMap::new();
+    for abs in inputs(root, component)? {
+        let bytes = std::fs::read(root.join(layout::rel(&abs)))?;
+        files.insert(abs, base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    let held = Held {
+        restarted_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        generation: before.map_or(1, |b| b.generation + 1),
+        files,
+    };
+    let json = serde_json::to_vec(&held).expect("held state serialises");
+    atomic::write(&state_path(root, component), &json, atomic::KEY_MODE)?;
+    Ok(held)
+}
+
+/// What a component holds now; `None` if it never started.
+pub fn held(root: &Path, component: &str) -> Option<Held> {
+    let bytes = std::fs::read(state_path(root, component)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The components of a node: its static pods and, if configured, the kubelet.
+pub fn components(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(root.join(layout::rel(layout::MANIFESTS)))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".yaml"))
+                .map(str::to_string)
+        })
+        .collect();
+    out.sort();
+    if root.join(layout::KUBELET_CONFIG).is_file() {
+        out.push("kubelet".into());
+    }
+    out
+}
+
+/// Start every component of a node (sandbox creation).
+pub fn start_all(root: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(root.join(RUN_DIR))?;
+    for c in components(root) {
+        restart(root, &c)?;
+    }
+    Ok(())
+}
