@@ -671,3 +671,29 @@ fn handshake(e: &Edge) -> Result<(), String> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::issue::{generate_key, issue_leaf, new_ca};
+    use crate::pki::{KeyAlgorithm, LeafSpec};
+
+    #[test]
+    fn a_leaf_verifies_only_against_its_issuer() {
+        let alg = KeyAlgorithm::EcdsaP256;
+        let ca = new_ca("a", alg, 10).unwrap();
+        let other = new_ca("b", alg, 10).unwrap();
+        let key = generate_key(alg).unwrap();
+        for spec in [
+            LeafSpec::client("system:node:w-1", &["system:nodes"]),
+            LeafSpec::server("kube-apiserver", vec!["IP:127.0.0.1".into()]),
+        ] {
+            let pem = issue_leaf(&spec, &key, &ca).unwrap();
+            let leaf = parse_certs(&pem, "leaf").unwrap().remove(0);
+            assert!(verify_leaf(&leaf, ca.cert_pem.as_bytes()).is_ok());
+            assert!(verify_leaf(&leaf, other.cert_pem.as_bytes()).is_err());
+            let both = format!("{}{}", other.cert_pem, ca.cert_pem);
+            assert!(verify_leaf(&leaf, both.as_bytes()).is_ok(), "a bundle");
+        }
+    }
+}

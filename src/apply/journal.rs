@@ -229,3 +229,45 @@ impl Progress {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_progress_folds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path(), "p1").unwrap();
+        let at = || now();
+        for e in [
+            Event::StepStart {
+                at: at(),
+                step: "a".into(),
+            },
+            Event::StepDone {
+                at: at(),
+                step: "a".into(),
+                ms: 1,
+                did: vec![],
+                warnings: vec![],
+            },
+            Event::StepStart {
+                at: at(),
+                step: "b".into(),
+            },
+        ] {
+            j.record(&e).unwrap();
+        }
+        let path = path(tmp.path(), "p1");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(br#"{"event":"step_done","at":"x","st"#)
+            .unwrap();
+        let p = Progress::of(&read(&path).unwrap());
+        assert_eq!(p.done, ["a"]);
+        assert_eq!(p.open, ["b"], "b was interrupted");
+        assert_eq!(p.finished, None);
+    }
+}

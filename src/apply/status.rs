@@ -130,8 +130,13 @@ impl Status {
             out.push(format!("  warning: {w}"));
         }
         if let Some(l) = &self.lock {
+            let gone = if l.is_dead() {
+                "; its process is gone: the next apply takes it over"
+            } else {
+                ""
+            };
             out.push(format!(
-                "  lock {} held by {} since {} ({}, pid {})",
+                "  lock {} held by {} since {} ({}, pid {}{gone})",
                 l.id, l.who, l.when, l.operation, l.pid
             ));
         }

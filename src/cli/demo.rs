@@ -72,5 +72,29 @@ pub fn run(a: Args) -> miette::Result<Exit> {
     eprintln!("==> trustform plan");
     let p = super::plan::make(&config)?;
     print!("{}", render::text(&p));
+    eprintln!("==> trustform apply --auto-approve");
+    super::apply::run(
+        super::apply::Args {
+            plan: None,
+            auto_approve: true,
+            parallelism: 10,
+            lock_timeout: std::time::Duration::ZERO,
+            format: super::apply::OutFormat::Text,
+        },
+        &config,
+    )?;
+    eprintln!("==> trustform status");
+    super::apply::status(
+        super::apply::StatusArgs {
+            plan_id: None,
+            wait: false,
+            wait_timeout: std::time::Duration::from_secs(1),
+            format: super::apply::OutFormat::Text,
+        },
+        &config,
+    )?;
+    eprintln!("==> trustform plan");
+    let after = super::plan::make(&config)?;
+    println!("{}", render::summary_line(&after));
     Ok(Exit::Ok)
 }

@@ -46,7 +46,7 @@ pub struct Cli {
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the whole flow on a built-in sandbox cluster: create, init, rotate, plan.
+    /// Run the whole flow on a built-in sandbox cluster: create, init, rotate, plan, apply.
     Demo(demo::Args),
     /// The built-in sandbox cluster.
     #[command(subcommand)]

@@ -199,3 +199,60 @@ pub fn restore(
     }
     Ok(list)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_backup_wins_and_restore_is_byte_identical() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("node");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/a.key"), b"original").unwrap();
+        std::fs::set_permissions(
+            root.join("etc/a.key"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        let node = Node::local("n1", &root);
+        let backup = tmp.path().join("backup");
+        let files = Files::open(&backup).unwrap();
+        files
+            .write(&node, "/etc/a.key", b"second", 0o644, true)
+            .unwrap();
+        files
+            .write(&node, "/etc/a.key", b"third", 0o644, true)
+            .unwrap();
+        files
+            .write(&node, "/etc/new.crt", b"created", 0o644, false)
+            .unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(
+            mode("etc/a.key"),
+            0o600,
+            "a key is never left wider than 0600"
+        );
+        assert_eq!(mode("etc/new.crt"), 0o644);
+        // A second `Files` (a resumed apply) keeps the original backup.
+        let again = Files::open(&backup).unwrap();
+        again
+            .write(&node, "/etc/a.key", b"fourth", 0o644, true)
+            .unwrap();
+        assert_eq!(entries(&backup).unwrap().len(), 2);
+        let restored = restore(&backup, |n| (n == "n1").then(|| node.clone())).unwrap();
+        assert_eq!(restored.len(), 2);
+        assert_eq!(std::fs::read(root.join("etc/a.key")).unwrap(), b"original");
+        assert_eq!(mode("etc/a.key"), 0o640);
+        assert!(
+            !root.join("etc/new.crt").exists(),
+            "a created file is removed"
+        );
+    }
+}
