@@ -611,6 +611,11 @@ fn a_failed_step_skips_its_dependents_and_apply_resumes_after_the_fix() {
             .unwrap()
             .contains("switch-signer")
     );
+    // A new plan cannot start beside the unfinished apply.
+    w.ok(&["plan", "-out", "other.json"]);
+    let (code, _, err) = w.run(&["apply", "other.json"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("trustform::apply::unfinished"), "{err}");
     // Put the key back: apply resumes and finishes.
     std::fs::rename(&hidden, &key).unwrap();
     let (code, out, err) = w.run(&["apply", "--auto-approve"]);

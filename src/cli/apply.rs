@@ -338,6 +338,16 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
                 }
                 Some(pr) if pr.runs > 0 && !pr.rolled_back => (p, true),
                 _ => {
+                    if let Some(other) = unfinished(&state) {
+                        return Err(miette::miette!(
+                            code = "trustform::apply::unfinished",
+                            help = format!(
+                                "finish it with `trustform apply` (it resumes), or undo it with `trustform rollback {other}`; then plan again"
+                            ),
+                            "apply {other} is unfinished; plan {} was made before or beside it",
+                            p.id()
+                        ));
+                    }
                     let snap = observe::observe(&loaded.node_targets()?)?;
                     let changes = staleness(&p, &loaded, &snap);
                     if !changes.is_empty() {
@@ -359,6 +369,13 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
                 (p, true)
             }
             None => {
+                if json && !a.auto_approve {
+                    return Err(miette::miette!(
+                        code = "trustform::apply::needs_approval",
+                        help = "pass a reviewed plan file, or --auto-approve",
+                        "--format json cannot ask for approval"
+                    ));
+                }
                 let p = super::plan::make(config_path)?;
                 if p.is_empty() {
                     say(&render::summary_line(&p));
