@@ -6,42 +6,14 @@
 //! where the steps' time went, by action. Set `TRUSTFORM_BENCH_WORKERS` to change the
 //! worker count.
 
+mod common;
+
+use common::measure;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Measured {
-    wall: Duration,
-    cpu: Duration,
-    rss_kib: i64,
-    ok: bool,
-}
-
-/// Run a command with stdout to `out`; wall time, CPU time and peak RSS from wait4.
-#[allow(clippy::zombie_processes)] // reaped by libc::wait4, which also yields its rusage
-fn measure(cmd: &mut Command, out: &Path) -> Measured {
-    let start = Instant::now();
-    let child = cmd
-        .stdout(std::fs::File::create(out).expect("output file"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut status = 0;
-    // SAFETY: wait4 on our own child pid with valid out-pointers.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Measured {
-        wall: start.elapsed(),
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        rss_kib: usage.ru_maxrss,
-        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-    }
-}
+use std::time::Instant;
 
 fn run(bin: &Path, dir: &Path, args: &[&str]) {
     let st = Command::new(bin)
@@ -87,8 +59,9 @@ fn main() {
     let m = measure(
         Command::new(bin)
             .current_dir(d)
-            .args(["apply", "--auto-approve", "--format", "json"]),
-        &events_file,
+            .args(["apply", "--auto-approve", "--format", "json"])
+            .stdout(std::fs::File::create(&events_file).expect("output file"))
+            .stderr(Stdio::null()),
     );
     assert!(m.ok, "apply failed");
     let events: Vec<Value> = std::fs::read_to_string(&events_file)

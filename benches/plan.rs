@@ -6,32 +6,14 @@
 //!
 //! Set `TRUSTFORM_BENCH_WORKERS` to change the worker count.
 
+mod common;
+
+use common::measure;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use trustform::plan::{Plan, Step, StepChange, Summary};
 use trustform::procedure::{Action, ActionKind, Stage};
-
-/// Run a command; return wall time and the child's peak RSS (KiB), from wait4.
-#[allow(clippy::zombie_processes)] // reaped by libc::wait4, which also yields its rusage
-fn measure(cmd: &mut Command) -> (Duration, i64, bool) {
-    let start = Instant::now();
-    let child = cmd
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut status = 0;
-    // SAFETY: wait4 on our own child pid with valid out-pointers.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    (
-        start.elapsed(),
-        usage.ru_maxrss,
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-    )
-}
 
 fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     let mut best = Duration::MAX;
@@ -51,16 +33,22 @@ fn ms(d: Duration) -> String {
 
 fn plan_on_sandbox(bin: &Path, workers: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let (t, rss, ok) = measure(Command::new(bin).current_dir(dir.path()).args([
-        "sandbox",
-        "create",
-        "cluster",
-        "--control-planes",
-        "3",
-        "--workers",
-        &workers.to_string(),
-    ]));
-    assert!(ok);
+    let m = measure(
+        Command::new(bin)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .args([
+                "sandbox",
+                "create",
+                "cluster",
+                "--control-planes",
+                "3",
+                "--workers",
+                &workers.to_string(),
+            ]),
+    );
+    assert!(m.ok);
+    let (t, rss) = (m.wall, m.rss_kib);
     println!(
         "sandbox create 3+{workers} (RSA-2048): {:.1} s, peak RSS {} MiB",
         t.as_secs_f64(),
@@ -71,18 +59,24 @@ fn plan_on_sandbox(bin: &Path, workers: usize) {
         vec!["rotate", "kubernetes", "--to-end"],
         vec!["rotate", "front-proxy", "--to-end"],
     ] {
-        assert!(measure(Command::new(bin).current_dir(dir.path()).args(&args)).2);
+        let quiet = Command::new(bin)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .args(&args)
+            .status()
+            .expect("runs");
+        assert!(quiet.success());
     }
     let mut runs = Vec::new();
     for _ in 0..5 {
-        let (t, rss, ok) =
-            measure(
-                Command::new(bin)
-                    .current_dir(dir.path())
-                    .args(["plan", "-out", "plan.json"]),
-            );
-        assert!(ok);
-        runs.push((t, rss));
+        let m = measure(
+            Command::new(bin)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .args(["plan", "-out", "plan.json"]),
+        );
+        assert!(m.ok);
+        runs.push((m.wall, m.rss_kib));
     }
     runs.sort();
     let plan: Plan =

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod atomic;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod diff;
 pub mod exec;

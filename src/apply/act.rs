@@ -137,7 +137,7 @@ impl Ctx<'_> {
     }
 }
 
-fn text(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<String>, String> {
+fn read_text(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<String>, String> {
     ctx.files
         .read(node, path)
         .map_err(|e| e.to_string())?
@@ -165,7 +165,7 @@ fn set(
     want: &State,
 ) -> Result<Option<String>, String> {
     let at = format!("{}:{path}", node.name);
-    let current = text(ctx, node, path)?;
+    let current = read_text(ctx, node, path)?;
     let write = |bytes: &[u8], secret: bool| {
         let mode = if secret {
             crate::atomic::KEY_MODE
@@ -285,7 +285,7 @@ fn set(
                     .strip_suffix(".crt")
                     .map(|p| format!("{p}.key"))
                     .ok_or_else(|| format!("{at}: cannot tell where its key is"))?;
-                let old = text_of(ctx, node, &key_path)?.and_then(|t| key_block(&t, &key_path));
+                let old = read_text(ctx, node, &key_path)?.and_then(|t| key_block(&t, &key_path));
                 let (cert, key) = reissue(ctx, &leaf, old, fp, &at)?;
                 ctx.files
                     .write(
@@ -306,10 +306,6 @@ fn set(
         }
         (f, w) => Err(format!("{at}: cannot bring {f:?} to {w:?}")),
     }
-}
-
-fn text_of(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<String>, String> {
-    text(ctx, node, path)
 }
 
 fn kubeconfig(text: Option<&str>, at: &str) -> Result<Kubeconfig, String> {

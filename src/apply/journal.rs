@@ -102,11 +102,25 @@ pub enum Event {
     },
 }
 
-/// Now, RFC 3339.
-pub fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+pub use crate::clock::now;
+
+/// Every journal under a state directory: (last modified, plan id).
+pub fn list(state: &Path) -> Vec<(std::time::SystemTime, String)> {
+    let Ok(rd) = std::fs::read_dir(dir(state)) else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let id = e
+                .file_name()
+                .into_string()
+                .ok()?
+                .strip_suffix(".jsonl")?
+                .to_string();
+            let t = e.metadata().and_then(|m| m.modified()).ok()?;
+            Some((t, id))
+        })
+        .collect()
 }
 
 /// The journal directory under a state directory (`.trustform`).

@@ -37,19 +37,7 @@ pub fn latest(state: &Path) -> Option<String> {
     if let Some(l) = lock::read(&lock::path(state)) {
         return Some(l.plan_id);
     }
-    let dir = journal::dir(state);
-    let mut newest: Option<(std::time::SystemTime, String)> = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let name = e.file_name().into_string().ok()?;
-        let Some(id) = name.strip_suffix(".jsonl") else {
-            continue;
-        };
-        let t = e.metadata().and_then(|m| m.modified()).ok()?;
-        if newest.as_ref().is_none_or(|(n, _)| t > *n) {
-            newest = Some((t, id.to_string()));
-        }
-    }
-    newest.map(|(_, id)| id)
+    journal::list(state).into_iter().max().map(|(_, id)| id)
 }
 
 /// Read a plan saved beside its journal.

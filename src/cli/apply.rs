@@ -278,21 +278,14 @@ fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: &Path) -> Mat
 }
 
 fn unfinished(state: &Path) -> Option<String> {
-    let dir = journal::dir(state);
-    let mut found: Vec<(std::time::SystemTime, String)> = vec![];
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let name = e.file_name().into_string().ok()?;
-        let Some(id) = name.strip_suffix(".jsonl") else {
-            continue;
-        };
-        let p = Journaled::of(&journal::read(&e.path()).ok()?);
-        if p.finished != Some(true) && !p.rolled_back && p.runs > 0 {
-            let t = e.metadata().and_then(|m| m.modified()).ok()?;
-            found.push((t, id.to_string()));
-        }
-    }
-    found.sort();
-    found.pop().map(|(_, id)| id)
+    journal::list(state)
+        .into_iter()
+        .filter(|(_, id)| {
+            let p = Journaled::of(&journal::read(&journal::path(state, id)).unwrap_or_default());
+            p.finished != Some(true) && !p.rolled_back && p.runs > 0
+        })
+        .max()
+        .map(|(_, id)| id)
 }
 
 /// Move an old journal and backup of the same plan id aside (a plan made again after a

@@ -139,10 +139,14 @@ impl Files {
     /// Back up, then delete.
     pub fn remove(&self, node: &Node, abs: &str) -> Result<(), ExecError> {
         self.backup(node, abs)?;
-        match std::fs::remove_file(node.host(abs)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(node, abs)(e)),
-            _ => Ok(()),
-        }
+        remove_if_exists(node, abs)
+    }
+}
+
+fn remove_if_exists(node: &Node, abs: &str) -> Result<(), ExecError> {
+    match std::fs::remove_file(node.host(abs)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(node, abs)(e)),
+        _ => Ok(()),
     }
 }
 
@@ -189,12 +193,7 @@ pub fn restore(
             atomic::write_owned(&host, &bytes, e.mode, Some((e.uid, e.gid)))
                 .map_err(io_err(&n, &e.path))?;
         } else {
-            match std::fs::remove_file(&host) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_err(&n, &e.path)(err));
-                }
-                _ => {}
-            }
+            remove_if_exists(&n, &e.path)?;
         }
     }
     Ok(list)

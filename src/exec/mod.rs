@@ -88,12 +88,6 @@ pub enum ExecError {
     },
 }
 
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// How a restart was carried out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Restarted {
@@ -122,7 +116,7 @@ pub fn restart_static_pod(
         .read(node, &path)?
         .ok_or_else(|| content("no such manifest"))?;
     let text = String::from_utf8(bytes).map_err(|_| content("not UTF-8"))?;
-    let next = manifest::set_annotation(&text, manifest::RESTARTED_AT, &now())
+    let next = manifest::set_annotation(&text, manifest::RESTARTED_AT, &crate::clock::now())
         .ok_or_else(|| content("no top-level `metadata:`"))?;
     files.write(
         node,

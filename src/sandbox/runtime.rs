@@ -127,9 +127,7 @@ pub fn restart(root: &Path, component: &str) -> std::io::Result<Held> {
         files.insert(abs, base64::engine::general_purpose::STANDARD.encode(bytes));
     }
     let held = Held {
-        restarted_at: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        restarted_at: crate::clock::now(),
         generation: before.map_or(1, |b| b.generation + 1),
         files,
     };
