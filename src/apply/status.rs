@@ -63,7 +63,12 @@ pub fn of(state: &Path, plan_id: &str) -> std::io::Result<Status> {
             None => "interrupted",
         }
     };
-    let stage = if p.finished == Some(true) || p.rolled_back {
+    let stage = if p.rolled_back {
+        // Back where the plan started.
+        plan.steps
+            .first()
+            .map_or("done".into(), |s| s.stage.name().to_string())
+    } else if p.finished == Some(true) {
         "done".to_string()
     } else {
         plan.steps

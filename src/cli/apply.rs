@@ -22,7 +22,7 @@ use thiserror::Error;
 pub enum OutFormat {
     /// For people (a progress line per running step on a terminal).
     Text,
-    /// One JSON event per line.
+    /// JSON, one object per line (apply: events; status: the status).
     Json,
 }
 

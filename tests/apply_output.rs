@@ -1,0 +1,109 @@
+//! What `apply`, `status`, `rollback` and `force-unlock` print, pinned with insta.
+//! One step at a time (`--parallelism 1`), so the order of lines is the plan's.
+
+mod common;
+
+use common::Workdir;
+
+fn settings() -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    for (re, with) in common::redactions() {
+        s.add_filter(re, with);
+    }
+    for (re, with) in [
+        (r"T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "T[time]Z"),
+        (r"\(\d+ ms\)", "([ms])"),
+        (r"\d+\.\d s\)", "[s])"),
+        (r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{12}\b", "[lock-id]"),
+        (r"\b[0-9a-f]{12}\b", "[plan-id]"),
+        (r"pid \d+", "pid [pid]"),
+        (r"held by \S+", "held by [who]"),
+        (r"host \S+,", "host [host],"),
+        (r"by \S+@\S+ since", "by [who] since"),
+    ] {
+        s.add_filter(re, with);
+    }
+    s
+}
+
+fn one_cp() -> Workdir {
+    let w = common::sandbox(1, 1, false);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    let mut text = std::fs::read_to_string(w.config()).unwrap();
+    text.push_str("issuance:\n  keyAlgorithm: ecdsa-p256\n  keepKeys: false\n");
+    std::fs::write(w.config(), text).unwrap();
+    w.ok(&["rotate", "front-proxy", "--to-end"]);
+    w
+}
+
+#[test]
+fn apply_status_and_rollback_output() {
+    let w = one_cp();
+    let _guard = settings().bind_to_scope();
+    let out = w.ok(&["apply", "--auto-approve", "--parallelism", "1"]);
+    insta::assert_snapshot!("apply_front_proxy", out);
+    insta::assert_snapshot!("status_done", w.ok(&["status"]));
+    let id = serde_json::from_str::<serde_json::Value>(&w.ok(&["status", "--format", "json"]))
+        .unwrap()["plan_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    insta::assert_snapshot!("rollback", w.ok(&["rollback", &id]));
+    insta::assert_snapshot!("status_rolled_back", w.ok(&["status"]));
+}
+
+#[test]
+fn failure_and_refusal_output() {
+    let w = one_cp();
+    let _guard = settings().bind_to_scope();
+    // A failed step: the new CA's key is hidden.
+    let keys = w.path().join(".trustform/keys");
+    let key = std::fs::read_dir(&keys)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    std::fs::rename(&key, w.path().join("hidden.key")).unwrap();
+    let (code, out, err) = w.run(&["apply", "--auto-approve", "--parallelism", "1"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("apply_failed_stdout", out);
+    insta::assert_snapshot!("apply_failed_stderr", err);
+    insta::assert_snapshot!("status_failed", w.ok(&["status"]));
+    std::fs::rename(w.path().join("hidden.key"), &key).unwrap();
+    // A held lock.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let lock = serde_json::json!({
+        "id": "1234abcd-5678-9abcdef01234", "who": "alice@ops", "when": "2026-11-23T10:00:00Z",
+        "operation": "apply 0123456789ab", "plan_id": "0123456789ab",
+        "host": host, "pid": std::process::id()
+    });
+    std::fs::write(w.path().join(".trustform/lock.json"), lock.to_string()).unwrap();
+    let (code, _, err) = w.run(&["apply", "--auto-approve"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("apply_locked", err);
+    insta::assert_snapshot!(
+        "force_unlock",
+        w.ok(&["force-unlock", "1234abcd-5678-9abcdef01234"])
+    );
+    // A truncated plan file.
+    w.ok(&["plan", "-out", "plan.json"]);
+    let text = std::fs::read_to_string(w.path().join("plan.json")).unwrap();
+    let needle = "\"snapshot_fingerprint\": \"sha256:";
+    let cut = text.find(needle).unwrap() + needle.len();
+    std::fs::write(w.path().join("cut.json"), &text[..cut]).unwrap();
+    let (code, _, err) = w.run(&["apply", "cut.json"]);
+    assert_eq!(code, 1);
+    insta::assert_snapshot!("apply_truncated_plan", err);
+}
+
+#[test]
+fn help_of_the_apply_commands() {
+    let w = common::sandbox(1, 0, false);
+    for cmd in ["apply", "status", "rollback", "force-unlock"] {
+        insta::assert_snapshot!(format!("help_{cmd}"), w.ok(&[cmd, "--help"]));
+    }
+}
