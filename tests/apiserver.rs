@@ -700,7 +700,16 @@ spec:
         let cms = k.run(&["get", "configmaps", "-A"]);
         assert!(cms.contains("settings") && cms.contains("NAMESPACE"), "{cms}");
         let csr = k.run(&["get", "csr"]);
-        assert!(csr.contains("node-csr-1") && csr.contains("kubernetes-admin"), "{csr}");
+        assert!(csr.contains("node-csr-1") && csr.contains("kubernetes-admin") && csr.contains("Pending"), "{csr}");
+        // Typed clients send protobuf: certificate approve, create namespace|configmap|secret.
+        k.run(&["certificate", "approve", "node-csr-1"]);
+        let csr = k.run(&["get", "csr", "node-csr-1"]);
+        assert!(csr.contains("Approved"), "{csr}");
+        k.run(&["create", "namespace", "made"]);
+        k.run(&["create", "configmap", "conf", "-n", "made", "--from-literal=a=b"]);
+        k.run(&["create", "secret", "generic", "creds", "-n", "made", "--from-literal=p=q"]);
+        let made = k.run(&["get", "configmap/conf", "secret/creds", "-n", "made", "-o", "jsonpath={.items[*].data}"]);
+        assert_eq!(made, r#"{"a":"b"} {"p":"cQ=="}"#);
         let names = k.run(&["get", "secrets", "-n", "x", "--field-selector", "type=kubernetes.io/service-account-token", "-o", "name"]);
         let mut names: Vec<&str> = names.lines().collect();
         names.sort();

@@ -19,6 +19,7 @@ pub mod faults;
 pub mod http;
 pub mod ids;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod select;
 pub mod status;
