@@ -823,8 +823,16 @@ async fn listing_twenty_thousand_secrets_in_pages_is_fast() {
         }
     }
     let listed = t.elapsed();
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
     eprintln!(
-        "seeded 20,000 secrets in {seeded:?}; listed them in pages of 500 via kube-rs in {listed:?}"
+        "seeded 20,000 secrets in {seeded:?}; listed them in pages of 500 via kube-rs in {listed:?}; test process {rss}"
     );
     assert_eq!(count, 20_000);
     assert!(listed < Duration::from_secs(30), "{listed:?}");
