@@ -838,3 +838,45 @@ async fn listing_twenty_thousand_secrets_in_pages_is_fast() {
     assert!(listed < Duration::from_secs(30), "{listed:?}");
     server.shutdown().await;
 }
+
+#[test]
+fn sandbox_up_serves_until_sigterm() {
+    use std::io::BufRead;
+    let w = common::sandbox(1, 0, false);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("trustform"))
+        .args(["sandbox", "up", "cluster", "--port", "0"])
+        .current_dir(w.path())
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .strip_prefix("API server https://127.0.0.1:")
+        .and_then(|r| r.split_once(' '))
+        .and_then(|(p, _)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        line.trim_end()
+            .ends_with(" (cluster) ready; KUBECONFIG=cluster/nodes/cp-1/etc/kubernetes/admin.conf"),
+        "{line}"
+    );
+    let endpoint: Value = serde_json::from_slice(
+        &std::fs::read(w.cluster().join("apiserver/endpoint.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(endpoint["port"], port);
+    assert_eq!(endpoint["pid"], child.id());
+    let conf = std::fs::read_to_string(admin_conf(&w)).unwrap();
+    assert!(conf.contains(&format!("server: https://127.0.0.1:{port}\n")));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!w.cluster().join("apiserver/endpoint.json").exists());
+}
