@@ -59,6 +59,17 @@ pub struct Event {
     pub name: String,
 }
 
+/// One committed change with the object as it was written (for watches).
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// What happened, to which object.
+    pub event: Event,
+    /// The resourceVersion of the change.
+    pub resource_version: u64,
+    /// The object after the change (before it, for a deletion).
+    pub object: Arc<Value>,
+}
+
 /// Errors of the store. Their messages are the ones a real API server puts in `Status`.
 #[derive(Debug, Error, Diagnostic)]
 pub enum StoreError {
@@ -206,6 +217,7 @@ struct Inner {
     path: PathBuf,
     _lock: File,
     events: broadcast::Sender<Event>,
+    changes: broadcast::Sender<Change>,
     last_sync: Mutex<Instant>,
     dirty: AtomicBool,
 }
@@ -287,7 +299,8 @@ fn not_found(res: &Resource, key: &Key) -> StoreError {
     }
 }
 
-fn conflict(res: &Resource, key: &Key) -> StoreError {
+/// The Conflict error of the object at `key`.
+pub fn conflict(res: &Resource, key: &Key) -> StoreError {
     StoreError::Conflict {
         resource: qualified(res),
         namespace: ns_of(key),
@@ -446,6 +459,13 @@ fn prepare_create(res: &Resource, mut obj: Value) -> Result<(Key, Value), StoreE
     meta.insert("generation".into(), json!(1));
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
+    let typed = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty());
+    if res.plural == "secrets" && !typed {
+        obj["type"] = json!("Opaque");
+    }
     if res.plural == "namespaces" {
         if obj.get("spec").is_none() {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -639,6 +659,7 @@ impl Store {
             .open(&path)
             .map_err(io("open", &path))?;
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (changes, _) = broadcast::channel(EVENT_CAPACITY);
         Ok(Store {
             inner: Arc::new(Inner {
                 state: RwLock::new(state),
@@ -646,6 +667,7 @@ impl Store {
                 path,
                 _lock: lock,
                 events,
+                changes,
                 last_sync: Mutex::new(Instant::now()),
                 dirty: AtomicBool::new(false),
             }),
@@ -702,13 +724,23 @@ impl Store {
         Ok(())
     }
 
-    fn emit(&self, kind: EventKind, res: &'static Resource, key: &Key) {
-        let _ = self.inner.events.send(Event {
+    fn emit(&self, kind: EventKind, res: &'static Resource, key: &Key, rv: u64, obj: &Value) {
+        let event = Event {
             kind,
             resource: res.plural,
             namespace: ns_of(key),
             name: key.1.clone(),
-        });
+        };
+        if self.inner.changes.receiver_count() > 0 {
+            let mut object = obj.clone();
+            set_rv(&mut object, rv);
+            let _ = self.inner.changes.send(Change {
+                event: event.clone(),
+                resource_version: rv,
+                object: Arc::new(object),
+            });
+        }
+        let _ = self.inner.events.send(event);
     }
 
     /// One object.
@@ -833,7 +865,7 @@ impl Store {
             .entry(res.plural)
             .or_default()
             .insert(key.clone(), obj.clone());
-        self.emit(EventKind::Added, res, &key);
+        self.emit(EventKind::Added, res, &key, rv, &obj);
         drop(state);
         self.maybe_sync()?;
         Ok(obj)
@@ -952,7 +984,7 @@ impl Store {
             .entry(res.plural)
             .or_default()
             .insert(key.clone(), new.clone());
-        self.emit(EventKind::Modified, res, &key);
+        self.emit(EventKind::Modified, res, &key, rv, &new);
         drop(state);
         self.maybe_sync()?;
         Ok(new)
@@ -1017,12 +1049,12 @@ impl Store {
             delete_line(&mut lines, rv, r.plural, k);
         }
         self.append(&lines)?;
+        let first = state.rv;
         state.rv = rv;
-        for (r, k) in &doomed {
-            if let Some(t) = state.objects.get_mut(r.plural) {
-                t.remove(k);
+        for (i, (r, k)) in doomed.iter().enumerate() {
+            if let Some(gone) = state.objects.get_mut(r.plural).and_then(|t| t.remove(k)) {
+                self.emit(EventKind::Deleted, r, k, first + 1 + i as u64, &gone);
             }
-            self.emit(EventKind::Deleted, r, k);
         }
         drop(state);
         self.maybe_sync()?;
@@ -1077,7 +1109,10 @@ impl Store {
         self.append(&lines)?;
         state.rv = rv;
         for (res, key, obj) in prepared {
-            self.emit(EventKind::Added, res, &key);
+            let rv = meta_str(&obj, "resourceVersion")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(rv);
+            self.emit(EventKind::Added, res, &key, rv, &obj);
             state
                 .objects
                 .entry(res.plural)
@@ -1092,6 +1127,12 @@ impl Store {
     /// behind gets `Lagged` and should list again.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// Every committed change with its object, in order (what watches stream). Sending
+    /// costs a clone of the object only while someone listens.
+    pub fn watch(&self) -> broadcast::Receiver<Change> {
+        self.inner.changes.subscribe()
     }
 
     /// The current global resourceVersion.
