@@ -810,3 +810,90 @@ async fn large_sandbox_figures() {
         republished.as_secs_f64()
     );
 }
+
+/// kubectl, the external witness: through the sandbox API server, `rollout restart` and
+/// `rollout status` behave as on a real cluster, and the restarted pods trust the bundle
+/// the restarted controller manager published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_rollout_restart_and_status_through_the_api_server() {
+    use trustform::sandbox::apiserver;
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v kubectl"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("NOTICE: kubectl not found; skipping the kubectl witness");
+        return;
+    }
+    let c = Cluster::new(
+        1,
+        1,
+        Seed {
+            namespaces: 2,
+            workloads: 4,
+            legacy_token_secrets: 0,
+            webhooks: 0,
+        },
+    );
+    let server = apiserver::serve(&c.dir, apiserver::Options::default())
+        .await
+        .expect("the API server starts");
+    let ctl = controllers::spawn_with(&c.dir, server.store.clone(), fast());
+    let bundle = c.append_ca("etc/kubernetes/pki/ca.crt", "kubernetes-next");
+    runtime::restart(&c.node("cp-1"), "kube-controller-manager").unwrap();
+    let store = server.store.clone();
+    until(5, "new bundle published", || {
+        root_ca_everywhere(&store, &bundle)
+    })
+    .await;
+    let conf = c.node("cp-1").join("etc/kubernetes/admin.conf");
+    let home = tempfile::tempdir().unwrap();
+    let want = fingerprints(&bundle);
+    let home_path = home.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let kubectl = |args: &[&str]| {
+            let out = std::process::Command::new("kubectl")
+                .env("KUBECONFIG", &conf)
+                .env("HOME", &home_path)
+                .args(args)
+                .output()
+                .expect("kubectl runs");
+            assert!(
+                out.status.success(),
+                "kubectl {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        kubectl(&["-n", "app-1", "rollout", "restart", "deployment/worker-3"]);
+        let status = kubectl(&[
+            "-n", "app-1", "rollout", "status", "deployment/worker-3", "--timeout=20s",
+        ]);
+        assert!(status.contains("successfully rolled out"), "{status}");
+        kubectl(&["-n", "app-2", "rollout", "restart", "daemonset/cache-4"]);
+        let status = kubectl(&[
+            "-n", "app-2", "rollout", "status", "daemonset/cache-4", "--timeout=20s",
+        ]);
+        assert!(status.contains("successfully rolled out"), "{status}");
+        let trust = kubectl(&[
+            "-n",
+            "app-1",
+            "get",
+            "pods",
+            "-l",
+            "app=worker-3",
+            "-o",
+            r"jsonpath={range .items[*]}{.metadata.annotations.sandbox\.trustform\.dev/trusted-ca-sha256}{'\n'}{end}",
+        ]);
+        let lines: Vec<&str> = trust.lines().collect();
+        assert_eq!(lines.len(), 3, "{trust}");
+        assert!(lines.iter().all(|l| *l == want), "{trust}");
+        let nodes = kubectl(&["get", "nodes", "--no-headers"]);
+        assert_eq!(nodes.lines().filter(|l| l.contains(" Ready ")).count(), 2, "{nodes}");
+    })
+    .await
+    .expect("kubectl witness");
+    ctl.stop().await;
+    server.shutdown().await;
+}

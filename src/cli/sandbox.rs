@@ -3,6 +3,7 @@
 use super::Exit;
 use crate::pki::KeyAlgorithm;
 use crate::sandbox::apiserver::{self, ApiServerError, Faults, Options};
+use crate::sandbox::controllers;
 use crate::sandbox::seed::Seed;
 use crate::sandbox::{self, Spec};
 use std::path::PathBuf;
@@ -134,9 +135,8 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))?;
     rt.block_on(async {
         let server = apiserver::serve(&a.dir, opts).await?;
-        // HOOK(lead): start the simulated controllers here, e.g.
-        // `let controllers = controllers::spawn(&a.dir, server.store.clone());`
-        // and stop them before `server.shutdown()` (they hold store clones).
+        // The cluster's controllers run beside the API server, on its store.
+        let controllers = controllers::spawn(&a.dir, server.store.clone());
         eprintln!(
             "API server {} ({}) ready; KUBECONFIG={}",
             server.url(),
@@ -144,6 +144,8 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
             a.dir.join("nodes/cp-1/etc/kubernetes/admin.conf").display()
         );
         wait_for_signal().await;
+        // They hold clones of the store: stop them first, so shutdown releases it.
+        controllers.stop().await;
         server.shutdown().await;
         Ok::<_, miette::Report>(())
     })?;

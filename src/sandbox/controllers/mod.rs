@@ -56,10 +56,19 @@ pub struct Controllers {
 }
 
 impl Controllers {
-    /// Stop every controller now.
+    /// Stop every controller now (they finish in the background).
     pub fn abort(&self) {
         for t in &self.tasks {
             t.abort();
+        }
+    }
+
+    /// Stop every controller and wait until they are gone, with the store clones they
+    /// hold (a reconcile already running off the async threads still finishes first).
+    pub async fn stop(mut self) {
+        self.abort();
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
         }
     }
 }
