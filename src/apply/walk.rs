@@ -47,6 +47,10 @@ pub struct World {
     pub material: Material,
     /// Issuance settings.
     pub issuance: Issuance,
+    /// The Kubernetes API, when `inventory.kube` is set.
+    pub kube: Option<crate::exec::kube::Access>,
+    /// How long an API wait may take.
+    pub wait_timeout: std::time::Duration,
 }
 
 /// The result of one run.
@@ -151,6 +155,8 @@ pub fn walk(
                             material: &world.material,
                             issuance: &world.issuance,
                             die_during: during.as_deref(),
+                            kube: world.kube.as_ref(),
+                            wait_timeout: world.wait_timeout,
                         };
                         act::run(&ctx, &plan.steps[i])
                     })
