@@ -1,7 +1,8 @@
-//! `trustform sandbox create DIR`.
+//! `trustform sandbox create DIR`, `trustform sandbox up DIR`.
 
 use super::Exit;
 use crate::pki::KeyAlgorithm;
+use crate::sandbox::apiserver::{self, ApiServerError, Faults, Options};
 use crate::sandbox::{self, Spec};
 use std::path::PathBuf;
 
@@ -10,6 +11,21 @@ use std::path::PathBuf;
 pub enum Command {
     /// Create a kubeadm-layout cluster on disk, with real certificates.
     Create(CreateArgs),
+    /// Serve the sandbox's Kubernetes API over HTTPS, in the foreground, until Ctrl-C.
+    Up(UpArgs),
+}
+
+/// `sandbox up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The sandbox directory.
+    pub dir: PathBuf,
+    /// Port to listen on [default: the kubeconfigs' port if free, else any free port].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Faults to inject: 500=RATE (answer 500), 409=RATE (answer writes 409), latency=DURATION.
+    #[arg(long, value_name = "SPEC", env = "TRUSTFORM_SANDBOX_FAULTS")]
+    pub faults: Option<String>,
 }
 
 /// `sandbox create`.
@@ -70,5 +86,55 @@ pub fn run(c: Command) -> miette::Result<Exit> {
             drop(sb);
             Ok(Exit::Ok)
         }
+        Command::Up(a) => up(a),
+    }
+}
+
+fn up(a: UpArgs) -> miette::Result<Exit> {
+    let faults = match a.faults.as_deref() {
+        Some(spec) => Faults::parse(spec).map_err(ApiServerError::Faults)?,
+        None => Faults::default(),
+    };
+    let opts = Options {
+        port: a.port,
+        faults,
+        ..Options::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async {
+        let server = apiserver::serve(&a.dir, opts).await?;
+        // HOOK(lead): start the simulated controllers here, e.g.
+        // `let controllers = controllers::spawn(&a.dir, server.store.clone());`
+        // and stop them before `server.shutdown()` (they hold store clones).
+        eprintln!(
+            "API server {} ({}) ready; KUBECONFIG={}",
+            server.url(),
+            a.dir.display(),
+            a.dir.join("nodes/cp-1/etc/kubernetes/admin.conf").display()
+        );
+        wait_for_signal().await;
+        server.shutdown().await;
+        Ok::<_, miette::Report>(())
+    })?;
+    Ok(Exit::Ok)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }

@@ -4,6 +4,7 @@
 //! `DIR/sandbox.json` describing the nodes. Nothing here is a stub: every certificate is
 //! issued by rcgen and accepted by `openssl verify` against its CA.
 
+pub mod apiserver;
 mod manifests;
 pub mod runtime;
 
