@@ -700,7 +700,16 @@ spec:
         let cms = k.run(&["get", "configmaps", "-A"]);
         assert!(cms.contains("settings") && cms.contains("NAMESPACE"), "{cms}");
         let csr = k.run(&["get", "csr"]);
-        assert!(csr.contains("node-csr-1") && csr.contains("kubernetes-admin"), "{csr}");
+        assert!(csr.contains("node-csr-1") && csr.contains("kubernetes-admin") && csr.contains("Pending"), "{csr}");
+        // Typed clients send protobuf: certificate approve, create namespace|configmap|secret.
+        k.run(&["certificate", "approve", "node-csr-1"]);
+        let csr = k.run(&["get", "csr", "node-csr-1"]);
+        assert!(csr.contains("Approved"), "{csr}");
+        k.run(&["create", "namespace", "made"]);
+        k.run(&["create", "configmap", "conf", "-n", "made", "--from-literal=a=b"]);
+        k.run(&["create", "secret", "generic", "creds", "-n", "made", "--from-literal=p=q"]);
+        let made = k.run(&["get", "configmap/conf", "secret/creds", "-n", "made", "-o", "jsonpath={.items[*].data}"]);
+        assert_eq!(made, r#"{"a":"b"} {"p":"cQ=="}"#);
         let names = k.run(&["get", "secrets", "-n", "x", "--field-selector", "type=kubernetes.io/service-account-token", "-o", "name"]);
         let mut names: Vec<&str> = names.lines().collect();
         names.sort();
@@ -814,10 +823,60 @@ async fn listing_twenty_thousand_secrets_in_pages_is_fast() {
         }
     }
     let listed = t.elapsed();
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
     eprintln!(
-        "seeded 20,000 secrets in {seeded:?}; listed them in pages of 500 via kube-rs in {listed:?}"
+        "seeded 20,000 secrets in {seeded:?}; listed them in pages of 500 via kube-rs in {listed:?}; test process {rss}"
     );
     assert_eq!(count, 20_000);
     assert!(listed < Duration::from_secs(30), "{listed:?}");
     server.shutdown().await;
+}
+
+#[test]
+fn sandbox_up_serves_until_sigterm() {
+    use std::io::BufRead;
+    let w = common::sandbox(1, 0, false);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("trustform"))
+        .args(["sandbox", "up", "cluster", "--port", "0"])
+        .current_dir(w.path())
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .strip_prefix("API server https://127.0.0.1:")
+        .and_then(|r| r.split_once(' '))
+        .and_then(|(p, _)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        line.trim_end()
+            .ends_with(" (cluster) ready; KUBECONFIG=cluster/nodes/cp-1/etc/kubernetes/admin.conf"),
+        "{line}"
+    );
+    let endpoint: Value = serde_json::from_slice(
+        &std::fs::read(w.cluster().join("apiserver/endpoint.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(endpoint["port"], port);
+    assert_eq!(endpoint["pid"], child.id());
+    let conf = std::fs::read_to_string(admin_conf(&w)).unwrap();
+    assert!(conf.contains(&format!("server: https://127.0.0.1:{port}\n")));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!w.cluster().join("apiserver/endpoint.json").exists());
 }

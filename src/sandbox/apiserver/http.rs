@@ -210,6 +210,11 @@ fn parse_object(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
             serde_saphyr::from_str(text)
                 .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))?
         }
+        super::protobuf::CONTENT_TYPE => super::protobuf::decode(body).map_err(|e| {
+            let mut err = ApiError::unsupported_media_type(super::protobuf::CONTENT_TYPE);
+            err.message = format!("{}: {e}", err.message);
+            err
+        })?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !v.is_object() {
@@ -308,11 +313,38 @@ fn merge_sub(res: &Resource, sub: Option<&str>, old: &Value, new: Value) -> Valu
         into
     };
     match sub {
-        Some("status") => take(old.clone(), &new, "/status"),
-        Some("approval") => take(old.clone(), &new, "/status/conditions"),
+        Some("status") => stamp_conditions(take(old.clone(), &new, "/status"), old),
+        Some("approval") => stamp_conditions(take(old.clone(), &new, "/status/conditions"), old),
         _ if res.has_status() => take(new, old, "/status"),
         _ => new,
     }
+}
+
+/// New or changed `status.conditions` get `lastTransitionTime` now when unset, as the
+/// server defaults it (CSR approvals).
+fn stamp_conditions(mut obj: Value, old: &Value) -> Value {
+    let before = old
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(conds) = obj
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    {
+        for c in conds {
+            let known = before
+                .iter()
+                .any(|b| b.get("type") == c.get("type") && b.get("status") == c.get("status"));
+            if !known
+                && let Some(m) = c.as_object_mut()
+                && !m.contains_key("lastTransitionTime")
+            {
+                m.insert("lastTransitionTime".into(), json!(super::ids::timestamp()));
+            }
+        }
+    }
+    obj
 }
 
 /// Handle one authenticated request.
@@ -895,9 +927,10 @@ mod tests {
         let csr = resources::by_plural("certificatesigningrequests").unwrap();
         let old = json!({"spec": {"x": 1}});
         let new = json!({"spec": {"x": 2}, "status": {"conditions": [{"type": "Approved"}], "certificate": "no"}});
-        assert_eq!(
-            merge_sub(csr, Some("approval"), &old, new),
-            json!({"spec": {"x": 1}, "status": {"conditions": [{"type": "Approved"}]}})
-        );
+        let approved = merge_sub(csr, Some("approval"), &old, new);
+        assert_eq!(approved["spec"], json!({"x": 1}));
+        assert_eq!(approved["status"]["conditions"][0]["type"], "Approved");
+        assert!(approved["status"]["conditions"][0]["lastTransitionTime"].is_string());
+        assert!(approved["status"].get("certificate").is_none());
     }
 }

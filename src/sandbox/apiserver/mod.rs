@@ -19,6 +19,7 @@ pub mod faults;
 pub mod http;
 pub mod ids;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod select;
 pub mod status;
@@ -246,6 +247,27 @@ fn rewrite_kubeconfigs(sandbox: &Sandbox, port: u16) -> Result<(), ApiServerErro
     Ok(())
 }
 
+/// Open the store, waiting a little for a server of this process that is still letting go
+/// of it (a request task finishing after `shutdown`).
+async fn open_store(dir: &Path) -> Result<Store, ApiServerError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let at = dir.to_path_buf();
+        let res = tokio::task::spawn_blocking(move || Store::open(&at))
+            .await
+            .map_err(|e| ApiServerError::Io {
+                path: dir.join("apiserver"),
+                source: std::io::Error::other(e),
+            })?;
+        match res {
+            Err(StoreError::Busy { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 async fn bind(ip: IpAddr, port: u16) -> Result<TcpListener, ApiServerError> {
     let addr = SocketAddr::new(ip, port);
     TcpListener::bind(addr)
@@ -273,15 +295,7 @@ pub async fn serve(dir: &Path, opts: Options) -> Result<Server, ApiServerError> 
         .ok_or_else(|| ApiServerError::NoControlPlane(dir.clone()))?;
     let held = Arc::new(tls::HeldTls::new(&cp.root));
     let first = held.current()?;
-    let store = {
-        let at = dir.clone();
-        tokio::task::spawn_blocking(move || Store::open(&at))
-            .await
-            .map_err(|e| ApiServerError::Io {
-                path: dir.join("apiserver"),
-                source: std::io::Error::other(e),
-            })??
-    };
+    let store = open_store(&dir).await?;
     let configured =
         std::fs::read_to_string(cp.root.join(crate::layout::KUBERNETES).join("admin.conf"))
             .ok()

@@ -459,6 +459,13 @@ fn prepare_create(res: &Resource, mut obj: Value) -> Result<(Key, Value), StoreE
     meta.insert("generation".into(), json!(1));
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
+    let typed = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty());
+    if res.plural == "secrets" && !typed {
+        obj["type"] = json!("Opaque");
+    }
     if res.plural == "namespaces" {
         if obj.get("spec").is_none() {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
