@@ -96,6 +96,7 @@ fn init_output_validates_against_the_cluster_schema() {
         control_planes: 1,
         workers: 1,
         algorithm: trustform::pki::KeyAlgorithm::EcdsaP256,
+        seed: Default::default(),
     };
     trustform::sandbox::create(&dir.path().join("c"), &spec).unwrap();
     let out = assert_cmd::Command::cargo_bin("trustform")

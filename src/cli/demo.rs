@@ -44,6 +44,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             control_planes: a.control_planes,
             workers: a.workers,
             key_algorithm: super::sandbox::Alg::Rsa2048,
+            seed: Default::default(),
         },
     ))?;
     let _ = KeyAlgorithm::Rsa2048;

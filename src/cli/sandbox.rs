@@ -3,6 +3,8 @@
 use super::Exit;
 use crate::pki::KeyAlgorithm;
 use crate::sandbox::apiserver::{self, ApiServerError, Faults, Options};
+use crate::sandbox::controllers;
+use crate::sandbox::seed::Seed;
 use crate::sandbox::{self, Spec};
 use std::path::PathBuf;
 
@@ -42,6 +44,26 @@ pub struct CreateArgs {
     /// Key algorithm (kubeadm uses rsa-2048).
     #[arg(long, value_enum, default_value = "rsa-2048")]
     pub key_algorithm: Alg,
+    /// API objects to seed.
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
+
+/// What `sandbox create` seeds into the API server beyond the system objects.
+#[derive(Debug, Default, clap::Args)]
+pub struct SeedArgs {
+    /// Application namespaces to seed (`app-1`…).
+    #[arg(long, default_value_t = 0)]
+    pub namespaces: usize,
+    /// Application workloads to seed, spread over the namespaces.
+    #[arg(long, default_value_t = 0)]
+    pub workloads: usize,
+    /// Legacy service-account token secrets to seed.
+    #[arg(long, default_value_t = 0)]
+    pub legacy_token_secrets: usize,
+    /// Admission webhook configurations to seed.
+    #[arg(long, default_value_t = 0)]
+    pub webhooks: usize,
 }
 
 /// Key algorithms on the command line.
@@ -73,8 +95,14 @@ pub fn run(c: Command) -> miette::Result<Exit> {
                 control_planes: a.control_planes,
                 workers: a.workers,
                 algorithm: a.key_algorithm.into(),
+                seed: Seed {
+                    namespaces: a.seed.namespaces,
+                    workloads: a.seed.workloads,
+                    legacy_token_secrets: a.seed.legacy_token_secrets,
+                    webhooks: a.seed.webhooks,
+                },
             };
-            let sb = sandbox::create(&a.dir, &spec)?;
+            let (sb, report) = sandbox::create_seeded(&a.dir, &spec)?;
             eprintln!(
                 "Created sandbox cluster in {} ({} control planes, {} workers) in {:.1}s.",
                 a.dir.display(),
@@ -82,6 +110,7 @@ pub fn run(c: Command) -> miette::Result<Exit> {
                 spec.workers,
                 started.elapsed().as_secs_f64()
             );
+            eprintln!("Seeded {}.", report.summary());
             eprintln!("Next: trustform init --sandbox {}", a.dir.display());
             drop(sb);
             Ok(Exit::Ok)
@@ -106,9 +135,8 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))?;
     rt.block_on(async {
         let server = apiserver::serve(&a.dir, opts).await?;
-        // HOOK(lead): start the simulated controllers here, e.g.
-        // `let controllers = controllers::spawn(&a.dir, server.store.clone());`
-        // and stop them before `server.shutdown()` (they hold store clones).
+        // The simulated control plane's controllers and kubelets, beside the API server.
+        let controllers = controllers::spawn(&a.dir, server.store.clone());
         eprintln!(
             "API server {} ({}) ready; KUBECONFIG={}",
             server.url(),
@@ -116,6 +144,7 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
             a.dir.join("nodes/cp-1/etc/kubernetes/admin.conf").display()
         );
         wait_for_signal().await;
+        drop(controllers);
         server.shutdown().await;
         Ok::<_, miette::Report>(())
     })?;

@@ -5,8 +5,11 @@
 //! issued by rcgen and accepted by `openssl verify` against its CA.
 
 pub mod apiserver;
+pub mod controllers;
 mod manifests;
+pub mod objects;
 pub mod runtime;
+pub mod seed;
 
 use crate::atomic::{self, KEY_MODE, PUBLIC_MODE};
 use crate::layout;
@@ -14,6 +17,7 @@ use crate::pki::issue::{generate_key, issue_leaf, new_ca};
 use crate::pki::kubeconfig::{Kubeconfig, User};
 use crate::pki::{CaMaterial, KeyAlgorithm, LeafSpec, PkiError, SecretPem};
 use miette::Diagnostic;
+use seed::SeedReport;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -46,6 +50,10 @@ pub enum SandboxError {
     #[error("a sandbox needs at least one control plane")]
     #[diagnostic(code(trustform::sandbox::size), help("use --control-planes 1 or more"))]
     NoControlPlane,
+    /// The API server's store refused the seeded objects.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(Box<apiserver::store::StoreError>),
 }
 
 /// A node's role.
@@ -79,6 +87,8 @@ pub struct Spec {
     pub workers: usize,
     /// Key algorithm (kubeadm uses RSA-2048).
     pub algorithm: KeyAlgorithm,
+    /// API objects to seed beyond the system ones (default: none).
+    pub seed: seed::Seed,
 }
 
 /// One node of a sandbox.
@@ -127,8 +137,14 @@ fn ip_of(role: Role, index: usize) -> String {
     }
 }
 
-/// Create a sandbox cluster in `dir` (which must be empty or absent).
+/// Create a sandbox cluster in `dir` (which must be empty or absent), its API objects
+/// seeded as `spec.seed` asks.
 pub fn create(dir: &Path, spec: &Spec) -> Result<Sandbox, SandboxError> {
+    create_seeded(dir, spec).map(|(sandbox, _)| sandbox)
+}
+
+/// [`create`], and report what was seeded.
+pub fn create_seeded(dir: &Path, spec: &Spec) -> Result<(Sandbox, SeedReport), SandboxError> {
     if spec.control_planes == 0 {
         return Err(SandboxError::NoControlPlane);
     }
@@ -227,7 +243,8 @@ pub fn create(dir: &Path, spec: &Spec) -> Result<Sandbox, SandboxError> {
     };
     let json = serde_json::to_string_pretty(&sandbox).expect("sandbox serialises");
     put(&dir.join("sandbox.json"), &json, PUBLIC_MODE)?;
-    Ok(sandbox)
+    let report = seed::seed(&dir, &spec.seed)?;
+    Ok((sandbox, report))
 }
 
 struct ClusterCtx<'a> {

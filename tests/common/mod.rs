@@ -60,6 +60,7 @@ pub fn sandbox(cps: usize, workers: usize, rsa: bool) -> Workdir {
         } else {
             KeyAlgorithm::EcdsaP256
         },
+        seed: Default::default(),
     };
     sandbox::create(&tmp.path().join("cluster"), &spec).expect("sandbox");
     Workdir { tmp }

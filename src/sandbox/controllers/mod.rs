@@ -1,0 +1,213 @@
+//! The sandbox's simulated controllers: the parts of a cluster that keep API objects in
+//! step with what its processes hold. They run in the API server's process, act on the
+//! [`Store`] directly and follow the simulated processes through their held state
+//! ([`runtime::held`]), never through the live files on disk: a controller manager that
+//! has not restarted still publishes the CA it read at its last start.
+//!
+//! - [`root_ca`]: the controller manager's root-CA publisher (`kube-root-ca.crt` in every
+//!   namespace, `ca.crt` of legacy token secrets);
+//! - [`extension_auth`]: the API server's `extension-apiserver-authentication`;
+//! - [`rollout`]: Deployments, DaemonSets and StatefulSets replace their pods when their
+//!   template changes, one at a time, respecting PodDisruptionBudgets;
+//! - [`disruption`]: PodDisruptionBudget status;
+//! - [`kubelet`]: every running kubelet keeps its Node object posted.
+
+pub mod disruption;
+pub mod extension_auth;
+pub mod kubelet;
+mod queue;
+pub mod rollout;
+pub mod root_ca;
+
+use super::apiserver::store::{Event, Manager, Store, WriteOptions};
+use super::runtime::{self, Held};
+use super::{Sandbox, SandboxNode};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::task::JoinHandle;
+
+/// Timings of the simulated controllers.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How often held process state is polled for restarts.
+    pub poll: Duration,
+    /// Pause after each pod replacement of a rollout (makes rollouts observable).
+    pub rollout_step: Duration,
+    /// How often kubelets refresh their Node's `lastHeartbeatTime`.
+    pub heartbeat: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(100),
+            rollout_step: Duration::from_millis(20),
+            heartbeat: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The running controllers. Dropping the handle stops them.
+#[derive(Debug)]
+pub struct Controllers {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Controllers {
+    /// Stop every controller now.
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Start every simulated controller for sandbox `dir` on the current tokio runtime, with
+/// the default [`Options`]. Each reconciles everything once at start. They run until the
+/// returned handle is dropped. Must be called from within a tokio runtime.
+pub fn spawn(dir: &Path, store: Store) -> Controllers {
+    spawn_with(dir, store, Options::default())
+}
+
+/// [`spawn`] with explicit timings.
+pub fn spawn_with(dir: &Path, store: Store, options: Options) -> Controllers {
+    let dir = dir.to_path_buf();
+    let tasks = vec![
+        tokio::spawn(root_ca::run(dir.clone(), store.clone(), options.clone())),
+        tokio::spawn(extension_auth::run(
+            dir.clone(),
+            store.clone(),
+            options.clone(),
+        )),
+        tokio::spawn(rollout::run(dir.clone(), store.clone(), options.clone())),
+        tokio::spawn(disruption::run(store.clone(), options.clone())),
+        tokio::spawn(kubelet::run(dir, store, options)),
+    ];
+    Controllers { tasks }
+}
+
+/// The sandbox's nodes; waits (polling) until `sandbox.json` is readable.
+async fn nodes(dir: &Path, poll: Duration) -> Vec<SandboxNode> {
+    loop {
+        match Sandbox::load(dir) {
+            Ok(sb) => return sb.nodes,
+            Err(_) => tokio::time::sleep(poll).await,
+        }
+    }
+}
+
+/// Follows one simulated process: notices a restart by the state file's identity
+/// (inode, size, mtime) before reading and parsing it.
+#[derive(Debug)]
+struct HeldWatch {
+    path: PathBuf,
+    root: PathBuf,
+    component: &'static str,
+    stamp: Option<(u64, u64, i64, i64)>,
+    held: Option<Held>,
+}
+
+impl HeldWatch {
+    fn new(root: &Path, component: &'static str) -> Self {
+        Self {
+            path: root
+                .join(runtime::RUN_DIR)
+                .join(format!("{component}.json")),
+            root: root.to_path_buf(),
+            component,
+            stamp: None,
+            held: None,
+        }
+    }
+
+    /// Re-read the state if its file changed; true when the held generation changed
+    /// (including starting or vanishing).
+    fn poll(&mut self) -> bool {
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        if stamp == self.stamp && (stamp.is_some() == self.held.is_some()) {
+            return false;
+        }
+        self.stamp = stamp;
+        let before = self.held.as_ref().map(|h| h.generation);
+        self.held = runtime::held(&self.root, self.component);
+        before != self.held.as_ref().map(|h| h.generation)
+    }
+}
+
+/// Store events, taken in batches: a burst of thousands of writes wakes a controller a
+/// few times, not once per write.
+#[derive(Debug, Default)]
+struct Batch {
+    events: Vec<Event>,
+    /// Events were missed: the controller must look at everything again.
+    lagged: bool,
+    /// The store is gone.
+    closed: bool,
+}
+
+/// How long a controller lets a burst of events accumulate before it acts.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
+
+/// After `first` (what `rx.recv()` gave), take everything that arrives within
+/// [`BATCH_WINDOW`]. Call it in a `select!` arm's body, where it is not cancelled.
+async fn settle(first: Result<Event, RecvError>, rx: &mut broadcast::Receiver<Event>) -> Batch {
+    let mut batch = Batch::default();
+    match first {
+        Ok(e) => batch.events.push(e),
+        Err(RecvError::Lagged(_)) => batch.lagged = true,
+        Err(RecvError::Closed) => {
+            batch.closed = true;
+            return batch;
+        }
+    }
+    tokio::time::sleep(BATCH_WINDOW).await;
+    drain(rx, &mut batch);
+    batch
+}
+
+/// Take what is waiting, without waiting.
+fn drain(rx: &mut broadcast::Receiver<Event>, batch: &mut Batch) {
+    loop {
+        match rx.try_recv() {
+            Ok(e) => batch.events.push(e),
+            Err(TryRecvError::Lagged(_)) => batch.lagged = true,
+            Err(TryRecvError::Empty) => return,
+            Err(TryRecvError::Closed) => {
+                batch.closed = true;
+                return;
+            }
+        }
+    }
+}
+
+/// The field manager of the controller manager's writes.
+const KCM: &str = "kube-controller-manager";
+
+/// Write options that record `manager` (and the subresource written) in
+/// `metadata.managedFields`, as the real component's writes do.
+fn by(manager: &str, subresource: Option<&str>) -> WriteOptions {
+    WriteOptions {
+        manager: Some(Manager {
+            name: manager.into(),
+            operation: "Update".into(),
+            subresource: subresource.map(str::to_string),
+        }),
+        dry_run: false,
+    }
+}
+
+/// Print a controller's failure (the sandbox's log). Never holds key material: only
+/// store errors and object names reach here.
+fn warn(controller: &str, what: impl std::fmt::Display) {
+    eprintln!("sandbox {controller}: {what}");
+}
