@@ -113,7 +113,7 @@ pub fn walk(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(parallelism.max(1))
-        .enable_time()
+        .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let (after, during) = match &fault {
