@@ -339,6 +339,15 @@ impl Loaded {
         if p.is_absolute() { p } else { self.dir.join(p) }
     }
 
+    /// The Kubernetes API access of `inventory.kube`, resolved; `None` when not set.
+    pub fn kube_access(&self) -> Option<crate::exec::kube::Access> {
+        self.config
+            .inventory
+            .kube
+            .as_ref()
+            .map(|k| crate::exec::kube::Access::resolve(k, &self.dir))
+    }
+
     /// Node roots, in inventory order.
     pub fn node_targets(&self) -> Result<Vec<crate::observe::NodeTarget>, ConfigError> {
         self.config

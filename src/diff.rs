@@ -248,6 +248,9 @@ pub enum Field {
     PodTrust,
     /// `extension-apiserver-authentication` and the aggregated servers reading it.
     ExtensionAuth,
+    /// The rotating part of a webhook's, APIService's or CRD conversion webhook's
+    /// caBundle (path: `Kind/name#/json/pointer`); its other CAs stay.
+    CaBundle,
 }
 
 /// One place that holds trust.
@@ -271,6 +274,7 @@ impl Consumer {
             | Field::KubeconfigCa
             | Field::KubeRootCa
             | Field::PodTrust
+            | Field::CaBundle
             | Field::ExtensionAuth => State::Members(t.trust.clone()),
             Field::SigningKey => State::KeyOf(t.issuer.clone()),
             Field::SignerCopy => {
@@ -311,6 +315,10 @@ impl Consumer {
             Field::PodTrust => "running pods' in-memory trust".to_string(),
             Field::ExtensionAuth => {
                 "ConfigMap kube-system/extension-apiserver-authentication".to_string()
+            }
+            Field::CaBundle => {
+                let (object, pointer) = self.path.split_once('#').unwrap_or((&self.path, ""));
+                return format!("{object} caBundle ({pointer})");
             }
         };
         match &self.node {
@@ -427,8 +435,56 @@ pub fn consumers(
         field,
     };
     let trust = State::Members(current.trust.clone());
-    match auth {
-        Authority::Kubernetes => {
+    match (&snap.kube, auth) {
+        // Read from the API: what every namespace, pod and caBundle holds now.
+        (Some(k), Authority::Kubernetes) => {
+            let published: Vec<&Vec<Fingerprint>> = k
+                .kube_root_ca
+                .iter()
+                .chain(&k.token_secrets)
+                .map(|p| &p.cas)
+                .collect();
+            if !published.is_empty() || !k.kube_root_ca_missing.is_empty() {
+                let everywhere = if k.kube_root_ca_missing.is_empty() {
+                    common(published)
+                } else {
+                    vec![]
+                };
+                out.push((cluster(Field::KubeRootCa), State::Members(everywhere)));
+            }
+            if !k.pods.is_empty() {
+                let trusted = common(
+                    k.pods
+                        .iter()
+                        .map(|g| g.trust.as_ref().unwrap_or(&EMPTY))
+                        .collect(),
+                );
+                out.push((cluster(Field::PodTrust), State::Members(trusted)));
+            }
+            if let Some(cas) = &k.cluster_info {
+                out.push((cluster(Field::ClusterInfo), State::Members(cas.clone())));
+            }
+            for b in &k.ca_bundles {
+                let ours: Vec<Fingerprint> =
+                    b.cas.iter().filter(|f| in_lineage(f)).cloned().collect();
+                if !ours.is_empty() {
+                    out.push((
+                        Consumer {
+                            path: format!("{}#{}", b.object, b.pointer),
+                            ..cluster(Field::CaBundle)
+                        },
+                        State::Members(ours),
+                    ));
+                }
+            }
+        }
+        (Some(k), Authority::FrontProxy) => {
+            if let Some(cas) = &k.extension_auth {
+                out.push((cluster(Field::ExtensionAuth), State::Members(cas.clone())));
+            }
+        }
+        // No API access: the API objects are assumed to follow the files.
+        (None, Authority::Kubernetes) => {
             out.push((cluster(Field::KubeRootCa), trust.clone()));
             out.push((cluster(Field::PodTrust), trust));
             out.push((
@@ -436,10 +492,24 @@ pub fn consumers(
                 State::Members(vec![current.issuer.clone()]),
             ));
         }
-        Authority::FrontProxy => out.push((cluster(Field::ExtensionAuth), trust)),
-        Authority::Etcd => {}
+        (None, Authority::FrontProxy) => out.push((cluster(Field::ExtensionAuth), trust)),
+        (_, Authority::Etcd) => {}
     }
     out
+}
+
+static EMPTY: Vec<Fingerprint> = Vec::new();
+
+/// The CAs every list holds, in the first list's order.
+fn common(lists: Vec<&Vec<Fingerprint>>) -> Vec<Fingerprint> {
+    let Some(first) = lists.first() else {
+        return vec![];
+    };
+    first
+        .iter()
+        .filter(|f| lists.iter().all(|l| l.contains(f)))
+        .cloned()
+        .collect()
 }
 
 /// A change of one consumer, final state against current.

@@ -111,6 +111,9 @@ pub enum Action {
     UpdateClusterInfo,
     /// Restart aggregated API servers / webhooks so they trust the new CA.
     RestartExtensionServers,
+    /// Set the rotating part of every caBundle (webhooks, APIServices, CRD conversion
+    /// webhooks) that holds a CA of the authority; other CAs in a bundle stay.
+    UpdateCaBundles,
     /// Verify every trust edge (a gate between stages).
     VerifyTrust,
 }
@@ -290,6 +293,7 @@ pub fn parse(file: &str, text: &str) -> Result<Procedure, ProcedureError> {
                 | Action::RestartWorkloads
                 | Action::UpdateClusterInfo
                 | Action::RestartExtensionServers
+                | Action::UpdateCaBundles
                 | Action::VerifyTrust
         );
         if cluster_action != (s.for_each == ForEach::Cluster) {

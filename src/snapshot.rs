@@ -34,6 +34,74 @@ pub struct Snapshot {
     pub cas: BTreeMap<Fingerprint, CaFact>,
     /// Nodes: control planes first, then workers, each in natural name order.
     pub nodes: Vec<NodeSnapshot>,
+    /// What the Kubernetes API holds, when `inventory.kube` is set. Not part of the
+    /// fingerprint: API objects move on their own (pods restart, controllers publish),
+    /// and apply re-reads them live at every step that touches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<KubeSnapshot>,
+}
+
+/// The trust that API objects hold (read with kube-rs, every list paginated).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KubeSnapshot {
+    /// The API server URL read.
+    pub server: String,
+    /// Number of namespaces.
+    pub namespaces: usize,
+    /// kube-root-ca.crt: each distinct content and the namespaces holding it.
+    pub kube_root_ca: Vec<Published>,
+    /// Namespaces without a kube-root-ca.crt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kube_root_ca_missing: Vec<String>,
+    /// `ca.crt` of legacy service-account token secrets, by content (`namespace/name`).
+    pub token_secrets: Vec<Published>,
+    /// The CAs in kube-public/cluster-info's kubeconfig (absent: no such ConfigMap).
+    pub cluster_info: Option<Vec<Fingerprint>>,
+    /// `requestheader-client-ca-file` of kube-system/extension-apiserver-authentication.
+    pub extension_auth: Option<Vec<Fingerprint>>,
+    /// Every caBundle of webhooks, APIServices and CRD conversion webhooks. Only the ones
+    /// that hold a rotating CA are changed.
+    pub ca_bundles: Vec<CaBundleFact>,
+    /// Number of Deployments, DaemonSets and StatefulSets.
+    pub workloads: usize,
+    /// Running pods grouped by what they trust in memory (the kube-root-ca.crt they read
+    /// at start).
+    pub pods: Vec<PodGroup>,
+}
+
+/// One distinct published content and who holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    /// Its CAs.
+    pub cas: Vec<Fingerprint>,
+    /// Namespaces (kube-root-ca.crt) or `namespace/name` (secrets), sorted.
+    pub holders: Vec<String>,
+}
+
+/// One caBundle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaBundleFact {
+    /// `Kind/name`.
+    pub object: String,
+    /// JSON pointer of the field.
+    pub pointer: String,
+    /// Its CAs.
+    pub cas: Vec<Fingerprint>,
+}
+
+/// Pods that hold the same trust.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PodGroup {
+    /// The CAs they trust; `None`: unknown (started before their namespace's
+    /// kube-root-ca.crt was last written), treated as stale.
+    pub trust: Option<Vec<Fingerprint>>,
+    /// `namespace/name` of each pod.
+    pub pods: Vec<String>,
+    /// `namespace/Kind/name` of the workloads owning them.
+    pub workloads: Vec<String>,
+    /// `namespace/name` of pods without an owner (a rollout cannot restart them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bare: Vec<String>,
 }
 
 /// A CA certificate and where it was seen.
@@ -169,6 +237,7 @@ impl Snapshot {
             fingerprint,
             cas,
             nodes,
+            kube: None,
         }
     }
 

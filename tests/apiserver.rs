@@ -728,10 +728,15 @@ spec:
         assert!(ann["kubectl.kubernetes.io/restartedAt"].is_string(), "{ann}");
 
         // A watch sees a change committed while it runs.
-        let mut watch = k.cmd().args(["get", "configmaps", "-n", "x", "--watch", "-o", "name", "--request-timeout=20s"])
-            .stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        k
-            .run(&["delete", "secret", "plain", "-n", "x"]);
+        // Printed as Tables, so one header for the list and the events.
+        let mut watch = k
+            .cmd()
+            .args(["get", "configmaps", "-n", "x", "--watch", "--request-timeout=20s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        k.run(&["delete", "secret", "plain", "-n", "x"]);
         (k, watch.stdout.take().unwrap(), watch)
     })
     .await
@@ -765,13 +770,12 @@ spec:
     let _ = watch.kill();
     let _ = watch.wait();
     assert!(
-        lines.iter().any(|l| l.contains("configmap/settings")),
+        lines.iter().any(|l| l.starts_with("settings ")),
         "{lines:?}"
     );
-    assert!(
-        lines.iter().any(|l| l.contains("configmap/late")),
-        "{lines:?}"
-    );
+    assert!(lines.iter().any(|l| l.starts_with("late ")), "{lines:?}");
+    let headers = lines.iter().filter(|l| l.starts_with("NAME ")).count();
+    assert_eq!(headers, 1, "{lines:?}");
     let secrets =
         tokio::task::spawn_blocking(move || k.run(&["get", "secrets", "-n", "x", "-o", "name"]))
             .await

@@ -6,6 +6,7 @@ use super::gate;
 use super::material::{Material, key_block};
 use crate::config::{Authority, Issuance};
 use crate::diff::{Field, State};
+use crate::exec::kube::{self, publish, rollout};
 use crate::exec::{self, Files, Node};
 use crate::pki::issue::{generate_key, issue_leaf};
 use crate::pki::kubeconfig::{Kubeconfig, SecretB64, b64, unb64};
@@ -25,6 +26,10 @@ pub struct Ctx<'a> {
     pub issuance: &'a Issuance,
     /// Testing aid: exit after the first operation of this step.
     pub die_during: Option<&'a str>,
+    /// The Kubernetes API, when `inventory.kube` is set.
+    pub kube: Option<&'a kube::Access>,
+    /// How long an API wait (published CAs, budgets, rollouts) may take.
+    pub wait_timeout: std::time::Duration,
 }
 
 /// What a step did.
@@ -64,6 +69,7 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                 path,
                 field,
                 want,
+                ..
             } => {
                 let node = ctx.node(n)?;
                 if let Some(line) = set(ctx, node, *authority, path, field, want)? {
@@ -72,10 +78,15 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
             }
             Op::Set {
                 node: None,
+                path,
                 field,
                 want,
+                replaces,
                 ..
-            } => cluster(ctx, field, want, &mut out)?,
+            } => match ctx.kube {
+                Some(access) => api(ctx, access, path, field, want, replaces, &mut out)?,
+                None => cluster(ctx, field, want, &mut out)?,
+            },
             Op::Restart { node, component } => {
                 let node = ctx.node(node)?;
                 let how = if component == "kubelet" {
@@ -372,6 +383,117 @@ fn reissue(
 /// Cluster objects. Until trustform talks to the API server, the sandbox's are checked
 /// through the processes that publish them, and a real cluster's are left to the
 /// operator with the exact command.
+/// Bring an API object (or what pods trust) to `want`, through the Kubernetes API.
+fn api(
+    ctx: &Ctx,
+    access: &kube::Access,
+    path: &str,
+    field: &Field,
+    want: &State,
+    replaces: &[Fingerprint],
+    out: &mut Outcome,
+) -> Result<(), String> {
+    let State::Members(want) = want else {
+        return Err(format!("cannot bring {field:?} to {want:?}"));
+    };
+    let pems = || -> Result<Vec<(Fingerprint, String)>, String> {
+        want.iter()
+            .map(|fp| {
+                ctx.material
+                    .get(fp)
+                    .map(|c| (fp.clone(), c.cert.to_pem()))
+                    .ok_or_else(|| format!("CA {} is not known to this apply", fp.short()))
+            })
+            .collect()
+    };
+    let timeout = ctx.wait_timeout;
+    let result = kube::block(async {
+        let client = access.connect().await?;
+        let mut did = Vec::new();
+        let mut warnings = Vec::new();
+        match field {
+            Field::KubeRootCa => did.push(publish::wait_root_ca(&client, want, timeout).await?),
+            Field::ExtensionAuth => {
+                did.push(publish::wait_extension_auth(&client, want, timeout).await?);
+                warnings.push(
+                    "aggregated API servers read extension-apiserver-authentication at start: restart them (documented step 8.1)".to_string(),
+                );
+            }
+            Field::ClusterInfo => {
+                let pem: String = pems()
+                    .map_err(|e| kube::KubeError::Api {
+                        what: "update cluster-info".into(),
+                        code: 0,
+                        reason: "unknown CA".into(),
+                        message: e,
+                    })?
+                    .into_iter()
+                    .map(|(_, p)| p)
+                    .collect();
+                did.push(
+                    publish::update_cluster_info(&client, &pem)
+                        .await?
+                        .unwrap_or_else(|| "kube-public/cluster-info already holds it".into()),
+                );
+            }
+            Field::PodTrust => {
+                let r = rollout::restart_stale(&client, want, timeout).await?;
+                did.push(if r.restarted.is_empty() {
+                    "no workload has a pod with stale trust".to_string()
+                } else {
+                    format!(
+                        "rolled {} workloads (kubectl.kubernetes.io/restartedAt): {}",
+                        r.restarted.len(),
+                        kube::laggards(&r.restarted)
+                    )
+                });
+                if !r.bare.is_empty() {
+                    warnings.push(format!(
+                        "{} pods without an owner hold stale trust and need a manual restart: {}",
+                        r.bare.len(),
+                        r.bare.join(", ")
+                    ));
+                }
+            }
+            Field::CaBundle => {
+                let want = pems().map_err(|e| kube::KubeError::Api {
+                    what: format!("update {path}"),
+                    code: 0,
+                    reason: "unknown CA".into(),
+                    message: e,
+                })?;
+                let (object, pointer) = path.split_once('#').unwrap_or((path, ""));
+                let lines =
+                    publish::update_ca_bundles(&client, replaces, &want, Some((object, pointer)))
+                        .await?;
+                if lines.is_empty() {
+                    did.push(format!("{object} {pointer}: already holds it"));
+                }
+                did.extend(lines);
+            }
+            other => {
+                return Err(kube::KubeError::Api {
+                    what: format!("{other:?}"),
+                    code: 0,
+                    reason: "not an API object".into(),
+                    message: "this field lives on nodes".into(),
+                });
+            }
+        }
+        Ok::<_, kube::KubeError>((did, warnings))
+    });
+    let (did, warnings) = result.map_err(|e| {
+        let help = miette::Diagnostic::help(&e)
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        format!("{e}{help}")
+    })?;
+    out.did.extend(did);
+    out.warnings.extend(warnings);
+    Ok(())
+}
+
+/// Without API access: check what the sandbox's processes publish, or leave a warning.
 fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<(), String> {
     let State::Members(want) = want else {
         return Err(format!("cannot bring {field:?} to {want:?}"));

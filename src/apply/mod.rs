@@ -4,6 +4,7 @@
 //! `material` holds the CA certificates and keys the steps write.
 
 pub mod act;
+pub mod cluster_lock;
 pub mod gate;
 pub mod journal;
 pub mod lock;

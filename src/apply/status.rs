@@ -3,11 +3,11 @@
 use super::journal::{self, Progress};
 use super::lock::{self, LockInfo};
 use crate::plan::Plan;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The state of the latest (or a named) apply.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// Plan id.
     pub plan_id: String,

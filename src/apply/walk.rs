@@ -47,6 +47,10 @@ pub struct World {
     pub material: Material,
     /// Issuance settings.
     pub issuance: Issuance,
+    /// The Kubernetes API, when `inventory.kube` is set.
+    pub kube: Option<crate::exec::kube::Access>,
+    /// How long an API wait may take.
+    pub wait_timeout: std::time::Duration,
 }
 
 /// The result of one run.
@@ -109,7 +113,7 @@ pub fn walk(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(parallelism.max(1))
-        .enable_time()
+        .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let (after, during) = match &fault {
@@ -151,6 +155,8 @@ pub fn walk(
                             material: &world.material,
                             issuance: &world.issuance,
                             die_during: during.as_deref(),
+                            kube: world.kube.as_ref(),
+                            wait_timeout: world.wait_timeout,
                         };
                         act::run(&ctx, &plan.steps[i])
                     })

@@ -1,6 +1,7 @@
 //! `trustform apply`, `rollback`, `status` and `force-unlock`.
 
 use super::Exit;
+use crate::apply::cluster_lock::{self, ClusterLock, Refused};
 use crate::apply::journal::{self, Event, Journal, Progress as Journaled};
 use crate::apply::material::{Material, key_block};
 use crate::apply::progress::{Mode, Progress};
@@ -44,6 +45,10 @@ pub struct Args {
     /// Progress output.
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutFormat,
+    /// How long a step may wait on the cluster: published CAs, PodDisruptionBudgets,
+    /// each rollout.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
 }
 
 /// `rollback`.
@@ -341,7 +346,10 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
                             p.id()
                         ));
                     }
-                    let snap = observe::observe(&loaded.node_targets()?)?;
+                    let snap = observe::observe_with(
+                        &loaded.node_targets()?,
+                        loaded.kube_access().as_ref(),
+                    )?;
                     let changes = staleness(&p, &loaded, &snap);
                     if !changes.is_empty() {
                         return Err(Stale {
@@ -408,6 +416,31 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
             dead.id, dead.who, dead.pid
         );
     }
+    let cluster_lock = match loaded.kube_access() {
+        Some(access) => match ClusterLock::acquire(&access, &held.info, &state) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                eprintln!(
+                    "Note: the API at {} is not reachable: the lock file alone guards this apply.",
+                    access.server()
+                );
+                None
+            }
+            Err(Refused::Held(h)) => {
+                return Err(match h {
+                    Ok(h) => lock_error(lock::LockError::Held(h), &state),
+                    Err(raw) => miette::miette!(
+                        code = "trustform::apply::locked",
+                        help =
+                            "wait for it, or delete the Lease kube-system/trustform if it is stale",
+                        "the Lease kube-system/trustform is held by {raw}"
+                    ),
+                });
+            }
+            Err(Refused::Api(e)) => return Err(e.into()),
+        },
+        None => None,
+    };
     if !resume {
         archive(&state, &id).map_err(io("cannot archive an earlier journal"))?;
     }
@@ -466,6 +499,8 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
         nodes,
         material,
         issuance: loaded.config.issuance.clone(),
+        kube: loaded.kube_access(),
+        wait_timeout: a.wait_timeout,
     });
     let result = apply::walk(
         Arc::new(plan),
@@ -528,6 +563,7 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
         }),
         &lines,
     );
+    drop(cluster_lock);
     drop(held);
     if ok {
         Ok(Exit::Ok)
@@ -637,6 +673,25 @@ pub fn status(a: StatusArgs, config_path: &Path) -> miette::Result<Exit> {
     let loaded = config::load(config_path)?;
     let state = state_dir(&loaded);
     let Some(id) = a.plan_id.clone().or_else(|| status::latest(&state)) else {
+        // No apply from this machine: ask the cluster.
+        if let Some(access) = loaded.kube_access() {
+            let (s, holder) = cluster_lock::read(&access)?;
+            if let Some(mut s) = s {
+                if s.lock.is_none() {
+                    s.lock = holder;
+                }
+                match a.format {
+                    OutFormat::Json => println!("{}", serde_json::to_string(&s).expect("status")),
+                    OutFormat::Text => {
+                        println!("(from kube-system/trustform-status at {})", access.server());
+                        for l in s.lines() {
+                            println!("{l}");
+                        }
+                    }
+                }
+                return Ok(Exit::Ok);
+            }
+        }
         match a.format {
             OutFormat::Json => println!("{}", serde_json::json!({"state": "none"})),
             OutFormat::Text => println!("No apply has run for this cluster."),
@@ -685,6 +740,16 @@ pub fn status(a: StatusArgs, config_path: &Path) -> miette::Result<Exit> {
 pub fn force_unlock(a: UnlockArgs, config_path: &Path) -> miette::Result<Exit> {
     let loaded = config::load(config_path)?;
     let state = state_dir(&loaded);
+    if let Some(access) = loaded.kube_access()
+        && let Ok(Some(h)) = cluster_lock::force_release(&access, &a.id)
+    {
+        println!(
+            "Released the Lease kube-system/trustform of lock {} ({} by {}).",
+            h.id, h.operation, h.who
+        );
+        let _ = lock::force_unlock(&state, &a.id);
+        return Ok(Exit::Ok);
+    }
     match lock::force_unlock(&state, &a.id) {
         Ok(h) => {
             println!(

@@ -55,6 +55,8 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             roots: vec![],
             name: None,
             force: false,
+            kubeconfig: None,
+            context: None,
         },
         &config,
     )?;
@@ -76,6 +78,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
     eprintln!("==> trustform apply --auto-approve");
     super::apply::run(
         super::apply::Args {
+            wait_timeout: std::time::Duration::from_secs(300),
             plan: None,
             auto_approve: true,
             parallelism: 10,

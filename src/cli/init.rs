@@ -27,6 +27,13 @@ pub struct Args {
     /// Overwrite an existing trustform.yaml.
     #[arg(long)]
     pub force: bool,
+    /// Kubeconfig that reaches the cluster's API (written to `inventory.kube`). With
+    /// --sandbox, the sandbox's admin.conf when its API server has been started.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context of that kubeconfig (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
 }
 
 /// Make `.trustform/` git-ignored beside the config (keys, journals, backups live there).
@@ -129,7 +136,23 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             ));
         }
     };
-    let snap = observe::observe(&targets)?;
+    let kubeconfig = a.kubeconfig.clone().or_else(|| {
+        let sb = a.sandbox.as_ref()?;
+        sb.join("apiserver/endpoint.json")
+            .is_file()
+            .then(|| sb.join("nodes/cp-1/etc/kubernetes/admin.conf"))
+    });
+    let kube = kubeconfig.map(|k| config::KubeAccess {
+        kubeconfig: Some(relative_to(
+            &std::path::absolute(&k).unwrap_or(k.clone()),
+            &dir,
+        )),
+        context: a.context.clone(),
+    });
+    let access = kube
+        .as_ref()
+        .map(|k| crate::exec::kube::Access::resolve(k, &dir));
+    let snap = observe::observe_with(&targets, access.as_ref())?;
     let mut cas = BTreeMap::new();
     let mut authorities = BTreeMap::new();
     for auth in Authority::ALL {
@@ -189,7 +212,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             name: a.name.unwrap_or(default_name),
         },
         inventory: Inventory {
-            kube: None,
+            kube,
             layout: Layout::Kubeadm,
             nodes,
         },
@@ -198,8 +221,13 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         issuance: Default::default(),
     };
     write_config(path, &c)?;
+    let api = snap
+        .kube
+        .as_ref()
+        .map(|k| format!(" and the API at {} ({} namespaces)", k.server, k.namespaces))
+        .unwrap_or_default();
     eprintln!(
-        "Wrote {} from {} nodes ({} authorities, desired = current). Commit it; then `trustform rotate kubernetes`.",
+        "Wrote {} from {} nodes{api} ({} authorities, desired = current). Commit it; then `trustform rotate kubernetes`.",
         path.display(),
         snap.nodes.len(),
         c.authorities.len()

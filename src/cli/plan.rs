@@ -22,7 +22,7 @@ pub struct Args {
 /// Observe, diff and plan from a config file.
 pub fn make(path: &Path) -> miette::Result<plan::Plan> {
     let loaded = config::load(path)?;
-    let snap = observe::observe(&loaded.node_targets()?)?;
+    let snap = observe::observe_with(&loaded.node_targets()?, loaded.kube_access().as_ref())?;
     let desired = diff::resolve(&loaded, &snap)?;
     let procedures = procedure::load_all()?;
     Ok(plan::build(&plan::Input {

@@ -135,7 +135,7 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))?;
     rt.block_on(async {
         let server = apiserver::serve(&a.dir, opts).await?;
-        // The cluster's controllers run beside the API server, on its store.
+        // The simulated control plane's controllers and kubelets, beside the API server.
         let controllers = controllers::spawn(&a.dir, server.store.clone());
         eprintln!(
             "API server {} ({}) ready; KUBECONFIG={}",

@@ -44,12 +44,12 @@ pub fn parse_roots(roots: &[String]) -> Vec<NodeTarget> {
 
 /// Run.
 pub fn run(a: Args, config: &Path) -> miette::Result<Exit> {
-    let targets = if a.roots.is_empty() {
-        crate::config::load(config)?.node_targets()?
+    let snap = if a.roots.is_empty() {
+        let loaded = crate::config::load(config)?;
+        observe::observe_with(&loaded.node_targets()?, loaded.kube_access().as_ref())?
     } else {
-        parse_roots(&a.roots)
+        observe::observe(&parse_roots(&a.roots))?
     };
-    let snap = observe::observe(&targets)?;
     let json = snap.to_json() + "\n";
     match a.out {
         Some(p) => {

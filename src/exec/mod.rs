@@ -4,6 +4,7 @@
 //! process re-reading its files.
 
 pub mod files;
+pub mod kube;
 
 pub use files::{BackupEntry, Files};
 

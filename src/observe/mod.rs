@@ -1,6 +1,7 @@
 //! Readers that build a [`Snapshot`]. Observation never writes.
 
 mod files;
+pub mod kube;
 
 use crate::pki::{Fingerprint, ParsedCert};
 use crate::snapshot::{CaFact, CertEntry, FileFact, NodeSnapshot, Snapshot, natural_key};
@@ -96,6 +97,10 @@ pub enum ObserveError {
         #[label("this file is missing")]
         span: SourceSpan,
     },
+    /// The Kubernetes API could not be read.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Kube(#[from] crate::exec::kube::KubeError),
 }
 
 /// The span of 1-based `line` in `text`.
@@ -117,6 +122,24 @@ pub(crate) struct RawNode {
     pub certs: HashMap<Fingerprint, ParsedCert>,
     /// Fingerprints of the public halves of every private key read.
     pub keys: Vec<Fingerprint>,
+}
+
+/// Read every node (in parallel) and, when `kube` is given, the API (at the same
+/// time) into one snapshot.
+pub fn observe_with(
+    targets: &[NodeTarget],
+    kube: Option<&crate::exec::kube::Access>,
+) -> Result<Snapshot, ObserveError> {
+    std::thread::scope(|s| {
+        let api = kube.map(|a| s.spawn(move || kube::read_blocking(a)));
+        let files = observe(targets);
+        let api = api
+            .map(|h| h.join().expect("API observer panicked"))
+            .transpose();
+        let mut snap = files?;
+        snap.kube = api?;
+        Ok(snap)
+    })
 }
 
 /// Read every node (in parallel) into one snapshot.

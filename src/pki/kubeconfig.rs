@@ -8,6 +8,15 @@ use std::collections::BTreeMap;
 
 type Extra = BTreeMap<String, serde_json::Value>;
 
+/// kubeadm writes `contexts: null` and `users: null` (cluster-info): read them as empty.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 /// A kubeconfig file (`clientcmd/v1` `Config`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Kubeconfig {
@@ -18,10 +27,10 @@ pub struct Kubeconfig {
     #[serde(default = "config_kind")]
     pub kind: String,
     /// Named clusters.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub clusters: Vec<NamedCluster>,
     /// Named contexts.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub contexts: Vec<NamedContext>,
     /// The context kubectl uses.
     #[serde(rename = "current-context", default)]
@@ -30,7 +39,7 @@ pub struct Kubeconfig {
     #[serde(default)]
     pub preferences: serde_json::Value,
     /// Named users.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub users: Vec<NamedUser>,
 }
 
@@ -247,5 +256,18 @@ impl Kubeconfig {
         let mut options = serde_saphyr::SerializerOptions::default();
         options.prefer_block_scalars = false;
         serde_saphyr::to_string_with_options(self, options).expect("kubeconfig serialises")
+    }
+}
+
+#[cfg(test)]
+mod null_lists {
+    use super::Kubeconfig;
+
+    #[test]
+    fn kubeadm_cluster_info_with_null_lists_parses() {
+        let text = "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: QUJD\n    server: https://10.0.0.1:6443\n  name: \"\"\ncontexts: null\ncurrent-context: \"\"\nkind: Config\npreferences: {}\nusers: null\n";
+        let k: Kubeconfig = serde_saphyr::from_str(text).expect("parses");
+        assert_eq!(k.clusters.len(), 1);
+        assert!(k.contexts.is_empty() && k.users.is_empty());
     }
 }

@@ -111,6 +111,7 @@ fn covers(t: &StepTemplate, c: &Consumer, want: &State, kubelet_ca: Option<&str>
         Action::RestartWorkloads => c.field == Field::PodTrust,
         Action::UpdateClusterInfo => c.field == Field::ClusterInfo,
         Action::RestartExtensionServers => c.field == Field::ExtensionAuth,
+        Action::UpdateCaBundles => c.field == Field::CaBundle,
         Action::RestartStaticPod | Action::RestartKubelet | Action::VerifyTrust => false,
     }
 }
@@ -178,7 +179,8 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
     let mut skipped = Vec::new();
     let mut authorities = Vec::new();
     let mut exit: Vec<usize> = Vec::new(); // frontier of the previous procedure
-    for (auth, current, want) in &rotating {
+    for (auth, current, want_target) in &rotating {
+        let want = want_target;
         let Some(proc_) = input.procedures.iter().find(|p| p.authority == *auth) else {
             let have: Vec<String> = input
                 .procedures
@@ -304,6 +306,11 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                                 path: c.path.clone(),
                                 field: c.field.clone(),
                                 want: want.clone(),
+                                replaces: if c.field == Field::CaBundle {
+                                    lineage(current, want_target)
+                                } else {
+                                    vec![]
+                                },
                             });
                             changes.push(StepChange {
                                 what: c.describe(),
@@ -425,6 +432,7 @@ fn skip_reason(t: &StepTemplate) -> String {
         Action::RestartExtensionServers => {
             "extension servers already trust this stage's CAs".into()
         }
+        Action::UpdateCaBundles => "no caBundle holds a rotating CA".into(),
         _ => "already in the state this stage needs".into(),
     }
 }

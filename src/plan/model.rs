@@ -138,6 +138,10 @@ pub enum Op {
         field: Field,
         /// The state to reach.
         want: State,
+        /// The rotating CAs it may hold, which `want` replaces (caBundles: every other
+        /// CA in the bundle stays).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replaces: Vec<crate::pki::Fingerprint>,
     },
     /// Restart a component so it re-reads its files.
     Restart {

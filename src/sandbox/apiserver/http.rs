@@ -493,7 +493,7 @@ async fn handle_inner(
     match (&method, &target.name, &target.sub) {
         (&Method::GET, None, _) => {
             if q.flag("watch") {
-                watch_list(ctx, &target, &q)
+                watch_list(ctx, &target, &q, &accept)
             } else {
                 list(ctx, &target, &q, &accept)
             }
@@ -792,7 +792,7 @@ fn watch_line(kind: &str, obj: &Value) -> Bytes {
 /// `?watch=1`: the matching objects as ADDED (or, from a `resourceVersion`, those changed
 /// since), then every change as it is committed. Deletions between a list and a watch
 /// started from its resourceVersion are not replayed (the store keeps no history).
-fn watch_list(ctx: &Ctx, t: &Target, q: &Query) -> Result<Response, ApiError> {
+fn watch_list(ctx: &Ctx, t: &Target, q: &Query, accept: &str) -> Result<Response, ApiError> {
     let sel = selector_of(q)?;
     let since: Option<u64> =
         match q.get("resourceVersion") {
@@ -813,11 +813,23 @@ fn watch_list(ctx: &Ctx, t: &Target, q: &Query) -> Result<Response, ApiError> {
                 && since
                     .is_none_or(|s| rv_of(o).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) > s)
         });
+    // kubectl get --watch asks for each object as a one-row Table.
+    let res = t.res;
+    let include = table::Include::parse(q.get("includeObject"));
+    let as_table = table::wanted(accept);
+    let render = move |o: &Value| -> Value {
+        if as_table {
+            let meta = json!({"resourceVersion": rv_of(o).unwrap_or_default()});
+            table::render(res, std::slice::from_ref(o), meta, include)
+        } else {
+            o.clone()
+        }
+    };
     let initial_kind = if since.is_none() { "ADDED" } else { "MODIFIED" };
     let initial: Vec<Bytes> = page
         .items
         .iter()
-        .map(|o| watch_line(initial_kind, o))
+        .map(|o| watch_line(initial_kind, &render(o)))
         .collect();
     let seen = page.resource_version;
     let (tx, body_rx) = mpsc::channel::<Bytes>(64);
@@ -860,7 +872,11 @@ fn watch_list(ctx: &Ctx, t: &Target, q: &Query) -> Result<Response, ApiError> {
                 EventKind::Modified => "MODIFIED",
                 EventKind::Deleted => "DELETED",
             };
-            if tx.send(watch_line(kind, &change.object)).await.is_err() {
+            if tx
+                .send(watch_line(kind, &render(&change.object)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

@@ -902,7 +902,7 @@ impl Store {
 
     /// Atomic read-modify-write for controllers (no resourceVersion check); skips the
     /// write (and the event) when `f` leaves the object unchanged. Returns the stored
-    /// object.
+    /// object. `f` runs under the store's lock: it must not call the store.
     pub fn mutate(
         &self,
         plural: &str,

@@ -1,0 +1,409 @@
+//! The Kubernetes API side end to end: a seeded sandbox, its API server running as its own
+//! process (`trustform sandbox up`), and `trustform` observing and acting through kube-rs;
+//! `kubectl` and `openssl` as witnesses.
+
+mod common;
+
+use common::Workdir;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `trustform sandbox up DIR` in the background, stopped on drop.
+struct Up {
+    child: Child,
+}
+
+impl Up {
+    fn start(w: &Workdir, faults: Option<&str>) -> Up {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("trustform"));
+        cmd.current_dir(w.path())
+            .args(["sandbox", "up", "cluster"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(f) = faults {
+            cmd.env("TRUSTFORM_SANDBOX_FAULTS", f);
+        }
+        let child = cmd.spawn().expect("sandbox up starts");
+        let up = Up { child };
+        let endpoint = w.cluster().join("apiserver/endpoint.json");
+        let start = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&endpoint)
+                && let Ok(v) = serde_json::from_str::<Value>(&text)
+                && v["pid"].as_u64() == Some(u64::from(up.child.id()))
+                && kubectl(w, &["get", "--raw", "/healthz"]).0
+            {
+                return up;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the sandbox API server did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn admin_conf(w: &Workdir) -> PathBuf {
+    w.node("cp-1").join("etc/kubernetes/admin.conf")
+}
+
+/// kubectl with the sandbox's admin kubeconfig: (success, stdout, stderr).
+fn kubectl(w: &Workdir, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", admin_conf(w))
+        .output()
+        .expect("kubectl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn kubectl_json(w: &Workdir, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    let (ok, out, err) = kubectl(w, &a);
+    assert!(ok, "kubectl {args:?}: {err}");
+    serde_json::from_str(&out).expect("kubectl prints JSON")
+}
+
+/// A seeded sandbox: 2 control planes, 1 worker.
+fn seeded(namespaces: usize, workloads: usize, secrets: usize, webhooks: usize) -> Workdir {
+    let w = Workdir {
+        tmp: tempfile::tempdir().expect("tempdir"),
+    };
+    w.ok(&[
+        "sandbox",
+        "create",
+        "cluster",
+        "--control-planes",
+        "2",
+        "--workers",
+        "1",
+        "--key-algorithm",
+        "ecdsa-p256",
+        "--namespaces",
+        &namespaces.to_string(),
+        "--workloads",
+        &workloads.to_string(),
+        "--legacy-token-secrets",
+        &secrets.to_string(),
+        "--webhooks",
+        &webhooks.to_string(),
+    ]);
+    w
+}
+
+/// SHA-256 fingerprints of the certificates in a PEM text.
+fn fps(pem: &str) -> Vec<String> {
+    trustform::exec::kube::cluster::fingerprints(pem)
+        .into_iter()
+        .map(|f| f.0)
+        .collect()
+}
+
+fn b64d(s: &str) -> String {
+    use base64::Engine;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .expect("base64"),
+    )
+    .expect("utf-8")
+}
+
+fn ca_fps(w: &Workdir, file: &str) -> Vec<String> {
+    fps(&std::fs::read_to_string(w.node("cp-1").join("etc/kubernetes/pki").join(file)).unwrap())
+}
+
+/// Every namespace's kube-root-ca.crt, as fingerprint lists.
+fn root_cas(w: &Workdir) -> Vec<(String, Vec<String>)> {
+    let v = kubectl_json(
+        w,
+        &[
+            "get",
+            "configmaps",
+            "-A",
+            "--field-selector",
+            "metadata.name=kube-root-ca.crt",
+        ],
+    );
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cm| {
+            (
+                cm["metadata"]["namespace"].as_str().unwrap().to_string(),
+                fps(cm["data"]["ca.crt"].as_str().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Every legacy token secret's ca.crt, raw bytes (base64 as the API holds them).
+fn token_secrets(w: &Workdir) -> Vec<(String, String)> {
+    let v = kubectl_json(
+        w,
+        &[
+            "get",
+            "secrets",
+            "-A",
+            "--field-selector",
+            "type=kubernetes.io/service-account-token",
+        ],
+    );
+    let mut out: Vec<(String, String)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                format!(
+                    "{}/{}",
+                    s["metadata"]["namespace"].as_str().unwrap(),
+                    s["metadata"]["name"].as_str().unwrap()
+                ),
+                s["data"]["ca.crt"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every pod's in-memory trust (the sandbox's pods report it).
+fn pod_trust(w: &Workdir) -> Vec<(String, Option<String>, Vec<String>)> {
+    let v = kubectl_json(w, &["get", "pods", "-A"]);
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let owner = p["metadata"]["ownerReferences"][0]["kind"]
+                .as_str()
+                .map(str::to_string);
+            let trust = p["metadata"]["annotations"]["sandbox.trustform.dev/trusted-ca-sha256"]
+                .as_str()
+                .unwrap_or("")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            (
+                format!(
+                    "{}/{}",
+                    p["metadata"]["namespace"].as_str().unwrap(),
+                    p["metadata"]["name"].as_str().unwrap()
+                ),
+                owner,
+                trust,
+            )
+        })
+        .collect()
+}
+
+fn webhook_bundles(w: &Workdir) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for kind in [
+        "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
+    ] {
+        let v = kubectl_json(w, &["get", kind]);
+        for o in v["items"].as_array().unwrap() {
+            for (i, h) in o["webhooks"].as_array().unwrap().iter().enumerate() {
+                out.push((
+                    format!("{kind}/{}/{i}", o["metadata"]["name"].as_str().unwrap()),
+                    fps(&b64d(h["clientConfig"]["caBundle"].as_str().unwrap())),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_full_rotation_moves_every_api_object_and_pod_to_the_new_ca() {
+    let w = seeded(4, 6, 12, 4);
+    let _up = Up::start(&w, None);
+    let (ok, out, _) = kubectl(&w, &["get", "--raw", "/healthz"]);
+    assert!(ok && out.trim() == "ok");
+    w.ok(&["init", "--sandbox", "cluster"]);
+    let cfg = std::fs::read_to_string(w.config()).unwrap();
+    assert!(cfg.contains("kube:"), "init records the API access:\n{cfg}");
+    let old = ca_fps(&w, "ca.crt");
+    assert_eq!(old.len(), 1);
+    let before_bundles = webhook_bundles(&w);
+    assert!(before_bundles.iter().any(|(_, f)| f == &old));
+    assert!(before_bundles.iter().any(|(_, f)| f != &old));
+    // The snapshot reads the API.
+    let snap: Value = serde_json::from_str(&w.ok(&["snapshot"])).unwrap();
+    let k = &snap["kube"];
+    assert_eq!(k["namespaces"].as_u64(), Some(8), "4 system + 4 app namespaces");
+    assert_eq!(k["kube_root_ca"][0]["cas"][0].as_str(), Some(old[0].as_str()));
+    assert!(k["pods"].as_array().unwrap().iter().any(|g| g["pods"].as_array().unwrap().len() > 0));
+
+    w.ok(&["rotate", "kubernetes", "--to-end"]);
+    let plan = w.ok(&["plan", "-out", "plan.json"]);
+    for doc in ["3", "4", "9", "11.1"] {
+        assert!(
+            plan.contains(&format!("[{doc}] kubernetes-ca/")),
+            "documented step {doc} in the plan:\n{plan}"
+        );
+    }
+    assert!(plan.contains("caBundle"), "caBundle updates are planned:\n{plan}");
+    let out = w.ok(&["apply", "plan.json", "--format", "json"]);
+    assert!(out.contains("\"ok\":true"), "{out}");
+    let new = ca_fps(&w, "ca.crt");
+    assert_eq!(new.len(), 1);
+    assert_ne!(new, old);
+
+    // Every kube-root-ca.crt and token secret holds only the new CA.
+    let rc = root_cas(&w);
+    assert_eq!(rc.len(), 8);
+    for (ns, cas) in &rc {
+        assert_eq!(cas, &new, "{ns}/kube-root-ca.crt");
+    }
+    let secrets = token_secrets(&w);
+    assert_eq!(secrets.len(), 12);
+    for (name, data) in &secrets {
+        assert_eq!(fps(&b64d(data)), new, "{name}");
+    }
+    // No pod with an owner trusts only a CA that is gone.
+    for (pod, owner, trust) in pod_trust(&w) {
+        if owner.is_some() {
+            assert!(trust.contains(&new[0]), "{pod} trusts {trust:?}");
+        }
+    }
+    // cluster-info holds one CA, and it verifies the new API server certificate.
+    let ci = kubectl_json(&w, &["get", "configmap", "cluster-info", "-n", "kube-public"]);
+    let kc: Value = serde_saphyr::from_str(ci["data"]["kubeconfig"].as_str().unwrap()).unwrap();
+    let ca = b64d(kc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap());
+    assert_eq!(fps(&ca), new);
+    write(&w.path().join("cluster-info-ca.pem"), &ca);
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(w.path().join("cluster-info-ca.pem"))
+        .arg(w.node("cp-1").join("etc/kubernetes/pki/apiserver.crt"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    // caBundles that held the old CA hold the new one; the others did not move.
+    for ((name, before), (_, after)) in before_bundles.iter().zip(webhook_bundles(&w)) {
+        if before == &old {
+            assert_eq!(after, new, "{name}");
+        } else {
+            assert_eq!(&after, before, "{name}");
+        }
+    }
+    // kubectl reaches the rotated API server with the rotated admin.conf.
+    let (ok, out, err) = kubectl(&w, &["get", "--raw", "/healthz"]);
+    assert!(ok && out.trim() == "ok", "{err}");
+    // The Lease is released and the status is in the cluster for any machine.
+    let lease = kubectl(&w, &["get", "lease", "trustform", "-n", "kube-system", "-o", "json"]);
+    if lease.0 {
+        let l: Value = serde_json::from_str(&lease.1).unwrap();
+        assert!(l["spec"]["holderIdentity"].as_str().unwrap_or("").is_empty());
+    }
+    let other = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(w.config())
+        .unwrap()
+        .replace("kubeconfig: ", &format!("kubeconfig: {}/", w.path().display()))
+        .replace("root: ", &format!("root: {}/", w.path().display()));
+    write(&other.path().join("trustform.yaml"), &cfg);
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
+        .current_dir(other.path())
+        .args(["status", "--format", "json"])
+        .output()
+        .unwrap();
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "status from another machine: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(s["state"].as_str(), Some("done"), "{s}");
+    // Nothing left to do.
+    let plan = w.ok(&["plan"]);
+    assert!(plan.contains("No changes."), "{plan}");
+}
+
+#[test]
+fn apply_completes_with_five_percent_500s_and_409s() {
+    let w = seeded(3, 4, 6, 2);
+    let _up = Up::start(&w, Some("500=0.05,409=0.05"));
+    w.ok(&["init", "--sandbox", "cluster"]);
+    w.ok(&["rotate", "kubernetes", "--to-end"]);
+    let out = w.ok(&["apply", "--auto-approve", "--format", "json"]);
+    assert!(out.contains("\"ok\":true"), "{out}");
+    let new = ca_fps(&w, "ca.crt");
+    for (ns, cas) in root_cas(&w) {
+        assert_eq!(cas, new, "{ns}");
+    }
+}
+
+#[test]
+fn the_seed_shell_loop_gives_the_same_secrets_as_apply() {
+    let w = seeded(3, 2, 9, 0);
+    let _up = Up::start(&w, None);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    let before = token_secrets(&w);
+    assert_eq!(before.len(), 9);
+    // Pre-rotate only: trustform's step 3 (the controller manager publishes the bundle).
+    w.ok(&["rotate", "kubernetes"]);
+    w.ok(&["apply", "--auto-approve"]);
+    let ours = token_secrets(&w);
+    assert_ne!(ours, before);
+    for (name, data) in &ours {
+        assert_eq!(fps(&b64d(data)).len(), 2, "{name} holds old and new CA");
+    }
+    // The documented loop (seed 001, doc step 3), verbatim but for the file path.
+    let bundle = w.node("cp-1").join("etc/kubernetes/pki/ca.crt");
+    let script = format!(
+        r#"set -eu
+base64_encoded_ca="$(base64 -w0 {bundle})"
+for namespace in $(kubectl get ns --no-headers | awk '{{print $1}}'); do
+for token in $(kubectl get secrets --namespace "$namespace" --field-selector type=kubernetes.io/service-account-token -o name); do
+kubectl get $token --namespace "$namespace" -o yaml | \
+/bin/sed "s/\(ca.crt:\).*/\1 ${{base64_encoded_ca}}/" | \
+kubectl apply -f -
+done
+done
+"#,
+        bundle = bundle.display()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("KUBECONFIG", admin_conf(&w))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let applied = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        applied.lines().filter(|l| l.starts_with("secret/")).count(),
+        9,
+        "the loop applies every token secret:\n{applied}"
+    );
+    assert_eq!(token_secrets(&w), ours, "the loop and trustform agree byte for byte");
+}
