@@ -61,7 +61,10 @@ fn main() {
             "20",
         ],
     );
-    println!("sandbox create (seeded): {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "sandbox create (seeded): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let mut server = Command::new(bin)
         .current_dir(d)
         .args(["sandbox", "up", "cluster"])
@@ -98,7 +101,13 @@ fn main() {
             .stderr(Stdio::null()),
     );
     assert!(ours.ok, "trustform snapshot");
-    let floor = measure(&mut kubectl(&["get", "secrets,configmaps", "-A", "-o", "json"]));
+    let floor = measure(&mut kubectl(&[
+        "get",
+        "secrets,configmaps",
+        "-A",
+        "-o",
+        "json",
+    ]));
     assert!(floor.ok, "kubectl get");
 
     // (b) the seed's loop on 200 secrets.

@@ -258,9 +258,22 @@ fn a_full_rotation_moves_every_api_object_and_pod_to_the_new_ca() {
     // The snapshot reads the API.
     let snap: Value = serde_json::from_str(&w.ok(&["snapshot"])).unwrap();
     let k = &snap["kube"];
-    assert_eq!(k["namespaces"].as_u64(), Some(8), "4 system + 4 app namespaces");
-    assert_eq!(k["kube_root_ca"][0]["cas"][0].as_str(), Some(old[0].as_str()));
-    assert!(k["pods"].as_array().unwrap().iter().any(|g| g["pods"].as_array().unwrap().len() > 0));
+    assert_eq!(
+        k["namespaces"].as_u64(),
+        Some(8),
+        "4 system + 4 app namespaces"
+    );
+    assert_eq!(
+        k["kube_root_ca"][0]["cas"][0].as_str(),
+        Some(old[0].as_str())
+    );
+    assert!(
+        k["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| !g["pods"].as_array().unwrap().is_empty())
+    );
 
     w.ok(&["rotate", "kubernetes", "--to-end"]);
     let plan = w.ok(&["plan", "-out", "plan.json"]);
@@ -270,7 +283,10 @@ fn a_full_rotation_moves_every_api_object_and_pod_to_the_new_ca() {
             "documented step {doc} in the plan:\n{plan}"
         );
     }
-    assert!(plan.contains("caBundle"), "caBundle updates are planned:\n{plan}");
+    assert!(
+        plan.contains("caBundle"),
+        "caBundle updates are planned:\n{plan}"
+    );
     let out = w.ok(&["apply", "plan.json", "--format", "json"]);
     assert!(out.contains("\"ok\":true"), "{out}");
     let new = ca_fps(&w, "ca.crt");
@@ -295,9 +311,16 @@ fn a_full_rotation_moves_every_api_object_and_pod_to_the_new_ca() {
         }
     }
     // cluster-info holds one CA, and it verifies the new API server certificate.
-    let ci = kubectl_json(&w, &["get", "configmap", "cluster-info", "-n", "kube-public"]);
+    let ci = kubectl_json(
+        &w,
+        &["get", "configmap", "cluster-info", "-n", "kube-public"],
+    );
     let kc: Value = serde_saphyr::from_str(ci["data"]["kubeconfig"].as_str().unwrap()).unwrap();
-    let ca = b64d(kc["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap());
+    let ca = b64d(
+        kc["clusters"][0]["cluster"]["certificate-authority-data"]
+            .as_str()
+            .unwrap(),
+    );
     assert_eq!(fps(&ca), new);
     write(&w.path().join("cluster-info-ca.pem"), &ca);
     let verify = Command::new("openssl")
@@ -306,7 +329,11 @@ fn a_full_rotation_moves_every_api_object_and_pod_to_the_new_ca() {
         .arg(w.node("cp-1").join("etc/kubernetes/pki/apiserver.crt"))
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
     // caBundles that held the old CA hold the new one; the others did not move.
     for ((name, before), (_, after)) in before_bundles.iter().zip(webhook_bundles(&w)) {
         if before == &old {
@@ -319,15 +346,34 @@ fn a_full_rotation_moves_every_api_object_and_pod_to_the_new_ca() {
     let (ok, out, err) = kubectl(&w, &["get", "--raw", "/healthz"]);
     assert!(ok && out.trim() == "ok", "{err}");
     // The Lease is released and the status is in the cluster for any machine.
-    let lease = kubectl(&w, &["get", "lease", "trustform", "-n", "kube-system", "-o", "json"]);
+    let lease = kubectl(
+        &w,
+        &[
+            "get",
+            "lease",
+            "trustform",
+            "-n",
+            "kube-system",
+            "-o",
+            "json",
+        ],
+    );
     if lease.0 {
         let l: Value = serde_json::from_str(&lease.1).unwrap();
-        assert!(l["spec"]["holderIdentity"].as_str().unwrap_or("").is_empty());
+        assert!(
+            l["spec"]["holderIdentity"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty()
+        );
     }
     let other = tempfile::tempdir().unwrap();
     let cfg = std::fs::read_to_string(w.config())
         .unwrap()
-        .replace("kubeconfig: ", &format!("kubeconfig: {}/", w.path().display()))
+        .replace(
+            "kubeconfig: ",
+            &format!("kubeconfig: {}/", w.path().display()),
+        )
         .replace("root: ", &format!("root: {}/", w.path().display()));
     write(&other.path().join("trustform.yaml"), &cfg);
     let out = Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
@@ -398,12 +444,126 @@ done
         .env("KUBECONFIG", admin_conf(&w))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let applied = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         applied.lines().filter(|l| l.starts_with("secret/")).count(),
         9,
         "the loop applies every token secret:\n{applied}"
     );
-    assert_eq!(token_secrets(&w), ours, "the loop and trustform agree byte for byte");
+    assert_eq!(
+        token_secrets(&w),
+        ours,
+        "the loop and trustform agree byte for byte"
+    );
+}
+
+/// kube-rs against the in-process server and controllers: a wait that names its
+/// laggards, a rollout held back by a PodDisruptionBudget, then the same rollout once the
+/// budget allows it.
+#[test]
+fn kube_rs_waits_and_rollouts_against_the_in_process_server() {
+    use trustform::exec::kube::{Access, cluster, publish, rollout};
+    use trustform::pki::{Fingerprint, KeyAlgorithm, issue::new_ca};
+    use trustform::sandbox::{apiserver, controllers, runtime};
+    let w = seeded(2, 3, 4, 0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = apiserver::serve(&w.cluster(), apiserver::Options::default())
+            .await
+            .expect("serves");
+        let ctl = controllers::spawn(&w.cluster(), server.store.clone());
+        let access = Access {
+            kubeconfigs: vec![admin_conf(&w)],
+            context: None,
+        };
+        let client = access
+            .connect()
+            .await
+            .expect("connects over TLS with admin.conf");
+        let old: Vec<Fingerprint> = ca_fps(&w, "ca.crt").into_iter().map(Fingerprint).collect();
+        // A CA nobody publishes: the wait times out and names who is late.
+        let other = new_ca("other", KeyAlgorithm::EcdsaP256, 30).unwrap();
+        let other_fp = Fingerprint(fps(&other.cert_pem)[0].clone());
+        let want = vec![old[0].clone(), other_fp.clone()];
+        let e = publish::wait_root_ca(&client, &want, Duration::from_millis(600))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("kube-root-ca.crt") && e.contains("in all"),
+            "{e}"
+        );
+        // Every pod trusts the old CA: nothing to restart.
+        let r = rollout::restart_stale(&client, &old, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(r.restarted.is_empty(), "{:?}", r.restarted);
+        // The controller manager publishes a bundle after its restart.
+        let ca = w.node("cp-1").join("etc/kubernetes/pki/ca.crt");
+        let bundle = std::fs::read_to_string(&ca).unwrap() + &other.cert_pem;
+        std::fs::write(&ca, bundle).unwrap();
+        runtime::restart(&w.node("cp-1"), "kube-controller-manager").unwrap();
+        publish::wait_root_ca(&client, &want, Duration::from_secs(10))
+            .await
+            .expect("published");
+        // A budget that allows no disruption holds a stale workload's rollout back.
+        let rc = cluster::root_cas(&client).await.unwrap();
+        let model = cluster::workloads(&client, &rc).await.unwrap();
+        let target = model
+            .workloads
+            .iter()
+            .find(|x| x.namespace.starts_with("app-") && !x.labels.is_empty())
+            .expect("an app workload")
+            .clone();
+        let pdbs: kube::Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+            kube::Api::namespaced(client.clone(), &target.namespace);
+        let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": {"name": "hold", "namespace": target.namespace},
+                "spec": {"minAvailable": 1000, "selector": {"matchLabels": target.labels}}
+            }))
+            .unwrap();
+        pdbs.create(&Default::default(), &pdb).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let e = rollout::restart_stale(&client, &want, Duration::from_millis(800))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("PodDisruptionBudget") && e.contains("hold"),
+            "{e}"
+        );
+        pdbs.delete("hold", &Default::default()).await.unwrap();
+        let r = rollout::restart_stale(&client, &want, Duration::from_secs(20))
+            .await
+            .expect("rollouts complete");
+        assert!(
+            r.restarted
+                .contains(&format!("{}/{}", target.namespace, target.key())),
+            "{:?}",
+            r.restarted
+        );
+        let rc = cluster::root_cas(&client).await.unwrap();
+        let after = cluster::workloads(&client, &rc).await.unwrap();
+        for p in after.pods.iter().filter(|p| p.owner.is_some()) {
+            assert!(
+                p.trust.covers(&want),
+                "{}/{} {:?}",
+                p.namespace,
+                p.name,
+                p.trust
+            );
+        }
+        drop(ctl);
+        server.shutdown().await;
+    });
 }

@@ -3,7 +3,71 @@
 use super::Exit;
 use crate::pki::KeyAlgorithm;
 use crate::render;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The sandbox's API server and controllers on their own runtime thread, stopped on drop.
+struct ApiServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApiServer {
+    fn start(dir: &Path) -> miette::Result<Self> {
+        use crate::sandbox::{apiserver, controllers};
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
+        let dir = dir.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let server = match apiserver::serve(&dir, apiserver::Options::default()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let controllers = controllers::spawn(&dir, server.store.clone());
+                let _ = ready_tx.send(Ok(server.url()));
+                let _ = stop_rx.await;
+                drop(controllers);
+                server.shutdown().await;
+            });
+        });
+        match ready_rx.recv() {
+            Ok(Ok(url)) => {
+                eprintln!("API server {url} ready, with the simulated controllers and kubelets");
+                Ok(Self {
+                    stop: Some(stop_tx),
+                    thread: Some(thread),
+                })
+            }
+            Ok(Err(e)) => Err(miette::miette!("the sandbox API server did not start: {e}")),
+            Err(_) => Err(miette::miette!("the sandbox API server thread ended")),
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// `demo`.
 #[derive(Debug, clap::Args)]
@@ -44,10 +108,20 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             control_planes: a.control_planes,
             workers: a.workers,
             key_algorithm: super::sandbox::Alg::Rsa2048,
-            seed: Default::default(),
+            seed: super::sandbox::SeedArgs {
+                namespaces: 4,
+                workloads: 8,
+                legacy_token_secrets: 8,
+                webhooks: 4,
+            },
         },
     ))?;
     let _ = KeyAlgorithm::Rsa2048;
+    eprintln!(
+        "==> trustform sandbox up {} (in this process)",
+        cluster.display()
+    );
+    let _api = ApiServer::start(&cluster)?;
     eprintln!("==> trustform init --sandbox {}", cluster.display());
     super::init::run(
         super::init::Args {
