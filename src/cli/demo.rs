@@ -40,7 +40,8 @@ impl ApiServer {
                 let controllers = controllers::spawn(&dir, server.store.clone());
                 let _ = ready_tx.send(Ok(server.url()));
                 let _ = stop_rx.await;
-                drop(controllers);
+                // They hold clones of the store: stop them first, so shutdown releases it.
+                controllers.stop().await;
                 server.shutdown().await;
             });
         });
