@@ -73,12 +73,20 @@ fn kubectl(w: &Workdir, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// kubectl's JSON; tried up to five times, as kubectl itself does not retry the 500s
+/// the fault test injects.
 fn kubectl_json(w: &Workdir, args: &[&str]) -> Value {
     let mut a = args.to_vec();
     a.extend(["-o", "json"]);
-    let (ok, out, err) = kubectl(w, &a);
-    assert!(ok, "kubectl {args:?}: {err}");
-    serde_json::from_str(&out).expect("kubectl prints JSON")
+    let mut last = String::new();
+    for _ in 0..5 {
+        let (ok, out, err) = kubectl(w, &a);
+        if ok {
+            return serde_json::from_str(&out).expect("kubectl prints JSON");
+        }
+        last = err;
+    }
+    panic!("kubectl {args:?}: {last}");
 }
 
 /// A seeded sandbox: 2 control planes, 1 worker.
@@ -563,7 +571,7 @@ fn kube_rs_waits_and_rollouts_against_the_in_process_server() {
                 p.trust
             );
         }
-        drop(ctl);
+        ctl.stop().await;
         server.shutdown().await;
     });
 }
