@@ -547,7 +547,7 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
             ));
         }
         (Some((_, _, object)), false) => out.warnings.push(format!(
-            "{object} not checked: no API access in this version; check with `kubectl get configmap -A --field-selector metadata.name={object} -o yaml`"
+            "{object} not checked: no API access (set `inventory.kube` in trustform.yaml); check with `kubectl get configmap -A --field-selector metadata.name={object} -o yaml`"
         )),
         (None, sandbox) => {
             let (what, how) = match field {
@@ -567,7 +567,7 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
                 ));
             } else {
                 out.warnings
-                    .push(format!("{what}: no API access in this version: {how}"));
+                    .push(format!("{what}: no API access (set `inventory.kube` in trustform.yaml): {how}"));
             }
         }
     }
