@@ -834,7 +834,7 @@ impl Store {
         if let Some(m) = &opts.manager {
             record_manager(&mut obj, m);
         }
-        let mut state = self.write();
+        let state = self.write();
         if res.namespaced && !state.namespace_exists(&key.0) {
             return Err(not_found(
                 resources::by_plural("namespaces").unwrap_or(res),
@@ -851,24 +851,7 @@ impl Store {
                 name: key.1,
             });
         }
-        let rv = state.rv + 1;
-        set_rv(&mut obj, rv);
-        if opts.dry_run {
-            return Ok(obj);
-        }
-        let mut line = Vec::new();
-        put_line(&mut line, rv, res.plural, &obj);
-        self.append(&line)?;
-        state.rv = rv;
-        state
-            .objects
-            .entry(res.plural)
-            .or_default()
-            .insert(key.clone(), obj.clone());
-        self.emit(EventKind::Added, res, &key, rv, &obj);
-        drop(state);
-        self.maybe_sync()?;
-        Ok(obj)
+        self.store_one(state, res, key, obj, EventKind::Added, opts.dry_run)
     }
 
     /// Replace. If obj.metadata.resourceVersion is set and differs from the stored one →
@@ -961,33 +944,47 @@ impl Store {
         opts: &WriteOptions,
         change: impl FnOnce(&Value) -> Result<Value, ()>,
     ) -> Result<Value, StoreError> {
-        let mut state = self.write();
+        let state = self.write();
         let old = state
             .table(res.plural)
             .and_then(|t| t.get(&key))
             .ok_or_else(|| not_found(res, &key))?;
         let new = change(old).map_err(|()| conflict(res, &key))?;
-        let Some(mut new) = prepare_update(res, &key, old, new, opts.manager.as_ref())? else {
+        let Some(new) = prepare_update(res, &key, old, new, opts.manager.as_ref())? else {
             return Ok(old.clone());
         };
+        self.store_one(state, res, key, new, EventKind::Modified, opts.dry_run)
+    }
+
+    /// Give `obj` the next resourceVersion and, unless a dry run, log it, keep it and
+    /// announce it: the tail every create and update shares.
+    fn store_one(
+        &self,
+        mut state: std::sync::RwLockWriteGuard<'_, State>,
+        res: &'static Resource,
+        key: Key,
+        mut obj: Value,
+        kind: EventKind,
+        dry_run: bool,
+    ) -> Result<Value, StoreError> {
         let rv = state.rv + 1;
-        set_rv(&mut new, rv);
-        if opts.dry_run {
-            return Ok(new);
+        set_rv(&mut obj, rv);
+        if dry_run {
+            return Ok(obj);
         }
         let mut line = Vec::new();
-        put_line(&mut line, rv, res.plural, &new);
+        put_line(&mut line, rv, res.plural, &obj);
         self.append(&line)?;
         state.rv = rv;
         state
             .objects
             .entry(res.plural)
             .or_default()
-            .insert(key.clone(), new.clone());
-        self.emit(EventKind::Modified, res, &key, rv, &new);
+            .insert(key.clone(), obj.clone());
+        self.emit(kind, res, &key, rv, &obj);
         drop(state);
         self.maybe_sync()?;
-        Ok(new)
+        Ok(obj)
     }
 
     /// Delete an object; returns it as it was. Deleting a namespace deletes everything
