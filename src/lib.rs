@@ -21,3 +21,4 @@ pub mod procedure;
 pub mod render;
 pub mod sandbox;
 pub mod snapshot;
+pub mod unique;

@@ -89,18 +89,7 @@ pub enum LockError {
 }
 
 fn random_id() -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(std::process::id().to_le_bytes());
-    h.update(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .to_le_bytes(),
-    );
-    h.update(host().as_bytes());
-    let d = hex::encode(h.finalize());
+    let d = hex::encode(crate::unique::digest(host().as_bytes()));
     format!("{}-{}-{}", &d[..8], &d[8..12], &d[12..24])
 }
 

@@ -7,7 +7,6 @@ use rcgen::{
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 /// Key algorithm of a generated key.
@@ -117,19 +116,7 @@ impl LeafSpec {
 }
 
 fn serial(seed: &[u8]) -> SerialNumber {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = Sha256::new();
-    h.update(seed);
-    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    h.update(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .to_le_bytes(),
-    );
-    let mut bytes = h.finalize()[..16].to_vec();
+    let mut bytes = crate::unique::digest(seed)[..16].to_vec();
     bytes[0] &= 0x7f; // positive
     SerialNumber::from_slice(&bytes)
 }

@@ -1,23 +1,9 @@
 //! Identifiers and randomness the API server hands out: object UIDs, `generateName`
 //! suffixes, fault dice, and the server's time stamps. No cryptographic strength is
-//! needed or claimed: SHA-256 over a counter, the clock and the process id.
-
-use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicU64, Ordering};
+//! needed or claimed: [`crate::unique::digest`].
 
 fn digest() -> [u8; 32] {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = Sha256::new();
-    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    h.update(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .to_le_bytes(),
-    );
-    h.update(std::process::id().to_le_bytes());
-    h.finalize().into()
+    crate::unique::digest(b"")
 }
 
 /// A fresh random-looking 64-bit number.
