@@ -12,21 +12,10 @@
 
 mod common;
 
-use common::measure;
+use common::{measure, run};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn run(bin: &Path, dir: &Path, args: &[&str]) {
-    let st = Command::new(bin)
-        .current_dir(dir)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("runs");
-    assert!(st.success(), "trustform {args:?}");
-}
 
 fn main() {
     let bin = Path::new(env!("CARGO_BIN_EXE_trustform"));

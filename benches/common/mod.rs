@@ -1,7 +1,8 @@
 //! What the benches share: running the real binary and measuring it.
 #![allow(dead_code)] // each bench reads the fields it reports
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// One measured run of a child process.
@@ -34,4 +35,16 @@ pub fn measure(cmd: &mut Command) -> Measured {
         rss_kib: usage.ru_maxrss,
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
     }
+}
+
+/// Run the binary in `dir` with `args`, quietly; it must succeed.
+pub fn run(bin: &Path, dir: &Path, args: &[&str]) {
+    let st = Command::new(bin)
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("runs");
+    assert!(st.success(), "trustform {args:?}");
 }

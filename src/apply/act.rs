@@ -396,7 +396,9 @@ fn api(
     let State::Members(want) = want else {
         return Err(format!("cannot bring {field:?} to {want:?}"));
     };
-    let pems = || -> Result<Vec<(Fingerprint, String)>, String> {
+    // The certificates an object will hold (cluster-info, caBundles).
+    let pems: Vec<(Fingerprint, String)> = if matches!(field, Field::ClusterInfo | Field::CaBundle)
+    {
         want.iter()
             .map(|fp| {
                 ctx.material
@@ -404,7 +406,9 @@ fn api(
                     .map(|c| (fp.clone(), c.cert.to_pem()))
                     .ok_or_else(|| format!("CA {} is not known to this apply", fp.short()))
             })
-            .collect()
+            .collect::<Result<_, String>>()?
+    } else {
+        vec![]
     };
     let timeout = ctx.wait_timeout;
     let result = kube::block(async {
@@ -420,16 +424,7 @@ fn api(
                 );
             }
             Field::ClusterInfo => {
-                let pem: String = pems()
-                    .map_err(|e| kube::KubeError::Api {
-                        what: "update cluster-info".into(),
-                        code: 0,
-                        reason: "unknown CA".into(),
-                        message: e,
-                    })?
-                    .into_iter()
-                    .map(|(_, p)| p)
-                    .collect();
+                let pem: String = pems.iter().map(|(_, p)| p.as_str()).collect();
                 did.push(
                     publish::update_cluster_info(&client, &pem)
                         .await?
@@ -456,15 +451,9 @@ fn api(
                 }
             }
             Field::CaBundle => {
-                let want = pems().map_err(|e| kube::KubeError::Api {
-                    what: format!("update {path}"),
-                    code: 0,
-                    reason: "unknown CA".into(),
-                    message: e,
-                })?;
                 let (object, pointer) = path.split_once('#').unwrap_or((path, ""));
                 let lines =
-                    publish::update_ca_bundles(&client, replaces, &want, Some((object, pointer)))
+                    publish::update_ca_bundles(&client, replaces, &pems, Some((object, pointer)))
                         .await?;
                 if lines.is_empty() {
                     did.push(format!("{object} {pointer}: already holds it"));

@@ -135,6 +135,16 @@ pub fn cluster_info_cas(cm: &ConfigMap) -> Option<(Vec<Fingerprint>, String)> {
     Some((fingerprints(&unb64(&data)?), text))
 }
 
+/// An error of our own making, shaped as the API's: not retried (`retryable` lets
+/// 404 and 422 through).
+fn refused(message: &str, reason: &str, code: u16) -> kube::Error {
+    kube::Error::Api(
+        kube::core::Status::failure(message, reason)
+            .with_code(code)
+            .boxed(),
+    )
+}
+
 /// Set kube-public/cluster-info's certificate-authority-data to `pem` (kubeadm join
 /// reads it; kubeadm#1399: it must stay a form kubeadm accepts, so trustform writes the
 /// one CA that signs the API server's certificate, never a bundle). `None`: already so.
@@ -148,13 +158,10 @@ pub async fn update_cluster_info(client: &Client, pem: &str) -> Result<Option<St
         let want = want.clone();
         async move {
             let Some(mut cm) = api.get_opt("cluster-info").await? else {
-                return Err(kube::Error::Api(
-                    kube::core::Status::failure(
-                        "kube-public/cluster-info does not exist",
-                        "NotFound",
-                    )
-                    .with_code(404)
-                    .boxed(),
+                return Err(refused(
+                    "kube-public/cluster-info does not exist",
+                    "NotFound",
+                    404,
                 ));
             };
             let text = cm
@@ -164,23 +171,17 @@ pub async fn update_cluster_info(client: &Client, pem: &str) -> Result<Option<St
                 .cloned()
                 .unwrap_or_default();
             let mut k: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| {
-                kube::Error::Api(
-                    kube::core::Status::failure(
-                        &format!("cluster-info's kubeconfig does not parse: {e}"),
-                        "Invalid",
-                    )
-                    .with_code(422)
-                    .boxed(),
+                refused(
+                    &format!("cluster-info's kubeconfig does not parse: {e}"),
+                    "Invalid",
+                    422,
                 )
             })?;
             let Some(c) = k.clusters.first_mut() else {
-                return Err(kube::Error::Api(
-                    kube::core::Status::failure(
-                        "cluster-info's kubeconfig has no cluster",
-                        "Invalid",
-                    )
-                    .with_code(422)
-                    .boxed(),
+                return Err(refused(
+                    "cluster-info's kubeconfig has no cluster",
+                    "Invalid",
+                    422,
                 ));
             };
             let have = c
