@@ -397,6 +397,18 @@ fn a_full_rotation_moves_every_api_object_and_pod_to_the_new_ca() {
         )
     });
     assert_eq!(s["state"].as_str(), Some("done"), "{s}");
+    let text = Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
+        .current_dir(other.path())
+        .args(["status"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    insta::with_settings!({filters => vec![
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),
+        (r"\b[0-9a-f]{12}\b", "[plan-id]"),
+    ]}, {
+        insta::assert_snapshot!("status_from_the_cluster", String::from_utf8_lossy(&text.stdout));
+    });
     // Nothing left to do.
     let plan = w.ok(&["plan"]);
     assert!(plan.contains("No changes."), "{plan}");

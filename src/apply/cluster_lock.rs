@@ -85,10 +85,14 @@ fn keep(access: Access, info: LockInfo, state: PathBuf, stop: mpsc::Receiver<()>
     };
     let mut last = String::new();
     let mut since_renew = Duration::ZERO;
-    let publish = |last: &mut String| {
-        let Ok(s) = status::of(&state, &info.plan_id) else {
+    // The last publication comes as the apply lets go of its locks: it holds none.
+    let publish = |last: &mut String, ending: bool| {
+        let Ok(mut s) = status::of(&state, &info.plan_id) else {
             return;
         };
+        if ending {
+            s.lock = None;
+        }
         let json = serde_json::to_string(&s).expect("status serialises");
         if json != *last {
             let ok = rt.block_on(async {
@@ -101,7 +105,7 @@ fn keep(access: Access, info: LockInfo, state: PathBuf, stop: mpsc::Receiver<()>
         }
     };
     loop {
-        publish(&mut last);
+        publish(&mut last, false);
         match stop.recv_timeout(PUBLISH) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             _ => break,
@@ -115,7 +119,7 @@ fn keep(access: Access, info: LockInfo, state: PathBuf, stop: mpsc::Receiver<()>
             });
         }
     }
-    publish(&mut last);
+    publish(&mut last, true);
     let _ = rt.block_on(async {
         let c = access.client().await?;
         lease::release(&c, |h| mine(h, &info)).await
