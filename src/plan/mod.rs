@@ -7,6 +7,7 @@
 //! with nothing to do is left out (and reported for documented steps). Planning does no
 //! I/O.
 
+pub mod edges;
 mod expand;
 mod model;
 
