@@ -105,6 +105,7 @@ fn plan_on_sandbox(bin: &Path, workers: usize) {
             procedures: &procs,
             cluster: "bench",
             config_hash: &loaded.hash,
+            no_stages: false,
         })
         .unwrap()
     });
@@ -191,6 +192,7 @@ fn synthetic(steps: usize) -> Plan {
         steps: out,
         skipped: vec![],
         summary,
+        continuity: None,
     }
 }
 

@@ -49,6 +49,10 @@ pub struct Args {
     /// each rollout.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub wait_timeout: Duration,
+    /// Apply a saved plan without rehearsing it first. It exists to show the live prober
+    /// catching a plan that breaks trust; never use it on a real cluster.
+    #[arg(long)]
+    pub skip_rehearse: bool,
 }
 
 /// `rollback`.
@@ -358,6 +362,25 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
                         }
                         .into());
                     }
+                    if a.skip_rehearse {
+                        eprintln!(
+                            "Warning: --skip-rehearse: applying plan {} without proving that every trust edge stays live. Edges may break; this flag exists to test the live prober.",
+                            p.id()
+                        );
+                    } else {
+                        let desired = crate::diff::resolve(&loaded, &snap)?;
+                        let r = crate::plan::rehearse::rehearse(&snap, &p, &|fp| desired.label(fp));
+                        if let Some(first) = r.breaks.first() {
+                            return Err(crate::plan::PlanError::Break {
+                                at: first.at.clone(),
+                                edge: first.edge.clone(),
+                                why: first.why.clone(),
+                                more: r.breaks.len() - 1,
+                                help: "regenerate the plan with `trustform plan -out`; `trustform rehearse` lists every breaking edge".into(),
+                            }
+                            .into());
+                        }
+                    }
                     (p, false)
                 }
             }
@@ -377,7 +400,7 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
                         "--format json cannot ask for approval"
                     ));
                 }
-                let p = super::plan::make(config_path)?;
+                let p = super::plan::make(config_path, false)?;
                 if p.is_empty() {
                     say(&render::summary_line(&p));
                     return Ok(Exit::Ok);

@@ -148,7 +148,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
         )?;
     }
     eprintln!("==> trustform plan");
-    let p = super::plan::make(&config)?;
+    let p = super::plan::make(&config, false)?;
     print!("{}", render::text(&p));
     eprintln!("==> trustform apply --auto-approve");
     super::apply::run(
@@ -159,6 +159,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             parallelism: 10,
             lock_timeout: std::time::Duration::ZERO,
             format: super::apply::OutFormat::Text,
+            skip_rehearse: false,
         },
         &config,
     )?;
@@ -173,7 +174,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
         &config,
     )?;
     eprintln!("==> trustform plan");
-    let after = super::plan::make(&config)?;
+    let after = super::plan::make(&config, false)?;
     println!("{}", render::summary_line(&after));
     Ok(Exit::Ok)
 }

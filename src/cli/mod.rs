@@ -6,6 +6,7 @@ mod apply;
 mod demo;
 mod init;
 mod plan;
+mod rehearse;
 mod rotate;
 mod sandbox;
 mod snapshot;
@@ -59,6 +60,8 @@ pub enum Command {
     Rotate(rotate::Args),
     /// Show the steps that take the cluster to the desired trust state.
     Plan(plan::Args),
+    /// Prove a saved plan keeps every trust edge live, step by step, on the cluster now.
+    Rehearse(rehearse::Args),
     /// Carry out a plan step by step (journaled, resumable, verified at every stage).
     Apply(apply::Args),
     /// Where the running or latest apply stands.
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Init(a) => init::run(a, &cli.config),
         Command::Rotate(a) => rotate::run(a, &cli.config),
         Command::Plan(a) => plan::run(a, &cli.config),
+        Command::Rehearse(a) => rehearse::run(a, &cli.config),
         Command::Apply(a) => apply::run(a, &cli.config),
         Command::Status(a) => apply::status(a, &cli.config),
         Command::Rollback(a) => apply::rollback(a, &cli.config),

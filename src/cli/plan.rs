@@ -17,10 +17,15 @@ pub struct Args {
     /// Exit 2 when there are changes, 0 when none, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Go straight to the desired issuer and trust, without the safe intermediate stages
+    /// (pre-rotate: trust both; rotate: switch the issuer; post-rotate: drop the old CA).
+    /// Rehearse refuses it whenever a leaf would meet a verifier that does not trust it.
+    #[arg(long)]
+    pub no_stages: bool,
 }
 
 /// Observe, diff and plan from a config file.
-pub fn make(path: &Path) -> miette::Result<plan::Plan> {
+pub fn make(path: &Path, no_stages: bool) -> miette::Result<plan::Plan> {
     let loaded = config::load(path)?;
     let snap = observe::observe_with(&loaded.node_targets()?, loaded.kube_access().as_ref())?;
     let desired = diff::resolve(&loaded, &snap)?;
@@ -31,12 +36,13 @@ pub fn make(path: &Path) -> miette::Result<plan::Plan> {
         procedures: &procedures,
         cluster: &loaded.config.metadata.name,
         config_hash: &loaded.hash,
+        no_stages,
     })?)
 }
 
 /// Run.
 pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
-    let p = make(path)?;
+    let p = make(path, a.no_stages)?;
     print!("{}", render::render(&p, a.format));
     if let Some(out) = &a.out {
         crate::atomic::write(out, render::json(&p).as_bytes(), crate::atomic::PUBLIC_MODE)

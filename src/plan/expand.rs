@@ -24,6 +24,9 @@ pub struct Input<'a> {
     pub cluster: &'a str,
     /// Hash of trustform.yaml.
     pub config_hash: &'a str,
+    /// Go straight to the desired state in every stage, without the safe intermediate
+    /// ones (rehearse then shows why that breaks trust).
+    pub no_stages: bool,
 }
 
 /// The three stage targets between `current` and `want`: pre-rotate adds the desired
@@ -198,7 +201,14 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
             from: labels(current),
             to: labels(want),
         });
-        let targets: HashMap<Stage, Target> = stage_targets(current, want).into_iter().collect();
+        let targets: HashMap<Stage, Target> = if input.no_stages {
+            [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
+                .into_iter()
+                .map(|s| (s, (*want).clone()))
+                .collect()
+        } else {
+            stage_targets(current, want).into_iter().collect()
+        };
         // template id → frontier (step indices a dependent must wait for)
         let mut frontier: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut named_later: BTreeSet<&str> = BTreeSet::new();
@@ -389,7 +399,7 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
     if !unreachable.is_empty() {
         return Err(PlanError::Impossible(unreachable));
     }
-    let plan = Plan {
+    let mut plan = Plan {
         format_version: super::FORMAT_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         cluster: input.cluster.to_string(),
@@ -401,8 +411,26 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
         summary: Summary::of(&steps),
         steps,
         skipped: if rotating.is_empty() { vec![] } else { skipped },
+        continuity: None,
     };
     plan.graph()?;
+    if !plan.is_empty() {
+        let r = super::rehearse::rehearse(snap, &plan, &|fp| d.label(fp));
+        if let Some(first) = r.breaks.first() {
+            return Err(PlanError::Break {
+                at: first.at.clone(),
+                edge: first.edge.clone(),
+                why: first.why.clone(),
+                more: r.breaks.len() - 1,
+                help: if input.no_stages {
+                    "with --no-stages the issuer and the trust set switch in one go: processes that restart early stop trusting the CA that still signs the leaves others serve, and new leaves meet verifiers that do not trust their CA yet; plan without --no-stages (trustform inserts the safe stages: trust both, switch the issuer, drop the old CA)".into()
+                } else {
+                    "trustform.yaml asks for a state its procedures cannot reach without a break; `trustform rehearse` lists every breaking edge".into()
+                },
+            });
+        }
+        plan.continuity = Some(r);
+    }
     Ok(plan.seal())
 }
 

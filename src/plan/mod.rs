@@ -10,6 +10,7 @@
 pub mod edges;
 mod expand;
 mod model;
+pub mod rehearse;
 
 pub use expand::{Input, build, observed, stage_targets};
 pub use model::*;
@@ -38,6 +39,21 @@ pub enum PlanError {
         )
     )]
     Impossible(Vec<String>),
+    /// A step would break a trust edge (rehearse).
+    #[error("{at} would break a trust edge: {edge}: {why}{}", if *.more > 0 { format!(" (and {} more breaks)", .more) } else { String::new() })]
+    #[diagnostic(code(trustform::plan::trust_break), help("{help}"))]
+    Break {
+        /// The first breaking step.
+        at: String,
+        /// The edge.
+        edge: String,
+        /// Why it breaks.
+        why: String,
+        /// How many other breaks follow.
+        more: usize,
+        /// What to do.
+        help: String,
+    },
     /// The steps' dependencies form a cycle (a hand-edited plan).
     #[error("the plan's dependencies form a cycle through step {0}")]
     #[diagnostic(

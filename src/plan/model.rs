@@ -62,6 +62,10 @@ pub struct Plan {
     pub skipped: Vec<Skipped>,
     /// Counts.
     pub summary: Summary,
+    /// What rehearse proved: every edge stays live through every step (absent: no
+    /// steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuity: Option<super::rehearse::Rehearsal>,
 }
 
 /// Issuer and trust, as labels.

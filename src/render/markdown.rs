@@ -1,7 +1,7 @@
 //! Markdown for a pull-request comment: summary first, destructive steps bannered,
 //! details folded per stage.
 
-use super::{destructive, diff_lines, doc_label, mark, summary_line};
+use super::{continuity_lines, destructive, diff_lines, doc_label, mark, summary_line};
 use crate::plan::Plan;
 use std::fmt::Write;
 
@@ -13,6 +13,14 @@ pub fn markdown(plan: &Plan) -> String {
     writeln!(o, "**{}**", summary_line(plan)).unwrap();
     if plan.is_empty() {
         return o;
+    }
+    let cont = continuity_lines(plan);
+    if !cont.is_empty() {
+        writeln!(o).unwrap();
+        writeln!(o, "✅ {}", cont[0]).unwrap();
+        for l in &cont[1..] {
+            writeln!(o, "- {}", l.trim_start()).unwrap();
+        }
     }
     writeln!(o).unwrap();
     writeln!(o, "| authority | issuer | trust |").unwrap();

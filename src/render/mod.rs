@@ -61,6 +61,44 @@ pub fn summary_line(plan: &Plan) -> String {
     )
 }
 
+/// The continuity lines under a plan: the proof, availability gaps, bare-pod warnings,
+/// edges broken before the plan.
+pub fn continuity_lines(plan: &Plan) -> Vec<String> {
+    let Some(r) = &plan.continuity else {
+        return vec![];
+    };
+    let mut out = vec![r.line()];
+    for g in &r.gaps {
+        out.push(format!("  availability gap at {}: {}", g.at, g.what));
+    }
+    let shown = 5;
+    for b in r.warnings.iter().take(shown) {
+        out.push(format!(
+            "  warning: {} loses trust at {} (a bare pod: no rollout restarts it; recreate it after documented step 4): {}",
+            b.edge, b.at, b.why
+        ));
+    }
+    if r.warnings.len() > shown {
+        out.push(format!(
+            "  warning: … and {} more edges of bare pods (`trustform rehearse` lists them)",
+            r.warnings.len() - shown
+        ));
+    }
+    for b in r.broken_before.iter().take(shown) {
+        out.push(format!(
+            "  note: {} is broken before the plan starts: {}",
+            b.edge, b.why
+        ));
+    }
+    if r.broken_before.len() > shown {
+        out.push(format!(
+            "  note: … and {} more edges broken before the plan starts",
+            r.broken_before.len() - shown
+        ));
+    }
+    out
+}
+
 /// The one-character mark of a step kind.
 pub fn mark(kind: ActionKind) -> char {
     match kind {

@@ -1,6 +1,6 @@
 //! Text: legend, authorities, one block per step grouped by stage, the summary line.
 
-use super::{diff_lines, doc_label, mark, summary_line};
+use super::{continuity_lines, diff_lines, doc_label, mark, summary_line};
 use crate::plan::Plan;
 use std::fmt::Write;
 
@@ -81,5 +81,8 @@ pub fn text(plan: &Plan) -> String {
     }
     writeln!(o).unwrap();
     writeln!(o, "{}", summary_line(plan)).unwrap();
+    for l in continuity_lines(plan) {
+        writeln!(o, "{l}").unwrap();
+    }
     o
 }

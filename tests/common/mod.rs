@@ -105,3 +105,59 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Hand-edit a plan the way a careless reviewer might: the API servers get their
+/// new-issuer certificates (documented step 8.3 and its restarts) *before* the kubelets
+/// learn to trust the new CA (step 8.2 and its restarts). The chain becomes
+/// extension-servers → apiserver-certs → component-kubeconfigs → restart-apiserver
+/// (rolling) → kubelet-trust → restart-kubelet (rolling) → restart-kcm-certs. The plan is
+/// resealed (a valid checksum), as a determined editor would.
+pub fn swap_apiserver_before_kubelets(plan: &mut trustform::plan::Plan) {
+    let ids = |t: &str| -> Vec<String> {
+        plan.steps
+            .iter()
+            .filter(|s| s.procedure == "kubernetes-ca" && s.template == t)
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    let kubelet_trust = ids("kubelet-trust");
+    let restart_apiserver = ids("restart-apiserver");
+    let restart_kubelet = ids("restart-kubelet");
+    let apiserver_certs = ids("apiserver-certs");
+    assert!(
+        !kubelet_trust.is_empty() && !restart_apiserver.is_empty() && !apiserver_certs.is_empty(),
+        "the plan has the steps to swap"
+    );
+    let before_kubelets = plan
+        .steps
+        .iter()
+        .find(|s| s.id == kubelet_trust[0])
+        .expect("kubelet-trust")
+        .depends_on
+        .clone();
+    let last_apiserver = restart_apiserver.last().expect("restarts").clone();
+    let last_kubelet = restart_kubelet.last().expect("restarts").clone();
+    for s in &mut plan.steps {
+        if apiserver_certs.contains(&s.id) {
+            s.depends_on = before_kubelets.clone();
+        } else if kubelet_trust.contains(&s.id) {
+            s.depends_on = vec![last_apiserver.clone()];
+        } else if !restart_apiserver.contains(&s.id) && s.depends_on.contains(&last_apiserver) {
+            for d in &mut s.depends_on {
+                if *d == last_apiserver {
+                    *d = last_kubelet.clone();
+                }
+            }
+        }
+    }
+    // Keep the file in a topological order, as trustform writes it.
+    let order = trustform::plan::rehearse::order(plan);
+    let steps = std::mem::take(&mut plan.steps);
+    let mut slots: Vec<Option<trustform::plan::Step>> = steps.into_iter().map(Some).collect();
+    plan.steps = order
+        .into_iter()
+        .map(|i| slots[i].take().expect("once"))
+        .collect();
+    plan.checksum = String::new();
+    plan.checksum = plan.compute_checksum();
+}

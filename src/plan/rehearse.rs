@@ -1,0 +1,769 @@
+//! Rehearse: prove on paper that every trust edge stays live through every step.
+//!
+//! The model holds, per node, what each trust file says (a CA set, a leaf's issuer, a
+//! kubeconfig's CA data and client certificate, a manifest's flags), and per running
+//! process a copy of its node's files as they were at its last start. Steps act on it as
+//! apply acts on the cluster: a write changes the disk, a restart loads the disk into the
+//! process, a rollout replaces the owned pods (they read the published trust), and the
+//! API server publishes `extension-apiserver-authentication` from what it read at start.
+//! After each step, every edge touched by it is judged: the server's certificate must
+//! chain to a CA the client trusts, and the client's certificate (if any) to a CA the
+//! server accepts, both as the processes hold them.
+//!
+//! Rehearse never stops early: it reports the first break of every edge, so the plan's
+//! refusal names the first step, and a forced apply can be compared edge by edge with
+//! what the live prober sees. It does no I/O.
+
+use super::edges::{Client, Edge, Server, edges};
+use super::{Op, Plan, Step};
+use crate::diff::{Field, State};
+use crate::pki::Fingerprint;
+use crate::snapshot::{FileFact, Snapshot};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+/// What rehearse found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rehearsal {
+    /// Edges trustform keeps live (bare pods' excluded).
+    pub edges: usize,
+    /// Edges of bare pods: judged, but a break is a warning (no rollout restarts them).
+    pub unmanaged: usize,
+    /// Steps simulated.
+    pub steps: usize,
+    /// Edges already broken before the first step (not the plan's doing).
+    pub broken_before: Vec<Break>,
+    /// Managed edges that break, each at its first breaking step, in step order.
+    pub breaks: Vec<Break>,
+    /// Unmanaged edges (bare pods) that break.
+    pub warnings: Vec<Break>,
+    /// Steps with an inherent outage (the only API server or etcd member restarts).
+    pub gaps: Vec<Gap>,
+}
+
+/// An edge that stops verifying.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Break {
+    /// The step's id (empty: before the first step).
+    pub step: String,
+    /// `step 8.3 apiserver-certs on cp-2` (or `before the first step`).
+    pub at: String,
+    /// The edge's name.
+    pub edge: String,
+    /// Why, with CA names.
+    pub why: String,
+    /// The step after which it verifies again, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<String>,
+}
+
+/// An availability gap: a documented step that takes the only instance down briefly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The step's id.
+    pub step: String,
+    /// `step 5 apiserver-client-ca on cp-1`.
+    pub at: String,
+    /// What is unavailable.
+    pub what: String,
+}
+
+impl Rehearsal {
+    /// Whether every managed edge stays live.
+    pub fn holds(&self) -> bool {
+        self.breaks.is_empty()
+    }
+
+    /// `Continuity: 412 edges stay live through all 135 steps.`
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "Continuity: {} edges stay live through all {} steps.",
+            self.edges, self.steps
+        );
+        if !self.holds() {
+            s = format!(
+                "Continuity: {} of {} edges break (first: {}).",
+                distinct(&self.breaks),
+                self.edges,
+                self.breaks[0].at
+            );
+        }
+        s
+    }
+}
+
+fn distinct(v: &[Break]) -> usize {
+    let mut names: Vec<&str> = v.iter().map(|b| b.edge.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.len()
+}
+
+/// How a step is named in reports.
+pub fn step_label(s: &Step) -> String {
+    let doc = s
+        .doc_step
+        .as_deref()
+        .map_or_else(|| "step".to_string(), |d| format!("step {d}"));
+    format!("{doc} {} on {}", s.template, s.target)
+}
+
+/// What a file says, for trust.
+#[derive(Clone, Debug, PartialEq)]
+enum Content {
+    /// CA certificates (a bundle).
+    Cas(Vec<Fingerprint>),
+    /// A leaf: its issuer, when known.
+    Leaf(Option<Fingerprint>),
+    /// A kubeconfig: CA data, client certificate.
+    Kubeconfig { ca: Vec<Fingerprint>, client: Cred },
+    /// A static pod manifest's flags.
+    Manifest(BTreeMap<String, String>),
+    /// The kubelet's config: its client CA file.
+    KubeletConfig(Option<String>),
+}
+
+/// A kubeconfig's client certificate.
+#[derive(Clone, Debug, PartialEq)]
+enum Cred {
+    None,
+    /// Embedded, issued by (when known).
+    Data(Option<Fingerprint>),
+    /// A file it names.
+    File(String),
+}
+
+type Files = HashMap<String, Content>;
+
+/// What a dependency of an edge is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Disk(String),
+    Proc(String, String),
+    Pods,
+    ExtensionAuth,
+}
+
+const KUBELET_SERVING: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
+
+struct World<'a> {
+    disk: HashMap<String, Files>,
+    held: HashMap<(String, String), Files>,
+    manifests: HashMap<(String, String), String>,
+    kubelet_config: HashMap<String, String>,
+    /// Trust of each pod group's owned pods, and of its bare pods.
+    pods: Vec<(Vec<Fingerprint>, Vec<Fingerprint>)>,
+    extension_auth: Option<Vec<Fingerprint>>,
+    label: &'a dyn Fn(&Fingerprint) -> String,
+}
+
+fn content_of(fact: &FileFact) -> Option<Content> {
+    Some(match fact {
+        FileFact::Certificates { certs, .. } if certs.iter().all(|c| c.ca) => {
+            Content::Cas(certs.iter().map(|c| c.fingerprint.clone()).collect())
+        }
+        FileFact::Certificates { certs, .. } => {
+            Content::Leaf(certs.iter().find(|c| !c.ca)?.issued_by.clone())
+        }
+        FileFact::Kubeconfig(k) => Content::Kubeconfig {
+            ca: k.ca.clone(),
+            client: match (&k.client, k.client_source.as_deref()) {
+                (Some(c), Some("data")) => Cred::Data(c.issued_by.clone()),
+                (_, Some(path)) => Cred::File(path.to_string()),
+                _ => Cred::None,
+            },
+        },
+        _ => return None,
+    })
+}
+
+impl<'a> World<'a> {
+    fn new(snap: &Snapshot, label: &'a dyn Fn(&Fingerprint) -> String) -> Self {
+        let mut w = World {
+            disk: HashMap::new(),
+            held: HashMap::new(),
+            manifests: HashMap::new(),
+            kubelet_config: HashMap::new(),
+            pods: vec![],
+            extension_auth: None,
+            label,
+        };
+        for n in &snap.nodes {
+            let mut files: Files = n
+                .files
+                .iter()
+                .filter_map(|(p, f)| Some((p.clone(), content_of(f)?)))
+                .collect();
+            for (name, c) in &n.components {
+                files.insert(c.manifest.clone(), Content::Manifest(c.flags.clone()));
+                w.manifests
+                    .insert((n.name.clone(), name.clone()), c.manifest.clone());
+            }
+            if let Some(k) = &n.kubelet {
+                files.insert(
+                    k.config.clone(),
+                    Content::KubeletConfig(k.client_ca_file.clone()),
+                );
+                w.kubelet_config.insert(n.name.clone(), k.config.clone());
+            }
+            // A running process is assumed to hold what is on disk now: the snapshot
+            // cannot see a process's memory, and a cluster at rest holds its files.
+            let procs = n
+                .components
+                .keys()
+                .cloned()
+                .chain(n.kubelet.as_ref().map(|_| "kubelet".to_string()));
+            for p in procs {
+                w.held.insert((n.name.clone(), p), files.clone());
+            }
+            w.disk.insert(n.name.clone(), files);
+        }
+        if let Some(k) = &snap.kube {
+            w.pods = k
+                .pods
+                .iter()
+                .map(|g| {
+                    let t = g.trust.clone().unwrap_or_default();
+                    (t.clone(), t)
+                })
+                .collect();
+            w.extension_auth = k.extension_auth.clone();
+        }
+        if w.extension_auth.is_none()
+            && let Some(cp) = snap
+                .nodes
+                .iter()
+                .find(|n| n.components.contains_key("kube-apiserver"))
+        {
+            w.extension_auth = w.flag_cas(
+                &w.disk[&cp.name],
+                &cp.name,
+                "kube-apiserver",
+                "requestheader-client-ca-file",
+            );
+        }
+        w
+    }
+
+    fn flags<'f>(
+        &self,
+        files: &'f Files,
+        node: &str,
+        comp: &str,
+    ) -> Option<&'f BTreeMap<String, String>> {
+        let m = self.manifests.get(&(node.to_string(), comp.to_string()))?;
+        match files.get(m)? {
+            Content::Manifest(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn flag_path<'f>(
+        &self,
+        files: &'f Files,
+        node: &str,
+        comp: &str,
+        flag: &str,
+    ) -> Option<&'f String> {
+        self.flags(files, node, comp)?.get(flag)
+    }
+
+    fn flag_cas(
+        &self,
+        files: &Files,
+        node: &str,
+        comp: &str,
+        flag: &str,
+    ) -> Option<Vec<Fingerprint>> {
+        match files.get(self.flag_path(files, node, comp, flag)?)? {
+            Content::Cas(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    fn flag_leaf(
+        &self,
+        files: &Files,
+        node: &str,
+        comp: &str,
+        flag: &str,
+    ) -> Option<Option<Fingerprint>> {
+        match files.get(self.flag_path(files, node, comp, flag)?)? {
+            Content::Leaf(i) => Some(i.clone()),
+            _ => None,
+        }
+    }
+
+    fn proc_files(&self, node: &str, comp: &str) -> Option<&Files> {
+        self.held.get(&(node.to_string(), comp.to_string()))
+    }
+
+    fn labels(&self, v: &[Fingerprint]) -> String {
+        if v.is_empty() {
+            return "no CA".into();
+        }
+        v.iter()
+            .map(|f| (self.label)(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn issuer(&self, i: &Option<Fingerprint>) -> String {
+        i.as_ref()
+            .map_or_else(|| "an unknown CA".to_string(), |f| (self.label)(f))
+    }
+
+    /// The server's serving certificate issuer (`None` inside: unknown; outer `None`: a
+    /// server the cluster's CAs do not sign) and the CAs it accepts client certificates
+    /// from, with where they come from.
+    #[allow(clippy::type_complexity)]
+    fn server(
+        &self,
+        s: &Server,
+    ) -> Result<(Option<Option<Fingerprint>>, Vec<Fingerprint>, String), String> {
+        let who = s.describe();
+        let (node, comp, cert, ca) = match s {
+            Server::ApiServer { node } => {
+                (node, "kube-apiserver", "tls-cert-file", "client-ca-file")
+            }
+            Server::Etcd { node, peer: false } => (node, "etcd", "cert-file", "trusted-ca-file"),
+            Server::Etcd { node, peer: true } => {
+                (node, "etcd", "peer-cert-file", "peer-trusted-ca-file")
+            }
+            Server::Kubelet { node } => {
+                let files = self
+                    .proc_files(node, "kubelet")
+                    .ok_or(format!("{who} is not running"))?;
+                let serving = match files.get(KUBELET_SERVING) {
+                    Some(Content::Leaf(i)) => i.clone(),
+                    _ => {
+                        return Err(format!(
+                            "{who} has no serving certificate {KUBELET_SERVING}"
+                        ));
+                    }
+                };
+                let cfg = self.kubelet_config.get(node).and_then(|p| files.get(p));
+                let Some(Content::KubeletConfig(Some(path))) = cfg else {
+                    return Err(format!("{who} has no authentication.x509.clientCAFile"));
+                };
+                let Some(Content::Cas(cas)) = files.get(path) else {
+                    return Err(format!("{who}'s clientCAFile {path} holds no CA"));
+                };
+                return Ok((
+                    Some(serving),
+                    cas.clone(),
+                    format!("its clientCAFile {path} as it read it at its last start"),
+                ));
+            }
+            Server::Aggregated => {
+                let cas = self.extension_auth.clone().unwrap_or_default();
+                return Ok((
+                    None,
+                    cas,
+                    "requestheader-client-ca-file of extension-apiserver-authentication".into(),
+                ));
+            }
+        };
+        let files = self
+            .proc_files(node, comp)
+            .ok_or(format!("{who} is not running"))?;
+        let serving = self
+            .flag_leaf(files, node, comp, cert)
+            .ok_or(format!("{who} has no --{cert}"))?;
+        let cas = self
+            .flag_cas(files, node, comp, ca)
+            .ok_or(format!("{who} has no --{ca}"))?;
+        let path = self
+            .flag_path(files, node, comp, ca)
+            .cloned()
+            .unwrap_or_default();
+        Ok((
+            Some(serving),
+            cas,
+            format!("--{ca} {path} as it read it at its last start"),
+        ))
+    }
+
+    /// The client's trust (`None`: it does not verify against the cluster's CAs) with its
+    /// source, and its certificate's issuer (`None`: no certificate).
+    #[allow(clippy::type_complexity)]
+    fn client(
+        &self,
+        c: &Client,
+        managed: bool,
+    ) -> Result<
+        (
+            Option<(Vec<Fingerprint>, String)>,
+            Option<Option<Fingerprint>>,
+        ),
+        String,
+    > {
+        let who = c.describe();
+        match c {
+            Client::Kubeconfig {
+                node,
+                path,
+                component,
+            } => {
+                let (files, how) = match component {
+                    Some(comp) => (
+                        self.proc_files(node, comp)
+                            .ok_or(format!("{who} is not running"))?,
+                        format!("{path} as it read it at its last start"),
+                    ),
+                    None => (
+                        self.disk.get(node).ok_or(format!("no node {node}"))?,
+                        format!("{path} on disk"),
+                    ),
+                };
+                let Some(Content::Kubeconfig { ca, client }) = files.get(path) else {
+                    return Err(format!("{who}: {path} is not a kubeconfig"));
+                };
+                let cert = match client {
+                    Cred::None => None,
+                    Cred::Data(i) => Some(i.clone()),
+                    Cred::File(p) => match files.get(p) {
+                        Some(Content::Leaf(i)) => Some(i.clone()),
+                        _ => Some(None),
+                    },
+                };
+                Ok((Some((ca.clone(), how)), cert))
+            }
+            Client::Flags {
+                node,
+                component,
+                ca,
+                cert,
+                ..
+            } => {
+                let files = self
+                    .proc_files(node, component)
+                    .ok_or(format!("{who} is not running"))?;
+                let trust = match ca {
+                    Some(flag) => {
+                        let cas = self
+                            .flag_cas(files, node, component, flag)
+                            .ok_or(format!("{who} has no --{flag}"))?;
+                        let path = self
+                            .flag_path(files, node, component, flag)
+                            .cloned()
+                            .unwrap_or_default();
+                        Some((
+                            cas,
+                            format!("--{flag} {path} as it read it at its last start"),
+                        ))
+                    }
+                    None => None,
+                };
+                let leaf = self
+                    .flag_leaf(files, node, component, cert)
+                    .ok_or(format!("{who} has no --{cert}"))?;
+                Ok((trust, Some(leaf)))
+            }
+            Client::Pod { name, group } => {
+                let (owned, bare) = self
+                    .pods
+                    .get(*group)
+                    .ok_or(format!("{who}: unknown pod {name}"))?;
+                let trust = if managed { owned } else { bare };
+                Ok((
+                    Some((
+                        trust.clone(),
+                        "the kube-root-ca.crt it read at its start".into(),
+                    )),
+                    None,
+                ))
+            }
+        }
+    }
+
+    /// Judge one edge: `Ok` when both directions verify.
+    fn judge(&self, e: &Edge) -> Result<(), String> {
+        let server = e.server.describe();
+        let client = e.client.describe();
+        let (serving, accepts, accepts_from) = self.server(&e.server)?;
+        let (trust, cert) = self.client(&e.client, e.managed)?;
+        if let (Some(serving), Some((trust, from))) = (serving, trust)
+            && !serving.as_ref().is_some_and(|i| trust.contains(i))
+        {
+            return Err(format!(
+                "{server} serves a certificate issued by {}, but {client} trusts only {} ({from})",
+                self.issuer(&serving),
+                self.labels(&trust)
+            ));
+        }
+        if let Some(cert) = cert
+            && !cert.as_ref().is_some_and(|i| accepts.contains(i))
+        {
+            return Err(format!(
+                "{client} presents a certificate issued by {}, but {server} accepts only {} ({accepts_from})",
+                self.issuer(&cert),
+                self.labels(&accepts)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Apply one step to the model; returns what changed.
+    fn apply(&mut self, step: &Step) -> Vec<Key> {
+        let mut touched = Vec::new();
+        for op in &step.ops {
+            match op {
+                Op::Set {
+                    node: Some(n),
+                    path,
+                    field,
+                    want,
+                    ..
+                } => {
+                    let Some(files) = self.disk.get_mut(n) else {
+                        continue;
+                    };
+                    write(files, path, field, want);
+                    touched.push(Key::Disk(n.clone()));
+                }
+                Op::Set {
+                    node: None,
+                    field: Field::PodTrust,
+                    want: State::Members(v),
+                    ..
+                } => {
+                    // A rollout replaces every owned pod that does not trust `v`; the new
+                    // pods read the published kube-root-ca.crt. Bare pods stay.
+                    for (owned, _) in &mut self.pods {
+                        owned.clone_from(v);
+                    }
+                    touched.push(Key::Pods);
+                }
+                Op::Set { node: None, .. } | Op::Verify { .. } => {}
+                Op::Restart { node, component } => {
+                    let Some(files) = self.disk.get(node).cloned() else {
+                        continue;
+                    };
+                    if component == "kube-apiserver" {
+                        // At start, an API server publishes its requestheader CA.
+                        if let Some(cas) =
+                            self.flag_cas(&files, node, component, "requestheader-client-ca-file")
+                        {
+                            self.extension_auth = Some(cas);
+                            touched.push(Key::ExtensionAuth);
+                        }
+                    }
+                    self.held.insert((node.clone(), component.clone()), files);
+                    touched.push(Key::Proc(node.clone(), component.clone()));
+                }
+            }
+        }
+        touched
+    }
+}
+
+/// Write `want` into the model's file at `path`.
+fn write(files: &mut Files, path: &str, field: &Field, want: &State) {
+    match (field, want) {
+        (Field::Bundle | Field::SignerCopy, State::Members(v)) => {
+            files.insert(path.to_string(), Content::Cas(v.clone()));
+        }
+        (Field::Bundle | Field::SignerCopy, State::Absent) => {
+            files.remove(path);
+        }
+        (Field::Leaf, State::IssuedBy(i)) => {
+            files.insert(path.to_string(), Content::Leaf(Some(i.clone())));
+        }
+        (Field::KubeconfigCa, State::Members(v)) => {
+            if let Some(Content::Kubeconfig { ca, .. }) = files.get_mut(path) {
+                ca.clone_from(v);
+            }
+        }
+        (Field::KubeconfigClient, State::IssuedBy(i)) => {
+            if let Some(Content::Kubeconfig { client, .. }) = files.get_mut(path) {
+                *client = Cred::Data(Some(i.clone()));
+            }
+        }
+        (Field::Flag(_, flag), State::Path(p)) => {
+            if let Some(Content::Manifest(flags)) = files.get_mut(path) {
+                flags.insert(flag.clone(), p.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The things an edge's verdict depends on.
+fn keys(e: &Edge) -> Vec<Key> {
+    let mut k = vec![];
+    match &e.client {
+        Client::Kubeconfig {
+            node,
+            component: Some(c),
+            ..
+        }
+        | Client::Flags {
+            node, component: c, ..
+        } => k.push(Key::Proc(node.clone(), c.clone())),
+        Client::Kubeconfig {
+            node,
+            component: None,
+            ..
+        } => k.push(Key::Disk(node.clone())),
+        Client::Pod { .. } => k.push(Key::Pods),
+    }
+    match &e.server {
+        Server::ApiServer { node } => k.push(Key::Proc(node.clone(), "kube-apiserver".into())),
+        Server::Kubelet { node } => k.push(Key::Proc(node.clone(), "kubelet".into())),
+        Server::Etcd { node, .. } => k.push(Key::Proc(node.clone(), "etcd".into())),
+        Server::Aggregated => k.push(Key::ExtensionAuth),
+    }
+    k
+}
+
+/// The plan's steps in the order rehearse (and a walker with one slot) runs them: a
+/// topological order of `depends_on`, ties broken by position in the file.
+pub fn order(plan: &Plan) -> Vec<usize> {
+    let index: HashMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let n = plan.steps.len();
+    let mut indegree = vec![0usize; n];
+    let mut dependents: Vec<Vec<usize>> = vec![vec![]; n];
+    for (i, s) in plan.steps.iter().enumerate() {
+        for d in &s.depends_on {
+            if let Some(&j) = index.get(d.as_str()) {
+                indegree[i] += 1;
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+        .filter(|i| indegree[*i] == 0)
+        .map(std::cmp::Reverse)
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        out.push(i);
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.push(std::cmp::Reverse(d));
+            }
+        }
+    }
+    out
+}
+
+/// Rehearse `plan` on the cluster in `snap`. `label` names a CA for people.
+pub fn rehearse(snap: &Snapshot, plan: &Plan, label: &dyn Fn(&Fingerprint) -> String) -> Rehearsal {
+    let edges = edges(snap);
+    let mut world = World::new(snap, label);
+    let mut by_key: HashMap<Key, Vec<usize>> = HashMap::new();
+    for (i, e) in edges.iter().enumerate() {
+        for k in keys(e) {
+            by_key.entry(k).or_default().push(i);
+        }
+    }
+    let mut out = Rehearsal {
+        edges: edges.iter().filter(|e| e.managed).count(),
+        unmanaged: edges.iter().filter(|e| !e.managed).count(),
+        steps: plan.steps.len(),
+        ..Default::default()
+    };
+    // Per edge: broken now? and the index of its open break in `out`.
+    let mut live: Vec<bool> = Vec::with_capacity(edges.len());
+    for e in &edges {
+        let verdict = world.judge(e);
+        live.push(verdict.is_ok());
+        if let Err(why) = verdict {
+            out.broken_before.push(Break {
+                step: String::new(),
+                at: "before the first step".into(),
+                edge: e.name.clone(),
+                why,
+                restored: None,
+            });
+        }
+    }
+    let was_live = live.clone();
+    let mut open: HashMap<usize, (bool, usize)> = HashMap::new();
+    let cps = snap
+        .nodes
+        .iter()
+        .filter(|n| n.components.contains_key("kube-apiserver"))
+        .count();
+    let etcds = snap
+        .nodes
+        .iter()
+        .filter(|n| n.components.contains_key("etcd"))
+        .count();
+    for i in order(plan) {
+        let step = &plan.steps[i];
+        let at = step_label(step);
+        for op in &step.ops {
+            if let Op::Restart { component, node } = op {
+                let what = match component.as_str() {
+                    "kube-apiserver" if cps == 1 => {
+                        Some("the only API server restarts: its clients wait or retry")
+                    }
+                    "etcd" if etcds == 1 => {
+                        Some("the only etcd member restarts: the API server cannot read or write")
+                    }
+                    _ => None,
+                };
+                if let Some(what) = what {
+                    out.gaps.push(Gap {
+                        step: step.id.clone(),
+                        at: at.clone(),
+                        what: format!("{what} ({node})"),
+                    });
+                }
+            }
+        }
+        let mut todo: Vec<usize> = world
+            .apply(step)
+            .iter()
+            .flat_map(|k| by_key.get(k).into_iter().flatten().copied())
+            .collect();
+        todo.sort_unstable();
+        todo.dedup();
+        for e in todo {
+            if !was_live[e] {
+                continue;
+            }
+            let verdict = world.judge(&edges[e]);
+            match (live[e], verdict) {
+                (true, Err(why)) => {
+                    live[e] = false;
+                    let b = Break {
+                        step: step.id.clone(),
+                        at: at.clone(),
+                        edge: edges[e].name.clone(),
+                        why,
+                        restored: None,
+                    };
+                    let list = if edges[e].managed {
+                        &mut out.breaks
+                    } else {
+                        &mut out.warnings
+                    };
+                    open.insert(e, (edges[e].managed, list.len()));
+                    list.push(b);
+                }
+                (false, Ok(())) => {
+                    live[e] = true;
+                    if let Some((managed, j)) = open.remove(&e) {
+                        let list = if managed {
+                            &mut out.breaks
+                        } else {
+                            &mut out.warnings
+                        };
+                        list[j].restored = Some(at.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
