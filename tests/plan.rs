@@ -285,7 +285,11 @@ fn no_changes_after_init_and_detailed_exit_codes() {
     w.ok(&["rotate", "kubernetes", "--algorithm", "ecdsa-p256"]);
     let (code, out, _) = w.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 2, "changes present");
-    assert!(out.lines().last().unwrap().starts_with("Plan: "), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("Plan: ")), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("Continuity: ")),
+        "the continuity proof follows the summary: {out}"
+    );
     let (code, _, _) = w.run(&["plan"]);
     assert_eq!(code, 0, "without --detailed-exitcode, changes exit 0");
     let (code, _, err) = w.run(&["plan", "--detailed-exitcode", "--format", "bogus"]);

@@ -13,7 +13,10 @@
 //!                           "want": { "members": ["sha256:…", "sha256:…"] } } ],
 //!                "depends_on": [] } ],
 //!   "skipped": [ { "id": "kubernetes-ca/restart-workloads", "doc_step": "8.4", "reason": "…" } ],
-//!   "summary": { "steps": 90, "writes": 40, "restarts": 45, "waits": 5, "stages": ["pre-rotate", …] } }
+//!   "summary": { "steps": 90, "writes": 40, "restarts": 45, "waits": 5, "stages": ["pre-rotate", …] },
+//!   "continuity": { "edges": 54, "unmanaged": 0, "steps": 90, "broken_before": [], "breaks": [],
+//!                   "warnings": [], "gaps": [ { "step": "…", "at": "step 5 apiserver-client-ca on cp-1",
+//!                   "what": "the only API server restarts: …" } ] } }
 //! ```
 //! Never key material: CAs appear as names and fingerprints, re-issued leaves as
 //! "(known after apply)". `changes` are for people, `ops` for `apply`. `checksum` is the
