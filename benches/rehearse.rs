@@ -1,0 +1,157 @@
+//! `cargo bench --bench rehearse`: the figures of the trust-continuity issue.
+//!
+//! A 3 + 200 sandbox seeded to ≈ 2,000 pods, its API server running as its own process;
+//! both authorities rotated `--to-end`. Measured:
+//! - the rehearsal alone, in process (edges from the snapshot, every step simulated);
+//! - `trustform rehearse plan.json` end to end (observe 203 nodes + the API, rehearse);
+//! - `trustform plan` (which rehearses as it plans).
+//!
+//! `TRUSTFORM_BENCH_WORKERS` (default 200) and `TRUSTFORM_BENCH_WORKLOADS` (default 82)
+//! change the size.
+
+mod common;
+
+use common::{measure, run};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env(name: &str, default: usize) -> String {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(default)
+        .to_string()
+}
+
+fn main() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_trustform"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let workers = env("TRUSTFORM_BENCH_WORKERS", 200);
+    let workloads = env("TRUSTFORM_BENCH_WORKLOADS", 82);
+    run(
+        bin,
+        d,
+        &[
+            "sandbox",
+            "create",
+            "cluster",
+            "--control-planes",
+            "3",
+            "--workers",
+            &workers,
+            "--key-algorithm",
+            "ecdsa-p256",
+            "--namespaces",
+            "20",
+            "--workloads",
+            &workloads,
+        ],
+    );
+    let mut server = Command::new(bin)
+        .current_dir(d)
+        .args(["sandbox", "up", "cluster"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sandbox up");
+    let start = Instant::now();
+    while !d.join("cluster/apiserver/endpoint.json").is_file() {
+        assert!(start.elapsed() < Duration::from_secs(60), "API server up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    run(bin, d, &["init", "--sandbox", "cluster"]);
+    for auth in ["kubernetes", "front-proxy"] {
+        run(
+            bin,
+            d,
+            &["rotate", auth, "--to-end", "--algorithm", "ecdsa-p256"],
+        );
+    }
+    let plan = measure(
+        Command::new(bin)
+            .current_dir(d)
+            .args(["plan", "-out", "plan.json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(plan.ok, "trustform plan");
+    let rehearse = measure(
+        Command::new(bin)
+            .current_dir(d)
+            .args(["rehearse", "plan.json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(rehearse.ok, "trustform rehearse");
+
+    // In process: observe once, then time the rehearsal itself.
+    let config = d.join("trustform.yaml");
+    let loaded = trustform::config::load(&config).unwrap();
+    let t = Instant::now();
+    let snap = trustform::observe::observe_with(
+        &loaded.node_targets().unwrap(),
+        loaded.kube_access().as_ref(),
+    )
+    .unwrap();
+    let observe = t.elapsed();
+    let desired = trustform::diff::resolve(&loaded, &snap).unwrap();
+    let saved: trustform::plan::Plan =
+        serde_json::from_slice(&std::fs::read(d.join("plan.json")).unwrap()).unwrap();
+    let mut best = Duration::MAX;
+    let mut r = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        r = Some(trustform::plan::rehearse::rehearse(&snap, &saved, &|fp| {
+            desired.label(fp)
+        }));
+        best = best.min(t.elapsed());
+    }
+    let r = r.unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let pods: usize = snap
+        .kube
+        .as_ref()
+        .map_or(0, |k| k.pods.iter().map(|g| g.pods.len()).sum());
+    println!(
+        "cluster: {} nodes, {pods} pods; plan: {} steps; {} edges ({} of bare pods)",
+        snap.nodes.len(),
+        saved.steps.len(),
+        r.edges + r.unmanaged,
+        r.unmanaged
+    );
+    assert!(r.holds(), "the generated plan keeps every edge live");
+    println!("| what | wall | peak RSS |");
+    println!("|---|---|---|");
+    println!(
+        "| rehearse, in process (edges + {} steps) | {:.3} s | |",
+        saved.steps.len(),
+        best.as_secs_f64()
+    );
+    println!(
+        "| observe, in process (for reference) | {:.3} s | |",
+        observe.as_secs_f64()
+    );
+    println!(
+        "| `trustform rehearse plan.json` (observe + rehearse) | {:.2} s | {} MiB |",
+        rehearse.wall.as_secs_f64(),
+        rehearse.rss_kib / 1024
+    );
+    println!(
+        "| `trustform plan -out` (observe + plan + rehearse) | {:.2} s | {} MiB |",
+        plan.wall.as_secs_f64(),
+        plan.rss_kib / 1024
+    );
+    println!(
+        "target: rehearse < 2 s: {}",
+        if rehearse.wall.as_secs_f64() < 2.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}
