@@ -6,7 +6,7 @@
 //! - `trustform rehearse plan.json` end to end (observe 203 nodes + the API, rehearse);
 //! - `trustform plan` (which rehearses as it plans).
 //!
-//! `TRUSTFORM_BENCH_WORKERS` (default 200) and `TRUSTFORM_BENCH_WORKLOADS` (default 82)
+//! `TRUSTFORM_BENCH_WORKERS` (default 200) and `TRUSTFORM_BENCH_WORKLOADS` (default 84)
 //! change the size.
 
 mod common;
@@ -29,7 +29,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let workers = env("TRUSTFORM_BENCH_WORKERS", 200);
-    let workloads = env("TRUSTFORM_BENCH_WORKLOADS", 82);
+    let workloads = env("TRUSTFORM_BENCH_WORKLOADS", 84);
     run(
         bin,
         d,
