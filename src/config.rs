@@ -167,6 +167,11 @@ pub struct NodeSpec {
     pub role: Role,
     /// How trustform reaches its files.
     pub access: Access,
+    /// Copies of the cluster's kubeconfigs on this node, outside `/etc/kubernetes`
+    /// (absolute node paths, e.g. `/root/.kube/config`): rotated with admin.conf.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub kubeconfigs: Vec<Spanned<String>>,
 }
 
 /// How to reach a node's files.
@@ -333,6 +338,14 @@ impl Loaded {
         }
     }
 
+    /// The place of `loc` in this file, for errors raised outside `config`.
+    pub fn origin(&self, loc: serde_saphyr::Location) -> crate::observe::Origin {
+        crate::observe::Origin {
+            src: NamedSource::new(self.path.display().to_string(), self.text.clone()),
+            span: span_of(loc, &self.text),
+        }
+    }
+
     /// Resolve a path written in the config.
     pub fn resolve_path(&self, p: &str) -> PathBuf {
         let p = expand_home(p);
@@ -358,6 +371,14 @@ impl Loaded {
                 Some(l) => Ok(crate::observe::NodeTarget {
                     name: n.name.clone(),
                     root: self.resolve_path(&l.root),
+                    kubeconfigs: n
+                        .kubeconfigs
+                        .iter()
+                        .map(|k| crate::observe::Listed {
+                            path: k.value.clone(),
+                            origin: Some(self.origin(k.referenced)),
+                        })
+                        .collect(),
                 }),
                 None => Err(self.invalid_at_text(
                     &format!("name: {}", n.name),
@@ -455,6 +476,9 @@ fn check(l: &Loaded) -> Result<(), ConfigError> {
             "list the nodes, or run `trustform init`".into(),
         ));
     }
+    for n in &c.inventory.nodes {
+        check_kubeconfigs(l, n)?;
+    }
     let known = || c.cas.keys().cloned().collect::<Vec<_>>().join(", ");
     for (auth, spec) in &c.authorities {
         for name in std::iter::once(&spec.issuer).chain(spec.trust.iter()) {
@@ -513,6 +537,55 @@ fn check(l: &Loaded) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A node's `kubeconfigs`: absolute, normal node paths outside `/etc/kubernetes`, each
+/// listed once.
+fn check_kubeconfigs(l: &Loaded, n: &NodeSpec) -> Result<(), ConfigError> {
+    for (i, k) in n.kubeconfigs.iter().enumerate() {
+        let p = k.value.as_str();
+        let normal = p.starts_with('/')
+            && p.len() > 1
+            && p[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !p.starts_with('/') {
+            return Err(l.invalid(
+                k.referenced,
+                format!("node {}: kubeconfig path {p:?} is not absolute", n.name),
+                "not an absolute node path",
+                "write the path as the node sees it, from its `/` (`~` is not expanded): /root/.kube/config or /home/<user>/.kube/config".into(),
+            ));
+        }
+        if !normal {
+            return Err(l.invalid(
+                k.referenced,
+                format!(
+                    "node {}: kubeconfig path {p:?} is not a plain file path",
+                    n.name
+                ),
+                "empty, `.` or `..` component",
+                "write the file's path without `.`, `..` or doubled slashes".into(),
+            ));
+        }
+        if p == "/etc/kubernetes" || p.starts_with("/etc/kubernetes/") {
+            return Err(l.invalid(
+                k.referenced,
+                format!("node {}: {p} is under /etc/kubernetes", n.name),
+                "trustform reads /etc/kubernetes already",
+                "remove it from `kubeconfigs`: list only copies outside /etc/kubernetes (kubeadm's kubeconfigs there are rotated by the documented steps)".into(),
+            ));
+        }
+        if n.kubeconfigs[..i].iter().any(|o| o.value == k.value) {
+            return Err(l.invalid(
+                k.referenced,
+                format!("node {}: {p} is listed twice", n.name),
+                "listed twice",
+                "remove one of them".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// How `init` and `rotate` write the file: one canonical, commented layout.
 pub fn render(c: &Config) -> String {
     let mut s = format!("# yaml-language-server: $schema=./{SCHEMA_FILE}\n");
@@ -549,8 +622,14 @@ pub fn render(c: &Config) -> String {
             Role::ControlPlane => "control-plane",
             Role::Worker => "worker",
         };
+        let kubeconfigs = if n.kubeconfigs.is_empty() {
+            String::new()
+        } else {
+            let v: Vec<String> = n.kubeconfigs.iter().map(|k| q(&k.value)).collect();
+            format!(", kubeconfigs: [{}]", v.join(", "))
+        };
         s.push_str(&format!(
-            "    - {{ name: {}, role: {role}, access: {access} }}\n",
+            "    - {{ name: {}, role: {role}, access: {access}{kubeconfigs} }}\n",
             q(&n.name)
         ));
     }

@@ -28,3 +28,9 @@ pub const APISERVER_MANIFEST: &str = "etc/kubernetes/manifests/kube-apiserver.ya
 pub fn rel(abs: &str) -> &str {
     abs.trim_start_matches('/')
 }
+
+/// Whether a kubeconfig path is a copy outside the kubeadm layout (one that
+/// trustform.yaml lists under a node's `kubeconfigs`), not one of kubeadm's own.
+pub fn is_copy(abs: &str) -> bool {
+    !abs.starts_with("/etc/kubernetes/")
+}

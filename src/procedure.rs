@@ -180,6 +180,10 @@ pub struct StepTemplate {
     /// Files (relative to /etc/kubernetes), for `write-kubeconfigs` and `reissue-leaves`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// Also the kubeconfig copies trustform.yaml lists under a node's `kubeconfigs`
+    /// (`write-kubeconfigs` only): they are rotated with admin.conf.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copies: bool,
     /// Why trustform adds or shapes this step (cited issue, research).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
@@ -282,6 +286,15 @@ pub fn parse(file: &str, text: &str) -> Result<Procedure, ProcedureError> {
             return Err(err(
                 format!(
                     "step {}: `files` goes with write-kubeconfigs and reissue-leaves, and only there",
+                    s.id
+                ),
+                &at,
+            ));
+        }
+        if s.copies && s.action != Action::WriteKubeconfigs {
+            return Err(err(
+                format!(
+                    "step {}: `copies` goes with write-kubeconfigs, and only there",
                     s.id
                 ),
                 &at,

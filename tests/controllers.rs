@@ -138,6 +138,7 @@ fn seeding_counts_are_exact_and_survive_reopen() {
             workloads: m,
             legacy_token_secrets: k,
             webhooks: w,
+            ..Seed::default()
         },
     );
     let store = Store::open(&c.dir).unwrap();
@@ -351,6 +352,7 @@ async fn root_ca_follows_the_controller_manager_not_the_disk() {
             workloads: 0,
             legacy_token_secrets: 60,
             webhooks: 0,
+            ..Seed::default()
         },
     );
     let store = Store::open(&c.dir).unwrap();
@@ -457,6 +459,7 @@ async fn rollouts_replace_pods_which_read_the_new_bundle() {
             workloads: 8,
             legacy_token_secrets: 0,
             webhooks: 0,
+            ..Seed::default()
         },
     );
     let store = Store::open(&c.dir).unwrap();
@@ -598,6 +601,7 @@ async fn a_budget_at_its_limit_blocks_the_rollout() {
             workloads: 3,
             legacy_token_secrets: 0,
             webhooks: 0,
+            ..Seed::default()
         },
     );
     let store = Store::open(&c.dir).unwrap();
@@ -784,6 +788,7 @@ async fn large_sandbox_figures() {
             workloads: 2000,
             legacy_token_secrets: 20000,
             webhooks: 20,
+            ..Seed::default()
         },
     );
     let seeded = started.elapsed();
@@ -833,6 +838,7 @@ async fn kubectl_rollout_restart_and_status_through_the_api_server() {
             workloads: 4,
             legacy_token_secrets: 0,
             webhooks: 0,
+            ..Seed::default()
         },
     );
     let server = apiserver::serve(&c.dir, apiserver::Options::default())

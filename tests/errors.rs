@@ -243,3 +243,87 @@ fn rotate_refuses_an_authority_without_a_procedure() {
     );
     assert!(!w.path().join("cas").exists(), "no CA generated");
 }
+
+/// `plan` on a sandbox whose trustform.yaml (from `init`) lists cp-1's copy of admin.conf,
+/// after `change` broke it; stderr, with the temp-free paths it names.
+fn copy_error(change: impl FnOnce(&common::Workdir)) -> String {
+    let w = common::initialised(1, 0);
+    let cfg = std::fs::read_to_string(w.config()).unwrap();
+    assert!(
+        cfg.contains("kubeconfigs: [/root/.kube/config]"),
+        "init lists the copy:\n{cfg}"
+    );
+    change(&w);
+    plan_fails(&w)
+}
+
+#[test]
+fn a_relative_kubeconfig_path_points_at_the_entry() {
+    let err = copy_error(|w| {
+        edit(
+            &w.config(),
+            "kubeconfigs: [/root/.kube/config]",
+            "kubeconfigs: [~/.kube/config]",
+        )
+    });
+    assert!(err.contains("trustform::config::invalid"), "{err}");
+    insta::assert_snapshot!("kubeconfig_relative_path", err);
+    let err = copy_error(|w| {
+        edit(
+            &w.config(),
+            "kubeconfigs: [/root/.kube/config]",
+            "kubeconfigs: [/root/.kube/config, /etc/kubernetes/admin.conf]",
+        )
+    });
+    assert!(err.contains("trustform::config::invalid"), "{err}");
+    assert!(
+        err.contains("node cp-1: /etc/kubernetes/admin.conf is under /etc/kubernetes"),
+        "{err}"
+    );
+    assert!(
+        err.contains("trustform reads /etc/kubernetes already"),
+        "label: {err}"
+    );
+    let err = copy_error(|w| {
+        edit(
+            &w.config(),
+            "kubeconfigs: [/root/.kube/config]",
+            "kubeconfigs: [/root/../etc/kubernetes/admin.conf]",
+        )
+    });
+    assert!(err.contains("is not a plain"), "{err}");
+    assert!(err.contains("empty, `.` or `..` component"), "label: {err}");
+}
+
+#[test]
+fn a_missing_listed_kubeconfig_points_at_the_entry() {
+    let err = copy_error(|w| {
+        std::fs::remove_file(w.node("cp-1").join("root/.kube/config")).unwrap();
+    });
+    assert!(
+        err.contains("trustform::observe::missing_kubeconfig"),
+        "{err}"
+    );
+    insta::assert_snapshot!("kubeconfig_missing", err);
+}
+
+#[test]
+fn a_listed_file_that_is_not_a_kubeconfig_points_at_the_entry() {
+    let err = copy_error(|w| {
+        std::fs::write(
+            w.node("cp-1").join("root/.kube/config"),
+            "export KUBECONFIG=/etc/kubernetes/admin.conf\n",
+        )
+        .unwrap();
+    });
+    assert!(
+        err.contains("trustform::observe::not_a_kubeconfig"),
+        "{err}"
+    );
+    assert!(
+        err.contains("node cp-1: /root/.kube/config is not a kubeconfig: it has no `clusters:`"),
+        "{err}"
+    );
+    let line = 10; // the cp-1 line of the inventory
+    assert!(err.contains(&format!("trustform.yaml:{line}:")), "{err}");
+}

@@ -587,3 +587,200 @@ fn kube_rs_waits_and_rollouts_against_the_in_process_server() {
         server.shutdown().await;
     });
 }
+
+/// kubectl with a given kubeconfig: (success, stdout, stderr).
+fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("kubectl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The client certificate embedded in a kubeconfig, written beside it for openssl.
+fn client_cert_of(kubeconfig: &Path, out: &Path) -> trustform::pki::CertFacts {
+    let kc: trustform::pki::kubeconfig::Kubeconfig =
+        serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+    let user = kc.current().1.expect("a current user").user.clone();
+    let pem = b64d(user.client_certificate_data.as_deref().expect("embedded"));
+    write(out, &pem);
+    trustform::pki::parse_certs(&pem, "client")
+        .unwrap()
+        .remove(0)
+        .facts
+}
+
+fn openssl_verify(ca: &Path, leaf: &Path) -> bool {
+    Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(ca)
+        .arg(leaf)
+        .output()
+        .expect("openssl runs")
+        .status
+        .success()
+}
+
+#[test]
+fn a_copied_admin_conf_rotates_with_it_and_stays_live() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = seeded(0, 0, 0, 0);
+    let copy = w.node("cp-1").join("root/.kube/config");
+    // `sandbox create` did what `kubeadm init` tells its user to.
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(admin_conf(&w)).unwrap()
+    );
+    let _up = Up::start(&w, None);
+    let (ok, out, err) = kubectl_with(&copy, &["get", "--raw", "/healthz"]);
+    assert!(ok && out.trim() == "ok", "the copy reaches the API: {err}");
+    w.ok(&["init", "--sandbox", "cluster"]);
+    let cfg = std::fs::read_to_string(w.config()).unwrap();
+    let cp1 = cfg.lines().find(|l| l.contains("name: cp-1")).unwrap();
+    assert!(
+        cp1.ends_with(", kubeconfigs: [/root/.kube/config] }"),
+        "init lists the copy under cp-1: {cp1}"
+    );
+    assert!(
+        cfg.lines().filter(|l| l.contains("kubeconfigs:")).count() == 1,
+        "only cp-1 has a copy:\n{cfg}"
+    );
+    let original = std::fs::read(&copy).unwrap();
+    let before = client_cert_of(&copy, &w.path().join("before.crt"));
+    let old_ca = w.path().join("old-ca.crt");
+    std::fs::copy(w.node("cp-1").join("etc/kubernetes/pki/ca.crt"), &old_ca).unwrap();
+
+    // The plan moves the copy with admin.conf: in documented step 7 and when the old CA
+    // leaves the control-plane kubeconfigs.
+    w.ok(&["rotate", "kubernetes", "--to-end"]);
+    let text = w.ok(&["plan", "-out", "plan.json"]);
+    assert!(
+        text.contains("cp-1:/root/.kube/config (client certificate)"),
+        "{text}"
+    );
+    let plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(w.path().join("plan.json")).unwrap())
+            .unwrap();
+    let fields_at = |template: &str| -> Vec<String> {
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["template"] == template && s["target"] == "cp-1")
+            .flat_map(|s| s["ops"].as_array().unwrap().iter())
+            .filter(|op| op["path"] == "/root/.kube/config")
+            .map(|op| op["field"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        fields_at("user-kubeconfigs"),
+        ["kubeconfig-ca", "kubeconfig-client"],
+        "documented step 7"
+    );
+    assert_eq!(
+        fields_at("control-plane-kubeconfigs-drop-old"),
+        ["kubeconfig-ca"],
+        "the old CA leaves the copy with admin.conf"
+    );
+    let step7 = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["template"] == "user-kubeconfigs" && s["target"] == "cp-1")
+        .unwrap();
+    assert_eq!(step7["doc_step"], "7");
+
+    let out = w.ok(&["apply", "plan.json", "--format", "json"]);
+    assert!(out.contains("\"ok\":true"), "{out}");
+
+    // The witnesses: kubectl with the copy reaches the rotated API server, and openssl
+    // verifies its new client certificate against the new CA (and not the old one).
+    let (ok, out, err) = kubectl_with(&copy, &["get", "--raw", "/healthz"]);
+    assert!(ok && out.trim() == "ok", "the copy stays live: {err}");
+    let new_ca = w.node("cp-1").join("etc/kubernetes/pki/ca.crt");
+    let after = client_cert_of(&copy, &w.path().join("after.crt"));
+    assert!(openssl_verify(&new_ca, &w.path().join("after.crt")));
+    assert!(!openssl_verify(&old_ca, &w.path().join("after.crt")));
+    assert!(!openssl_verify(&new_ca, &w.path().join("before.crt")));
+    // Same identity, re-issued.
+    assert_eq!(
+        (&after.common_name, &after.organizations),
+        (&before.common_name, &before.organizations)
+    );
+    assert_ne!(after.fingerprint, before.fingerprint);
+    // Its CA data is the new CA alone, as admin.conf's.
+    let (_, data, _) = kubectl_with(
+        &copy,
+        &[
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ],
+    );
+    assert_eq!(
+        fps(&b64d(data.trim())),
+        fps(&std::fs::read_to_string(&new_ca).unwrap())
+    );
+    // 0600 (it holds a key), and backed up byte for byte before the first change.
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let backups = common::files_under(&w.path().join(".trustform/backup"));
+    let backup = backups
+        .iter()
+        .find(|p| p.ends_with("cp-1/root/.kube/config"))
+        .expect("a backup of the copy");
+    assert_eq!(std::fs::read(backup).unwrap(), original);
+    assert!(w.ok(&["plan"]).contains("No changes."));
+}
+
+#[test]
+fn bare_pods_are_a_seed_option() {
+    let count = |bare: Option<&str>| {
+        let w = Workdir {
+            tmp: tempfile::tempdir().expect("tempdir"),
+        };
+        let mut args = vec![
+            "sandbox",
+            "create",
+            "cluster",
+            "--control-planes",
+            "1",
+            "--workers",
+            "1",
+            "--key-algorithm",
+            "ecdsa-p256",
+            "--workloads",
+            "3",
+        ];
+        if let Some(n) = bare {
+            args.extend(["--bare-pods", n]);
+        }
+        w.ok(&args);
+        let store = trustform::sandbox::apiserver::store::Store::open(&w.cluster()).unwrap();
+        let pods = store.list("pods", None);
+        assert!(!pods.is_empty());
+        pods.iter()
+            .filter(|p| p["metadata"]["ownerReferences"].is_null())
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p["metadata"]["namespace"].as_str().unwrap(),
+                    p["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(count(Some("0")), Vec::<String>::new());
+    assert_eq!(count(None), ["default/netshoot", "default/toolbox"]);
+    assert_eq!(
+        count(Some("3")),
+        ["default/netshoot", "default/netshoot-3", "default/toolbox"]
+    );
+}

@@ -87,6 +87,22 @@ fn a_cycle_or_reordering_in_a_procedure_is_refused() {
         "{}",
         err.reason
     );
+    // `copies` (the kubeconfig copies of trustform.yaml) only on write-kubeconfigs.
+    let misplaced = text.replacen(
+        "    action: write-ca-files
+",
+        "    action: write-ca-files
+    copies: true
+",
+        1,
+    );
+    let err = procedure::parse(file, &misplaced).unwrap_err();
+    assert!(
+        err.reason
+            .contains("distribute-ca: `copies` goes with write-kubeconfigs, and only there"),
+        "{}",
+        err.reason
+    );
 }
 
 #[test]

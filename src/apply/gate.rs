@@ -263,8 +263,9 @@ fn kubeconfigs(node: &Node) -> Vec<(String, Kubeconfig)> {
     names.sort();
     names
         .into_iter()
-        .filter_map(|n| {
-            let path = format!("/etc/kubernetes/{n}");
+        .map(|n| format!("/etc/kubernetes/{n}"))
+        .chain(node.kubeconfigs.iter().cloned())
+        .filter_map(|path| {
             let text = String::from_utf8(read(node, &path).ok()??).ok()?;
             Some((path, serde_saphyr::from_str(&text).ok()?))
         })
@@ -454,6 +455,12 @@ fn handshakes(nodes: &BTreeMap<String, Node>, cps: &[&Node], r: &mut Report) {
                 if node.host(&path).is_file() {
                     clients.push((path, comp.and_then(|c| Proc::of(node, c))));
                 }
+            }
+        }
+        // Copies of admin.conf: kubectl reads them at every use.
+        for path in &node.kubeconfigs {
+            if node.host(path).is_file() {
+                clients.push((path.clone(), None));
             }
         }
         for (path, proc_) in clients {

@@ -230,7 +230,13 @@ fn nodes_of(loaded: &Loaded) -> miette::Result<BTreeMap<String, Node>> {
     Ok(loaded
         .node_targets()?
         .into_iter()
-        .map(|t| (t.name.clone(), Node::local(&t.name, &t.root)))
+        .map(|t| {
+            let copies = t.kubeconfigs.into_iter().map(|k| k.path).collect();
+            (
+                t.name.clone(),
+                Node::local(&t.name, &t.root).with_kubeconfigs(copies),
+            )
+        })
         .collect())
 }
 

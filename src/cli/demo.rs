@@ -112,6 +112,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             seed: super::sandbox::SeedArgs {
                 namespaces: 4,
                 workloads: 8,
+                bare_pods: crate::sandbox::seed::DEFAULT_BARE_PODS,
                 legacy_token_secrets: 8,
                 webhooks: 4,
             },

@@ -6,8 +6,10 @@ use crate::config::{
     Metadata, NodeSpec, spanned,
 };
 use crate::diff::current_target;
-use crate::observe::{self, NodeTarget};
+use crate::observe::{self, Listed, NodeTarget};
+use crate::pki::kubeconfig::Kubeconfig;
 use crate::sandbox::Sandbox;
+use crate::snapshot::FileFact;
 use miette::{Context, IntoDiagnostic};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +95,28 @@ fn relative_to(root: &Path, base: &Path) -> String {
     }
 }
 
+/// The copies of admin.conf on a control-plane node (`/root/.kube/config`,
+/// `/home/*/.kube/config`) that read as kubeconfigs with CA data.
+fn copies_on(root: &Path) -> Vec<Listed> {
+    if !root.join(crate::layout::APISERVER_MANIFEST).is_file() {
+        return vec![];
+    }
+    observe::user_kubeconfigs(root)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(root.join(crate::layout::rel(p)))
+                .ok()
+                .and_then(|t| serde_saphyr::from_str::<Kubeconfig>(&t).ok())
+                .is_some_and(|kc| {
+                    kc.current()
+                        .0
+                        .is_some_and(|c| c.cluster.certificate_authority_data.is_some())
+                })
+        })
+        .map(|path| Listed { path, origin: None })
+        .collect()
+}
+
 /// Run.
 pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     if path.exists() && !a.force {
@@ -116,6 +140,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
                     .map(|n| NodeTarget {
                         name: n.name.clone(),
                         root: n.root.clone(),
+                        kubeconfigs: vec![],
                     })
                     .collect(),
                 s.name,
@@ -152,7 +177,17 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     let access = kube
         .as_ref()
         .map(|k| crate::exec::kube::Access::resolve(k, &dir));
+    let targets: Vec<NodeTarget> = targets
+        .into_iter()
+        .map(|mut t| {
+            t.kubeconfigs = copies_on(&t.root);
+            t
+        })
+        .collect();
     let snap = observe::observe_with(&targets, access.as_ref())?;
+    let cluster_cas = current_target(&snap, Authority::Kubernetes)
+        .map(|t| t.trust)
+        .unwrap_or_default();
     let mut cas = BTreeMap::new();
     let mut authorities = BTreeMap::new();
     for auth in Authority::ALL {
@@ -187,12 +222,22 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         .nodes
         .iter()
         .map(|n| {
-            let root = &targets
+            let target = targets
                 .iter()
                 .find(|t| t.name == n.name)
-                .expect("observed target")
-                .root;
-            let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
+                .expect("observed target");
+            let root = std::path::absolute(&target.root).unwrap_or_else(|_| target.root.clone());
+            // Copies that hold this cluster's trust (a kubeconfig for another cluster
+            // is not ours to rotate).
+            let kubeconfigs = target
+                .kubeconfigs
+                .iter()
+                .filter(|k| {
+                    matches!(n.files.get(&k.path), Some(FileFact::Kubeconfig(f))
+                        if f.ca.iter().any(|fp| cluster_cas.contains(fp)))
+                })
+                .map(|k| spanned(k.path.clone()))
+                .collect();
             NodeSpec {
                 name: n.name.clone(),
                 role: n.role,
@@ -202,6 +247,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
                     }),
                     ssh: None,
                 },
+                kubeconfigs,
             }
         })
         .collect();

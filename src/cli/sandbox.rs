@@ -50,7 +50,7 @@ pub struct CreateArgs {
 }
 
 /// What `sandbox create` seeds into the API server beyond the system objects.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct SeedArgs {
     /// Application namespaces to seed (`app-1`…).
     #[arg(long, default_value_t = 0)]
@@ -58,12 +58,28 @@ pub struct SeedArgs {
     /// Application workloads to seed, spread over the namespaces.
     #[arg(long, default_value_t = 0)]
     pub workloads: usize,
+    /// Pods without an owner to seed in `default`, along with the workloads (no rollout
+    /// restarts them: a rotation leaves them to the operator, with a warning).
+    #[arg(long, default_value_t = crate::sandbox::seed::DEFAULT_BARE_PODS)]
+    pub bare_pods: usize,
     /// Legacy service-account token secrets to seed.
     #[arg(long, default_value_t = 0)]
     pub legacy_token_secrets: usize,
     /// Admission webhook configurations to seed.
     #[arg(long, default_value_t = 0)]
     pub webhooks: usize,
+}
+
+impl Default for SeedArgs {
+    fn default() -> Self {
+        Self {
+            namespaces: 0,
+            workloads: 0,
+            bare_pods: crate::sandbox::seed::DEFAULT_BARE_PODS,
+            legacy_token_secrets: 0,
+            webhooks: 0,
+        }
+    }
 }
 
 /// Key algorithms on the command line.
@@ -98,6 +114,7 @@ pub fn run(c: Command) -> miette::Result<Exit> {
                 seed: Seed {
                     namespaces: a.seed.namespaces,
                     workloads: a.seed.workloads,
+                    bare_pods: a.seed.bare_pods,
                     legacy_token_secrets: a.seed.legacy_token_secrets,
                     webhooks: a.seed.webhooks,
                 },

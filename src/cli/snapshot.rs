@@ -37,7 +37,11 @@ pub fn parse_roots(roots: &[String]) -> Vec<NodeTarget> {
                     (name, p)
                 }
             };
-            NodeTarget { name, root: path }
+            NodeTarget {
+                name,
+                root: path,
+                kubeconfigs: vec![],
+            }
         })
         .collect()
 }

@@ -23,6 +23,8 @@ pub struct Node {
     pub root: PathBuf,
     /// A sandbox node: processes are simulated.
     pub sandbox: bool,
+    /// Kubeconfig copies outside `/etc/kubernetes` (trustform.yaml's `kubeconfigs`).
+    pub kubeconfigs: Vec<String>,
 }
 
 impl Node {
@@ -32,7 +34,14 @@ impl Node {
             name: name.to_string(),
             root: root.to_path_buf(),
             sandbox: runtime::is_sandbox(root),
+            kubeconfigs: vec![],
         }
+    }
+
+    /// This node with the kubeconfig copies trustform.yaml lists for it.
+    pub fn with_kubeconfigs(mut self, paths: Vec<String>) -> Self {
+        self.kubeconfigs = paths;
+        self
     }
 
     /// The host path of a node path.

@@ -1,6 +1,6 @@
 //! The kubeadm layout on disk: PKI files, kubeconfigs, static pod manifests, kubelet config.
 
-use super::{NodeTarget, ObserveError, RawNode, line_span};
+use super::{Listed, NodeTarget, ObserveError, RawNode, line_span};
 use crate::layout;
 use crate::pki::cert::pem_blocks;
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
@@ -224,6 +224,61 @@ impl Reader<'_> {
         })))
     }
 
+    /// A kubeconfig trustform.yaml lists: missing or not a kubeconfig is an error that
+    /// points at its line in trustform.yaml.
+    fn listed_kubeconfig(&mut self, listed: &Listed) -> Result<FileFact, ObserveError> {
+        let (src, span) = match &listed.origin {
+            Some(o) => (Some(o.src.clone()), Some(o.span)),
+            None => (None, None),
+        };
+        let not_one = |reason: String| ObserveError::NotAKubeconfig {
+            node: self.target.name.clone(),
+            path: listed.path.clone(),
+            reason,
+            src: src.clone(),
+            span,
+        };
+        let host = self.target.root.join(layout::rel(&listed.path));
+        let bytes = match std::fs::read(&host) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ObserveError::MissingKubeconfig {
+                    node: self.target.name.clone(),
+                    path: listed.path.clone(),
+                    src,
+                    span,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory || host.is_dir() => {
+                return Err(not_one("it is a directory".into()));
+            }
+            Err(source) => {
+                return Err(ObserveError::Io {
+                    node: self.target.name.clone(),
+                    path: listed.path.clone(),
+                    source,
+                });
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            return Err(not_one("it is not UTF-8 text".into()));
+        };
+        if !text.contains("clusters:") {
+            return Err(not_one("it has no `clusters:`".into()));
+        }
+        self.kubeconfig(&listed.path, &text).map_err(|e| match e {
+            ObserveError::Corrupt {
+                reason, span: at, ..
+            } => {
+                let line = text
+                    .get(..at.offset())
+                    .map_or(1, |t| t.matches('\n').count() + 1);
+                not_one(format!("{reason} (line {line})"))
+            }
+            other => other,
+        })
+    }
+
     fn manifest(&self, abs: &str, text: &str) -> Result<(String, Component), ObserveError> {
         let pod = crate::manifest::parse(text).map_err(|e| {
             let line = e.location().map_or(1, |l| l.line() as usize);
@@ -341,6 +396,26 @@ fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// Where people copy admin.conf (`kubeadm init` tells them to): `/root/.kube/config` and
+/// `/home/*/.kube/config` that exist on the node, as node paths, sorted.
+pub fn user_kubeconfigs(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if root.join("root/.kube/config").is_file() {
+        out.push("/root/.kube/config".to_string());
+    }
+    let mut homes: Vec<String> = std::fs::read_dir(root.join("home"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|u| root.join("home").join(u).join(".kube/config").is_file())
+        .map(|u| format!("/home/{u}/.kube/config"))
+        .collect();
+    homes.sort();
+    out.extend(homes);
+    out
+}
+
 /// Read one node.
 pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
     let root = &target.root;
@@ -400,6 +475,10 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
         if let Some(f) = fact {
             files.insert(abs, f);
         }
+    }
+    for listed in &target.kubeconfigs {
+        let fact = r.listed_kubeconfig(listed)?;
+        files.insert(listed.path.clone(), fact);
     }
     let mut components = BTreeMap::new();
     for abs in manifests {

@@ -3,6 +3,8 @@
 mod files;
 pub mod kube;
 
+pub use files::user_kubeconfigs;
+
 use crate::pki::{Fingerprint, ParsedCert};
 use crate::snapshot::{CaFact, CertEntry, FileFact, NodeSnapshot, Snapshot, natural_key};
 use miette::{Diagnostic, NamedSource, SourceSpan};
@@ -17,6 +19,27 @@ pub struct NodeTarget {
     pub name: String,
     /// The node's root directory (`/` on a real node).
     pub root: PathBuf,
+    /// Kubeconfig files outside `/etc/kubernetes` to read too (trustform.yaml's
+    /// `kubeconfigs`: copies of admin.conf and the like).
+    pub kubeconfigs: Vec<Listed>,
+}
+
+/// A kubeconfig file trustform.yaml lists under a node's `kubeconfigs`.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    /// Absolute node path.
+    pub path: String,
+    /// Where trustform.yaml lists it, for errors; `None` when no file lists it (yet).
+    pub origin: Option<Origin>,
+}
+
+/// A place in trustform.yaml.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The file and its text.
+    pub src: NamedSource<String>,
+    /// Where.
+    pub span: SourceSpan,
 }
 
 /// Errors of observation. Each names the node, the file and, where there is one, the line.
@@ -96,6 +119,48 @@ pub enum ObserveError {
         /// The flag's line.
         #[label("this file is missing")]
         span: SourceSpan,
+    },
+    /// A kubeconfig trustform.yaml lists is not on the node.
+    #[error("node {node}: {path} does not exist (listed under `kubeconfigs` in trustform.yaml)")]
+    #[diagnostic(
+        code(trustform::observe::missing_kubeconfig),
+        help(
+            "restore the file on {node} (e.g. `cp /etc/kubernetes/admin.conf {path}`), or remove it from the node's `kubeconfigs`"
+        )
+    )]
+    MissingKubeconfig {
+        /// Node name.
+        node: String,
+        /// The listed path.
+        path: String,
+        /// trustform.yaml.
+        #[source_code]
+        src: Option<NamedSource<String>>,
+        /// Where it is listed.
+        #[label("no such file on {node}")]
+        span: Option<SourceSpan>,
+    },
+    /// A kubeconfig trustform.yaml lists is not a kubeconfig trustform can rotate.
+    #[error("node {node}: {path} is not a kubeconfig: {reason}")]
+    #[diagnostic(
+        code(trustform::observe::not_a_kubeconfig),
+        help(
+            "list only kubeconfig files with certificate-authority-data (`kubectl config view --kubeconfig {path}` reads them), or remove it from the node's `kubeconfigs`"
+        )
+    )]
+    NotAKubeconfig {
+        /// Node name.
+        node: String,
+        /// The listed path.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+        /// trustform.yaml.
+        #[source_code]
+        src: Option<NamedSource<String>>,
+        /// Where it is listed.
+        #[label("not a kubeconfig")]
+        span: Option<SourceSpan>,
     },
     /// The Kubernetes API could not be read.
     #[error(transparent)]

@@ -101,7 +101,8 @@ fn covers(t: &StepTemplate, c: &Consumer, want: &State, kubelet_ca: Option<&str>
         }
         Action::RemoveSignerCopy => c.field == Field::SignerCopy && *want == State::Absent,
         Action::WriteKubeconfigs => {
-            matches!(c.field, Field::KubeconfigCa | Field::KubeconfigClient) && in_files(&c.path)
+            matches!(c.field, Field::KubeconfigCa | Field::KubeconfigClient)
+                && (in_files(&c.path) || (t.copies && crate::layout::is_copy(&c.path)))
         }
         Action::WriteKubeletTrust => {
             (c.field == Field::Bundle && kubelet_ca == Some(c.path.as_str()))

@@ -56,6 +56,10 @@ pub enum SandboxError {
     Store(Box<apiserver::store::StoreError>),
 }
 
+/// The copy of admin.conf `create` puts on the first control plane, as `kubeadm init`
+/// tells its user to.
+pub const ADMIN_COPY: &str = "/root/.kube/config";
+
 /// A node's role.
 #[derive(
     Clone,
@@ -458,17 +462,17 @@ fn write_node(node: &SandboxNode, ctx: &ClusterCtx) -> Result<(), SandboxError> 
     )?;
 
     // Kubeconfigs of the control plane.
-    put(
-        &kube.join("admin.conf"),
-        &kubeconfig(
-            ctx,
-            "kubernetes-admin",
-            &["kubeadm:cluster-admins"],
-            "kubernetes-admin",
-        )?,
-        KEY_MODE,
+    let admin = kubeconfig(
+        ctx,
+        "kubernetes-admin",
+        &["kubeadm:cluster-admins"],
+        "kubernetes-admin",
     )?;
+    put(&kube.join("admin.conf"), &admin, KEY_MODE)?;
     if node.name == ctx.first_cp {
+        // What `kubeadm init` tells its user to do next:
+        // `cp -i /etc/kubernetes/admin.conf $HOME/.kube/config`.
+        put(&root.join(layout::rel(ADMIN_COPY)), &admin, KEY_MODE)?;
         put(
             &kube.join("super-admin.conf"),
             &kubeconfig(

@@ -8,10 +8,11 @@
 //! authentication`; kubeadm's `coredns` Deployment (with a PDB) and `kube-proxy`
 //! DaemonSet; a Node per running kubelet. Then, as asked: `app-1…app-N` namespaces,
 //! workloads spread over them (mostly Deployments, some DaemonSets and StatefulSets, some
-//! with a PodDisruptionBudget, and two bare pods in `default`), legacy service-account
-//! token secrets (plus a few Opaque ones), and webhook configurations whose `caBundle` is
-//! the cluster CA for every other pair and a separate webhook CA otherwise, with an
-//! APIService and a CRD conversion webhook that trust the cluster CA.
+//! with a PodDisruptionBudget, and `bare_pods` pods without an owner in `default`, two by
+//! default), legacy service-account token secrets (plus a few Opaque ones), and webhook
+//! configurations whose `caBundle` is the cluster CA for every other pair and a separate
+//! webhook CA otherwise, with an APIService and a CRD conversion webhook that trust the
+//! cluster CA.
 //!
 //! Every pod records the trust it started with ([`objects::TRUSTED_CA`]). Objects the real
 //! cluster's components write carry those components' `managedFields` entries.
@@ -30,17 +31,43 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// How much to seed beyond the system objects.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seed {
     /// Application namespaces `app-1…app-N`.
     pub namespaces: usize,
     /// Application workloads spread over them.
     pub workloads: usize,
+    /// Pods without an owner in `default`, seeded along with the workloads (none when
+    /// `workloads` is 0). No rollout restarts them: a rotation leaves them to the
+    /// operator, with a warning. Default 2.
+    pub bare_pods: usize,
     /// Legacy service-account token secrets.
     pub legacy_token_secrets: usize,
     /// Admission webhook configurations.
     pub webhooks: usize,
 }
+
+impl Default for Seed {
+    fn default() -> Self {
+        Self {
+            namespaces: 0,
+            workloads: 0,
+            bare_pods: DEFAULT_BARE_PODS,
+            legacy_token_secrets: 0,
+            webhooks: 0,
+        }
+    }
+}
+
+/// Bare pods seeded with the workloads unless asked otherwise.
+pub const DEFAULT_BARE_PODS: usize = 2;
+
+/// The bare pods' names and images, in seeding order; more than these repeat them
+/// with a number (`netshoot-3`).
+const BARE: [(&str, &str); 2] = [
+    ("netshoot", "nicolaka/netshoot:v0.13"),
+    ("toolbox", "busybox:1.36"),
+];
 
 /// What was seeded, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -693,10 +720,14 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
     // Bare pods in default.
     let mut bare: Vec<Value> = Vec::new();
     if seed.workloads > 0 {
-        for (name, image) in [
-            ("netshoot", "nicolaka/netshoot:v0.13"),
-            ("toolbox", "busybox:1.36"),
-        ] {
+        for i in 0..seed.bare_pods {
+            let (base, image) = BARE[i % BARE.len()];
+            let name = if i < BARE.len() {
+                base.to_string()
+            } else {
+                format!("{base}-{}", i + 1)
+            };
+            let name = name.as_str();
             let template = json!({
                 "metadata": { "labels": { "run": name } },
                 "spec": pod_spec(json!([{

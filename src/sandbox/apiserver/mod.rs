@@ -200,7 +200,8 @@ fn kubeconfig_port(text: &str) -> Option<u16> {
         .and_then(|p| p.trim().trim_end_matches('/').parse().ok())
 }
 
-/// Point every kubeconfig of the sandbox at `port`, keeping each file's mode.
+/// Point every kubeconfig of the sandbox (its copy of admin.conf included) at `port`,
+/// keeping each file's mode.
 fn rewrite_kubeconfigs(sandbox: &Sandbox, port: u16) -> Result<(), ApiServerError> {
     use std::os::unix::fs::PermissionsExt;
     for node in &sandbox.nodes {
@@ -214,6 +215,13 @@ fn rewrite_kubeconfigs(sandbox: &Sandbox, port: u16) -> Result<(), ApiServerErro
             .filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file())
             .collect();
         paths.sort();
+        // The copy of admin.conf `create` made, as kubeadm's user would have.
+        let copy = node
+            .root
+            .join(crate::layout::rel(crate::sandbox::ADMIN_COPY));
+        if copy.is_file() {
+            paths.push(copy);
+        }
         for path in paths {
             let io = |source| ApiServerError::Io {
                 path: path.clone(),
