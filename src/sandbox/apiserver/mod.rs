@@ -47,7 +47,8 @@ use tokio::task::JoinSet;
 /// How often the held state of the API server process is checked for a restart.
 const RESTART_POLL: Duration = Duration::from_millis(150);
 
-/// How long connections of a restarted process may finish their requests.
+/// How long the connections of a restarted process are still served (its shutdown
+/// delay), and then may finish their requests.
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Errors of the API server.
@@ -424,9 +425,14 @@ async fn connection(
         _ = conn.as_mut() => return,
         _ = restarted => {}
     }
-    // The process restarted: finish what is in flight, then close, as a restart would.
-    conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
+    // The process restarted. Like a kube-apiserver terminating gracefully
+    // (`--shutdown-delay-duration`), the old process keeps serving the connections it
+    // accepted for a while, so a client that connected just before the restart still gets
+    // its answer (with the identity it handshook with); then it closes them.
+    if tokio::time::timeout(DRAIN, conn.as_mut()).await.is_err() {
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
+    }
 }
 
 #[cfg(test)]
