@@ -25,17 +25,18 @@ fn plan_proves_every_edge_stays_live() {
     // 2 control planes + 1 worker, no API objects:
     //   controller-manager, scheduler, kubelet → own API server:  2 × 3 = 6
     //   worker kubelet → both API servers:                         2
-    //   admin.conf on each cp, super-admin.conf on cp-1 → both: 3 × 2 = 6
+    //   admin.conf on each cp, super-admin.conf and the copy
+    //   /root/.kube/config on cp-1 → both API servers:            4 × 2 = 8
     //   API servers → 3 kubelets:                          2 × 3 = 6
     //   API server → own etcd, → aggregated server:        2 × 2 = 4
     //   etcd peers, both directions:                               2
-    assert_eq!(r.edges, 26, "{out}");
+    assert_eq!(r.edges, 28, "{out}");
     assert_eq!(r.steps, plan.steps.len());
     assert!(r.breaks.is_empty() && r.broken_before.is_empty(), "{r:?}");
     assert!(r.gaps.is_empty(), "two API servers: no gap: {:?}", r.gaps);
     assert!(
         out.contains(&format!(
-            "Continuity: 26 edges stay live through all {} steps.",
+            "Continuity: 28 edges stay live through all {} steps.",
             plan.steps.len()
         )),
         "{out}"
@@ -43,12 +44,12 @@ fn plan_proves_every_edge_stays_live() {
     // The saved plan rehearses the same on the unchanged cluster.
     let again = w.ok(&["rehearse", "plan.json"]);
     assert!(
-        again.starts_with("Continuity: 26 edges stay live"),
+        again.starts_with("Continuity: 28 edges stay live"),
         "{again}"
     );
     let json = w.ok(&["rehearse", "plan.json", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["edges"], 26);
+    assert_eq!(v["edges"], 28);
     assert_eq!(v["breaks"].as_array().unwrap().len(), 0);
 }
 
