@@ -128,22 +128,15 @@ impl Proc {
     /// in one file) as it read it.
     pub fn kubelet_serving(&self) -> Result<Identity, String> {
         let pem = self
-            .file(KUBELET_SERVING)
+            .file(crate::sandbox::runtime::KUBELET_SERVING)
             .ok_or("no kubelet-server-current.pem")?;
-        let text = String::from_utf8(pem).map_err(|_| "kubelet-server-current.pem is not UTF-8")?;
-        let key = key_block(&text, "kubelet serving").ok_or("no serving key")?;
-        Identity::from_pem(text.as_bytes(), key.expose().as_bytes())
+        Identity::from_pem(&pem, &pem)
     }
 
     /// The kubelet's `authentication.x509.clientCAFile` bundle as it read it.
     pub fn kubelet_client_ca(&self) -> Result<Vec<u8>, String> {
-        self.file(&format!("/{}", crate::layout::KUBELET_CONFIG))
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| crate::sandbox::runtime::kubelet_client_ca_file(&t))
-            .and_then(|p| self.file(&p))
+        self.held
+            .kubelet_client_ca()
             .ok_or_else(|| "no clientCAFile".to_string())
     }
 }
-
-/// Where the kubelet's serving certificate and key live.
-pub const KUBELET_SERVING: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";

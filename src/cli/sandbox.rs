@@ -3,9 +3,9 @@
 use super::Exit;
 use crate::pki::KeyAlgorithm;
 use crate::sandbox::apiserver::{self, ApiServerError, Faults, Options};
-use crate::sandbox::controllers;
 use crate::sandbox::seed::Seed;
 use crate::sandbox::{self, Spec};
+use crate::sandbox::{controllers, listeners};
 use std::path::PathBuf;
 
 /// Sandbox commands.
@@ -137,14 +137,22 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         let server = apiserver::serve(&a.dir, opts).await?;
         // The simulated control plane's controllers and kubelets, beside the API server.
         let controllers = controllers::spawn(&a.dir, server.store.clone());
+        // Every simulated process's TLS endpoint, for probes and openssl s_client.
+        let listeners = listeners::start(&a.dir, server.store.clone()).await?;
         eprintln!(
             "API server {} ({}) ready; KUBECONFIG={}",
             server.url(),
             a.dir.display(),
             a.dir.join("nodes/cp-1/etc/kubernetes/admin.conf").display()
         );
+        eprintln!(
+            "{} TLS endpoints of the simulated processes in {}",
+            listeners.len(),
+            listeners::Endpoints::path(&a.dir).display()
+        );
         wait_for_signal().await;
         // They hold clones of the store: stop them first, so shutdown releases it.
+        listeners.shutdown().await;
         controllers.stop().await;
         server.shutdown().await;
         Ok::<_, miette::Report>(())
