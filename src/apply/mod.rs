@@ -10,6 +10,7 @@ pub mod gate;
 pub mod journal;
 pub mod lock;
 pub mod material;
+pub mod probe;
 pub mod progress;
 pub mod status;
 pub mod tls;

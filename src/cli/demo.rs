@@ -171,6 +171,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             parallelism: 10,
             lock_timeout: std::time::Duration::ZERO,
             format: super::apply::OutFormat::Text,
+            probe: false,
         },
         &config,
     )?;
