@@ -415,13 +415,16 @@ impl Track {
     }
 }
 
+/// A process as last read, and the identity of the state file it was read from.
+type HeldProc = (runtime::Stamp, Arc<Proc>);
+
 /// Everything a handshake resolves through, shared by the probes.
 struct Ctx {
     nodes: BTreeMap<String, Node>,
     endpoints: Endpoints,
     cas: BTreeMap<Fingerprint, String>,
     pods: Mutex<BTreeMap<String, PodTrust>>,
-    procs: Mutex<HashMap<(String, String), (runtime::Stamp, Arc<Proc>)>>,
+    procs: Mutex<HashMap<(String, String), HeldProc>>,
     timeout: Duration,
 }
 
