@@ -109,7 +109,7 @@ impl Default for Options {
             interval: Duration::from_millis(200),
             concurrency: 16,
             relist: Duration::from_secs(1),
-            timeout: Duration::from_secs(3),
+            timeout: Duration::from_secs(10),
         }
     }
 }

@@ -481,6 +481,11 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
     let backup = state.join("backup").join(&id);
     let files = Files::open(&backup).map_err(io(format!("cannot open {}", backup.display())))?;
     let material = gather(&loaded, &nodes, &backup);
+    // The prober runs beside the whole walk (started before anything is journaled).
+    let prober = match endpoints {
+        Some(endpoints) => Some(start_probe(&loaded, &nodes, endpoints, &material)?),
+        None => None,
+    };
     let journal = Arc::new(Journal::open(&state, &id).map_err(io("cannot open the journal"))?);
     journal
         .record(&Event::ApplyStart {
@@ -504,10 +509,6 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
         .ok()
         .and_then(|f| apply::Fault::parse(&f));
     let total = plan.steps.len();
-    let prober = match endpoints {
-        Some(endpoints) => Some(start_probe(&loaded, &nodes, endpoints, &material)?),
-        None => None,
-    };
     let world = Arc::new(apply::World {
         files,
         nodes,

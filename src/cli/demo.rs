@@ -162,7 +162,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
     eprintln!("==> trustform plan");
     let p = super::plan::make(&config)?;
     print!("{}", render::text(&p));
-    eprintln!("==> trustform apply --auto-approve");
+    eprintln!("==> trustform apply --auto-approve --probe");
     super::apply::run(
         super::apply::Args {
             wait_timeout: std::time::Duration::from_secs(300),
@@ -171,7 +171,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             parallelism: 10,
             lock_timeout: std::time::Duration::ZERO,
             format: super::apply::OutFormat::Text,
-            probe: false,
+            probe: true,
         },
         &config,
     )?;
