@@ -134,6 +134,7 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         .build()
         .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))?;
     rt.block_on(async {
+        let signals = Signals::new();
         let server = apiserver::serve(&a.dir, opts).await?;
         // The simulated control plane's controllers and kubelets, beside the API server.
         let controllers = controllers::spawn(&a.dir, server.store.clone());
@@ -150,7 +151,7 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
             listeners.len(),
             listeners::Endpoints::path(&a.dir).display()
         );
-        wait_for_signal().await;
+        signals.wait().await;
         // They hold clones of the store: stop them first, so shutdown releases it.
         listeners.shutdown().await;
         controllers.stop().await;
@@ -160,19 +161,36 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Ctrl-C and SIGTERM, listened for from creation on (before the server says it is
+/// ready, so a signal sent right after that line is never missed).
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Start listening (within the runtime).
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    }
+
+    /// The first of them.
+    async fn wait(mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.interrupt) => {}
+            _ = recv(&mut self.terminate) => {}
+        }
     }
 }
