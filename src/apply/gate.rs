@@ -6,16 +6,16 @@
 //! - on sandbox nodes, a real TLS handshake over loopback TCP for every trust edge, with
 //!   each side holding what its process read at its last restart.
 
-use super::material::{Material, key_block};
+use super::material::Material;
+use super::tls::{Proc, client_of};
 use crate::config::Authority;
-use crate::exec::{self, Node, files::read};
+use crate::exec::{Node, files::read};
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
+use crate::pki::tls::{Identity, provider, roots, server_name_of};
 use crate::pki::{Fingerprint, ParsedCert, parse_certs};
-use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -42,23 +42,6 @@ impl Report {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-fn roots(pem: &[u8]) -> Result<Arc<RootCertStore>, String> {
-    let mut store = RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(pem) {
-        store
-            .add(c.map_err(|e| format!("bad CA PEM: {e:?}"))?)
-            .map_err(|e| format!("bad CA: {e}"))?;
-    }
-    if store.is_empty() {
-        return Err("the trust bundle is empty".into());
-    }
-    Ok(Arc::new(store))
-}
-
 /// Verify a leaf against a trust bundle as a client (clientAuth) or a server certificate.
 pub fn verify_leaf(leaf: &ParsedCert, bundle_pem: &[u8]) -> Result<(), String> {
     let roots = roots(bundle_pem)?;
@@ -81,19 +64,6 @@ pub fn verify_leaf(leaf: &ParsedCert, bundle_pem: &[u8]) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-fn server_name_of(leaf: &ParsedCert) -> Result<ServerName<'static>, String> {
-    let san = leaf
-        .facts
-        .sans
-        .first()
-        .ok_or("a serving certificate without SANs")?;
-    let name = san
-        .strip_prefix("DNS:")
-        .or_else(|| san.strip_prefix("IP:"))
-        .unwrap_or(san);
-    ServerName::try_from(name.to_string()).map_err(|e| e.to_string())
 }
 
 /// Run the gate of one authority at one stage.
@@ -272,88 +242,10 @@ fn kubeconfigs(node: &Node) -> Vec<(String, Kubeconfig)> {
         .collect()
 }
 
-/// A TLS identity: certificate chain and key, from PEM.
-struct Identity {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-}
-
-impl Identity {
-    fn from_pem(cert: &[u8], key: &[u8]) -> Result<Self, String> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("bad certificate PEM: {e:?}"))?;
-        if chain.is_empty() {
-            return Err("no certificate".into());
-        }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("bad key PEM: {e:?}"))?;
-        Ok(Self { chain, key })
-    }
-}
-
-/// The client side of a kubeconfig: (CA data, identity), reading a `client-certificate`
-/// file through `file`.
-fn client_of(
-    kc: &Kubeconfig,
-    file: &dyn Fn(&str) -> Option<Vec<u8>>,
-) -> Result<(Vec<u8>, Option<Identity>, String), String> {
-    let (cluster, user) = kc.current();
-    let cluster = cluster.ok_or("no cluster")?;
-    let ca = cluster
-        .cluster
-        .certificate_authority_data
-        .as_deref()
-        .and_then(unb64)
-        .map(String::into_bytes)
-        .or_else(|| {
-            cluster
-                .cluster
-                .certificate_authority
-                .as_deref()
-                .and_then(file)
-        })
-        .ok_or("no certificate authority")?;
-    let host = cluster
-        .cluster
-        .server
-        .trim_start_matches("https://")
-        .split([':', '/'])
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let id = match user.map(|u| &u.user) {
-        Some(u) => {
-            let cert = u
-                .client_certificate_data
-                .as_deref()
-                .and_then(unb64)
-                .map(String::into_bytes)
-                .or_else(|| u.client_certificate.as_deref().and_then(file));
-            let key = u
-                .client_key_data
-                .as_ref()
-                .and_then(|k| k.decode())
-                .map(|k| k.expose().as_bytes().to_vec())
-                .or_else(|| u.client_key.as_deref().and_then(file))
-                .or_else(|| {
-                    // kubelet-client-current.pem holds the key beside the certificate.
-                    let c = u.client_certificate.as_deref().and_then(file)?;
-                    let t = String::from_utf8(c).ok()?;
-                    key_block(&t, "client certificate").map(|k| k.expose().as_bytes().to_vec())
-                });
-            match (cert, key) {
-                (Some(c), Some(k)) => Some(Identity::from_pem(&c, &k)?),
-                _ => None,
-            }
-        }
-        None => None,
-    };
-    Ok((ca, id, host))
-}
-
 fn kubeconfig_against_disk(node: &Node, kc: &Kubeconfig, api: &Node) -> Result<(), String> {
     let file = |p: &str| read(node, p).ok().flatten();
-    let (ca, id, _) = client_of(kc, &file)?;
+    let c = client_of(kc, &file)?;
+    let (ca, id) = (c.ca, c.identity);
     let api_file = |p: &str| read(api, p).ok().flatten();
     let flags = api_file("/etc/kubernetes/manifests/kube-apiserver.yaml")
         .and_then(|b| String::from_utf8(b).ok())
@@ -385,31 +277,6 @@ fn kubeconfig_against_disk(node: &Node, kc: &Kubeconfig, api: &Node) -> Result<(
 
 fn pem_of(der: &CertificateDer) -> String {
     crate::pki::cert::pem_block("CERTIFICATE", der.as_ref())
-}
-
-/// One side of an edge as its process holds it.
-struct Proc {
-    held: crate::sandbox::runtime::Held,
-    flags: BTreeMap<String, String>,
-}
-
-impl Proc {
-    fn of(node: &Node, component: &str) -> Option<Self> {
-        let held = exec::held(node, component)?;
-        let flags = held.flags(component);
-        Some(Self { held, flags })
-    }
-    fn file(&self, abs: &str) -> Option<Vec<u8>> {
-        self.held.file(abs)
-    }
-    fn flag_file(&self, flag: &str) -> Option<Vec<u8>> {
-        self.file(self.flags.get(flag)?)
-    }
-    fn identity(&self, cert: &str, key: &str) -> Result<Identity, String> {
-        let c = self.flag_file(cert).ok_or(format!("no --{cert}"))?;
-        let k = self.flag_file(key).ok_or(format!("no --{key}"))?;
-        Identity::from_pem(&c, &k)
-    }
 }
 
 struct Edge {
@@ -475,31 +342,21 @@ fn handshakes(nodes: &BTreeMap<String, Node>, cps: &[&Node], r: &mut Report) {
                 continue;
             };
             let client = client_of(&kc, &file);
-            let server_name = client.as_ref().map(|c| c.2.clone()).unwrap_or_default();
+            let server_name = client.as_ref().map(|c| c.host.clone()).unwrap_or_default();
             edges.push(Edge {
                 name: format!("{}:{path} → kube-apiserver on {}", node.name, api_node.name),
                 server: api_server(),
-                client: client.map(|(ca, id, _)| (ca, id)),
+                client: client.map(|c| (c.ca, c.identity)),
                 server_name,
             });
         }
         // The API server → this node's kubelet.
         if let Some(kubelet) = Proc::of(node, "kubelet") {
-            let pem = kubelet.file("/var/lib/kubelet/pki/kubelet-server-current.pem");
-            let ca_file = kubelet
-                .file("/var/lib/kubelet/config.yaml")
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|t| crate::sandbox::runtime::kubelet_client_ca_file(&t));
             let server = (|| {
-                let pem = pem.ok_or("no serving certificate")?;
-                let text = String::from_utf8(pem).map_err(|_| "not UTF-8")?;
-                let key = key_block(&text, "kubelet serving").ok_or("no serving key")?;
-                let id = Identity::from_pem(text.as_bytes(), key.expose().as_bytes())?;
-                let ca = ca_file
-                    .as_deref()
-                    .and_then(|p| kubelet.file(p))
-                    .ok_or("no clientCAFile")?;
-                Ok((id, Some(ca)))
+                Ok((
+                    kubelet.kubelet_serving()?,
+                    Some(kubelet.kubelet_client_ca()?),
+                ))
             })();
             let client = (|| {
                 Ok((

@@ -82,6 +82,14 @@ impl Material {
         })
     }
 
+    /// Every CA certificate as PEM, by fingerprint (public data).
+    pub fn pems(&self) -> BTreeMap<Fingerprint, String> {
+        self.cas
+            .iter()
+            .map(|(fp, ca)| (fp.clone(), ca.cert.to_pem()))
+            .collect()
+    }
+
     /// Which known CA signed this certificate.
     pub fn issuer_of(&self, leaf: &ParsedCert) -> Option<&Fingerprint> {
         self.cas

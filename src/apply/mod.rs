@@ -1,7 +1,8 @@
 //! `apply`: carry out a plan step by step through `exec`, journaled and resumable.
 //! `walk` runs the DAG; `act` does one step's operations; `gate` verifies trust between
 //! stages; `journal`, `lock`, `progress` and `status` keep the operator informed;
-//! `material` holds the CA certificates and keys the steps write.
+//! `material` holds the CA certificates and keys the steps write; `tls` resolves
+//! credentials as their holders hold them.
 
 pub mod act;
 pub mod cluster_lock;
@@ -9,8 +10,10 @@ pub mod gate;
 pub mod journal;
 pub mod lock;
 pub mod material;
+pub mod probe;
 pub mod progress;
 pub mod status;
+pub mod tls;
 pub mod walk;
 
 pub use walk::{Fault, RunResult, World, walk};

@@ -51,6 +51,9 @@ pub struct World {
     pub kube: Option<crate::exec::kube::Access>,
     /// How long an API wait may take.
     pub wait_timeout: std::time::Duration,
+    /// With `--probe`: after each step, wait until the prober has handshaken over every
+    /// edge in the state the step left, before any dependent starts.
+    pub settle: Option<super::probe::Settle>,
 }
 
 /// The result of one run.
@@ -147,8 +150,8 @@ pub fn walk(
                         return (i, Err(f), 0);
                     }
                     progress.event(&start);
-                    let t = Instant::now();
                     let res = tokio::task::spawn_blocking(move || {
+                        let t = Instant::now();
                         let ctx = Ctx {
                             files: &world.files,
                             nodes: &world.nodes,
@@ -158,11 +161,18 @@ pub fn walk(
                             kube: world.kube.as_ref(),
                             wait_timeout: world.wait_timeout,
                         };
-                        act::run(&ctx, &plan.steps[i])
+                        let res = act::run(&ctx, &plan.steps[i]);
+                        let ms = t.elapsed().as_millis() as u64;
+                        if res.is_ok()
+                            && let Some(s) = &world.settle
+                        {
+                            s.wait(std::time::Duration::from_secs(30));
+                        }
+                        (res, ms)
                     })
                     .await
-                    .unwrap_or_else(|e| Err(format!("the step panicked: {e}").into()));
-                    (i, res, t.elapsed().as_millis() as u64)
+                    .unwrap_or_else(|e| (Err(format!("the step panicked: {e}").into()), 0));
+                    (i, res.0, res.1)
                 });
             }
             let Some(joined) = running.join_next().await else {

@@ -5,7 +5,7 @@ use crate::apply::cluster_lock::{self, ClusterLock, Refused};
 use crate::apply::journal::{self, Event, Journal, Progress as Journaled};
 use crate::apply::material::{Material, key_block};
 use crate::apply::progress::{Mode, Progress};
-use crate::apply::{self, lock, status};
+use crate::apply::{self, lock, probe, status};
 use crate::config::{self, Authority, Loaded};
 use crate::exec::{self, Files, Node};
 use crate::plan::{self, FORMAT_VERSION, Op, Plan};
@@ -53,6 +53,10 @@ pub struct Args {
     /// catching a plan that breaks trust; never use it on a real cluster.
     #[arg(long)]
     pub skip_rehearse: bool,
+    /// Sandbox only: while applying, handshake over every trust edge every 200 ms against
+    /// the endpoints `trustform sandbox up` serves, and fail if a managed edge broke.
+    #[arg(long)]
+    pub probe: bool,
 }
 
 /// `rollback`.
@@ -323,6 +327,12 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
     let loaded = config::load(config_path)?;
     let state = state_dir(&loaded);
     let nodes = nodes_of(&loaded)?;
+    // The prober needs the sandbox's listeners: fail before anything else if they are not up.
+    let endpoints = if a.probe {
+        Some(probe::endpoints_of(&nodes)?)
+    } else {
+        None
+    };
     let json = a.format == OutFormat::Json;
     let say = |line: &str| {
         if !json {
@@ -500,6 +510,11 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
     let backup = state.join("backup").join(&id);
     let files = Files::open(&backup).map_err(io(format!("cannot open {}", backup.display())))?;
     let material = gather(&loaded, &nodes, &backup);
+    // The prober runs beside the whole walk (started before anything is journaled).
+    let prober = match endpoints {
+        Some(endpoints) => Some(start_probe(&loaded, &nodes, endpoints, &material)?),
+        None => None,
+    };
     let journal = Arc::new(Journal::open(&state, &id).map_err(io("cannot open the journal"))?);
     journal
         .record(&Event::ApplyStart {
@@ -530,6 +545,7 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
         issuance: loaded.config.issuance.clone(),
         kube: loaded.kube_access(),
         wait_timeout: a.wait_timeout,
+        settle: prober.as_ref().map(probe::Prober::settle),
     });
     let result = apply::walk(
         Arc::new(plan),
@@ -541,6 +557,7 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
         progress.clone(),
     )
     .map_err(|e| miette::miette!(code = "trustform::apply::walk", "{e}"))?;
+    let probed = prober.map(probe::Prober::stop);
     let done = result.already + result.done.len();
     let ok = result.failed.is_empty() && done == total;
     journal
@@ -581,19 +598,39 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
     for w in &result.warnings {
         lines.push(format!("Warning: {w}"));
     }
-    progress.summary(
-        serde_json::json!({
-            "plan_id": id, "ok": ok, "done": done, "total": total,
-            "done_this_run": result.done.len(),
-            "failed": result.failed.iter().map(|(s, e)| serde_json::json!({"step": s, "error": e})).collect::<Vec<_>>(),
-            "skipped": result.skipped.len(),
-            "warnings": result.warnings,
-            "wall_ms": result.wall_ms, "busy_ms": result.busy_ms,
-        }),
-        &lines,
-    );
+    let mut summary = serde_json::json!({
+        "plan_id": id, "ok": ok, "done": done, "total": total,
+        "done_this_run": result.done.len(),
+        "failed": result.failed.iter().map(|(s, e)| serde_json::json!({"step": s, "error": e})).collect::<Vec<_>>(),
+        "skipped": result.skipped.len(),
+        "warnings": result.warnings,
+        "wall_ms": result.wall_ms, "busy_ms": result.busy_ms,
+    });
+    if let Some(r) = &probed {
+        summary["probe"] = serde_json::to_value(r).unwrap_or_default();
+        if !json {
+            for l in r.lines() {
+                eprintln!("{l}");
+            }
+        }
+    }
+    progress.summary(summary, &lines);
     drop(cluster_lock);
     drop(held);
+    let broken: Vec<String> = probed
+        .iter()
+        .flat_map(|r| r.managed_failing())
+        .map(|e| e.name.clone())
+        .collect();
+    if ok && !broken.is_empty() {
+        return Err(miette::miette!(
+            code = "trustform::apply::probe::broken",
+            help = "the steps completed, but these trust edges failed handshakes while they ran: the plan's order let a client and its server disagree; look at each edge's first error above",
+            "apply {id} broke {} managed trust edge(s): {}",
+            broken.len(),
+            exec::kube::laggards(&broken)
+        ));
+    }
     if ok {
         Ok(Exit::Ok)
     } else {
@@ -611,6 +648,21 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
                 .join(", ")
         ))
     }
+}
+
+/// Start the live prober beside an apply on the sandbox: the edges of the cluster as
+/// observed now, the CAs the apply knows (to resolve what pods trust), and the API to
+/// re-list pods.
+pub fn start_probe(
+    loaded: &Loaded,
+    nodes: &BTreeMap<String, Node>,
+    endpoints: crate::sandbox::listeners::Endpoints,
+    material: &Material,
+) -> miette::Result<probe::Prober> {
+    let access = loaded.kube_access();
+    let snap = observe::observe_with(&loaded.node_targets()?, access.as_ref())?;
+    let input = probe::Input::new(&snap, nodes.clone(), endpoints, material.pems(), access);
+    Ok(probe::Prober::start(input, probe::Options::default())?)
 }
 
 fn lock_error(e: lock::LockError, state: &Path) -> miette::Report {

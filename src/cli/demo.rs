@@ -13,7 +13,7 @@ struct ApiServer {
 
 impl ApiServer {
     fn start(dir: &Path) -> miette::Result<Self> {
-        use crate::sandbox::{apiserver, controllers};
+        use crate::sandbox::{apiserver, controllers, listeners};
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
         let dir = dir.to_path_buf();
@@ -38,16 +38,28 @@ impl ApiServer {
                     }
                 };
                 let controllers = controllers::spawn(&dir, server.store.clone());
+                let listeners = match listeners::start(&dir, server.store.clone()).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        controllers.stop().await;
+                        server.shutdown().await;
+                        return;
+                    }
+                };
                 let _ = ready_tx.send(Ok(server.url()));
                 let _ = stop_rx.await;
                 // They hold clones of the store: stop them first, so shutdown releases it.
+                listeners.shutdown().await;
                 controllers.stop().await;
                 server.shutdown().await;
             });
         });
         match ready_rx.recv() {
             Ok(Ok(url)) => {
-                eprintln!("API server {url} ready, with the simulated controllers and kubelets");
+                eprintln!(
+                    "API server {url} ready, with the simulated controllers and kubelets and their TLS endpoints"
+                );
                 Ok(Self {
                     stop: Some(stop_tx),
                     thread: Some(thread),
@@ -151,7 +163,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
     eprintln!("==> trustform plan");
     let p = super::plan::make(&config, false)?;
     print!("{}", render::text(&p));
-    eprintln!("==> trustform apply --auto-approve");
+    eprintln!("==> trustform apply --auto-approve --probe");
     super::apply::run(
         super::apply::Args {
             wait_timeout: std::time::Duration::from_secs(300),
@@ -161,6 +173,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             lock_timeout: std::time::Duration::ZERO,
             format: super::apply::OutFormat::Text,
             skip_rehearse: false,
+            probe: true,
         },
         &config,
     )?;

@@ -3,9 +3,9 @@
 use super::Exit;
 use crate::pki::KeyAlgorithm;
 use crate::sandbox::apiserver::{self, ApiServerError, Faults, Options};
-use crate::sandbox::controllers;
 use crate::sandbox::seed::Seed;
 use crate::sandbox::{self, Spec};
+use crate::sandbox::{controllers, listeners};
 use std::path::PathBuf;
 
 /// Sandbox commands.
@@ -151,17 +151,26 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         .build()
         .map_err(|e| miette::miette!("cannot start the async runtime: {e}"))?;
     rt.block_on(async {
+        let signals = Signals::new();
         let server = apiserver::serve(&a.dir, opts).await?;
         // The simulated control plane's controllers and kubelets, beside the API server.
         let controllers = controllers::spawn(&a.dir, server.store.clone());
+        // Every simulated process's TLS endpoint, for probes and openssl s_client.
+        let listeners = listeners::start(&a.dir, server.store.clone()).await?;
         eprintln!(
             "API server {} ({}) ready; KUBECONFIG={}",
             server.url(),
             a.dir.display(),
             a.dir.join("nodes/cp-1/etc/kubernetes/admin.conf").display()
         );
-        wait_for_signal().await;
+        eprintln!(
+            "{} TLS endpoints of the simulated processes in {}",
+            listeners.len(),
+            listeners::Endpoints::path(&a.dir).display()
+        );
+        signals.wait().await;
         // They hold clones of the store: stop them first, so shutdown releases it.
+        listeners.shutdown().await;
         controllers.stop().await;
         server.shutdown().await;
         Ok::<_, miette::Report>(())
@@ -169,19 +178,36 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Ctrl-C and SIGTERM, listened for from creation on (before the server says it is
+/// ready, so a signal sent right after that line is never missed).
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Start listening (within the runtime).
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+    }
+
+    /// The first of them.
+    async fn wait(mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.interrupt) => {}
+            _ = recv(&mut self.terminate) => {}
+        }
     }
 }

@@ -6,6 +6,7 @@
 pub mod cert;
 pub mod issue;
 pub mod kubeconfig;
+pub mod tls;
 
 pub use cert::{CertFacts, Fingerprint, ParsedCert, parse_certs, public_key_fingerprint};
 pub use issue::{CaMaterial, KeyAlgorithm, LeafSpec};

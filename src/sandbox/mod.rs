@@ -6,6 +6,7 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod listeners;
 mod manifests;
 pub mod objects;
 pub mod runtime;

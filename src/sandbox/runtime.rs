@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 /// Where the processes' memories live, relative to the node root.
 pub const RUN_DIR: &str = "run/trustform-sandbox";
 
+/// The kubelet's serving certificate and key (one file), as an absolute node path.
+pub const KUBELET_SERVING: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
+
 /// What a simulated process holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Held {
@@ -47,6 +50,17 @@ impl Held {
             .map(|m| m.flags)
             .unwrap_or_default()
     }
+
+    /// The file a flag of `component` names, as the process read it.
+    pub fn flag_file(&self, component: &str, flag: &str) -> Option<Vec<u8>> {
+        self.file(self.flags(component).get(flag)?)
+    }
+
+    /// The kubelet's `authentication.x509.clientCAFile` bundle, as it read it.
+    pub fn kubelet_client_ca(&self) -> Option<Vec<u8>> {
+        let config = String::from_utf8(self.file(&abs(layout::KUBELET_CONFIG))?).ok()?;
+        self.file(&kubelet_client_ca_file(&config)?)
+    }
 }
 
 /// Whether `root` is a sandbox node.
@@ -64,6 +78,17 @@ fn abs(rel: &str) -> String {
 
 fn state_path(root: &Path, component: &str) -> PathBuf {
     root.join(RUN_DIR).join(format!("{component}.json"))
+}
+
+/// Identity of a process's held-state file (inode, size, mtime): a restart changes it,
+/// so a follower re-reads the state only then.
+pub type Stamp = (u64, u64, i64, i64);
+
+/// The [`Stamp`] of `component`'s held state; `None` if it never started.
+pub fn stamp(root: &Path, component: &str) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(state_path(root, component)).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
 /// The files a component reads at start, as absolute node paths.

@@ -114,8 +114,7 @@ pub enum TlsError {
 
 /// Install aws-lc-rs as the process's crypto provider (idempotent) and return it.
 pub fn provider() -> Arc<CryptoProvider> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    crate::pki::tls::provider()
 }
 
 fn flag_file(held: &Held, flag: &str) -> Result<Vec<u8>, TlsError> {

@@ -1,0 +1,923 @@
+//! The live trust prober (`trustform apply --probe`): beside an apply on the sandbox,
+//! every trust edge of the cluster ([`crate::plan::edges`]) does one real TLS handshake
+//! every [`Options::interval`] against the sandbox's listeners
+//! ([`crate::sandbox::listeners`]), each side using its credentials *as it holds them*:
+//!
+//! - a kubeconfig read by a process: the bytes that process read at its last start (and
+//!   a client-certificate file it names, from the same memory); a kubeconfig read at each
+//!   use (kubectl): the file on disk now;
+//! - a static pod's flags: the files they name as the process read them;
+//! - a pod: no client certificate (it has a token), and the CAs it holds in memory as
+//!   roots, resolved from fingerprints through the CA map.
+//!
+//! The server side is the listener of `endpoints.json`, verified under a name from the
+//! server's held certificate (127.0.0.1 when present). Pods come and go with rollouts:
+//! they are re-listed about once a second; a vanished pod's edge stops (not a failure),
+//! a new pod gets its own edge. The [`Report`] gives, per edge, attempts, failures, the
+//! longest outage and the first error.
+
+use super::tls::{Proc, client_of, parse_kubeconfig};
+use crate::exec::kube::Access;
+use crate::exec::kube::cluster::{self, PodTrust};
+use crate::exec::{self, Node};
+use crate::pki::tls::{Identity, provider, roots, server_name_of};
+use crate::pki::{Fingerprint, parse_certs};
+use crate::plan::edges::{Client, Edge, Server};
+use crate::sandbox::listeners::Endpoints;
+use crate::sandbox::runtime;
+use miette::Diagnostic;
+use rustls::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+/// Errors of starting the prober.
+#[derive(Debug, Error, Diagnostic)]
+pub enum ProbeError {
+    /// No node of the inventory is a sandbox node.
+    #[error("--probe needs the sandbox: no node of the inventory is a sandbox node")]
+    #[diagnostic(
+        code(trustform::apply::probe::not_sandbox),
+        help("the prober handshakes with the sandbox's simulated processes; drop --probe")
+    )]
+    NotSandbox,
+    /// The sandbox's listeners are not running.
+    #[error("cannot read {}: the sandbox's TLS endpoints are not running", path.display())]
+    #[diagnostic(
+        code(trustform::apply::probe::no_endpoints),
+        help("run `trustform sandbox up {}` first (it serves every process's TLS endpoint), or drop --probe", dir.display())
+    )]
+    NoEndpoints {
+        /// The sandbox directory.
+        dir: PathBuf,
+        /// The endpoints file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The prober's runtime could not start.
+    #[error("the prober cannot start: {0}")]
+    #[diagnostic(code(trustform::apply::probe::runtime))]
+    Runtime(String),
+}
+
+/// The sandbox directory of a set of nodes: the one holding `sandbox.json` above a
+/// sandbox node's root (`DIR/nodes/<name>`).
+pub fn sandbox_dir(nodes: &BTreeMap<String, Node>) -> Option<PathBuf> {
+    nodes
+        .values()
+        .filter(|n| n.sandbox)
+        .filter_map(|n| n.root.parent()?.parent().map(Path::to_path_buf))
+        .find(|d| d.join("sandbox.json").is_file())
+}
+
+/// The endpoints of the sandbox the nodes belong to.
+pub fn endpoints_of(nodes: &BTreeMap<String, Node>) -> Result<Endpoints, ProbeError> {
+    let dir = sandbox_dir(nodes).ok_or(ProbeError::NotSandbox)?;
+    Endpoints::load(&dir).map_err(|source| ProbeError::NoEndpoints {
+        path: Endpoints::path(&dir),
+        dir,
+        source,
+    })
+}
+
+/// Timings of the prober.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How often every edge handshakes.
+    pub interval: Duration,
+    /// Handshakes at once.
+    pub concurrency: usize,
+    /// How long one handshake may take (connect, handshake, answer).
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(200),
+            concurrency: 16,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the prober works with.
+pub struct Input {
+    /// The edges (`plan::edges::edges(&snapshot)`).
+    pub edges: Vec<Edge>,
+    /// What each pod of the snapshot trusts (`namespace/name`), until the first re-list.
+    pub pods: BTreeMap<String, PodTrust>,
+    /// The nodes, as apply reaches them.
+    pub nodes: BTreeMap<String, Node>,
+    /// Where the listeners are.
+    pub endpoints: Endpoints,
+    /// CA certificates (PEM) by fingerprint, to resolve what pods trust.
+    pub cas: BTreeMap<Fingerprint, String>,
+    /// The API, to re-list pods; `None`: the snapshot's pods are probed throughout.
+    pub kube: Option<Access>,
+}
+
+impl Input {
+    /// The edges of a snapshot and its pods' trust.
+    pub fn new(
+        snap: &crate::snapshot::Snapshot,
+        nodes: BTreeMap<String, Node>,
+        endpoints: Endpoints,
+        cas: BTreeMap<Fingerprint, String>,
+        kube: Option<Access>,
+    ) -> Self {
+        let mut pods = BTreeMap::new();
+        for g in snap.kube.iter().flat_map(|k| &k.pods) {
+            let trust = match &g.trust {
+                Some(cas) => PodTrust::Known(cas.clone()),
+                None => PodTrust::Unknown,
+            };
+            for p in &g.pods {
+                pods.insert(p.clone(), trust.clone());
+            }
+        }
+        Self {
+            edges: crate::plan::edges::edges(snap),
+            pods,
+            nodes,
+            endpoints,
+            cas,
+            kube,
+        }
+    }
+}
+
+/// What an edge's server is, for the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EdgeKind {
+    /// A process or kubectl → kube-apiserver.
+    ApiServer,
+    /// kube-apiserver → a kubelet.
+    Kubelet,
+    /// kube-apiserver → etcd.
+    Etcd,
+    /// etcd → etcd (peer port).
+    EtcdPeer,
+    /// kube-apiserver (front proxy) → the aggregated API server.
+    Aggregated,
+    /// A pod → kube-apiserver.
+    Pod,
+}
+
+impl EdgeKind {
+    fn of(client: &Client, server: &Server) -> Self {
+        match (client, server) {
+            (Client::Pod { .. }, _) => EdgeKind::Pod,
+            (_, Server::ApiServer { .. }) => EdgeKind::ApiServer,
+            (_, Server::Kubelet { .. }) => EdgeKind::Kubelet,
+            (_, Server::Etcd { peer: false, .. }) => EdgeKind::Etcd,
+            (_, Server::Etcd { peer: true, .. }) => EdgeKind::EtcdPeer,
+            (_, Server::Aggregated) => EdgeKind::Aggregated,
+        }
+    }
+}
+
+/// The prober's result (`apply --probe`; under `"probe"` in `--format json`).
+///
+/// ```json
+/// { "duration_ms": 41200, "handshakes": 11890, "failures": 0, "longest_outage_ms": 0,
+///   "edges": [ { "name": "kubelet on w-1 → kube-apiserver on cp-1", "kind": "api-server",
+///                "managed": true, "attempts": 180, "failures": 0, "longest_outage_ms": 0 }, … ] }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// How long the prober ran.
+    pub duration_ms: u64,
+    /// Handshakes attempted, every edge.
+    pub handshakes: u64,
+    /// Handshakes that failed, every edge.
+    pub failures: u64,
+    /// The longest outage of any edge.
+    pub longest_outage_ms: u64,
+    /// Every edge probed, in the order they were first probed.
+    pub edges: Vec<EdgeReport>,
+}
+
+/// One edge's result.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeReport {
+    /// `kubelet on w-1 → kube-apiserver on cp-1`, as in the plan's rehearsal.
+    pub name: String,
+    /// What kind of edge.
+    pub kind: Option<EdgeKind>,
+    /// Whether trustform keeps it live (a bare pod's edge is not).
+    pub managed: bool,
+    /// Handshakes attempted.
+    pub attempts: u64,
+    /// Handshakes failed.
+    pub failures: u64,
+    /// The longest outage: from a first failed attempt to the next success, or to the
+    /// end (the prober's stop, or the pod's disappearance).
+    pub longest_outage_ms: u64,
+    /// The first failure's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+    /// The pod went away while probing (its edge stopped there).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vanished: bool,
+}
+
+impl Report {
+    /// Edges with at least one failure.
+    pub fn failing(&self) -> impl Iterator<Item = &EdgeReport> {
+        self.edges.iter().filter(|e| e.failures > 0)
+    }
+
+    /// Managed edges with at least one failure: an apply that has them failed.
+    pub fn managed_failing(&self) -> impl Iterator<Item = &EdgeReport> {
+        self.failing().filter(|e| e.managed)
+    }
+
+    /// Lines for people: a summary table, then each failing edge.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![
+            "Trust probe:".to_string(),
+            format!("  {:<22} {}", "edges", self.edges.len()),
+            format!("  {:<22} {}", "handshakes", self.handshakes),
+            format!("  {:<22} {}", "failed handshakes", self.failures),
+            format!("  {:<22} {}", "longest outage", ms(self.longest_outage_ms)),
+            format!("  {:<22} {}", "time", ms(self.duration_ms)),
+        ];
+        let failing: Vec<&EdgeReport> = self.failing().collect();
+        if !failing.is_empty() {
+            out.push(format!("Edges with failed handshakes ({}):", failing.len()));
+            for e in failing {
+                out.push(format!(
+                    "  {}{}: {}/{} failed, longest outage {}; first error: {}",
+                    e.name,
+                    if e.managed { "" } else { " (unmanaged)" },
+                    e.failures,
+                    e.attempts,
+                    ms(e.longest_outage_ms),
+                    e.first_error.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn ms(v: u64) -> String {
+    if v < 1000 {
+        format!("{v} ms")
+    } else {
+        format!("{:.1} s", v as f64 / 1000.0)
+    }
+}
+
+/// A running prober. [`Prober::stop`] ends it and gives the report; dropping it stops it
+/// too.
+pub struct Prober {
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<Report>>,
+    settle: Settle,
+}
+
+/// Lets apply wait until the prober has seen the cluster as a step left it: a step's
+/// dependents start only after one full round of handshakes that began after the step
+/// ended, so no intermediate state goes unwitnessed, however fast the steps are.
+#[derive(Clone, Debug, Default)]
+pub struct Settle {
+    /// (rounds started, rounds finished), and who waits for them.
+    rounds: Arc<(Mutex<(u64, u64)>, std::sync::Condvar)>,
+    kick: Arc<tokio::sync::Notify>,
+}
+
+impl Settle {
+    /// Block until a round that starts after this call has finished (at most `limit`).
+    pub fn wait(&self, limit: Duration) {
+        let (m, cv) = &*self.rounds;
+        let guard = m.lock().unwrap_or_else(|e| e.into_inner());
+        let target = guard.0 + 1;
+        self.kick.notify_one();
+        let _ = cv.wait_timeout_while(guard, limit, |(_, done)| *done < target);
+    }
+
+    fn started(&self) {
+        let (m, _) = &*self.rounds;
+        m.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+    }
+
+    fn finished(&self, all: bool) {
+        let (m, cv) = &*self.rounds;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = if all { u64::MAX } else { g.0 };
+        cv.notify_all();
+    }
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober").finish_non_exhaustive()
+    }
+}
+
+impl Prober {
+    /// Start probing on a thread of its own (its own tokio runtime).
+    pub fn start(input: Input, options: Options) -> Result<Prober, ProbeError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("trustform-probe")
+            .enable_all()
+            .build()
+            .map_err(|e| ProbeError::Runtime(e.to_string()))?;
+        let (stop, rx) = watch::channel(false);
+        let settle = Settle::default();
+        let s = settle.clone();
+        let thread = std::thread::Builder::new()
+            .name("trustform-probe".into())
+            .spawn(move || {
+                let report = rt.block_on(run(input, options, rx, s.clone()));
+                s.finished(true);
+                report
+            })
+            .map_err(|e| ProbeError::Runtime(e.to_string()))?;
+        Ok(Prober {
+            stop,
+            thread: Some(thread),
+            settle,
+        })
+    }
+
+    /// The handle apply waits on after each step.
+    pub fn settle(&self) -> Settle {
+        self.settle.clone()
+    }
+
+    /// Stop (the round in flight finishes) and report.
+    pub fn stop(mut self) -> Report {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Report {
+        let _ = self.stop.send(true);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.finish();
+        }
+    }
+}
+
+/// The client side of a probe.
+#[derive(Clone, Debug)]
+enum Side {
+    /// A process or file, as in the edge.
+    Edge(Client),
+    /// A pod, by `namespace/name`: its trust comes from the latest listing.
+    Pod(String),
+}
+
+#[derive(Clone, Debug)]
+struct Probe {
+    name: String,
+    kind: EdgeKind,
+    managed: bool,
+    client: Side,
+    server: Server,
+}
+
+#[derive(Debug)]
+struct Track {
+    probe: Probe,
+    active: bool,
+    attempts: u64,
+    failures: u64,
+    outage_since: Option<Instant>,
+    longest: Duration,
+    first_error: Option<String>,
+    vanished: bool,
+}
+
+impl Track {
+    fn new(probe: Probe) -> Self {
+        Self {
+            probe,
+            active: true,
+            attempts: 0,
+            failures: 0,
+            outage_since: None,
+            longest: Duration::ZERO,
+            first_error: None,
+            vanished: false,
+        }
+    }
+
+    fn record(&mut self, at: Instant, res: Result<(), String>) {
+        self.attempts += 1;
+        match res {
+            Ok(()) => self.close_outage(at),
+            Err(e) => {
+                self.failures += 1;
+                self.first_error.get_or_insert(e);
+                self.outage_since.get_or_insert(at);
+            }
+        }
+    }
+
+    fn close_outage(&mut self, at: Instant) {
+        if let Some(since) = self.outage_since.take() {
+            self.longest = self.longest.max(at.saturating_duration_since(since));
+        }
+    }
+
+    fn report(&self) -> EdgeReport {
+        EdgeReport {
+            name: self.probe.name.clone(),
+            kind: Some(self.probe.kind),
+            managed: self.probe.managed,
+            attempts: self.attempts,
+            failures: self.failures,
+            longest_outage_ms: self.longest.as_millis() as u64,
+            first_error: self.first_error.clone(),
+            vanished: self.vanished,
+        }
+    }
+}
+
+/// A process as last read, and the identity of the state file it was read from.
+type HeldProc = (runtime::Stamp, Arc<Proc>);
+
+/// Everything a handshake resolves through, shared by the probes.
+struct Ctx {
+    nodes: BTreeMap<String, Node>,
+    endpoints: Endpoints,
+    cas: BTreeMap<Fingerprint, String>,
+    pods: Mutex<BTreeMap<String, PodTrust>>,
+    procs: Mutex<HashMap<(String, String), HeldProc>>,
+    timeout: Duration,
+}
+
+impl Ctx {
+    fn node(&self, name: &str) -> Result<&Node, String> {
+        self.nodes
+            .get(name)
+            .ok_or_else(|| format!("node {name} is not in the inventory"))
+    }
+
+    /// A process as it holds itself now (re-read only after a restart).
+    fn proc(&self, node: &str, component: &str) -> Result<Arc<Proc>, String> {
+        let n = self.node(node)?;
+        let not_running = || format!("{component} on {node} is not running");
+        let stamp = runtime::stamp(&n.root, component).ok_or_else(not_running)?;
+        let key = (node.to_string(), component.to_string());
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, p)) = procs.get(&key)
+            && *s == stamp
+        {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(Proc::of(n, component).ok_or_else(not_running)?);
+        procs.insert(key, (stamp, p.clone()));
+        Ok(p)
+    }
+
+    /// (roots, verify the server, identity) of the client side.
+    fn client(&self, side: &Side) -> Result<(Option<Vec<u8>>, Option<Identity>), String> {
+        match side {
+            Side::Edge(Client::Kubeconfig {
+                node,
+                path,
+                component: Some(c),
+            }) => {
+                let p = self.proc(node, c)?;
+                let bytes = p.file(path).ok_or_else(|| format!("{c} holds no {path}"))?;
+                let kc = client_of(&parse_kubeconfig(&bytes)?, &|f| p.file(f))?;
+                Ok((Some(kc.ca), kc.identity))
+            }
+            Side::Edge(Client::Kubeconfig {
+                node,
+                path,
+                component: None,
+            }) => {
+                let n = self.node(node)?;
+                let read = |f: &str| exec::files::read(n, f).ok().flatten();
+                let bytes = read(path).ok_or_else(|| format!("{node}:{path} does not exist"))?;
+                let kc = client_of(&parse_kubeconfig(&bytes)?, &read)?;
+                Ok((Some(kc.ca), kc.identity))
+            }
+            Side::Edge(Client::Flags {
+                node,
+                component,
+                ca,
+                cert,
+                key,
+            }) => {
+                let p = self.proc(node, component)?;
+                let roots = match ca {
+                    Some(flag) => Some(
+                        p.flag_file(flag)
+                            .ok_or_else(|| format!("{component} holds no --{flag}"))?,
+                    ),
+                    None => None,
+                };
+                Ok((roots, Some(p.identity(cert, key)?)))
+            }
+            Side::Edge(Client::Pod { name, .. }) | Side::Pod(name) => {
+                let trust = self
+                    .pods
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| format!("pod {name} is gone"))?;
+                let PodTrust::Known(fps) = trust else {
+                    return Err(format!("what pod {name} trusts is unknown"));
+                };
+                let mut pem = String::new();
+                for fp in &fps {
+                    pem.push_str(self.cas.get(fp).ok_or_else(|| {
+                        format!("pod {name} trusts CA {}, unknown to the prober", fp.short())
+                    })?);
+                }
+                Ok((Some(pem.into_bytes()), None))
+            }
+        }
+    }
+
+    /// (address, name to verify, roots when the client has none of its own).
+    fn server(
+        &self,
+        server: &Server,
+    ) -> Result<(String, ServerName<'static>, Option<Vec<u8>>), String> {
+        let listener = |node: &str, process: &str| {
+            self.endpoints
+                .process(node, process)
+                .map(str::to_string)
+                .ok_or_else(|| format!("no listener for {process} on {node} in endpoints.json"))
+        };
+        let named = |pem: Option<Vec<u8>>, what: &str| -> Result<ServerName<'static>, String> {
+            let text = pem
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| format!("{what} holds no serving certificate"))?;
+            let leaf = parse_certs(&text, what)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("{what} holds no serving certificate"))?;
+            server_name_of(&leaf)
+        };
+        match server {
+            Server::ApiServer { node } => {
+                let p = self.proc(node, "kube-apiserver")?;
+                let name = named(p.flag_file("tls-cert-file"), "kube-apiserver")?;
+                Ok((listener(node, "kube-apiserver")?, name, None))
+            }
+            Server::Kubelet { node } => {
+                let p = self.proc(node, "kubelet")?;
+                let name = named(p.file(runtime::KUBELET_SERVING), "the kubelet")?;
+                Ok((listener(node, "kubelet")?, name, None))
+            }
+            Server::Etcd { node, peer } => {
+                let p = self.proc(node, "etcd")?;
+                let (flag, process) = if *peer {
+                    ("peer-cert-file", "etcd-peer")
+                } else {
+                    ("cert-file", "etcd")
+                };
+                let name = named(p.flag_file(flag), "etcd")?;
+                Ok((listener(node, process)?, name, None))
+            }
+            Server::Aggregated => {
+                let a = self
+                    .endpoints
+                    .aggregated
+                    .as_ref()
+                    .ok_or("no aggregated API server in endpoints.json")?;
+                let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+                Ok((a.address.clone(), name, Some(a.ca.clone().into_bytes())))
+            }
+        }
+    }
+}
+
+/// One handshake of one edge: connect, handshake, read the server's `ok`.
+async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), String> {
+    let (own_roots, identity) = ctx.client(&probe.client)?;
+    let (address, name, server_roots) = ctx.server(&probe.server)?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match own_roots.or(server_roots) {
+        Some(pem) => builder.with_root_certificates(roots(&pem)?),
+        // kube-apiserver without --kubelet-certificate-authority does not verify kubelets.
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider()))),
+    };
+    let config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|e| format!("client identity: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    let t = ctx.timeout;
+    let tcp = tokio::time::timeout(t, tokio::net::TcpStream::connect(&address))
+        .await
+        .map_err(|_| format!("connect {address}: timed out"))?
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut tls = tokio::time::timeout(t, connector.connect(name, tcp))
+        .await
+        .map_err(|_| "the handshake timed out".to_string())?
+        .map_err(|e| format!("the client rejected the server: {e}"))?;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(t, tls.read_to_end(&mut answer))
+        .await
+        .map_err(|_| "no answer from the server".to_string())?;
+    if answer.starts_with(b"ok") {
+        return Ok(());
+    }
+    match read {
+        Err(e) => Err(format!("the server refused the client: {e}")),
+        Ok(_) => Err("the server closed the connection without answering".into()),
+    }
+}
+
+/// Accepts any server certificate (checking only the handshake signatures): what a
+/// client that does not verify its server does.
+#[derive(Debug)]
+struct NoServerVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoServerVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Every pod and what it trusts: (`namespace/name`, trust, has an owner).
+async fn list_pods(access: &Access) -> Result<Vec<(String, PodTrust, bool)>, String> {
+    let client = access.client().await.map_err(|e| e.to_string())?;
+    let rc = cluster::root_cas(&client)
+        .await
+        .map_err(|e| e.to_string())?;
+    let w = cluster::workloads(&client, &rc)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(w.pods
+        .into_iter()
+        .map(|p| {
+            (
+                format!("{}/{}", p.namespace, p.name),
+                p.trust,
+                p.owner.is_some(),
+            )
+        })
+        .collect())
+}
+
+async fn run(
+    input: Input,
+    options: Options,
+    mut stop: watch::Receiver<bool>,
+    settle: Settle,
+) -> Report {
+    let started = Instant::now();
+    // The API servers pods reach: every one the edges name.
+    let mut apis: Vec<String> = vec![];
+    for e in &input.edges {
+        if let Server::ApiServer { node } = &e.server
+            && !apis.contains(node)
+        {
+            apis.push(node.clone());
+        }
+    }
+    let mut tracks: Vec<Track> = input
+        .edges
+        .into_iter()
+        .map(|e| {
+            let kind = EdgeKind::of(&e.client, &e.server);
+            let client = match e.client {
+                Client::Pod { name, .. } => Side::Pod(name),
+                c => Side::Edge(c),
+            };
+            Track::new(Probe {
+                name: e.name,
+                kind,
+                managed: e.managed,
+                client,
+                server: e.server,
+            })
+        })
+        .collect();
+    let ctx = Arc::new(Ctx {
+        nodes: input.nodes,
+        endpoints: input.endpoints,
+        cas: input.cas,
+        pods: Mutex::new(input.pods),
+        procs: Mutex::default(),
+        timeout: options.timeout,
+    });
+    let sem = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
+    let mut tick = tokio::time::interval(options.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {}
+            _ = settle.kick.notified() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        settle.started();
+        // Pods come and go with rollouts: list them at the start of every round.
+        if let Some(access) = &input.kube
+            && let Ok(pods) = list_pods(access).await
+        {
+            apply_listing(&ctx, &mut tracks, &apis, Instant::now(), pods);
+        }
+        // One round: every live edge once.
+        let mut round = tokio::task::JoinSet::new();
+        for (i, t) in tracks.iter().enumerate().filter(|(_, t)| t.active) {
+            let (ctx, sem, probe) = (ctx.clone(), sem.clone(), t.probe.clone());
+            round.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let at = Instant::now();
+                (i, at, attempt(&ctx, &probe).await)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = round.join_next().await {
+            if let Ok(r) = r {
+                results.push(r);
+            }
+        }
+        // A pod deleted during the round (a rollout replaced it) has no process left to
+        // connect: its failed attempt in that round does not count.
+        let failed_pod = results
+            .iter()
+            .any(|(i, _, r)| r.is_err() && matches!(tracks[*i].probe.client, Side::Pod(_)));
+        let gone: std::collections::HashSet<String> = match (&input.kube, failed_pod) {
+            (Some(access), true) => match list_pods(access).await {
+                Ok(pods) => {
+                    let live: std::collections::HashSet<String> =
+                        pods.into_iter().map(|(n, _, _)| n).collect();
+                    tracks
+                        .iter()
+                        .filter_map(|t| match &t.probe.client {
+                            Side::Pod(n) if !live.contains(n) => Some(n.clone()),
+                            _ => None,
+                        })
+                        .collect()
+                }
+                Err(_) => Default::default(),
+            },
+            _ => Default::default(),
+        };
+        for (i, at, res) in results {
+            if res.is_err()
+                && let Side::Pod(n) = &tracks[i].probe.client
+                && gone.contains(n)
+            {
+                continue;
+            }
+            tracks[i].record(at, res);
+        }
+        settle.finished(false);
+    }
+    let end = Instant::now();
+    for t in tracks.iter_mut().filter(|t| t.active) {
+        t.close_outage(end);
+    }
+    let edges: Vec<EdgeReport> = tracks.iter().map(Track::report).collect();
+    Report {
+        duration_ms: started.elapsed().as_millis() as u64,
+        handshakes: edges.iter().map(|e| e.attempts).sum(),
+        failures: edges.iter().map(|e| e.failures).sum(),
+        longest_outage_ms: edges.iter().map(|e| e.longest_outage_ms).max().unwrap_or(0),
+        edges,
+    }
+}
+
+/// Follow a pod listing: vanished pods' edges stop, new pods get edges.
+fn apply_listing(
+    ctx: &Ctx,
+    tracks: &mut Vec<Track>,
+    apis: &[String],
+    at: Instant,
+    pods: Vec<(String, PodTrust, bool)>,
+) {
+    let live: BTreeMap<String, (PodTrust, bool)> =
+        pods.into_iter().map(|(n, t, o)| (n, (t, o))).collect();
+    for t in tracks.iter_mut().filter(|t| t.active) {
+        if let Side::Pod(name) = &t.probe.client
+            && !live.contains_key(name)
+        {
+            t.active = false;
+            t.vanished = true;
+            t.close_outage(at);
+        }
+    }
+    let known: std::collections::HashSet<String> = tracks
+        .iter()
+        .filter_map(|t| match &t.probe.client {
+            Side::Pod(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    for (name, (_, owned)) in &live {
+        if known.contains(name) {
+            continue;
+        }
+        for api in apis {
+            let server = Server::ApiServer { node: api.clone() };
+            tracks.push(Track::new(Probe {
+                name: format!("pod {name} → {}", server.describe()),
+                kind: EdgeKind::Pod,
+                managed: *owned,
+                client: Side::Pod(name.clone()),
+                server,
+            }));
+        }
+    }
+    *ctx.pods.lock().unwrap_or_else(|e| e.into_inner()) =
+        live.into_iter().map(|(n, (t, _))| (n, t)).collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_runs_from_the_first_failure_to_the_next_success() {
+        let mut t = Track::new(Probe {
+            name: "x".into(),
+            kind: EdgeKind::Etcd,
+            managed: true,
+            client: Side::Pod("ns/p".into()),
+            server: Server::Aggregated,
+        });
+        let t0 = Instant::now();
+        t.record(t0, Ok(()));
+        t.record(t0 + Duration::from_millis(200), Err("first".into()));
+        t.record(t0 + Duration::from_millis(400), Err("second".into()));
+        t.record(t0 + Duration::from_millis(700), Ok(()));
+        t.record(t0 + Duration::from_millis(900), Err("third".into()));
+        t.close_outage(t0 + Duration::from_millis(1000));
+        let r = t.report();
+        assert_eq!((r.attempts, r.failures), (5, 3));
+        assert_eq!(r.longest_outage_ms, 500);
+        assert_eq!(r.first_error.as_deref(), Some("first"));
+    }
+}

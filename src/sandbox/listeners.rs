@@ -1,0 +1,500 @@
+//! The sandbox's TLS endpoints: one loopback listener for every simulated process that
+//! serves TLS, so that a prober (`trustform apply --probe`) or `openssl s_client` can do
+//! real handshakes against what each process holds *now*.
+//!
+//! - per control plane: `kube-apiserver` (its held `--tls-cert-file`; a client
+//!   certificate is optional, as pods come with a token, but one presented must chain to
+//!   its held `--client-ca-file`), `etcd` (`--cert-file`, client certificates required
+//!   from `--trusted-ca-file`) and `etcd-peer` (the `--peer-` ones);
+//! - per node with a kubelet: `kubelet` (its held `kubelet-server-current.pem`, client
+//!   certificates required from its held `authentication.x509.clientCAFile`);
+//! - one aggregated API server, serving with a CA and certificate generated at start
+//!   (kept in memory only) and requiring client certificates that chain to
+//!   `requestheader-client-ca-file` of kube-system/extension-apiserver-authentication as
+//!   the API server's store holds it now (a real aggregated server reloads it).
+//!
+//! Each accepted connection is answered with the component's held state of that moment
+//! (the TLS configuration is cached per held generation): the handshake completes,
+//! the listener writes `ok\n` and closes. A restart in the sandbox replaces the held
+//! state atomically, so a listener has no outage of its own.
+//!
+//! The addresses are written to `DIR/run/endpoints.json` (see [`Endpoints`]; public data
+//! only), which [`Listeners::shutdown`] removes.
+
+use crate::pki::issue::{generate_key, issue_leaf, new_ca};
+use crate::pki::tls::{Identity, provider, roots};
+use crate::pki::{KeyAlgorithm, LeafSpec, PkiError};
+use crate::sandbox::Sandbox;
+use crate::sandbox::apiserver::Store;
+use crate::sandbox::objects::EXTENSION_AUTH_CONFIGMAP;
+use crate::sandbox::runtime::{self, Held};
+use miette::Diagnostic;
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Where the endpoints are recorded, relative to the sandbox directory.
+pub const ENDPOINTS: &str = "run/endpoints.json";
+
+/// How long a client may take to complete its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `DIR/run/endpoints.json`: where every listener is. Public data only.
+///
+/// ```json
+/// { "processes": { "cp-1/kube-apiserver": "127.0.0.1:41234", "cp-1/etcd": "127.0.0.1:41235",
+///                  "cp-1/etcd-peer": "127.0.0.1:41236", "cp-1/kubelet": "127.0.0.1:41237",
+///                  "w-1/kubelet": "127.0.0.1:41238" },
+///   "aggregated": { "address": "127.0.0.1:41239", "ca": "-----BEGIN CERTIFICATE-----\n…" },
+///   "pid": 4242 }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// `node/process` → `127.0.0.1:port`; processes are `kube-apiserver`, `etcd`,
+    /// `etcd-peer` and `kubelet`.
+    pub processes: BTreeMap<String, String>,
+    /// The aggregated API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregated: Option<AggregatedEndpoint>,
+    /// The process that serves them.
+    #[serde(default)]
+    pub pid: u32,
+}
+
+/// The aggregated API server's endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregatedEndpoint {
+    /// `127.0.0.1:port`.
+    pub address: String,
+    /// Its serving CA (PEM): what its APIService's caBundle would hold.
+    pub ca: String,
+}
+
+impl Endpoints {
+    /// The file of sandbox `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(ENDPOINTS)
+    }
+
+    /// Read the file of sandbox `dir`.
+    pub fn load(dir: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(Self::path(dir))?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+
+    /// The address of `process` on `node`.
+    pub fn process(&self, node: &str, process: &str) -> Option<&str> {
+        self.processes
+            .get(&format!("{node}/{process}"))
+            .map(String::as_str)
+    }
+}
+
+/// Errors of starting the listeners.
+#[derive(Debug, Error, Diagnostic)]
+pub enum ListenerError {
+    /// The directory holds no sandbox.
+    #[error("{dir} is not a sandbox (cannot read its sandbox.json)")]
+    #[diagnostic(
+        code(trustform::sandbox::listeners::no_sandbox),
+        help("create one with `trustform sandbox create DIR`")
+    )]
+    NoSandbox {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A loopback port could not be bound.
+    #[error("cannot listen on 127.0.0.1")]
+    #[diagnostic(
+        code(trustform::sandbox::listeners::bind),
+        help("free some loopback ports (every listener takes one on 127.0.0.1)")
+    )]
+    Bind(#[source] std::io::Error),
+    /// The endpoints file could not be written.
+    #[error("cannot write {path}")]
+    #[diagnostic(
+        code(trustform::sandbox::listeners::io),
+        help("check the sandbox directory's permissions")
+    )]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The aggregated API server's certificates could not be made.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Pki(#[from] PkiError),
+    /// The aggregated API server's identity does not load into rustls.
+    #[error("the aggregated API server's identity is unusable: {0}")]
+    #[diagnostic(code(trustform::sandbox::listeners::identity))]
+    Identity(String),
+}
+
+/// The running listeners. Dropping them without [`Listeners::shutdown`] stops them too,
+/// but leaves the endpoints file.
+pub struct Listeners {
+    /// Where they are (also in `DIR/run/endpoints.json`).
+    pub endpoints: Endpoints,
+    dir: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listeners {
+    /// How many listeners run.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether none runs.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Stop every listener (and the store clone of the aggregated server) and remove the
+    /// endpoints file, if it is still ours.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+        let ours = Endpoints::load(&self.dir).is_ok_and(|e| e.pid == self.endpoints.pid);
+        if ours {
+            let _ = std::fs::remove_file(Endpoints::path(&self.dir));
+        }
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What a held process serves.
+#[derive(Clone, Copy, Debug)]
+enum Serve {
+    ApiServer,
+    Etcd { peer: bool },
+    Kubelet,
+}
+
+impl Serve {
+    fn component(self) -> &'static str {
+        match self {
+            Serve::ApiServer => "kube-apiserver",
+            Serve::Etcd { .. } => "etcd",
+            Serve::Kubelet => "kubelet",
+        }
+    }
+
+    fn process(self) -> &'static str {
+        match self {
+            Serve::Etcd { peer: true } => "etcd-peer",
+            other => other.component(),
+        }
+    }
+
+    /// (identity, client CA bundle, client certificate required) of what it holds.
+    fn material(self, held: &Held) -> Result<(Identity, Vec<u8>, bool), String> {
+        let c = self.component();
+        let file = |flag: &str| {
+            held.flag_file(c, flag)
+                .ok_or_else(|| format!("{c} holds no --{flag}"))
+        };
+        match self {
+            Serve::ApiServer => Ok((
+                Identity::from_pem(&file("tls-cert-file")?, &file("tls-private-key-file")?)?,
+                file("client-ca-file")?,
+                false,
+            )),
+            Serve::Etcd { peer } => {
+                let p = if peer { "peer-" } else { "" };
+                Ok((
+                    Identity::from_pem(
+                        &file(&format!("{p}cert-file"))?,
+                        &file(&format!("{p}key-file"))?,
+                    )?,
+                    file(&format!("{p}trusted-ca-file"))?,
+                    true,
+                ))
+            }
+            Serve::Kubelet => {
+                let pem = held
+                    .file(runtime::KUBELET_SERVING)
+                    .ok_or("the kubelet holds no kubelet-server-current.pem")?;
+                Ok((
+                    Identity::from_pem(&pem, &pem)?,
+                    held.kubelet_client_ca()
+                        .ok_or("the kubelet holds no clientCAFile")?,
+                    true,
+                ))
+            }
+        }
+    }
+}
+
+/// A server configuration verifying clients against `client_ca`.
+fn server_config(
+    identity: Identity,
+    client_ca: &[u8],
+    required: bool,
+) -> Result<Arc<ServerConfig>, String> {
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(client_ca)?, provider());
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    let verifier = builder.build().map_err(|e| e.to_string())?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain, identity.key)
+        .map_err(|e| format!("serving certificate and key: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// The cached configuration of one held generation.
+#[derive(Default)]
+struct HeldCache {
+    stamp: Option<runtime::Stamp>,
+    generation: u64,
+    config: Option<Arc<ServerConfig>>,
+}
+
+/// Where a listener's configuration comes from.
+enum Source {
+    Held {
+        root: PathBuf,
+        serve: Serve,
+        cache: Mutex<HeldCache>,
+    },
+    Aggregated {
+        identity: Identity,
+        store: Store,
+        cache: Mutex<Option<(String, Arc<ServerConfig>)>>,
+    },
+}
+
+impl Source {
+    /// The configuration of what is held now.
+    fn config(&self) -> Result<Arc<ServerConfig>, String> {
+        match self {
+            Source::Held { root, serve, cache } => {
+                let component = serve.component();
+                let stamp = runtime::stamp(root, component);
+                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(c) = &cache.config
+                    && stamp.is_some()
+                    && stamp == cache.stamp
+                {
+                    return Ok(c.clone());
+                }
+                let held = runtime::held(root, component)
+                    .ok_or_else(|| format!("{component} is not running"))?;
+                if let Some(c) = cache.config.clone()
+                    && held.generation == cache.generation
+                {
+                    cache.stamp = stamp;
+                    return Ok(c);
+                }
+                let (identity, ca, required) = serve.material(&held)?;
+                let config = server_config(identity, &ca, required)?;
+                *cache = HeldCache {
+                    stamp,
+                    generation: held.generation,
+                    config: Some(config.clone()),
+                };
+                Ok(config)
+            }
+            Source::Aggregated {
+                identity,
+                store,
+                cache,
+            } => {
+                let cm = store
+                    .get("configmaps", Some("kube-system"), EXTENSION_AUTH_CONFIGMAP)
+                    .ok_or("kube-system/extension-apiserver-authentication does not exist")?;
+                let ca = cm["data"]["requestheader-client-ca-file"]
+                    .as_str()
+                    .ok_or(
+                        "extension-apiserver-authentication has no requestheader-client-ca-file",
+                    )?
+                    .to_string();
+                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((pem, c)) = cache.as_ref()
+                    && *pem == ca
+                {
+                    return Ok(c.clone());
+                }
+                let config = server_config(identity.clone(), ca.as_bytes(), true)?;
+                *cache = Some((ca, config.clone()));
+                Ok(config)
+            }
+        }
+    }
+}
+
+async fn bind() -> Result<(TcpListener, String), ListenerError> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(ListenerError::Bind)?;
+    let addr = l.local_addr().map_err(ListenerError::Bind)?.to_string();
+    Ok((l, addr))
+}
+
+/// Start a listener for every TLS-serving process of sandbox `dir` and the aggregated
+/// API server (tokio; returns once all listen and `DIR/run/endpoints.json` is written).
+/// `store` is the running API server's store.
+pub async fn start(dir: &Path, store: Store) -> Result<Listeners, ListenerError> {
+    let dir = std::path::absolute(dir).map_err(|source| ListenerError::NoSandbox {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let sandbox = Sandbox::load(&dir).map_err(|source| ListenerError::NoSandbox {
+        dir: dir.clone(),
+        source,
+    })?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mut endpoints = Endpoints {
+        pid: std::process::id(),
+        ..Endpoints::default()
+    };
+    let mut sources: Vec<(TcpListener, Source)> = vec![];
+    for node in &sandbox.nodes {
+        let components = runtime::components(&node.root);
+        let has = |c: &str| components.iter().any(|x| x == c);
+        let mut serves = vec![];
+        if has("kube-apiserver") {
+            serves.push(Serve::ApiServer);
+        }
+        if has("etcd") {
+            serves.extend([Serve::Etcd { peer: false }, Serve::Etcd { peer: true }]);
+        }
+        if has("kubelet") {
+            serves.push(Serve::Kubelet);
+        }
+        for serve in serves {
+            let (l, addr) = bind().await?;
+            endpoints
+                .processes
+                .insert(format!("{}/{}", node.name, serve.process()), addr);
+            sources.push((
+                l,
+                Source::Held {
+                    root: node.root.clone(),
+                    serve,
+                    cache: Mutex::default(),
+                },
+            ));
+        }
+    }
+    // The aggregated API server: its own CA, as an APIService's caBundle would hold it.
+    let alg = KeyAlgorithm::EcdsaP256;
+    let ca = new_ca("sandbox-aggregated-apiserver-ca", alg, 365)?;
+    let key = generate_key(alg)?;
+    let cert = issue_leaf(
+        &LeafSpec::server(
+            "sandbox-aggregated-apiserver",
+            vec!["DNS:localhost".into(), "IP:127.0.0.1".into()],
+        ),
+        &key,
+        &ca,
+    )?;
+    let identity = Identity::from_pem(cert.as_bytes(), key.serialize_pem().as_bytes())
+        .map_err(ListenerError::Identity)?;
+    let (l, address) = bind().await?;
+    endpoints.aggregated = Some(AggregatedEndpoint {
+        address,
+        ca: ca.cert_pem.clone(),
+    });
+    sources.push((
+        l,
+        Source::Aggregated {
+            identity,
+            store,
+            cache: Mutex::default(),
+        },
+    ));
+    let path = Endpoints::path(&dir);
+    let json = serde_json::to_string_pretty(&endpoints).expect("endpoints serialise");
+    crate::atomic::write(&path, json.as_bytes(), crate::atomic::PUBLIC_MODE).map_err(|source| {
+        ListenerError::Io {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    let tasks = sources
+        .into_iter()
+        .map(|(l, s)| tokio::spawn(accept_loop(l, Arc::new(s), stop_rx.clone())))
+        .collect();
+    Ok(Listeners {
+        endpoints,
+        dir,
+        stop,
+        tasks,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, source: Arc<Source>, mut stop: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => {
+                    conns.spawn(answer(source.clone(), tcp));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    conns.shutdown().await;
+}
+
+/// One connection: handshake with what is held now, `ok\n`, close.
+async fn answer(source: Arc<Source>, tcp: TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    // A process that holds nothing usable answers no handshake: the client sees the
+    // connection close.
+    let Ok(config) = source.config() else { return };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let Ok(Ok(mut tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+    else {
+        return;
+    };
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        tls.write_all(b"ok\n").await?;
+        tls.shutdown().await
+    })
+    .await;
+}
