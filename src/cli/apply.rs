@@ -324,6 +324,25 @@ fn archive(state: &Path, id: &str) -> std::io::Result<()> {
 
 /// Run `apply`.
 pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
+    run_reporting(a, config_path).map(|r| r.exit)
+}
+
+/// What an apply did, for the demo's closing table.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The exit code.
+    pub exit: Exit,
+    /// Steps done (this run and earlier ones).
+    pub steps: usize,
+    /// Wall time of the walk, ms.
+    pub wall_ms: u64,
+    /// The live prober's report, with `--probe`.
+    pub probe: Option<probe::Report>,
+}
+
+/// Run, and say what was done.
+pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
+    let nothing = || Applied::default();
     let loaded = config::load(config_path)?;
     let state = state_dir(&loaded);
     let nodes = nodes_of(&loaded)?;
@@ -419,7 +438,7 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
                 let p = super::plan::make(config_path, false)?;
                 if p.is_empty() {
                     say(&render::summary_line(&p));
-                    return Ok(Exit::Ok);
+                    return Ok(nothing());
                 }
                 if !a.auto_approve {
                     print!("{}", render::text(&p));
@@ -445,7 +464,7 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
     let id = plan.id();
     if plan.is_empty() {
         say(&render::summary_line(&plan));
-        return Ok(Exit::Ok);
+        return Ok(nothing());
     }
     let held = lock::acquire(&state, &format!("apply {id}"), &id, a.lock_timeout)
         .map_err(|e| lock_error(e, &state))?;
@@ -632,7 +651,12 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
         ));
     }
     if ok {
-        Ok(Exit::Ok)
+        Ok(Applied {
+            exit: Exit::Ok,
+            steps: done,
+            wall_ms: result.wall_ms,
+            probe: probed,
+        })
     } else {
         Err(miette::miette!(
             code = "trustform::apply::failed",

@@ -15,9 +15,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Exit codes (`--detailed-exitcode`): 0 no changes, 1 error, 2 changes present.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Exit {
     /// Success, nothing to change.
+    #[default]
     Ok = 0,
     /// A failure already reported on stdout (e.g. `status --wait` on a failed apply).
     Failed = 1,
