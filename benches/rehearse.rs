@@ -6,6 +6,10 @@
 //! - `trustform rehearse plan.json` end to end (observe 203 nodes + the API, rehearse);
 //! - `trustform plan` (which rehearses as it plans).
 //!
+//! - the live prober's overhead on an apply: the same 3 + 3 seeded rotation applied
+//!   without and with `--probe` (with it, apply also waits for a round of handshakes
+//!   over every edge after each step).
+//!
 //! `TRUSTFORM_BENCH_WORKERS` (default 200) and `TRUSTFORM_BENCH_WORKLOADS` (default 84)
 //! change the size.
 
@@ -153,5 +157,97 @@ fn main() {
         } else {
             "NOT met"
         }
+    );
+    prober_overhead(bin);
+}
+
+/// One 3 + 3 seeded sandbox, rotated `--to-end`, planned; apply measured.
+fn apply_once(bin: &Path, probe: bool) -> (common::Measured, Option<serde_json::Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run(
+        bin,
+        d,
+        &[
+            "sandbox",
+            "create",
+            "cluster",
+            "--control-planes",
+            "3",
+            "--workers",
+            "3",
+            "--namespaces",
+            "3",
+            "--workloads",
+            "6",
+            "--bare-pods",
+            "0",
+            "--legacy-token-secrets",
+            "6",
+            "--webhooks",
+            "2",
+        ],
+    );
+    let mut server = Command::new(bin)
+        .current_dir(d)
+        .args(["sandbox", "up", "cluster"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sandbox up");
+    let start = Instant::now();
+    while !d.join("cluster/run/endpoints.json").is_file() {
+        assert!(start.elapsed() < Duration::from_secs(60), "sandbox up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    run(bin, d, &["init", "--sandbox", "cluster"]);
+    for auth in ["kubernetes", "front-proxy"] {
+        run(bin, d, &["rotate", auth, "--to-end"]);
+    }
+    run(bin, d, &["plan", "-out", "plan.json"]);
+    let out = d.join("apply.jsonl");
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(d)
+        .args(["apply", "plan.json", "--format", "json"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null());
+    if probe {
+        cmd.arg("--probe");
+    }
+    let m = measure(&mut cmd);
+    let _ = server.kill();
+    let _ = server.wait();
+    let report = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("probe").cloned());
+    (m, report)
+}
+
+fn prober_overhead(bin: &Path) {
+    let (plain, _) = apply_once(bin, false);
+    let (probed, report) = apply_once(bin, true);
+    assert!(plain.ok && probed.ok, "both applies succeed");
+    let r = report.expect("a probe report");
+    println!();
+    println!("| apply of a 3 + 3 seeded rotation (RSA-2048) | wall | CPU | peak RSS |");
+    println!("|---|---|---|---|");
+    for (what, m) in [("without --probe", &plain), ("with --probe", &probed)] {
+        println!(
+            "| {what} | {:.2} s | {:.2} s | {} MiB |",
+            m.wall.as_secs_f64(),
+            m.cpu.as_secs_f64(),
+            m.rss_kib / 1024
+        );
+    }
+    println!(
+        "prober: {} edges, {} handshakes, {} failures; overhead on the apply's wall time: {:+.2} s ({:.1}×)",
+        r["edges"].as_array().map_or(0, Vec::len),
+        r["handshakes"],
+        r["failures"],
+        probed.wall.as_secs_f64() - plain.wall.as_secs_f64(),
+        probed.wall.as_secs_f64() / plain.wall.as_secs_f64()
     );
 }
