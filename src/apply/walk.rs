@@ -52,7 +52,7 @@ pub struct World {
     /// How long an API wait may take.
     pub wait_timeout: std::time::Duration,
     /// With `--probe`: after each step, wait until the prober has handshaken over every
-    /// edge in the state the step left, before any dependent starts.
+    /// edge the step could change, in the state it left, before any dependent starts.
     pub settle: Option<super::probe::Settle>,
 }
 
@@ -166,7 +166,10 @@ pub fn walk(
                         if res.is_ok()
                             && let Some(s) = &world.settle
                         {
-                            s.wait(std::time::Duration::from_secs(30));
+                            s.wait(
+                                &super::probe::Affects::of(&plan.steps[i]),
+                                std::time::Duration::from_secs(30),
+                            );
                         }
                         (res, ms)
                     })

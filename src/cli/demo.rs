@@ -294,7 +294,7 @@ fn closing_table(applied: &super::apply::Applied, total: std::time::Duration) ->
     let _ = writeln!(o, "{rule}");
     let _ = writeln!(
         o,
-        "{} steps applied in {:.1} s (the prober handshook over every edge after each step); longest outage {} ms; demo {:.1} s.",
+        "{} steps applied in {:.1} s (the prober handshook over every edge every 200 ms, and after each step over every edge it could change); longest outage {} ms; demo {:.1} s.",
         applied.steps,
         applied.wall_ms as f64 / 1000.0,
         r.longest_outage_ms,
