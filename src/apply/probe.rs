@@ -12,9 +12,11 @@
 //!
 //! The server side is the listener of `endpoints.json`, verified under a name from the
 //! server's held certificate (127.0.0.1 when present). Pods come and go with rollouts:
-//! they are re-listed about once a second; a vanished pod's edge stops (not a failure),
-//! a new pod gets its own edge. The [`Report`] gives, per edge, attempts, failures, the
-//! longest outage and the first error.
+//! they are listed at the start of every round that probes them; a vanished pod's edge
+//! stops (not a failure, nor is a failed attempt of a pod deleted during that round), a
+//! new pod gets its own edge. After each step, apply waits on [`Settle`] for a round over
+//! the edges the step can change ([`Affects`]). The [`Report`] gives, per edge, attempts,
+//! failures, the longest outage and the first error.
 
 use super::tls::{Proc, client_of, parse_kubeconfig};
 use crate::exec::kube::Access;
