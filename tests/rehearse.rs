@@ -80,6 +80,16 @@ fn a_plan_that_swaps_the_api_server_cert_before_the_kubelets_trust_is_refused() 
     .unwrap();
     let (code, out, err) = w.run(&["rehearse", "swapped.json"]);
     assert_eq!(code, 1, "{out}{err}");
+    {
+        let mut settings = insta::Settings::clone_current();
+        for (re, with) in common::redactions() {
+            settings.add_filter(re, with);
+        }
+        settings.bind(|| {
+            insta::assert_snapshot!("rehearse_swapped_stdout", out);
+            insta::assert_snapshot!("rehearse_swapped_stderr", err);
+        });
+    }
     let flat = err
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -151,6 +161,11 @@ fn no_stages_is_refused_with_the_reason() {
     let w = rotated(1, 1);
     let (code, _, err) = w.run(&["plan", "--no-stages"]);
     assert_eq!(code, 1, "{err}");
+    let mut settings = insta::Settings::clone_current();
+    for (re, with) in common::redactions() {
+        settings.add_filter(re, with);
+    }
+    settings.bind(|| insta::assert_snapshot!("plan_no_stages_refused", err));
     assert!(err.contains("would break a trust edge"), "{err}");
     assert!(err.contains("--no-stages"), "{err}");
 }

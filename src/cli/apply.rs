@@ -403,18 +403,9 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                             p.id()
                         );
                     } else {
-                        let desired = crate::diff::resolve(&loaded, &snap)?;
-                        let r = crate::plan::rehearse::rehearse(&snap, &p, &|fp| desired.label(fp));
-                        if let Some(first) = r.breaks.first() {
-                            return Err(crate::plan::PlanError::Break {
-                                at: first.at.clone(),
-                                edge: first.edge.clone(),
-                                why: first.why.clone(),
-                                more: r.breaks.len() - 1,
-                                help: "regenerate the plan with `trustform plan -out`; `trustform rehearse` lists every breaking edge".into(),
-                            }
-                            .into());
-                        }
+                        super::rehearse::on(&loaded, &snap, &p)?.verdict(
+                            "regenerate the plan with `trustform plan -out`; `trustform rehearse` lists every breaking edge",
+                        )?;
                     }
                     (p, false)
                 }

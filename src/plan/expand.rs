@@ -417,19 +417,11 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
     plan.graph()?;
     if !plan.is_empty() {
         let r = super::rehearse::rehearse(snap, &plan, &|fp| d.label(fp));
-        if let Some(first) = r.breaks.first() {
-            return Err(PlanError::Break {
-                at: first.at.clone(),
-                edge: first.edge.clone(),
-                why: first.why.clone(),
-                more: r.breaks.len() - 1,
-                help: if input.no_stages {
-                    "with --no-stages the issuer and the trust set switch in one go: processes that restart early stop trusting the CA that still signs the leaves others serve, and new leaves meet verifiers that do not trust their CA yet; plan without --no-stages (trustform inserts the safe stages: trust both, switch the issuer, drop the old CA)".into()
-                } else {
-                    "trustform.yaml asks for a state its procedures cannot reach without a break; `trustform rehearse` lists every breaking edge".into()
-                },
-            });
-        }
+        r.verdict(if input.no_stages {
+            "with --no-stages the issuer and the trust set switch in one go: processes that restart early stop trusting the CA that still signs the leaves others serve, and new leaves meet verifiers that do not trust their CA yet; plan without --no-stages (trustform inserts the safe stages: trust both, switch the issuer, drop the old CA)"
+        } else {
+            "trustform.yaml asks for a state its procedures cannot reach without a break; `trustform rehearse` lists every breaking edge"
+        })?;
         plan.continuity = Some(r);
     }
     Ok(plan.seal())

@@ -19,7 +19,10 @@ use super::{Op, Plan, Step};
 use crate::diff::{Field, State};
 use crate::pki::Fingerprint;
 use crate::snapshot::{FileFact, Snapshot};
+use petgraph::Direction;
+use petgraph::graph::NodeIndex;
 use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 /// What rehearse found.
@@ -72,6 +75,20 @@ impl Rehearsal {
     /// Whether every managed edge stays live.
     pub fn holds(&self) -> bool {
         self.breaks.is_empty()
+    }
+
+    /// `Err` naming the first break (and how many follow), with `help`.
+    pub fn verdict(&self, help: impl Into<String>) -> Result<(), super::PlanError> {
+        match self.breaks.first() {
+            None => Ok(()),
+            Some(first) => Err(super::PlanError::Break {
+                at: first.at.clone(),
+                edge: first.edge.clone(),
+                why: first.why.clone(),
+                more: self.breaks.len() - 1,
+                help: help.into(),
+            }),
+        }
     }
 
     /// `Continuity: 412 edges stay live through all 135 steps.`
@@ -618,36 +635,29 @@ fn keys(e: &Edge) -> Vec<Key> {
 }
 
 /// The plan's steps in the order rehearse (and a walker with one slot) runs them: a
-/// topological order of `depends_on`, ties broken by position in the file.
+/// topological order of `depends_on` ([`Plan::graph`]), ties broken by position in the
+/// file. A plan whose graph does not build (never one `build` or `load_plan` let
+/// through) is taken in file order.
 pub fn order(plan: &Plan) -> Vec<usize> {
-    let index: HashMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
+    let Ok(g) = plan.graph() else {
+        return (0..plan.steps.len()).collect();
+    };
+    let mut indegree: Vec<usize> = g
+        .node_indices()
+        .map(|i| g.neighbors_directed(i, Direction::Incoming).count())
         .collect();
-    let n = plan.steps.len();
-    let mut indegree = vec![0usize; n];
-    let mut dependents: Vec<Vec<usize>> = vec![vec![]; n];
-    for (i, s) in plan.steps.iter().enumerate() {
-        for d in &s.depends_on {
-            if let Some(&j) = index.get(d.as_str()) {
-                indegree[i] += 1;
-                dependents[j].push(i);
-            }
-        }
-    }
-    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..indegree.len())
         .filter(|i| indegree[*i] == 0)
-        .map(std::cmp::Reverse)
+        .map(Reverse)
         .collect();
-    let mut out = Vec::with_capacity(n);
-    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+    let mut out = Vec::with_capacity(indegree.len());
+    while let Some(Reverse(i)) = ready.pop() {
         out.push(i);
-        for &d in &dependents[i] {
+        for d in g.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
+            let d = d.index();
             indegree[d] -= 1;
             if indegree[d] == 0 {
-                ready.push(std::cmp::Reverse(d));
+                ready.push(Reverse(d));
             }
         }
     }

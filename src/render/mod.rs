@@ -9,6 +9,7 @@ pub use graph::{dot, mermaid};
 pub use markdown::markdown;
 pub use text::text;
 
+use crate::plan::rehearse::Rehearsal;
 use crate::plan::{Plan, Step, StepChange};
 use crate::procedure::ActionKind;
 
@@ -62,16 +63,28 @@ pub fn summary_line(plan: &Plan) -> String {
 }
 
 /// The continuity lines under a plan: the proof, availability gaps, bare-pod warnings,
-/// edges broken before the plan.
+/// edges broken before the plan (at most 5 of each kind of note).
 pub fn continuity_lines(plan: &Plan) -> Vec<String> {
-    let Some(r) = &plan.continuity else {
-        return vec![];
-    };
+    plan.continuity
+        .as_ref()
+        .map_or_else(Vec::new, |r| rehearsal_lines(r, 5))
+}
+
+/// A rehearsal as text: its line, every break (with the step after which the edge is
+/// live again), availability gaps, and up to `shown` bare-pod warnings and notes.
+pub fn rehearsal_lines(r: &Rehearsal, shown: usize) -> Vec<String> {
     let mut out = vec![r.line()];
+    for b in &r.breaks {
+        let back = b
+            .restored
+            .as_ref()
+            .map(|s| format!(" (live again after {s})"))
+            .unwrap_or_default();
+        out.push(format!("  ✗ {}: {}: {}{back}", b.at, b.edge, b.why));
+    }
     for g in &r.gaps {
         out.push(format!("  availability gap at {}: {}", g.at, g.what));
     }
-    let shown = 5;
     for b in r.warnings.iter().take(shown) {
         out.push(format!(
             "  warning: {} loses trust at {} (a bare pod: no rollout restarts it; recreate it after documented step 4): {}",
