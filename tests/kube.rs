@@ -6,71 +6,13 @@ mod common;
 
 use common::Workdir;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// `trustform sandbox up DIR` in the background, stopped on drop.
-struct Up {
-    child: Child,
-}
-
-impl Up {
-    fn start(w: &Workdir, faults: Option<&str>) -> Up {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("trustform"));
-        cmd.current_dir(w.path())
-            .args(["sandbox", "up", "cluster"])
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(f) = faults {
-            cmd.env("TRUSTFORM_SANDBOX_FAULTS", f);
-        }
-        let child = cmd.spawn().expect("sandbox up starts");
-        let up = Up { child };
-        let endpoint = w.cluster().join("apiserver/endpoint.json");
-        let start = Instant::now();
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&endpoint)
-                && let Ok(v) = serde_json::from_str::<Value>(&text)
-                && v["pid"].as_u64() == Some(u64::from(up.child.id()))
-                && kubectl(w, &["get", "--raw", "/healthz"]).0
-            {
-                return up;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the sandbox API server did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn admin_conf(w: &Workdir) -> PathBuf {
-    w.node("cp-1").join("etc/kubernetes/admin.conf")
-}
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 /// kubectl with the sandbox's admin kubeconfig: (success, stdout, stderr).
 fn kubectl(w: &Workdir, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", admin_conf(w))
-        .output()
-        .expect("kubectl runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::kubectl_with(&w.admin_conf(), args)
 }
 
 /// kubectl's JSON; tried up to five times, as kubectl itself does not retry the 500s
@@ -91,19 +33,7 @@ fn kubectl_json(w: &Workdir, args: &[&str]) -> Value {
 
 /// A seeded sandbox: 2 control planes, 1 worker.
 fn seeded(namespaces: usize, workloads: usize, secrets: usize, webhooks: usize) -> Workdir {
-    let w = Workdir {
-        tmp: tempfile::tempdir().expect("tempdir"),
-    };
-    w.ok(&[
-        "sandbox",
-        "create",
-        "cluster",
-        "--control-planes",
-        "2",
-        "--workers",
-        "1",
-        "--key-algorithm",
-        "ecdsa-p256",
+    common::seeded(&[
         "--namespaces",
         &namespaces.to_string(),
         "--workloads",
@@ -112,8 +42,7 @@ fn seeded(namespaces: usize, workloads: usize, secrets: usize, webhooks: usize) 
         &secrets.to_string(),
         "--webhooks",
         &webhooks.to_string(),
-    ]);
-    w
+    ])
 }
 
 /// SHA-256 fingerprints of the certificates in a PEM text.
@@ -252,7 +181,7 @@ fn write(path: &Path, text: &str) {
 #[test]
 fn a_full_rotation_moves_every_api_object_and_pod_to_the_new_ca() {
     let w = seeded(4, 6, 12, 4);
-    let _up = Up::start(&w, None);
+    let _up = common::Up::start(&w, None);
     let (ok, out, _) = kubectl(&w, &["get", "--raw", "/healthz"]);
     assert!(ok && out.trim() == "ok");
     w.ok(&["init", "--sandbox", "cluster"]);
@@ -417,7 +346,7 @@ fn a_full_rotation_moves_every_api_object_and_pod_to_the_new_ca() {
 #[test]
 fn apply_completes_with_five_percent_500s_and_409s() {
     let w = seeded(3, 4, 6, 2);
-    let _up = Up::start(&w, Some("500=0.05,409=0.05"));
+    let _up = common::Up::start(&w, Some("500=0.05,409=0.05"));
     w.ok(&["init", "--sandbox", "cluster"]);
     w.ok(&["rotate", "kubernetes", "--to-end"]);
     let out = w.ok(&["apply", "--auto-approve", "--format", "json"]);
@@ -431,7 +360,7 @@ fn apply_completes_with_five_percent_500s_and_409s() {
 #[test]
 fn the_seed_shell_loop_gives_the_same_secrets_as_apply() {
     let w = seeded(3, 2, 9, 0);
-    let _up = Up::start(&w, None);
+    let _up = common::Up::start(&w, None);
     w.ok(&["init", "--sandbox", "cluster"]);
     let before = token_secrets(&w);
     assert_eq!(before.len(), 9);
@@ -461,7 +390,7 @@ done
     let out = Command::new("bash")
         .arg("-c")
         .arg(&script)
-        .env("KUBECONFIG", admin_conf(&w))
+        .env("KUBECONFIG", w.admin_conf())
         .output()
         .unwrap();
     assert!(
@@ -501,7 +430,7 @@ fn kube_rs_waits_and_rollouts_against_the_in_process_server() {
             .expect("serves");
         let ctl = controllers::spawn(&w.cluster(), server.store.clone());
         let access = Access {
-            kubeconfigs: vec![admin_conf(&w)],
+            kubeconfigs: vec![w.admin_conf()],
             context: None,
         };
         let client = access
@@ -588,20 +517,6 @@ fn kube_rs_waits_and_rollouts_against_the_in_process_server() {
     });
 }
 
-/// kubectl with a given kubeconfig: (success, stdout, stderr).
-fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .expect("kubectl runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The client certificate embedded in a kubeconfig, written beside it for openssl.
 fn client_cert_of(kubeconfig: &Path, out: &Path) -> trustform::pki::CertFacts {
     let kc: trustform::pki::kubeconfig::Kubeconfig =
@@ -634,10 +549,10 @@ fn a_copied_admin_conf_rotates_with_it_and_stays_live() {
     // `sandbox create` did what `kubeadm init` tells its user to.
     assert_eq!(
         std::fs::read(&copy).unwrap(),
-        std::fs::read(admin_conf(&w)).unwrap()
+        std::fs::read(w.admin_conf()).unwrap()
     );
-    let _up = Up::start(&w, None);
-    let (ok, out, err) = kubectl_with(&copy, &["get", "--raw", "/healthz"]);
+    let _up = common::Up::start(&w, None);
+    let (ok, out, err) = common::kubectl_with(&copy, &["get", "--raw", "/healthz"]);
     assert!(ok && out.trim() == "ok", "the copy reaches the API: {err}");
     w.ok(&["init", "--sandbox", "cluster"]);
     let cfg = std::fs::read_to_string(w.config()).unwrap();
@@ -700,7 +615,7 @@ fn a_copied_admin_conf_rotates_with_it_and_stays_live() {
 
     // The witnesses: kubectl with the copy reaches the rotated API server, and openssl
     // verifies its new client certificate against the new CA (and not the old one).
-    let (ok, out, err) = kubectl_with(&copy, &["get", "--raw", "/healthz"]);
+    let (ok, out, err) = common::kubectl_with(&copy, &["get", "--raw", "/healthz"]);
     assert!(ok && out.trim() == "ok", "the copy stays live: {err}");
     let new_ca = w.node("cp-1").join("etc/kubernetes/pki/ca.crt");
     let after = client_cert_of(&copy, &w.path().join("after.crt"));
@@ -714,7 +629,7 @@ fn a_copied_admin_conf_rotates_with_it_and_stays_live() {
     );
     assert_ne!(after.fingerprint, before.fingerprint);
     // Its CA data is the new CA alone, as admin.conf's.
-    let (_, data, _) = kubectl_with(
+    let (_, data, _) = common::kubectl_with(
         &copy,
         &[
             "config",

@@ -9,8 +9,8 @@ use common::Workdir;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use trustform::apply::probe::{self, EdgeKind, Input, Prober};
 use trustform::exec::Node;
 use trustform::pki::issue::{generate_key, issue_leaf, new_ca};
@@ -167,45 +167,6 @@ fn a_kubelet_listener_follows_its_restarts_and_openssl_verifies_the_api_server()
     );
 }
 
-/// `trustform sandbox up DIR` in the background, stopped on drop.
-struct Up {
-    child: Child,
-}
-
-impl Up {
-    fn start(w: &Workdir) -> Up {
-        let child = Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
-            .current_dir(w.path())
-            .args(["sandbox", "up", "cluster"])
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sandbox up starts");
-        let up = Up { child };
-        let start = Instant::now();
-        while Endpoints::load(&w.cluster())
-            .map(|e| e.pid != up.child.id())
-            .unwrap_or(true)
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the sandbox's endpoints did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        up
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn apply_probe_without_the_listeners_fails_fast() {
     let w = common::initialised(1, 0);
@@ -225,27 +186,8 @@ fn apply_probe_without_the_listeners_fails_fast() {
 
 #[test]
 fn a_full_rotation_under_the_prober_breaks_no_managed_edge() {
-    let w = Workdir {
-        tmp: tempfile::tempdir().unwrap(),
-    };
-    w.ok(&[
-        "sandbox",
-        "create",
-        "cluster",
-        "--control-planes",
-        "2",
-        "--workers",
-        "1",
-        "--key-algorithm",
-        "ecdsa-p256",
-        "--namespaces",
-        "2",
-        "--workloads",
-        "4",
-        "--bare-pods",
-        "0",
-    ]);
-    let _up = Up::start(&w);
+    let w = common::seeded(&["--namespaces", "2", "--workloads", "4", "--bare-pods", "0"]);
+    let _up = common::Up::start(&w, None);
     w.ok(&["init", "--sandbox", "cluster"]);
     w.ok(&["rotate", "kubernetes", "--to-end"]);
     w.ok(&["rotate", "front-proxy", "--to-end"]);
@@ -400,27 +342,8 @@ fn the_prober_sees_an_api_server_serving_from_an_unknown_ca() {
 /// handshakes on exactly the edges rehearse named, and on no other.
 #[test]
 fn a_forced_plan_breaks_exactly_the_edges_rehearse_named() {
-    let w = Workdir {
-        tmp: tempfile::tempdir().unwrap(),
-    };
-    w.ok(&[
-        "sandbox",
-        "create",
-        "cluster",
-        "--control-planes",
-        "2",
-        "--workers",
-        "1",
-        "--key-algorithm",
-        "ecdsa-p256",
-        "--namespaces",
-        "1",
-        "--workloads",
-        "2",
-        "--bare-pods",
-        "0",
-    ]);
-    let _up = Up::start(&w);
+    let w = common::seeded(&["--namespaces", "1", "--workloads", "2", "--bare-pods", "0"]);
+    let _up = common::Up::start(&w, None);
     w.ok(&["init", "--sandbox", "cluster"]);
     w.ok(&[
         "rotate",

@@ -161,3 +161,103 @@ pub fn swap_apiserver_before_kubelets(plan: &mut trustform::plan::Plan) {
     plan.checksum = String::new();
     plan.checksum = plan.compute_checksum();
 }
+
+impl Workdir {
+    /// cp-1's admin.conf.
+    pub fn admin_conf(&self) -> PathBuf {
+        self.node("cp-1").join("etc/kubernetes/admin.conf")
+    }
+}
+
+/// A 2 + 1 sandbox (ECDSA) in `cluster/`, seeded with API objects by `seed` (the
+/// `sandbox create` flags: `--namespaces 2`, `--workloads 4`, …).
+pub fn seeded(seed: &[&str]) -> Workdir {
+    let w = Workdir {
+        tmp: tempfile::tempdir().expect("tempdir"),
+    };
+    let mut args = vec![
+        "sandbox",
+        "create",
+        "cluster",
+        "--control-planes",
+        "2",
+        "--workers",
+        "1",
+        "--key-algorithm",
+        "ecdsa-p256",
+    ];
+    args.extend_from_slice(seed);
+    w.ok(&args);
+    w
+}
+
+/// The machine's kubectl with a kubeconfig: (success, stdout, stderr).
+pub fn kubectl_with(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .expect("kubectl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `trustform sandbox up cluster` in the background, stopped on drop. `start` returns
+/// once this process serves the API (kubectl's `/healthz` through admin.conf answers) and
+/// its TLS endpoints (`run/endpoints.json` names it).
+pub struct Up {
+    child: std::process::Child,
+}
+
+impl Up {
+    /// Start it, with `TRUSTFORM_SANDBOX_FAULTS` set to `faults` if given.
+    pub fn start(w: &Workdir, faults: Option<&str>) -> Up {
+        use std::process::Stdio;
+        use std::time::{Duration, Instant};
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trustform"));
+        cmd.current_dir(w.path())
+            .args(["sandbox", "up", "cluster"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(f) = faults {
+            cmd.env("TRUSTFORM_SANDBOX_FAULTS", f);
+        }
+        let up = Up {
+            child: cmd.spawn().expect("sandbox up starts"),
+        };
+        let pid = up.child.id();
+        let api = w.cluster().join("apiserver/endpoint.json");
+        let start = Instant::now();
+        loop {
+            let serves_api = std::fs::read_to_string(&api)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| v["pid"].as_u64() == Some(u64::from(pid)));
+            let listens =
+                sandbox::listeners::Endpoints::load(&w.cluster()).is_ok_and(|e| e.pid == pid);
+            if serves_api
+                && listens
+                && kubectl_with(&w.admin_conf(), &["get", "--raw", "/healthz"]).0
+            {
+                return up;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the sandbox API server and endpoints did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
