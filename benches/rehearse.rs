@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{measure, run};
+use common::{measure, run, sandbox_up};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,19 +53,7 @@ fn main() {
             &workloads,
         ],
     );
-    let mut server = Command::new(bin)
-        .current_dir(d)
-        .args(["sandbox", "up", "cluster"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sandbox up");
-    let start = Instant::now();
-    while !d.join("cluster/apiserver/endpoint.json").is_file() {
-        assert!(start.elapsed() < Duration::from_secs(60), "API server up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let mut server = sandbox_up(bin, d);
     run(bin, d, &["init", "--sandbox", "cluster"]);
     for auth in ["kubernetes", "front-proxy"] {
         run(
@@ -188,19 +176,7 @@ fn apply_once(bin: &Path, probe: bool) -> (common::Measured, Option<serde_json::
             "2",
         ],
     );
-    let mut server = Command::new(bin)
-        .current_dir(d)
-        .args(["sandbox", "up", "cluster"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sandbox up");
-    let start = Instant::now();
-    while !d.join("cluster/run/endpoints.json").is_file() {
-        assert!(start.elapsed() < Duration::from_secs(60), "sandbox up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    let mut server = sandbox_up(bin, d);
     run(bin, d, &["init", "--sandbox", "cluster"]);
     for auth in ["kubernetes", "front-proxy"] {
         run(bin, d, &["rotate", auth, "--to-end"]);

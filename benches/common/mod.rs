@@ -48,3 +48,21 @@ pub fn run(bin: &Path, dir: &Path, args: &[&str]) {
         .expect("runs");
     assert!(st.success(), "trustform {args:?}");
 }
+
+/// `trustform sandbox up cluster` in `dir`, as its own process, once it serves: its TLS
+/// endpoints file appears after the API server listens. Kill it when done.
+pub fn sandbox_up(bin: &Path, dir: &Path) -> std::process::Child {
+    let child = Command::new(bin)
+        .current_dir(dir)
+        .args(["sandbox", "up", "cluster"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sandbox up");
+    let start = Instant::now();
+    while !dir.join("cluster/run/endpoints.json").is_file() {
+        assert!(start.elapsed() < Duration::from_secs(60), "sandbox up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
