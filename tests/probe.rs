@@ -353,14 +353,7 @@ fn a_forced_plan_breaks_exactly_the_edges_rehearse_named() {
         "ecdsa-p256",
     ]);
     w.ok(&["plan", "-out", "plan.json"]);
-    let mut plan: trustform::plan::Plan =
-        serde_json::from_slice(&std::fs::read(w.path().join("plan.json")).unwrap()).unwrap();
-    common::swap_apiserver_before_kubelets(&mut plan);
-    std::fs::write(
-        w.path().join("swapped.json"),
-        serde_json::to_vec_pretty(&plan).unwrap(),
-    )
-    .unwrap();
+    common::swap_apiserver_before_kubelets(&w, "plan.json", "swapped.json");
     // On paper.
     let (code, json, _) = w.run(&["rehearse", "swapped.json", "--format", "json"]);
     assert_eq!(code, 1);

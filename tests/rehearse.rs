@@ -70,14 +70,7 @@ fn a_single_api_server_restart_is_an_availability_gap_not_a_break() {
 fn a_plan_that_swaps_the_api_server_cert_before_the_kubelets_trust_is_refused() {
     let w = rotated(2, 1);
     w.ok(&["plan", "-out", "plan.json"]);
-    let mut plan: Plan =
-        serde_json::from_slice(&std::fs::read(w.path().join("plan.json")).unwrap()).unwrap();
-    common::swap_apiserver_before_kubelets(&mut plan);
-    std::fs::write(
-        w.path().join("swapped.json"),
-        serde_json::to_vec_pretty(&plan).unwrap(),
-    )
-    .unwrap();
+    common::swap_apiserver_before_kubelets(&w, "plan.json", "swapped.json");
     let (code, out, err) = w.run(&["rehearse", "swapped.json"]);
     assert_eq!(code, 1, "{out}{err}");
     {

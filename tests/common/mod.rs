@@ -112,7 +112,16 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// extension-servers → apiserver-certs → component-kubeconfigs → restart-apiserver
 /// (rolling) → kubelet-trust → restart-kubelet (rolling) → restart-kcm-certs. The plan is
 /// resealed (a valid checksum), as a determined editor would.
-pub fn swap_apiserver_before_kubelets(plan: &mut trustform::plan::Plan) {
+pub fn swap_apiserver_before_kubelets(w: &Workdir, from: &str, to: &str) {
+    let mut plan: trustform::plan::Plan =
+        serde_json::from_slice(&std::fs::read(w.path().join(from)).expect("a saved plan"))
+            .expect("a plan");
+    swap_in(&mut plan);
+    std::fs::write(w.path().join(to), serde_json::to_vec_pretty(&plan).unwrap())
+        .expect("writes the edited plan");
+}
+
+fn swap_in(plan: &mut trustform::plan::Plan) {
     let ids = |t: &str| -> Vec<String> {
         plan.steps
             .iter()
