@@ -253,6 +253,14 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a regular file, too large, or unreadable.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Input {
+        /// Why.
+        #[from]
+        source: crate::input::InputError,
+    },
     /// YAML syntax or shape error.
     #[error("{path}: {reason}")]
     #[diagnostic(
@@ -423,9 +431,12 @@ fn expand_home(p: &str) -> PathBuf {
 
 /// Read and check `trustform.yaml`: syntax, names, issuer ∈ trust, CA sources.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.display().to_string(),
-        source,
+    let text = crate::input::read_text(path, crate::input::Kind::Config).map_err(|e| match e {
+        crate::input::InputError::Missing { .. } => ConfigError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        },
+        source => ConfigError::Input { source },
     })?;
     let config: Config = serde_saphyr::from_str(&text).map_err(|e| {
         let span = e.location().map_or((0, 0).into(), |l| span_of(l, &text));
@@ -476,6 +487,7 @@ fn check(l: &Loaded) -> Result<(), ConfigError> {
             "list the nodes, or run `trustform init`".into(),
         ));
     }
+    check_nodes_unique(l)?;
     for n in &c.inventory.nodes {
         check_kubeconfigs(l, n)?;
     }
@@ -498,6 +510,19 @@ fn check(l: &Loaded) -> Result<(), ConfigError> {
                 "nothing would verify leaves of this issuer",
                 format!("add `trust: [{}]`", spec.issuer.value),
             ));
+        }
+        for (i, t) in spec.trust.iter().enumerate() {
+            if spec.trust[..i].iter().any(|o| o.value == t.value) {
+                return Err(l.invalid(
+                    t.referenced,
+                    format!(
+                        "authority {auth}: CA {} is listed twice in its trust set",
+                        t.value
+                    ),
+                    "listed twice",
+                    format!("list each CA once: remove this `{}`", t.value),
+                ));
+            }
         }
         if !spec.trust.iter().any(|t| t.value == spec.issuer.value) {
             return Err(l.invalid(
@@ -532,6 +557,87 @@ fn check(l: &Loaded) -> Result<(), ConfigError> {
                 ));
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Where each node's name and root are written, read in a second pass so that the
+/// public types stay plain strings.
+#[derive(Deserialize)]
+struct Places {
+    #[serde(default)]
+    inventory: PlacesInventory,
+}
+
+#[derive(Deserialize, Default)]
+struct PlacesInventory {
+    #[serde(default)]
+    nodes: Vec<PlacesNode>,
+}
+
+#[derive(Deserialize)]
+struct PlacesNode {
+    name: Spanned<String>,
+    #[serde(default)]
+    access: PlacesAccess,
+}
+
+#[derive(Deserialize, Default)]
+struct PlacesAccess {
+    #[serde(default)]
+    local: Option<PlacesLocal>,
+}
+
+#[derive(Deserialize)]
+struct PlacesLocal {
+    root: Spanned<String>,
+}
+
+/// Every node once: no two nodes with one name, and no two with one root (two names for
+/// one node would rotate it twice, or drop one silently).
+fn check_nodes_unique(l: &Loaded) -> Result<(), ConfigError> {
+    let Ok(places) = serde_saphyr::from_str::<Places>(&l.text) else {
+        return Ok(()); // the typed parse succeeded; a shape this pass cannot read has no duplicates to find
+    };
+    let nodes = &places.inventory.nodes;
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(first) = nodes[..i].iter().find(|o| o.name.value == n.name.value) {
+            return Err(l.invalid(
+                n.name.referenced,
+                format!(
+                    "node {} is listed twice (first at line {})",
+                    n.name.value,
+                    first.name.referenced.line()
+                ),
+                "second node with this name",
+                "give every node its own name (the Kubernetes node name), or remove the duplicate"
+                    .into(),
+            ));
+        }
+    }
+    let roots: Vec<(&PlacesNode, &Spanned<String>, PathBuf)> = nodes
+        .iter()
+        .filter_map(|n| n.access.local.as_ref().map(|a| (n, &a.root)))
+        .map(|(n, r)| {
+            let p = l.resolve_path(&r.value);
+            let p = std::fs::canonicalize(&p).unwrap_or(p);
+            (n, r, p)
+        })
+        .collect();
+    for (i, (n, root, path)) in roots.iter().enumerate() {
+        if let Some((first, ..)) = roots[..i].iter().find(|(_, _, p)| p == path) {
+            return Err(l.invalid(
+                root.referenced,
+                format!(
+                    "nodes {} and {} have the same root {}",
+                    first.name.value,
+                    n.name.value,
+                    path.display()
+                ),
+                "same root as another node",
+                "each node needs its own root (the directory that is that node's /)".into(),
+            ));
         }
     }
     Ok(())

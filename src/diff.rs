@@ -56,6 +56,8 @@ pub struct Desired {
     pub authorities: BTreeMap<Authority, (Target, Target)>,
     /// Every CA involved, by fingerprint.
     pub cas: BTreeMap<Fingerprint, CaInfo>,
+    /// What the operator should know: `cas` entries that match nothing.
+    pub notes: Vec<String>,
 }
 
 impl Desired {
@@ -87,10 +89,11 @@ pub fn resolve(loaded: &Loaded, snap: &Snapshot) -> Result<Desired, ConfigError>
         })
         .collect();
     let mut by_name: BTreeMap<&str, Fingerprint> = BTreeMap::new();
+    let mut notes = vec![];
     for (name, spec) in &c.cas {
         let fp = if let Some(cert) = &spec.cert {
             let path = loaded.resolve_path(&cert.value);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
+            let text = crate::input::read_text(&path, crate::input::Kind::Config).map_err(|e| {
                 loaded.invalid(
                     cert.referenced,
                     format!("CA {name}: cannot read {}: {e}", path.display()),
@@ -146,6 +149,12 @@ pub fn resolve(loaded: &Loaded, snap: &Snapshot) -> Result<Desired, ConfigError>
             let Some(info) = cas.get_mut(&fp) else {
                 if !used {
                     // A retired CA: gone from the cluster, named by no authority.
+                    notes.push(format!(
+                        "{}:{}: CA {name} ({}) is on no node and no authority names it: it is ignored (remove it from `cas` once its rotation is done)",
+                        loaded.path.display(),
+                        spanned.referenced.line(),
+                        fp.short()
+                    ));
                     continue;
                 }
                 return Err(loaded.invalid(
@@ -180,7 +189,11 @@ pub fn resolve(loaded: &Loaded, snap: &Snapshot) -> Result<Desired, ConfigError>
         };
         authorities.insert(*auth, (current, desired));
     }
-    Ok(Desired { authorities, cas })
+    Ok(Desired {
+        authorities,
+        cas,
+        notes,
+    })
 }
 
 /// The authority's state on the first control plane: trust = members of its CA file,

@@ -3,11 +3,14 @@ use clap::Parser;
 use trustform::cli;
 
 fn main() -> std::process::ExitCode {
-    miette::set_hook(Box::new(|_| {
+    let color = cli::color(std::io::IsTerminal::is_terminal(&std::io::stderr()), |k| {
+        std::env::var_os(k)
+    });
+    miette::set_hook(Box::new(move |_| {
         Box::new(
             miette::MietteHandlerOpts::new()
-                .color(std::env::var_os("NO_COLOR").is_none())
                 .width(100)
+                .color(color)
                 .build(),
         )
     }))

@@ -176,6 +176,10 @@ pub struct CertEntry {
 pub struct KeyFact {
     /// SHA-256 of the SubjectPublicKeyInfo of the key's public half.
     pub public_key: Fingerprint,
+    /// The file's permission bits, when they let anyone but the owner read it (a key
+    /// should be 0600; apply writes it back 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loose_mode: Option<u32>,
 }
 
 /// The trust a kubeconfig carries (its current context).

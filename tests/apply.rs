@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Workdir;
+use common::{Workdir, copy_dir, shape};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -78,40 +78,6 @@ fn openssl_verify(ca: &Path, leaf: &Path) -> Result<(), String> {
         Err(String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr))
     }
-}
-
-/// What the end state is, independent of the fresh keys: per node file, the CA members
-/// of a bundle, or the issuer of each leaf.
-fn shape(w: &Workdir) -> BTreeMap<String, Value> {
-    let snap: Value = serde_json::from_str(&w.ok(&["snapshot"])).unwrap();
-    let mut out = BTreeMap::new();
-    for n in snap["nodes"].as_array().unwrap() {
-        for (path, fact) in n["files"].as_object().unwrap() {
-            let key = format!("{}:{path}", n["name"].as_str().unwrap());
-            let v = if let Some(certs) = fact.get("certificates") {
-                Value::Array(
-                    certs["certs"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|c| {
-                            if c["ca"].as_bool().unwrap() {
-                                c["fingerprint"].clone()
-                            } else {
-                                serde_json::json!({ "leaf_of": c["issued_by"] })
-                            }
-                        })
-                        .collect(),
-                )
-            } else if let Some(k) = fact.get("kubeconfig") {
-                serde_json::json!({ "ca": k["ca"], "client_of": k["client"]["issued_by"] })
-            } else {
-                Value::String("other".into())
-            };
-            out.insert(key, v);
-        }
-    }
-    out
 }
 
 /// Everything a finished rotation must satisfy.
@@ -305,16 +271,6 @@ fn apply_asks_and_only_yes_proceeds() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(w.ok(&["plan"]).contains("No changes."));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 #[test]

@@ -490,10 +490,7 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
     let cps: Vec<&Node> = ctx
         .nodes
         .values()
-        .filter(|n| {
-            n.host("/etc/kubernetes/manifests/kube-apiserver.yaml")
-                .is_file()
-        })
+        .filter(|n| n.is_file("/etc/kubernetes/manifests/kube-apiserver.yaml"))
         .collect();
     let all_sandbox = !cps.is_empty() && cps.iter().all(|n| n.sandbox);
     // Which process publishes it, from which flag.

@@ -187,8 +187,7 @@ fn shorts(v: &[Fingerprint]) -> String {
 }
 
 fn is_cp(n: &Node) -> bool {
-    n.host("/etc/kubernetes/manifests/kube-apiserver.yaml")
-        .is_file()
+    n.is_file("/etc/kubernetes/manifests/kube-apiserver.yaml")
 }
 
 fn leaf_files(node: &Node) -> Vec<(String, String)> {
@@ -198,16 +197,11 @@ fn leaf_files(node: &Node) -> Vec<(String, String)> {
         "/etc/kubernetes/pki/etcd",
         "/var/lib/kubelet/pki",
     ] {
-        let Ok(rd) = std::fs::read_dir(node.host(dir)) else {
-            continue;
-        };
-        let mut names: Vec<String> = rd
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
+        let names = node.list(dir);
+        for n in names
+            .into_iter()
             .filter(|n| n.ends_with(".crt") || n.ends_with(".pem"))
-            .collect();
-        names.sort();
-        for n in names {
+        {
             let path = format!("{dir}/{n}");
             if let Some(t) = read(node, &path)
                 .ok()
@@ -222,17 +216,9 @@ fn leaf_files(node: &Node) -> Vec<(String, String)> {
 }
 
 fn kubeconfigs(node: &Node) -> Vec<(String, Kubeconfig)> {
-    let Ok(rd) = std::fs::read_dir(node.host("/etc/kubernetes")) else {
-        return vec![];
-    };
-    let mut names: Vec<String> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".conf"))
-        .collect();
-    names.sort();
-    names
+    node.list("/etc/kubernetes")
         .into_iter()
+        .filter(|n| n.ends_with(".conf"))
         .map(|n| format!("/etc/kubernetes/{n}"))
         .chain(node.kubeconfigs.iter().cloned())
         .filter_map(|path| {
@@ -319,14 +305,14 @@ fn handshakes(nodes: &BTreeMap<String, Node>, cps: &[&Node], r: &mut Report) {
                 ("scheduler.conf", Some("kube-scheduler")),
             ] {
                 let path = format!("/etc/kubernetes/{conf}");
-                if node.host(&path).is_file() {
+                if node.is_file(&path) {
                     clients.push((path, comp.and_then(|c| Proc::of(node, c))));
                 }
             }
         }
         // Copies of admin.conf: kubectl reads them at every use.
         for path in &node.kubeconfigs {
-            if node.host(path).is_file() {
+            if node.is_file(path) {
                 clients.push((path.clone(), None));
             }
         }

@@ -168,8 +168,13 @@ impl Journal {
 
 /// Read a journal. A torn last line (a crash mid-append) is ignored.
 pub fn read(path: &Path) -> std::io::Result<Vec<Event>> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(text
+    let bytes = match crate::input::read(path, crate::input::Kind::Journal) {
+        Ok(b) => b,
+        Err(crate::input::InputError::Io { source, .. }) => return Err(source),
+        Err(e) if e.is_missing() => return Err(std::io::ErrorKind::NotFound.into()),
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
+    Ok(String::from_utf8_lossy(&bytes)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())

@@ -74,9 +74,62 @@ pub fn who() -> String {
     format!("{user}@{}", host())
 }
 
-/// Read the lock file.
+/// Read the lock file: its holder, if it is a lock trustform wrote.
 pub fn read(path: &Path) -> Option<LockInfo> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    match inspect(path) {
+        Found::Lock(h) => Some(h),
+        _ => None,
+    }
+}
+
+/// What is at the lock's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// No lock.
+    Nothing,
+    /// A lock trustform wrote.
+    Lock(LockInfo),
+    /// A file that is not a lock: empty, torn, garbage, or not a regular file.
+    Unreadable {
+        /// An id for `force-unlock`: `unreadable-` and the first hex digits of the
+        /// SHA-256 of its bytes, so that only this very file is removed.
+        id: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Look at the lock file.
+pub fn inspect(path: &Path) -> Found {
+    use sha2::Digest;
+    let bytes = match crate::input::read(path, crate::input::Kind::Lock) {
+        Ok(b) => b,
+        Err(e) if e.is_missing() => return Found::Nothing,
+        Err(e) => {
+            return Found::Unreadable {
+                id: "unreadable-file".into(),
+                why: e.to_string(),
+            };
+        }
+    };
+    let id = format!(
+        "unreadable-{}",
+        &hex::encode(sha2::Sha256::digest(&bytes))[..12]
+    );
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Found::Unreadable {
+            id,
+            why: "it is empty".into(),
+        };
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(h) => Found::Lock(h),
+        Err(e) => Found::Unreadable {
+            id,
+            why: crate::input::clip_lines(&format!("it is not a lock trustform wrote ({e})"), 200)
+                .into_owned(),
+        },
+    }
 }
 
 /// Why the lock cannot be had.
@@ -84,6 +137,13 @@ pub fn read(path: &Path) -> Option<LockInfo> {
 pub enum LockError {
     /// Another live holder.
     Held(LockInfo),
+    /// The lock file is not a lock (an interrupted write, or someone else's file).
+    Unreadable {
+        /// Its id for `force-unlock`.
+        id: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// I/O.
     Io(std::io::Error),
 }
@@ -131,25 +191,23 @@ pub fn acquire(
                 });
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = read(&path);
-                match holder {
-                    Some(h) if h.is_dead() => {
+                match inspect(&path) {
+                    Found::Lock(h) if h.is_dead() => {
                         let _ = std::fs::remove_file(&path);
                         took_over = Some(h);
                         continue;
                     }
-                    Some(h) if started.elapsed() >= timeout => {
+                    Found::Lock(h) if started.elapsed() >= timeout => {
                         return Err(LockError::Held(h));
                     }
-                    Some(_) => {}
+                    Found::Lock(_) | Found::Nothing => {}
                     // Being written by its holder this instant, or torn: wait a little.
-                    None if started.elapsed() >= timeout.max(Duration::from_secs(1)) => {
-                        return Err(LockError::Io(std::io::Error::other(format!(
-                            "{} exists but is unreadable; remove it if no apply runs",
-                            path.display()
-                        ))));
+                    Found::Unreadable { id, why }
+                        if started.elapsed() >= timeout.max(Duration::from_secs(1)) =>
+                    {
+                        return Err(LockError::Unreadable { id, why });
                     }
-                    None => {}
+                    Found::Unreadable { .. } => {}
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -158,14 +216,19 @@ pub fn acquire(
     }
 }
 
-/// Remove the lock if its id is `id`. Returns the removed holder.
-pub fn force_unlock(state: &Path, id: &str) -> Result<LockInfo, Option<LockInfo>> {
+/// Remove the lock if its id is `id` (a lock's own id, or the `unreadable-…` id of a
+/// file that is not a lock). Returns what was removed, or what is there instead.
+pub fn force_unlock(state: &Path, id: &str) -> Result<Found, Found> {
     let path = path(state);
-    match read(&path) {
-        Some(h) if h.id == id => {
-            std::fs::remove_file(&path).map_err(|_| Some(h.clone()))?;
-            Ok(h)
-        }
-        other => Err(other),
+    let found = inspect(&path);
+    let matches = match &found {
+        Found::Lock(h) => h.id == id,
+        Found::Unreadable { id: theirs, .. } => theirs == id,
+        Found::Nothing => false,
+    };
+    if !matches {
+        return Err(found);
     }
+    std::fs::remove_file(&path).map_err(|_| found.clone())?;
+    Ok(found)
 }

@@ -42,7 +42,11 @@ pub fn latest(state: &Path) -> Option<String> {
 
 /// Read a plan saved beside its journal.
 pub fn saved_plan(state: &Path, plan_id: &str) -> std::io::Result<Plan> {
-    let bytes = std::fs::read(journal::plan_path(state, plan_id))?;
+    let bytes = crate::input::read(
+        &journal::plan_path(state, plan_id),
+        crate::input::Kind::Plan,
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
 

@@ -129,22 +129,24 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> miette::Re
 
 /// Read and check a saved plan: JSON, format, version, checksum, graph.
 pub fn load_plan(path: &Path) -> Result<Plan, BadPlan> {
-    let text = std::fs::read_to_string(path).map_err(|e| BadPlan {
+    let text = crate::input::read_text(path, crate::input::Kind::Plan).map_err(|e| BadPlan {
         path: path.display().to_string(),
-        reason: format!("cannot read: {e}"),
+        reason: e.reason(),
         src: None,
         span: None,
         help: "pass the file written by `trustform plan -out <file>`".into(),
     })?;
+    // What an error may quote: no line longer than 240 characters.
+    let shown = crate::input::clip_lines(&text, 240).into_owned();
     let bad = |reason: String, span: Option<SourceSpan>, help: &str| BadPlan {
         path: path.display().to_string(),
-        reason,
-        src: Some(NamedSource::new(path.display().to_string(), text.clone())),
+        reason: crate::input::clip_lines(&reason, 240).into_owned(),
+        src: Some(NamedSource::new(path.display().to_string(), shown.clone())),
         span,
         help: help.into(),
     };
     let plan: Plan = serde_json::from_str(&text).map_err(|e| {
-        let span = crate::observe::line_span(&text, e.line().max(1));
+        let span = crate::observe::line_span(&shown, e.line().max(1));
         let (reason, help) = if e.is_eof() {
             (
                 format!("the plan file is truncated: {e}"),
@@ -159,7 +161,8 @@ pub fn load_plan(path: &Path) -> Result<Plan, BadPlan> {
         bad(reason, Some(span), help)
     })?;
     let at = |needle: &str| {
-        text.find(needle)
+        shown
+            .find(needle)
             .map(|o| SourceSpan::from((o, needle.len())))
     };
     if plan.format_version != FORMAT_VERSION {
@@ -250,7 +253,8 @@ fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: &Path) -> Mat
     let mut m = Material::default();
     for (name, ca) in &loaded.config.cas {
         if let Some(c) = &ca.cert
-            && let Ok(t) = std::fs::read_to_string(loaded.resolve_path(&c.value))
+            && let Ok(t) =
+                crate::input::read_text(&loaded.resolve_path(&c.value), crate::input::Kind::Config)
         {
             m.add_certs(&t, name);
         }
@@ -258,7 +262,8 @@ fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: &Path) -> Mat
     let mut keys = vec![];
     for (name, ca) in &loaded.config.cas {
         if let Some(k) = &ca.key
-            && let Ok(t) = std::fs::read_to_string(loaded.resolve_path(k))
+            && let Ok(t) =
+                crate::input::read_text(&loaded.resolve_path(k), crate::input::Kind::Config)
             && let Some(key) = key_block(&t, name)
         {
             keys.push((key, name.clone()));
@@ -271,8 +276,10 @@ fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: &Path) -> Mat
                 if let Ok(Some(b)) = exec::files::read(node, path) {
                     texts.push(b);
                 }
-                if let Ok(b) = std::fs::read(backup.join(&node.name).join(crate::layout::rel(path)))
-                {
+                if let Ok(b) = crate::input::read(
+                    &backup.join(&node.name).join(crate::layout::rel(path)),
+                    crate::input::Kind::NodeFile,
+                ) {
                     texts.push(b);
                 }
                 for b in texts {
@@ -305,6 +312,44 @@ fn unfinished(state: &Path) -> Option<String> {
         })
         .max()
         .map(|(_, id)| id)
+}
+
+/// Under the lock, nothing of ours is being written: remove the temp files a killed
+/// apply or rotate left in the state directory, beside trustform.yaml, and in the node
+/// directories this plan writes.
+fn remove_leftovers(
+    loaded: &Loaded,
+    state: &Path,
+    nodes: &BTreeMap<String, Node>,
+    plan: &Plan,
+) -> Vec<String> {
+    let shown = |p: PathBuf| p.display().to_string();
+    let mut out: Vec<String> = crate::atomic::remove_leftovers(state, true)
+        .into_iter()
+        .chain(crate::atomic::remove_leftovers(&loaded.dir, false))
+        .map(shown)
+        .collect();
+    let mut dirs: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for op in plan.steps.iter().flat_map(|s| &s.ops) {
+        let (node, path) = match op {
+            Op::Set {
+                node: Some(n),
+                path,
+                ..
+            } => (n.as_str(), path.as_str()),
+            Op::Restart { node, .. } => (node.as_str(), "/etc/kubernetes/manifests/x"),
+            _ => continue,
+        };
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            dirs.entry(node).or_default().insert(dir);
+        }
+    }
+    for (name, dirs) in dirs {
+        if let Some(node) = nodes.get(name) {
+            out.extend(exec::files::remove_leftovers(node, dirs));
+        }
+    }
+    out
 }
 
 /// Move an old journal and backup of the same plan id aside (a plan made again after a
@@ -463,6 +508,14 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         eprintln!(
             "Note: took over the lock {} of {} (pid {} is gone: it crashed or was killed).",
             dead.id, dead.who, dead.pid
+        );
+    }
+    let leftovers = remove_leftovers(&loaded, &state, &nodes, &plan);
+    if !leftovers.is_empty() {
+        eprintln!(
+            "Note: removed {} temp file(s) an interrupted write left behind: {}.",
+            leftovers.len(),
+            exec::kube::laggards(&leftovers)
         );
     }
     let cluster_lock = match loaded.kube_access() {
@@ -696,6 +749,14 @@ fn lock_error(e: lock::LockError, state: &Path) -> miette::Report {
             h.host,
             h.pid
         ),
+        lock::LockError::Unreadable { id, why } => miette::miette!(
+            code = "trustform::apply::unreadable_lock",
+            help = format!(
+                "an interrupted write or a file someone put there; if no apply or rollback runs, remove it with `trustform force-unlock {id}`"
+            ),
+            "the lock file {} is in the way: {why}",
+            lock::path(state).display()
+        ),
         lock::LockError::Io(e) => miette::miette!(code = "trustform::io", "lock: {e}"),
     }
 }
@@ -846,25 +907,36 @@ pub fn force_unlock(a: UnlockArgs, config_path: &Path) -> miette::Result<Exit> {
         let _ = lock::force_unlock(&state, &a.id);
         return Ok(Exit::Ok);
     }
+    let shown = lock::path(&state).display().to_string();
     match lock::force_unlock(&state, &a.id) {
-        Ok(h) => {
+        Ok(lock::Found::Lock(h)) => {
             println!(
                 "Removed lock {} ({} by {} since {}).",
                 h.id, h.operation, h.who, h.when
             );
             Ok(Exit::Ok)
         }
-        Err(Some(h)) => Err(miette::miette!(
+        Ok(_) => {
+            println!("Removed {shown}, which was not a lock trustform wrote.");
+            Ok(Exit::Ok)
+        }
+        Err(lock::Found::Lock(h)) => Err(miette::miette!(
             code = "trustform::force_unlock::mismatch",
             help = format!("the lock's id is {}; pass it exactly", h.id),
             "the lock is {}, not {}",
             h.id,
             a.id
         )),
-        Err(None) => Err(miette::miette!(
+        Err(lock::Found::Unreadable { id, why }) => Err(miette::miette!(
+            code = "trustform::force_unlock::mismatch",
+            help = format!(
+                "if no apply or rollback runs, remove it with `trustform force-unlock {id}`"
+            ),
+            "{shown} is not a lock trustform can read: {why}"
+        )),
+        Err(lock::Found::Nothing) => Err(miette::miette!(
             code = "trustform::force_unlock::none",
-            "there is no lock in {}",
-            lock::path(&state).display()
+            "there is no lock in {shown}"
         )),
     }
 }

@@ -98,14 +98,17 @@ fn relative_to(root: &Path, base: &Path) -> String {
 /// The copies of admin.conf on a control-plane node (`/root/.kube/config`,
 /// `/home/*/.kube/config`) that read as kubeconfigs with CA data.
 fn copies_on(root: &Path) -> Vec<Listed> {
-    if !root.join(crate::layout::APISERVER_MANIFEST).is_file() {
+    if !crate::transport::resolve(root, &format!("/{}", crate::layout::APISERVER_MANIFEST))
+        .is_ok_and(|p| p.is_file())
+    {
         return vec![];
     }
     observe::user_kubeconfigs(root)
         .into_iter()
         .filter(|p| {
-            std::fs::read_to_string(root.join(crate::layout::rel(p)))
+            crate::transport::resolve(root, p)
                 .ok()
+                .and_then(|h| crate::input::read_text(&h, crate::input::Kind::NodeFile).ok())
                 .and_then(|t| serde_saphyr::from_str::<Kubeconfig>(&t).ok())
                 .is_some_and(|kc| {
                     kc.current()

@@ -73,6 +73,19 @@ pub enum Command {
     ForceUnlock(apply::UnlockArgs),
 }
 
+/// Whether diagnostics get colours: never with `NO_COLOR` (non-empty), always with
+/// `CLICOLOR_FORCE` (non-empty, not `0`), otherwise when stderr is a terminal.
+pub fn color(stderr_is_terminal: bool, var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    let set = |k: &str| var(k).is_some_and(|v| !v.is_empty());
+    if set("NO_COLOR") {
+        return false;
+    }
+    if set("CLICOLOR_FORCE") && var("CLICOLOR_FORCE").is_some_and(|v| v != "0") {
+        return true;
+    }
+    stderr_is_terminal
+}
+
 /// Accept Terraform's single-dash `-out` for `--out`.
 pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     args.into_iter()

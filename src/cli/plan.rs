@@ -26,23 +26,56 @@ pub struct Args {
 
 /// Observe, diff and plan from a config file.
 pub fn make(path: &Path, no_stages: bool) -> miette::Result<plan::Plan> {
+    make_noting(path, no_stages).map(|(p, _)| p)
+}
+
+/// What the operator should know about the cluster as observed, beside the plan: key
+/// files others can read, `cas` entries that match nothing.
+pub fn notes(snap: &crate::snapshot::Snapshot, desired: &diff::Desired) -> Vec<String> {
+    let mut out = vec![];
+    for n in &snap.nodes {
+        for (path, fact) in &n.files {
+            let key = match fact {
+                crate::snapshot::FileFact::PrivateKey(k) => Some(k),
+                crate::snapshot::FileFact::Certificates { private_key, .. } => private_key.as_ref(),
+                _ => None,
+            };
+            if let Some(mode) = key.and_then(|k| k.loose_mode) {
+                out.push(format!(
+                    "{}:{path} is a private key with mode {mode:04o}: others can read it (`chmod 600 {path}` on {}; apply writes it back 0600 when it changes it)",
+                    n.name, n.name
+                ));
+            }
+        }
+    }
+    out.extend(desired.notes.iter().cloned());
+    out
+}
+
+/// [`make`], and the [`notes`] on what was observed.
+pub fn make_noting(path: &Path, no_stages: bool) -> miette::Result<(plan::Plan, Vec<String>)> {
     let loaded = config::load(path)?;
     let snap = observe::observe_with(&loaded.node_targets()?, loaded.kube_access().as_ref())?;
     let desired = diff::resolve(&loaded, &snap)?;
+    let notes = notes(&snap, &desired);
     let procedures = procedure::load_all()?;
-    Ok(plan::build(&plan::Input {
+    let p = plan::build(&plan::Input {
         snapshot: &snap,
         desired: &desired,
         procedures: &procedures,
         cluster: &loaded.config.metadata.name,
         config_hash: &loaded.hash,
         no_stages,
-    })?)
+    })?;
+    Ok((p, notes))
 }
 
 /// Run.
 pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
-    let p = make(path, a.no_stages)?;
+    let (p, notes) = make_noting(path, a.no_stages)?;
+    for n in &notes {
+        eprintln!("Warning: {n}");
+    }
     print!("{}", render::render(&p, a.format));
     if let Some(out) = &a.out {
         crate::atomic::write(out, render::json(&p).as_bytes(), crate::atomic::PUBLIC_MODE)

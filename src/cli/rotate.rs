@@ -6,7 +6,6 @@ use super::init::{config_dir, write_config};
 use crate::config::{self, Authority, CaSpec, spanned};
 use crate::pki::{KeyAlgorithm, issue::new_ca};
 use crate::procedure::Stage;
-use miette::{Context, IntoDiagnostic};
 use std::path::Path;
 
 /// `rotate`.
@@ -71,10 +70,22 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     // (old, new): the CA being retired and the one replacing it.
     let (old, new) = if settled {
         let date = time::OffsetDateTime::now_utc().date();
+        let dir = config_dir(path);
         let base = format!("{}-{}", auth.name(), date);
         let mut name = base.clone();
         let mut n = 2;
-        while c.cas.contains_key(&name) {
+        // A name no CA has: not in `cas`, and no certificate or key file of that name
+        // (`init --force` forgets names whose files still hold the cluster's CA).
+        while c.cas.contains_key(&name)
+            || dir
+                .join(format!("cas/{name}.crt"))
+                .symlink_metadata()
+                .is_ok()
+            || dir
+                .join(format!(".trustform/keys/{name}.key"))
+                .symlink_metadata()
+                .is_ok()
+        {
             name = format!("{base}-{n}");
             n += 1;
         }
@@ -88,23 +99,34 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             Authority::Etcd => format!("etcd-ca-{date}"),
         };
         let ca = new_ca(&cn, alg, 3650)?;
-        let dir = config_dir(path);
         let cert_rel = format!("cas/{name}.crt");
         let key_rel = format!(".trustform/keys/{name}.key");
-        crate::atomic::write(
-            &dir.join(&cert_rel),
-            ca.cert_pem.as_bytes(),
-            crate::atomic::PUBLIC_MODE,
-        )
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot write {cert_rel}"))?;
-        crate::atomic::write(
+        let in_the_way = |rel: &str, e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                miette::miette!(
+                    code = "trustform::rotate::in_the_way",
+                    help = "trustform never overwrites a CA file: move it aside if it is not a CA the cluster uses, then run `trustform rotate` again",
+                    "{rel} appeared while the new CA was written; nothing was replaced"
+                )
+            } else {
+                miette::miette!(code = "trustform::io", "cannot write {rel}: {e}")
+            }
+        };
+        crate::atomic::write_new(
             &dir.join(&key_rel),
             ca.key.expose().as_bytes(),
             crate::atomic::KEY_MODE,
         )
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot write {key_rel}"))?;
+        .map_err(|e| in_the_way(&key_rel, e))?;
+        if let Err(e) = crate::atomic::write_new(
+            &dir.join(&cert_rel),
+            ca.cert_pem.as_bytes(),
+            crate::atomic::PUBLIC_MODE,
+        ) {
+            // The key is ours, written a moment ago and named nowhere: take it back.
+            let _ = std::fs::remove_file(dir.join(&key_rel));
+            return Err(in_the_way(&cert_rel, e));
+        }
         let fp = crate::pki::parse_certs(&ca.cert_pem, &cert_rel)?
             .remove(0)
             .facts
@@ -123,12 +145,10 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             },
         );
         (issuer.clone(), name)
-    } else if trust.len() == 2 {
-        let other = trust
-            .iter()
-            .find(|t| **t != issuer)
-            .cloned()
-            .expect("two members");
+    } else if let [x, y] = trust.as_slice()
+        && x != y
+    {
+        let other = if *x == issuer { y.clone() } else { x.clone() };
         // Which one is new? The one with a generated key file (rotate made it).
         if c.cas.get(&issuer).is_some_and(|s| s.key.is_some()) {
             (other, issuer.clone())

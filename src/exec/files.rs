@@ -6,7 +6,7 @@
 //! `restore` walks the index backwards and puts every file back byte for byte.
 
 use super::{ExecError, Node};
-use crate::{atomic, layout};
+use crate::{atomic, input, layout};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::Write;
@@ -69,13 +69,18 @@ impl Files {
         if seen.contains(&key) {
             return Ok(());
         }
-        let host = node.host(abs);
+        let host = node.host(abs)?;
         let copy = self.dir.join(&node.name).join(layout::rel(abs));
         let entry = match std::fs::metadata(&host) {
             Ok(meta) => {
                 // A copy left by a crash before its index line is the original: keep it.
                 if !copy.exists() {
-                    let bytes = std::fs::read(&host).map_err(io_err(node, abs))?;
+                    let bytes = input::read(&host, input::Kind::NodeFile).map_err(|cause| {
+                        ExecError::Input {
+                            node: node.name.clone(),
+                            cause,
+                        }
+                    })?;
                     atomic::write(&copy, &bytes, meta.permissions().mode() & 0o7777)
                         .map_err(io_err(node, abs))?;
                 }
@@ -123,7 +128,7 @@ impl Files {
         secret: bool,
     ) -> Result<(), ExecError> {
         self.backup(node, abs)?;
-        let host = node.host(abs);
+        let host = node.host(abs)?;
         let (mode, owner) = match std::fs::metadata(&host) {
             Ok(m) => (m.permissions().mode() & 0o7777, Some((m.uid(), m.gid()))),
             Err(_) => (new_mode, None),
@@ -144,30 +149,46 @@ impl Files {
 }
 
 fn remove_if_exists(node: &Node, abs: &str) -> Result<(), ExecError> {
-    match std::fs::remove_file(node.host(abs)) {
+    match std::fs::remove_file(node.host(abs)?) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(node, abs)(e)),
         _ => Ok(()),
     }
 }
 
-/// Read a file on a node; `None` if it does not exist.
-pub fn read(node: &Node, abs: &str) -> Result<Option<Vec<u8>>, ExecError> {
-    match std::fs::read(node.host(abs)) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(node, abs)(e)),
+/// Remove the temp files a killed apply left in these node directories (only files
+/// named like trustform's own temp files). Returns them as `node:path`.
+pub fn remove_leftovers<'a>(node: &Node, dirs: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out = vec![];
+    for dir in dirs {
+        let Ok(host) = node.host(dir) else { continue };
+        for p in atomic::remove_leftovers(&host, false) {
+            let name = p.file_name().map(|n| n.to_string_lossy().to_string());
+            out.push(format!("{}:{dir}/{}", node.name, name.unwrap_or_default()));
+        }
     }
+    out
+}
+
+/// Read a file on a node (a regular file within the node file cap); `None` if it does
+/// not exist.
+pub fn read(node: &Node, abs: &str) -> Result<Option<Vec<u8>>, ExecError> {
+    input::read_if_exists(&node.host(abs)?, input::Kind::NodeFile).map_err(|cause| {
+        ExecError::Input {
+            node: node.name.clone(),
+            cause,
+        }
+    })
 }
 
 /// The backup index of `dir`, in the order files were first changed. A torn last line
 /// (a crash while appending) is ignored: its file was not yet changed.
 pub fn entries(dir: &Path) -> std::io::Result<Vec<BackupEntry>> {
-    let text = match std::fs::read_to_string(dir.join(INDEX)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e),
+    let bytes = match input::read_if_exists(&dir.join(INDEX), input::Kind::Journal) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(vec![]),
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
-    Ok(text
+    Ok(String::from_utf8_lossy(&bytes)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
@@ -186,10 +207,14 @@ pub fn restore(
     })?;
     for e in list.iter().rev() {
         let n = node(&e.node).ok_or_else(|| ExecError::UnknownNode(e.node.clone()))?;
-        let host = n.host(&e.path);
+        let host = n.host(&e.path)?;
         if e.existed {
             let copy = dir.join(&e.node).join(layout::rel(&e.path));
-            let bytes = std::fs::read(&copy).map_err(io_err(&n, &e.path))?;
+            let bytes =
+                input::read(&copy, input::Kind::NodeFile).map_err(|cause| ExecError::Input {
+                    node: n.name.clone(),
+                    cause,
+                })?;
             atomic::write_owned(&host, &bytes, e.mode, Some((e.uid, e.gid)))
                 .map_err(io_err(&n, &e.path))?;
         } else {

@@ -44,9 +44,33 @@ impl Node {
         self
     }
 
-    /// The host path of a node path.
-    pub fn host(&self, abs: &str) -> PathBuf {
-        self.root.join(layout::rel(abs))
+    /// Where a node path is on this machine, confined to the node's root (symlinks,
+    /// absolute ones included, resolved inside it; `..` refused).
+    pub fn host(&self, abs: &str) -> Result<PathBuf, ExecError> {
+        crate::transport::resolve(&self.root, abs).map_err(|cause| ExecError::Path {
+            node: self.name.clone(),
+            cause,
+        })
+    }
+
+    /// Whether a node path is a regular file (symlinks followed inside the root).
+    pub fn is_file(&self, abs: &str) -> bool {
+        self.host(abs).is_ok_and(|p| p.is_file())
+    }
+
+    /// The names of the entries of a node directory, sorted; empty if there is none.
+    pub fn list(&self, dir: &str) -> Vec<String> {
+        let Ok(host) = self.host(dir) else {
+            return vec![];
+        };
+        let mut names: Vec<String> = std::fs::read_dir(host)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
     }
 }
 
@@ -66,6 +90,24 @@ pub enum ExecError {
         path: String,
         /// Cause.
         source: std::io::Error,
+    },
+    /// A path that leaves the node or is not a plain node path.
+    #[error("{node}: {cause}")]
+    #[diagnostic(code(trustform::exec::path))]
+    Path {
+        /// Node.
+        node: String,
+        /// What is wrong with the path.
+        cause: crate::transport::PathError,
+    },
+    /// A file that is not a regular file, or too large.
+    #[error("{node}: {cause}")]
+    #[diagnostic(code(trustform::exec::input))]
+    Input {
+        /// Node.
+        node: String,
+        /// Why it was not read.
+        cause: crate::input::InputError,
     },
     /// A file's content is not what the step can change.
     #[error("{node}:{path}: {reason}")]

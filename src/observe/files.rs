@@ -1,7 +1,6 @@
 //! The kubeadm layout on disk: PKI files, kubeconfigs, static pod manifests, kubelet config.
 
 use super::{Listed, NodeTarget, ObserveError, RawNode, line_span};
-use crate::layout;
 use crate::pki::cert::pem_blocks;
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
 use crate::pki::{
@@ -11,10 +10,11 @@ use crate::sandbox::Role;
 use crate::snapshot::{
     CertEntry, Component, FileFact, KeyFact, KubeconfigFact, Kubelet, NodeSnapshot,
 };
+use crate::{input, layout};
 use miette::NamedSource;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 struct Reader<'a> {
     target: &'a NodeTarget,
@@ -27,14 +27,58 @@ impl Reader<'_> {
         format!("/{}", rel.trim_start_matches('/'))
     }
 
-    fn read(&self, abs: &str) -> Result<String, ObserveError> {
-        std::fs::read_to_string(self.target.root.join(layout::rel(abs))).map_err(|source| {
-            ObserveError::Io {
+    /// Where a node path is on this machine, confined to the node's root.
+    fn host(&self, abs: &str) -> Result<PathBuf, ObserveError> {
+        crate::transport::resolve(&self.target.root, abs).map_err(|cause| ObserveError::Path {
+            node: self.target.name.clone(),
+            cause,
+        })
+    }
+
+    /// Whether a node path exists (inside the node's root).
+    fn exists(&self, abs: &str) -> bool {
+        self.host(abs).is_ok_and(|p| p.exists())
+    }
+
+    /// The bytes of a node file: a regular file, within the node file cap.
+    fn bytes(&self, abs: &str) -> Result<Vec<u8>, ObserveError> {
+        let host = self.host(abs)?;
+        input::read(&host, input::Kind::NodeFile).map_err(|source| match source {
+            input::InputError::Io { source, .. } => ObserveError::Io {
                 node: self.target.name.clone(),
                 path: abs.to_string(),
                 source,
+            },
+            cause => {
+                let plain = self.target.root.join(layout::rel(abs));
+                ObserveError::Input {
+                    node: self.target.name.clone(),
+                    path: abs.to_string(),
+                    resolved: (host != plain).then(|| host.display().to_string()),
+                    help: cause.help_line(),
+                    cause,
+                }
             }
         })
+    }
+
+    fn read(&self, abs: &str) -> Result<String, ObserveError> {
+        String::from_utf8(self.bytes(abs)?).map_err(|_| ObserveError::Io {
+            node: self.target.name.clone(),
+            path: abs.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+        })
+    }
+
+    /// Permission bits of a node file that let others than its owner read it.
+    fn loose_mode(&self, abs: &str) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(self.host(abs).ok()?)
+            .ok()?
+            .permissions()
+            .mode()
+            & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
     }
 
     fn corrupt(
@@ -108,7 +152,10 @@ impl Reader<'_> {
                     )
                 })?;
                 self.keys.push(fp.clone());
-                Some(KeyFact { public_key: fp })
+                Some(KeyFact {
+                    public_key: fp,
+                    loose_mode: self.loose_mode(abs),
+                })
             }
             None => None,
         };
@@ -238,10 +285,12 @@ impl Reader<'_> {
             src: src.clone(),
             span,
         };
-        let host = self.target.root.join(layout::rel(&listed.path));
-        let bytes = match std::fs::read(&host) {
+        let bytes = match self.bytes(&listed.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ObserveError::Input {
+                cause: input::InputError::Missing { .. },
+                ..
+            }) => {
                 return Err(ObserveError::MissingKubeconfig {
                     node: self.target.name.clone(),
                     path: listed.path.clone(),
@@ -249,16 +298,13 @@ impl Reader<'_> {
                     span,
                 });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory || host.is_dir() => {
-                return Err(not_one("it is a directory".into()));
+            Err(ObserveError::Input {
+                cause: input::InputError::NotAFile { what, .. },
+                ..
+            }) => {
+                return Err(not_one(format!("it is {what}")));
             }
-            Err(source) => {
-                return Err(ObserveError::Io {
-                    node: self.target.name.clone(),
-                    path: listed.path.clone(),
-                    source,
-                });
-            }
+            Err(e) => return Err(e),
         };
         let Ok(text) = String::from_utf8(bytes) else {
             return Err(not_one("it is not UTF-8 text".into()));
@@ -296,7 +342,7 @@ impl Reader<'_> {
             if !value.starts_with("/etc/kubernetes/") {
                 continue;
             }
-            if !self.target.root.join(layout::rel(value)).exists() {
+            if !self.exists(value) {
                 let line = crate::manifest::flag_line(text, flag).unwrap_or(1);
                 return Err(ObserveError::MissingInput {
                     node: self.target.name.clone(),
@@ -382,15 +428,31 @@ impl Reader<'_> {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+/// kubeadm's backups (`kubeadm upgrade` keeps old manifests, certificates and a copy of
+/// etcd's database here): not trust any component reads.
+const KUBEADM_TMP: &str = "/etc/kubernetes/tmp";
+
+/// Every entry below node directory `dir` that is not a directory, as node paths. The
+/// directory itself is found through symlinks inside the root; symlinked directories
+/// below it are not followed.
+fn walk(root: &Path, dir: &str, out: &mut Vec<String>) {
+    let Ok(host) = crate::transport::resolve(root, dir) else {
+        return;
+    };
+    let Ok(rd) = std::fs::read_dir(host) else {
         return;
     };
     for e in rd.flatten() {
-        let p = e.path();
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        let abs = format!("{dir}/{name}");
+        if abs == KUBEADM_TMP {
+            continue;
+        }
         match e.file_type() {
-            Ok(t) if t.is_dir() => walk(&p, out),
-            Ok(_) => out.push(p),
+            Ok(t) if t.is_dir() => walk(root, &abs, out),
+            Ok(_) => out.push(abs),
             Err(_) => {}
         }
     }
@@ -399,17 +461,19 @@ fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 /// Where people copy admin.conf (`kubeadm init` tells them to): `/root/.kube/config` and
 /// `/home/*/.kube/config` that exist on the node, as node paths, sorted.
 pub fn user_kubeconfigs(root: &Path) -> Vec<String> {
+    let is_file = |abs: &str| crate::transport::resolve(root, abs).is_ok_and(|p| p.is_file());
     let mut out = Vec::new();
-    if root.join("root/.kube/config").is_file() {
+    if is_file("/root/.kube/config") {
         out.push("/root/.kube/config".to_string());
     }
-    let mut homes: Vec<String> = std::fs::read_dir(root.join("home"))
+    let homes_dir = crate::transport::resolve(root, "/home").unwrap_or_default();
+    let mut homes: Vec<String> = std::fs::read_dir(homes_dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|u| root.join("home").join(u).join(".kube/config").is_file())
         .map(|u| format!("/home/{u}/.kube/config"))
+        .filter(|p| is_file(p))
         .collect();
     homes.sort();
     out.extend(homes);
@@ -419,52 +483,61 @@ pub fn user_kubeconfigs(root: &Path) -> Vec<String> {
 /// Read one node.
 pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
     let root = &target.root;
-    if !root.join(layout::KUBERNETES).is_dir() {
-        return Err(ObserveError::NotANode {
-            node: target.name.clone(),
-            root: root.display().to_string(),
-        });
-    }
     let mut r = Reader {
         target,
         certs: HashMap::new(),
         keys: Vec::new(),
     };
+    let kubernetes = Reader::abs(layout::KUBERNETES);
+    if !r.host(&kubernetes).is_ok_and(|p| p.is_dir()) {
+        return Err(ObserveError::NotANode {
+            node: target.name.clone(),
+            root: root.display().to_string(),
+        });
+    }
     let mut paths = Vec::new();
-    walk(&root.join(layout::KUBERNETES), &mut paths);
-    walk(&root.join(layout::KUBELET_PKI), &mut paths);
+    walk(root, &kubernetes, &mut paths);
+    walk(root, &Reader::abs(layout::KUBELET_PKI), &mut paths);
     paths.sort();
-    let manifests_dir = root.join(layout::MANIFESTS);
+    let manifests_dir = format!("{}/", Reader::abs(layout::MANIFESTS));
     let mut files = BTreeMap::new();
     let mut manifests = Vec::new();
-    for p in paths {
-        let rel = p
-            .strip_prefix(root)
-            .expect("walked under root")
-            .to_string_lossy()
-            .to_string();
-        let abs = Reader::abs(&rel);
-        if p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(".trustform-"))
+    for abs in paths {
+        if abs
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(".trustform-"))
         {
             continue; // an interrupted atomic write: not part of the node
         }
-        if p.starts_with(&manifests_dir) {
+        if abs.starts_with(&manifests_dir) {
             if abs.ends_with(".yaml") || abs.ends_with(".yml") {
                 manifests.push(abs);
             }
             continue;
         }
-        let Ok(bytes) = std::fs::read(&p) else {
-            return Err(ObserveError::Io {
-                node: target.name.clone(),
-                path: abs,
-                source: std::fs::read(&p).expect_err("read failed before"),
-            });
+        let bytes = r.bytes(&abs)?;
+        let pem_named = [".crt", ".key", ".pem", ".pub"]
+            .iter()
+            .any(|e| abs.ends_with(e));
+        let not_pem = |what| ObserveError::NotPem {
+            node: target.name.clone(),
+            path: abs.clone(),
+            what,
         };
         let Ok(text) = String::from_utf8(bytes) else {
+            if pem_named {
+                return Err(not_pem("binary data"));
+            }
             continue;
         };
+        if pem_named && !text.contains("-----BEGIN ") {
+            return Err(not_pem(if text.trim().is_empty() {
+                "it is empty"
+            } else {
+                "text without a -----BEGIN line"
+            }));
+        }
         let fact = if abs.ends_with(".conf") && text.contains("clusters:") {
             Some(r.kubeconfig(&abs, &text)?)
         } else if text.contains("-----BEGIN ") {
@@ -486,14 +559,13 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
         let (name, c) = r.manifest(&abs, &text)?;
         components.insert(name, c);
     }
-    let kubelet_cfg = root.join(layout::KUBELET_CONFIG);
-    let kubelet = if kubelet_cfg.exists() {
+    let kubelet = if r.exists(&Reader::abs(layout::KUBELET_CONFIG)) {
         let text = r.read(&Reader::abs(layout::KUBELET_CONFIG))?;
         Some(r.kubelet(&text, &files)?)
     } else {
         None
     };
-    let role = if root.join(layout::APISERVER_MANIFEST).exists() {
+    let role = if r.exists(&Reader::abs(layout::APISERVER_MANIFEST)) {
         Role::ControlPlane
     } else {
         Role::Worker

@@ -76,6 +76,47 @@ pub enum ObserveError {
         #[source]
         source: std::io::Error,
     },
+    /// A node path that leaves the node (a symlink loop, a bad flag value).
+    #[error("node {node}: {cause}")]
+    #[diagnostic(code(trustform::observe::path))]
+    Path {
+        /// Node name.
+        node: String,
+        /// What is wrong.
+        cause: crate::transport::PathError,
+    },
+    /// A file that is not a regular file, or larger than trustform reads.
+    #[error("node {node}: {path} {}{}", .cause.reason(), .resolved.as_ref().map(|r| format!(" (it resolves to {r} on this machine)")).unwrap_or_default())]
+    #[diagnostic(code(trustform::observe::unreadable))]
+    Input {
+        /// Node name.
+        node: String,
+        /// The node path.
+        path: String,
+        /// Where a symlink led, when not to the node path itself.
+        resolved: Option<String>,
+        /// Why it was not read.
+        cause: crate::input::InputError,
+        /// How to fix it.
+        #[help]
+        help: Option<String>,
+    },
+    /// A certificate or key file that holds no PEM at all.
+    #[error("node {node}: {path} is not a PEM file ({what})")]
+    #[diagnostic(
+        code(trustform::observe::not_pem),
+        help(
+            "a file named .crt, .key, .pem or .pub must hold PEM blocks (-----BEGIN …): restore it from a backup or re-issue it with `kubeadm certs renew`; the component that reads it cannot start either"
+        )
+    )]
+    NotPem {
+        /// Node name.
+        node: String,
+        /// File.
+        path: String,
+        /// What it holds instead.
+        what: &'static str,
+    },
     /// A file's content is broken at a known place.
     #[error("node {node}: {path}: {reason}")]
     #[diagnostic(code(trustform::observe::corrupt_file))]

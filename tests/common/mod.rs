@@ -270,3 +270,174 @@ impl Drop for Up {
         let _ = self.child.wait();
     }
 }
+
+/// What is on disk below `dir`, to prove a command changed nothing: every regular file's
+/// SHA-256 and mode, every symlink's target, every other entry's type. FIFOs and devices
+/// are never opened.
+pub fn tree_state(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    use sha2::Digest;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let t = m.file_type();
+            let v = if t.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else if t.is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if t.is_file() {
+                let bytes = std::fs::read(&p).unwrap();
+                format!(
+                    "{:o} {}",
+                    m.permissions().mode() & 0o7777,
+                    hex::encode(sha2::Sha256::digest(&bytes))
+                )
+            } else if t.is_fifo() {
+                "fifo".to_string()
+            } else {
+                "special".to_string()
+            };
+            out.insert(p, v);
+        }
+    }
+    out
+}
+
+/// Assert two [`tree_state`]s are equal, naming what differs.
+pub fn assert_unchanged(
+    before: &std::collections::BTreeMap<PathBuf, String>,
+    after: &std::collections::BTreeMap<PathBuf, String>,
+) {
+    let mut diffs = vec![];
+    for (p, v) in before {
+        match after.get(p) {
+            None => diffs.push(format!("{} removed", p.display())),
+            Some(w) if w != v => diffs.push(format!("{} changed", p.display())),
+            _ => {}
+        }
+    }
+    for p in after.keys().filter(|p| !before.contains_key(*p)) {
+        diffs.push(format!("{} created", p.display()));
+    }
+    assert!(
+        diffs.is_empty(),
+        "nothing on disk may change:\n{}",
+        diffs.join("\n")
+    );
+}
+
+/// What the end state is, independent of the fresh keys: per node file, the CA members
+/// of a bundle, or the issuer of each leaf.
+pub fn shape(w: &Workdir) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let snap: serde_json::Value = serde_json::from_str(&w.ok(&["snapshot"])).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for n in snap["nodes"].as_array().unwrap() {
+        for (path, fact) in n["files"].as_object().unwrap() {
+            let key = format!("{}:{path}", n["name"].as_str().unwrap());
+            let v = if let Some(certs) = fact.get("certificates") {
+                serde_json::Value::Array(
+                    certs["certs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| {
+                            if c["ca"].as_bool().unwrap() {
+                                c["fingerprint"].clone()
+                            } else {
+                                serde_json::json!({ "leaf_of": c["issued_by"] })
+                            }
+                        })
+                        .collect(),
+                )
+            } else if let Some(k) = fact.get("kubeconfig") {
+                serde_json::json!({ "ca": k["ca"], "client_of": k["client"]["issued_by"] })
+            } else {
+                serde_json::Value::String("other".into())
+            };
+            out.insert(key, v);
+        }
+    }
+    out
+}
+
+/// `cp -a from to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// What would betray private key material: every base64 body line (40 characters or
+/// more) of every PEM private key in the files below `dirs`, also inside kubeconfigs'
+/// `client-key-data` (decoded), and the first 40 characters of every `*-key-data` value.
+pub fn key_needles(dirs: &[&Path]) -> std::collections::BTreeSet<String> {
+    use base64::Engine;
+    fn pem_bodies(text: &str, out: &mut std::collections::BTreeSet<String>) {
+        let mut inside = false;
+        for l in text.lines() {
+            let l = l.trim();
+            if l.starts_with("-----BEGIN") {
+                inside = l.contains("PRIVATE KEY");
+            } else if l.starts_with("-----END") {
+                inside = false;
+            } else if inside && l.len() >= 40 {
+                out.insert(l.to_string());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for dir in dirs {
+        for p in files_under(dir) {
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if !m.file_type().is_file() || m.len() > 4 << 20 {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            pem_bodies(&text, &mut out);
+            for l in text.lines() {
+                if let Some((k, v)) = l.split_once(':')
+                    && k.trim().ends_with("-key-data")
+                {
+                    let v = v.trim().trim_matches('"');
+                    if v.len() >= 40 {
+                        out.insert(v[..40].to_string());
+                    }
+                    if let Ok(pem) = base64::engine::general_purpose::STANDARD.decode(v) {
+                        pem_bodies(&String::from_utf8_lossy(&pem), &mut out);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Where `text` (named `what`) holds key material: a PEM private key header, or any of
+/// the `needles`.
+pub fn leaks(what: &str, text: &str, needles: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let mut out = vec![];
+    if text.contains("PRIVATE KEY-----") {
+        out.push(format!("{what}: a PEM private key header"));
+    }
+    for n in needles {
+        if text.contains(n.as_str()) {
+            out.push(format!("{what}: key material {}…", &n[..12]));
+            break;
+        }
+    }
+    out
+}
