@@ -138,6 +138,11 @@ fn sigkill_at_random_moments_always_resumes_to_the_same_end() {
             "run {run}: the lock is released"
         );
     }
-    eprintln!("kill test: {kills} SIGKILLs in {run} rotations, {mid_apply} after the journal existed");
-    assert!(mid_apply >= 10, "killed mid-apply often enough: {mid_apply} of {kills}");
+    eprintln!(
+        "kill test: {kills} SIGKILLs in {run} rotations, {mid_apply} after the journal existed"
+    );
+    assert!(
+        mid_apply >= 10,
+        "killed mid-apply often enough: {mid_apply} of {kills}"
+    );
 }

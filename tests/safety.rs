@@ -422,3 +422,71 @@ fn random_bytes_in_a_certificate_file_are_named_as_such() {
         "{err}"
     );
 }
+
+#[test]
+fn a_crashed_and_resumed_apply_prints_and_writes_no_key_material() {
+    let w = common::initialised(1, 1);
+    w.ok(&["rotate", "kubernetes", "--to-end"]);
+    let plan: serde_json::Value =
+        serde_json::from_str(&w.ok(&["plan", "--format", "json"])).unwrap();
+    let write = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "write")
+        .nth(3)
+        .expect("a fourth write step")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut printed = vec![];
+    let out = w
+        .cmd()
+        .args(["apply", "--auto-approve", "--format", "json"])
+        .env("TRUSTFORM_FAULT", format!("during:{write}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(99), "the apply failed mid-step");
+    printed.push(("crashed apply", out.stdout, out.stderr));
+    for args in [
+        &["status", "--format", "json"][..],
+        &["apply", "--auto-approve", "--format", "json"],
+        &["status"],
+        &["snapshot"],
+        &["plan", "--format", "markdown"],
+    ] {
+        let out = w.cmd().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        printed.push(("command", out.stdout, out.stderr));
+    }
+    // Every key of the cluster before and after, and the new CA's.
+    let needles = common::key_needles(&[w.path()]);
+    assert!(needles.len() > 20, "{}", needles.len());
+    let mut found = vec![];
+    for (what, out, err) in &printed {
+        found.extend(common::leaks(what, &String::from_utf8_lossy(out), &needles));
+        found.extend(common::leaks(what, &String::from_utf8_lossy(err), &needles));
+    }
+    let mut scanned = 0;
+    for p in common::files_under(w.path()) {
+        let rel = p
+            .strip_prefix(w.path())
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if rel.starts_with("cluster/nodes/")
+            || rel.starts_with(".trustform/keys/")
+            || rel.starts_with(".trustform/backup/")
+        {
+            continue;
+        }
+        scanned += 1;
+        found.extend(common::leaks(
+            &rel,
+            &std::fs::read_to_string(&p).unwrap_or_default(),
+            &needles,
+        ));
+    }
+    assert!(scanned >= 5, "{scanned}");
+    assert!(found.is_empty(), "key material:\n{}", found.join("\n"));
+}
