@@ -64,6 +64,29 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Make `path` a symlink to `target`, atomically replacing whatever is there (a file or
+/// another symlink): the new link is made beside it and renamed over it.
+pub fn symlink(path: &Path, target: &Path) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    for _ in 0..16 {
+        let tmp = dir.join(format!(
+            "{TEMP_PREFIX}{}",
+            &hex::encode(crate::unique::digest(b"symlink"))[..6]
+        ));
+        match std::os::unix::fs::symlink(target, &tmp) {
+            Ok(()) => {
+                return std::fs::rename(&tmp, path).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free temp name"))
+}
+
 /// Prefix of the temp files [`write`] makes (then `tempfile`'s 6 random characters).
 pub const TEMP_PREFIX: &str = ".trustform-";
 
@@ -85,7 +108,7 @@ pub fn remove_leftovers(dir: &Path, deep: bool) -> Vec<std::path::PathBuf> {
         let Ok(t) = e.file_type() else { continue };
         if t.is_dir() && deep {
             out.extend(remove_leftovers(&e.path(), deep));
-        } else if t.is_file()
+        } else if (t.is_file() || t.is_symlink())
             && e.file_name().to_str().is_some_and(is_leftover)
             && std::fs::remove_file(e.path()).is_ok()
         {

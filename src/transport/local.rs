@@ -1,8 +1,11 @@
 //! A node reached through a local directory that is its `/`.
 
+use super::{FileType, Output, Stat, Stream, Transport, TransportError};
+use crate::{atomic, input, input::Kind};
 use miette::Diagnostic;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 use thiserror::Error;
 
 /// How many symlinks one path may pass through (Linux's own limit).
@@ -124,6 +127,215 @@ pub fn resolve(root: &Path, abs: &str) -> Result<PathBuf, PathError> {
     let mut host = root.to_path_buf();
     host.extend(&at);
     Ok(host)
+}
+
+/// A node whose `/` is a local directory: the machine itself (`/`), or a mounted or
+/// synced copy of a node. Commands and ports work only on the machine itself.
+#[derive(Debug, Clone)]
+pub struct Local {
+    name: String,
+    root: PathBuf,
+}
+
+impl Local {
+    /// The node `name` whose `/` is `root`.
+    pub fn new(name: &str, root: &Path) -> Self {
+        Self {
+            name: name.to_string(),
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Where a node path is on this machine.
+    pub fn host(&self, abs: &str) -> Result<PathBuf, PathError> {
+        resolve(&self.root, abs)
+    }
+
+    fn io(abs: &str) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
+        move |e| TransportError::Io {
+            path: abs.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn is_machine(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
+    fn not_here(&self, what: &str) -> TransportError {
+        TransportError::Unsupported {
+            node: self.name.clone(),
+            what: format!(
+                "cannot {what}: the node is reached through the directory {}, not as this machine",
+                self.root.display()
+            ),
+            help: format!(
+                "give node {} `access.ssh` in trustform.yaml, or run trustform on the node itself (`access.local.root: /`)",
+                self.name
+            ),
+        }
+    }
+}
+
+fn file_type(t: std::fs::FileType) -> FileType {
+    if t.is_symlink() {
+        FileType::Symlink
+    } else if t.is_dir() {
+        FileType::Dir
+    } else if t.is_file() {
+        FileType::File
+    } else {
+        FileType::Other
+    }
+}
+
+impl Transport for Local {
+    fn describe(&self) -> String {
+        format!("local {}", self.root.display())
+    }
+
+    fn read(&self, abs: &str, kind: Kind) -> Result<Option<Vec<u8>>, TransportError> {
+        let host = self.host(abs)?;
+        input::read_if_exists(&host, kind).map_err(|e| TransportError::input(abs, e))
+    }
+
+    fn stat(&self, abs: &str) -> Result<Option<Stat>, TransportError> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(self.host(abs)?) {
+            Ok(m) => Ok(Some(Stat {
+                kind: file_type(m.file_type()),
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                size: m.size(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io(abs)(e)),
+        }
+    }
+
+    fn read_link(&self, abs: &str) -> Result<Option<String>, TransportError> {
+        normal(abs)?;
+        // Resolve the parent inside the root; the last component itself is not followed.
+        let (dir, name) = abs.rsplit_once('/').unwrap_or(("", abs));
+        let parent = if dir.is_empty() {
+            self.root.clone()
+        } else {
+            self.host(dir)?
+        };
+        match std::fs::read_link(parent.join(name)) {
+            Ok(t) => Ok(Some(t.to_string_lossy().into_owned())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Self::io(abs)(e)),
+        }
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<(String, FileType)>, TransportError> {
+        let host = self.host(dir)?;
+        let rd = match std::fs::read_dir(&host) {
+            Ok(rd) => rd,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(vec![]);
+            }
+            Err(e) => return Err(Self::io(dir)(e)),
+        };
+        let mut out: Vec<(String, FileType)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let t = e.file_type().ok()?;
+                Some((name, file_type(t)))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn write(
+        &self,
+        abs: &str,
+        bytes: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), TransportError> {
+        let host = self.host(abs)?;
+        atomic::write_owned(&host, bytes, mode, owner).map_err(Self::io(abs))
+    }
+
+    fn remove(&self, abs: &str) -> Result<(), TransportError> {
+        normal(abs)?;
+        let (dir, name) = abs.rsplit_once('/').unwrap_or(("", abs));
+        let parent = if dir.is_empty() {
+            self.root.clone()
+        } else {
+            self.host(dir)?
+        };
+        match std::fs::remove_file(parent.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Self::io(abs)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn symlink(&self, abs: &str, target: &str) -> Result<(), TransportError> {
+        normal(abs)?;
+        let (dir, name) = abs.rsplit_once('/').unwrap_or(("", abs));
+        let parent = if dir.is_empty() {
+            self.root.clone()
+        } else {
+            self.host(dir)?
+        };
+        atomic::symlink(&parent.join(name), Path::new(target)).map_err(Self::io(abs))
+    }
+
+    fn remove_leftovers(&self, dir: &str) -> Result<Vec<String>, TransportError> {
+        let host = self.host(dir)?;
+        Ok(atomic::remove_leftovers(&host, false)
+            .into_iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output, TransportError> {
+        if !self.is_machine() {
+            return Err(self.not_here(&format!("run `{}`", argv.join(" "))));
+        }
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| self.not_here("run nothing"))?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args);
+        super::process::run(cmd, None, timeout).map_err(|reason| TransportError::Unreachable {
+            node: self.name.clone(),
+            reason: format!("`{}`: {reason}", argv.join(" ")),
+            help: "check that the command exists on this machine and that trustform runs as root"
+                .into(),
+        })
+    }
+
+    fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError> {
+        if !self.is_machine() {
+            return Err(self.not_here(&format!("reach {host}:{port}")));
+        }
+        let s = super::process::connect(host, port).map_err(|e| TransportError::Unreachable {
+            node: self.name.clone(),
+            reason: format!("{host}:{port}: {e}"),
+            help: "check that the component listens there (its manifest's --bind-address and port)"
+                .into(),
+        })?;
+        Ok(Box::new(s))
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,238 @@
-//! How trustform reaches a node's files. Today one way: `local`, a directory that is the
-//! node's `/` (the node itself, a mounted copy, or a sandbox node). Every node path goes
-//! through [`local::resolve`], which confines it to the node's root: `..` and symlinks
-//! (absolute ones included, as kubeadm makes `kubelet-client-current.pem`) are resolved
-//! inside the root, the way the node itself sees them, never against the operator's `/`.
+//! How trustform reaches a node. Every way (a local directory that is the node's `/`,
+//! SSH, and the sandbox's simulated nodes, which register their own) sits behind one
+//! interface, [`Transport`]: read a file (type and size checked), write one atomically,
+//! read and replace a symlink, list a directory, run a command, reach a TCP port. `exec`,
+//! `apply` and `observe` talk to nodes only through it, and never ask which one it is.
+//!
+//! Node paths are absolute and plain (no `.`, `..`, empty component or NUL): [`normal`]
+//! checks them before any transport sees them. A local transport resolves every path
+//! inside the node's root ([`local::resolve`]); on a node reached over SSH the path is the
+//! node's own.
 
 pub mod local;
+pub mod process;
+pub mod ssh;
 
-pub use local::{PathError, normal, resolve};
+pub use local::{Local, PathError, normal, resolve};
+pub use ssh::{Ssh, SshOptions};
+
+use crate::input::Kind;
+use miette::Diagnostic;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use thiserror::Error;
+
+/// What a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symlink (only from [`Transport::list`], which does not follow them).
+    Symlink,
+    /// Anything else (FIFO, socket, device).
+    Other,
+}
+
+/// A file's metadata, symlinks followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// What it is.
+    pub kind: FileType,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A command's result.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// Whether it exited 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Standard output as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The last line of standard error (or output), for messages.
+    pub fn reason(&self) -> String {
+        let err = String::from_utf8_lossy(&self.stderr);
+        let out = String::from_utf8_lossy(&self.stdout);
+        let last = |t: &str| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .map(str::to_string)
+        };
+        let line = last(&err)
+            .or_else(|| last(&out))
+            .unwrap_or_else(|| match self.code {
+                Some(c) => format!("exit code {c}"),
+                None => "killed by a signal".into(),
+            });
+        crate::input::clip_lines(&line, 240).into_owned()
+    }
+}
+
+/// A byte stream to a TCP port as the node reaches it.
+pub trait Stream: std::io::Read + std::io::Write + Send {}
+impl<T: std::io::Read + std::io::Write + Send> Stream for T {}
+
+/// Why a transport could not do what was asked.
+#[derive(Debug, Error, Diagnostic)]
+pub enum TransportError {
+    /// A path that is not a plain node path, or leaves the node.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Path(#[from] PathError),
+    /// A file that is not a regular file, too large, or unreadable.
+    #[error("{path} {reason}")]
+    #[diagnostic(code(trustform::transport::input))]
+    Input {
+        /// The node path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+        /// How to fix it.
+        #[help]
+        help: Option<String>,
+    },
+    /// The operating system refused (on the node).
+    #[error("{path}: {reason}")]
+    #[diagnostic(
+        code(trustform::transport::io),
+        help("check the node's disk and permissions; `trustform apply` resumes where it stopped")
+    )]
+    Io {
+        /// The node path.
+        path: String,
+        /// What it said.
+        reason: String,
+    },
+    /// The node cannot be reached, or refused us.
+    #[error("{node}: {reason}")]
+    #[diagnostic(code(trustform::transport::unreachable))]
+    Unreachable {
+        /// How the node was reached (`ssh root@10.0.0.11:22`).
+        node: String,
+        /// What went wrong.
+        reason: String,
+        /// How to fix it.
+        #[help]
+        help: String,
+    },
+    /// This transport cannot do that (a command on a node reached through a directory).
+    #[error("{node}: {what}")]
+    #[diagnostic(code(trustform::transport::unsupported))]
+    Unsupported {
+        /// The node.
+        node: String,
+        /// What cannot be done, and why.
+        what: String,
+        /// What to do instead.
+        #[help]
+        help: String,
+    },
+}
+
+impl TransportError {
+    pub(crate) fn input(path: &str, e: crate::input::InputError) -> Self {
+        TransportError::Input {
+            path: path.to_string(),
+            reason: e.reason(),
+            help: e.help_line(),
+        }
+    }
+
+    /// Whether the file was missing (reads return `None` for that; other calls may not).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, TransportError::Input { reason, .. } if reason == "does not exist")
+    }
+}
+
+/// One way to reach a node.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// How the node is reached, for messages: `local ./cluster/nodes/cp-1`,
+    /// `ssh root@10.0.0.11:22`.
+    fn describe(&self) -> String;
+
+    /// A regular file's bytes (symlinks followed), at most `kind`'s cap; `None` if it does
+    /// not exist.
+    fn read(&self, abs: &str, kind: Kind) -> Result<Option<Vec<u8>>, TransportError>;
+
+    /// Metadata, symlinks followed; `None` if nothing is there.
+    fn stat(&self, abs: &str) -> Result<Option<Stat>, TransportError>;
+
+    /// The target of `abs` if it is itself a symlink.
+    fn read_link(&self, abs: &str) -> Result<Option<String>, TransportError>;
+
+    /// A directory's entries (not following symlinks), sorted by name; empty if there is
+    /// no such directory.
+    fn list(&self, dir: &str) -> Result<Vec<(String, FileType)>, TransportError>;
+
+    /// Replace `abs` with `bytes` atomically: a temp file in the same directory, fsync,
+    /// rename. `mode` and `owner` are the new file's. Parent directories are created.
+    fn write(
+        &self,
+        abs: &str,
+        bytes: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), TransportError>;
+
+    /// Delete a file (or a symlink); nothing if it is not there.
+    fn remove(&self, abs: &str) -> Result<(), TransportError>;
+
+    /// Make `abs` a symlink to `target`, atomically replacing what is there.
+    fn symlink(&self, abs: &str, target: &str) -> Result<(), TransportError>;
+
+    /// Remove trustform's temp files (`.trustform-XXXXXX`) a killed write left in `dir`.
+    /// Returns their names.
+    fn remove_leftovers(&self, dir: &str) -> Result<Vec<String>, TransportError>;
+
+    /// Run a command on the node (as root: through `sudo -n` where the login is not
+    /// root), with a time limit.
+    fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output, TransportError>;
+
+    /// A TCP connection to `host:port` as the node reaches it (`127.0.0.1` is the node's
+    /// own loopback).
+    fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError>;
+}
+
+/// A hook by which a simulated cluster supplies its own transport for local roots it
+/// owns (the sandbox registers one at start-up). The product never asks which it is.
+pub type LocalOverride = fn(name: &str, root: &std::path::Path) -> Option<Arc<dyn Transport>>;
+
+static LOCAL_OVERRIDE: OnceLock<LocalOverride> = OnceLock::new();
+
+/// Register the [`LocalOverride`] (once per process).
+pub fn register_local_override(f: LocalOverride) {
+    let _ = LOCAL_OVERRIDE.set(f);
+}
+
+/// The transport for a node reached through a local directory.
+pub fn local(name: &str, root: &std::path::Path) -> Arc<dyn Transport> {
+    LOCAL_OVERRIDE
+        .get()
+        .and_then(|f| f(name, root))
+        .unwrap_or_else(|| Arc::new(Local::new(name, root)))
+}

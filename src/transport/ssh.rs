@@ -1,0 +1,669 @@
+//! A node reached over SSH, through the system OpenSSH client: `~/.ssh/config`, the
+//! agent, ProxyJump and bastions, certificates and hardware keys work as they do for
+//! `ssh`. One multiplexed connection per node (a ControlMaster in a private 0700
+//! directory), opened at the first use and reused by every operation; `BatchMode` (never
+//! a prompt); a connect timeout; strict host-key checking (an unknown or changed host
+//! key is refused, with how to trust it). A login other than root runs every command
+//! through `sudo -n`. Only ssh's own failures (exit 255) are retried, with backoff.
+//! Nothing is installed on the node: each operation is a short POSIX shell script run
+//! with `sh -c`, its arguments quoted.
+
+use super::{FileType, Output, Stat, Stream, Transport, TransportError};
+use crate::input::Kind;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// How to reach a node over SSH (trustform.yaml's `access.ssh`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SshOptions {
+    /// Host name or address (or a `Host` alias of `~/.ssh/config`).
+    pub host: String,
+    /// Port (default: ssh's, usually 22).
+    pub port: Option<u16>,
+    /// Login (default: ssh's, from `~/.ssh/config` or the local user).
+    pub user: Option<String>,
+    /// Private key file (`-i`, with `IdentitiesOnly`).
+    pub identity_file: Option<PathBuf>,
+    /// Run commands through `sudo -n` (default: when the login is not root).
+    pub sudo: Option<bool>,
+    /// A known_hosts file to use instead of the user's.
+    pub known_hosts_file: Option<PathBuf>,
+    /// An ssh config file to use instead of `~/.ssh/config`.
+    pub config_file: Option<PathBuf>,
+    /// How long a connection may take.
+    pub connect_timeout: Duration,
+}
+
+impl SshOptions {
+    fn destination(&self) -> String {
+        match &self.user {
+            Some(u) => format!("{u}@{}", self.host),
+            None => self.host.clone(),
+        }
+    }
+
+    fn shown(&self) -> String {
+        match self.port {
+            Some(p) => format!("ssh {}:{p}", self.destination()),
+            None => format!("ssh {}", self.destination()),
+        }
+    }
+
+    fn sudo(&self) -> bool {
+        self.sudo
+            .unwrap_or_else(|| self.user.as_deref().is_some_and(|u| u != "root"))
+    }
+}
+
+/// How many control connections every [`Ssh`] of this process has opened.
+static OPENED: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of SSH connections (ControlMasters) this process has opened.
+pub fn connections_opened() -> usize {
+    OPENED.load(Ordering::Relaxed)
+}
+
+/// A node over SSH.
+#[derive(Debug)]
+pub struct Ssh {
+    name: String,
+    opts: SshOptions,
+    /// The ControlMaster: its socket directory (removed on drop) and process.
+    master: Mutex<Option<Master>>,
+}
+
+#[derive(Debug)]
+struct Master {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Master {
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("master")
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.master.lock()
+            && let Some(mut m) = m.take()
+        {
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+        }
+    }
+}
+
+/// Exit codes of the scripts (ssh itself uses 255, sudo 1).
+const MISSING: i32 = 3;
+const NOT_A_FILE: i32 = 4;
+const TOO_LARGE: i32 = 5;
+const WRITE_FAILED: i32 = 6;
+
+/// Quote a word for the remote shell.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,@+%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl Ssh {
+    /// The node `name` reached with `opts`. Nothing connects until the first operation.
+    pub fn new(name: &str, opts: SshOptions) -> Self {
+        Self {
+            name: name.to_string(),
+            opts,
+            master: Mutex::new(None),
+        }
+    }
+
+    fn base(&self) -> Command {
+        let o = &self.opts;
+        let mut c = Command::new("ssh");
+        c.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-o",
+            "LogLevel=ERROR",
+        ]);
+        c.arg("-o").arg(format!(
+            "ConnectTimeout={}",
+            o.connect_timeout.as_secs().max(1)
+        ));
+        if let Some(f) = &o.config_file {
+            c.arg("-F").arg(f);
+        }
+        if let Some(k) = &o.known_hosts_file {
+            c.arg("-o")
+                .arg(format!("UserKnownHostsFile={}", k.display()));
+            c.arg("-o").arg("GlobalKnownHostsFile=/dev/null");
+        }
+        if let Some(p) = o.port {
+            c.arg("-p").arg(p.to_string());
+        }
+        if let Some(i) = &o.identity_file {
+            c.arg("-i").arg(i).args(["-o", "IdentitiesOnly=yes"]);
+        }
+        c
+    }
+
+    fn unreachable(&self, reason: &str) -> TransportError {
+        let o = &self.opts;
+        let target = match o.port {
+            Some(p) => format!("[{}]:{p}", o.host),
+            None => o.host.clone(),
+        };
+        let help = if reason.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            || reason.contains("Host key for") && reason.contains("has changed")
+        {
+            format!(
+                "the host key of {target} is not the one in known_hosts: if the node was re-installed, check its new key out of band, then `ssh-keygen -R '{target}'` and trust the new one; otherwise someone may be in the middle"
+            )
+        } else if reason.contains("Host key verification failed")
+            || reason.contains("No ") && reason.contains("host key is known")
+        {
+            format!(
+                "trustform never accepts an unknown host key: check the node's key out of band, then add it (`ssh-keyscan{} {} >> ~/.ssh/known_hosts`, or `knownHostsFile` in trustform.yaml)",
+                o.port.map(|p| format!(" -p {p}")).unwrap_or_default(),
+                o.host
+            )
+        } else if reason.contains("Permission denied") {
+            "check the login and key (`user`, `identityFile`, the agent); trustform never asks for a password".into()
+        } else {
+            format!(
+                "check that `{}` works from this machine (ssh -o BatchMode=yes {}{})",
+                o.shown(),
+                o.port.map(|p| format!("-p {p} ")).unwrap_or_default(),
+                o.destination()
+            )
+        };
+        TransportError::Unreachable {
+            node: format!("{} ({})", self.name, o.shown()),
+            reason: reason.to_string(),
+            help,
+        }
+    }
+
+    /// The ControlMaster's socket, starting it if it is not running.
+    fn socket(&self) -> Result<PathBuf, TransportError> {
+        let mut guard = self.master.lock().expect("ssh master lock");
+        if let Some(m) = guard.as_mut() {
+            if matches!(m.child.try_wait(), Ok(None)) && m.socket().exists() {
+                return Ok(m.socket());
+            }
+            let _ = m.child.kill();
+            let _ = m.child.wait();
+            *guard = None;
+        }
+        let mut last = String::new();
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(500 << attempt));
+            }
+            match self.start_master() {
+                Ok(m) => {
+                    let s = m.socket();
+                    *guard = Some(m);
+                    OPENED.fetch_add(1, Ordering::Relaxed);
+                    return Ok(s);
+                }
+                Err((reason, retry)) => {
+                    last = reason;
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(self.unreachable(&last))
+    }
+
+    /// Start a ControlMaster; `Err((reason, worth retrying))`.
+    fn start_master(&self) -> Result<Master, (String, bool)> {
+        let dir = tempfile::Builder::new()
+            .prefix("trustform-ssh-")
+            .tempdir()
+            .map_err(|e| (e.to_string(), false))?;
+        let socket = dir.path().join("master");
+        let log = dir.path().join("log");
+        let mut c = self.base();
+        c.args(["-M", "-N", "-o", "ControlPersist=no"])
+            .arg("-S")
+            .arg(&socket)
+            .arg("-E")
+            .arg(&log)
+            .arg(self.opts.destination())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c
+            .spawn()
+            .map_err(|e| (format!("cannot run ssh: {e}"), false))?;
+        let limit = self.opts.connect_timeout + Duration::from_secs(5);
+        let start = std::time::Instant::now();
+        loop {
+            if socket.exists() {
+                return Ok(Master { dir, child });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                let reason = said
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let reason = if reason.is_empty() {
+                    format!("ssh exited with {status}")
+                } else {
+                    reason
+                };
+                // Host keys and authentication do not get better by retrying.
+                let retry = !(reason.contains("Host key")
+                    || reason.contains("host key")
+                    || reason.contains("Permission denied"));
+                return Err((crate::input::clip_lines(&reason, 400).into_owned(), retry));
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err((
+                    format!("no connection within {}", humantime::format_duration(limit)),
+                    true,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Run `script` with `sh -c` on the node (through `sudo -n` where needed), its
+    /// positional arguments `args`, `stdin` fed to it.
+    fn sh(
+        &self,
+        script: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, TransportError> {
+        let mut words: Vec<String> = vec![];
+        if self.opts.sudo() {
+            words.extend(["sudo".into(), "-n".into()]);
+        }
+        words.extend(["sh".into(), "-c".into(), quote(script), "trustform".into()]);
+        words.extend(args.iter().map(|a| quote(a)));
+        self.remote(&words.join(" "), stdin, timeout)
+    }
+
+    /// Run a remote command line over the multiplexed connection; ssh failures (255) are
+    /// retried with backoff.
+    fn remote(
+        &self,
+        line: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, TransportError> {
+        let mut last = String::new();
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(250 << attempt));
+            }
+            let socket = self.socket()?;
+            let mut c = self.base();
+            c.arg("-S")
+                .arg(&socket)
+                .args(["-o", "ControlMaster=no", "-T"])
+                .arg(self.opts.destination())
+                .arg("--")
+                .arg(line);
+            let out = super::process::run(c, stdin, timeout).map_err(|r| self.unreachable(&r))?;
+            if out.code != Some(255) {
+                return self.check_sudo(out);
+            }
+            last = out.reason();
+        }
+        Err(self.unreachable(&last))
+    }
+
+    fn check_sudo(&self, out: Output) -> Result<Output, TransportError> {
+        if !self.opts.sudo() || out.code != Some(1) {
+            return Ok(out);
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("a password is required") || err.contains("a terminal is required") {
+            return Err(TransportError::Unreachable {
+                node: format!("{} ({})", self.name, self.opts.shown()),
+                reason: format!("sudo asks for a password: {}", err.trim()),
+                help: format!(
+                    "trustform runs `sudo -n` and never types a password: allow {} passwordless sudo (NOPASSWD), or log in as root",
+                    self.opts.user.as_deref().unwrap_or("this user")
+                ),
+            });
+        }
+        if err.contains("must have a tty") {
+            return Err(TransportError::Unreachable {
+                node: format!("{} ({})", self.name, self.opts.shown()),
+                reason: format!("sudo requires a terminal: {}", err.trim()),
+                help: "remove `Defaults requiretty` for this user in sudoers, or log in as root"
+                    .into(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn fail(abs: &str, out: &Output) -> TransportError {
+        TransportError::Io {
+            path: abs.to_string(),
+            reason: out.reason(),
+        }
+    }
+}
+
+const OP_TIMEOUT: Duration = Duration::from_secs(60);
+
+const READ: &str = r#"p=$1; cap=$2
+[ -e "$p" ] || exit 3
+if [ ! -f "$p" ]; then
+  if [ -d "$p" ]; then echo "a directory"; elif [ -p "$p" ]; then echo "a FIFO";
+  elif [ -c "$p" ]; then echo "a character device"; elif [ -b "$p" ]; then echo "a block device";
+  elif [ -S "$p" ]; then echo "a socket"; else echo "not a regular file"; fi
+  exit 4
+fi
+s=$(stat -L -c %s -- "$p") || exit 1
+[ "$s" -le "$cap" ] || exit 5
+exec head -c "$((cap + 1))" -- "$p""#;
+
+const STAT: &str = r#"[ -e "$1" ] || exit 3
+exec stat -L -c '%f %a %u %g %s' -- "$1""#;
+
+const READ_LINK: &str = r#"[ -L "$1" ] || exit 3
+exec readlink -- "$1""#;
+
+const LIST: &str = r#"[ -d "$1" ] || exit 0
+for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do
+  [ -e "$f" ] || [ -L "$f" ] || continue
+  if [ -L "$f" ]; then t=l; elif [ -d "$f" ]; then t=d; elif [ -f "$f" ]; then t=f; else t=o; fi
+  printf '%s %s\000' "$t" "${f##*/}"
+done"#;
+
+const WRITE: &str = r#"p=$1; mode=$2; own=$3; d=${p%/*}; [ -n "$d" ] || d=/
+mkdir -p -- "$d" || exit 6
+t=$(mktemp "$d/.trustform-XXXXXX") || exit 6
+if ! cat > "$t"; then rm -f -- "$t"; exit 6; fi
+chmod "$mode" -- "$t" || { rm -f -- "$t"; exit 6; }
+if [ -n "$own" ]; then chown "$own" -- "$t" || { rm -f -- "$t"; exit 6; }; fi
+sync -- "$t" 2>/dev/null || sync
+mv -f -- "$t" "$p" || { rm -f -- "$t"; exit 6; }
+sync -- "$d" 2>/dev/null || true"#;
+
+const REMOVE: &str = r#"[ -e "$1" ] || [ -L "$1" ] || exit 0
+exec rm -f -- "$1""#;
+
+const SYMLINK: &str = r#"p=$1; d=${p%/*}; [ -n "$d" ] || d=/
+mkdir -p -- "$d" || exit 6
+t=$(mktemp -u "$d/.trustform-XXXXXX") || exit 6
+ln -s -- "$2" "$t" || exit 6
+mv -Tf -- "$t" "$p" || { rm -f -- "$t"; exit 6; }"#;
+
+const LEFTOVERS: &str = r#"for f in "$1"/.trustform-??????; do
+  if { [ -f "$f" ] || [ -L "$f" ]; } && rm -f -- "$f"; then echo "${f##*/}"; fi
+done"#;
+
+impl Transport for Ssh {
+    fn describe(&self) -> String {
+        self.opts.shown()
+    }
+
+    fn read(&self, abs: &str, kind: Kind) -> Result<Option<Vec<u8>>, TransportError> {
+        super::normal(abs)?;
+        let cap = kind.cap().to_string();
+        let out = self.sh(READ, &[abs, &cap], None, OP_TIMEOUT)?;
+        match out.code {
+            Some(0) if out.stdout.len() as u64 <= kind.cap() => Ok(Some(out.stdout)),
+            Some(0) | Some(TOO_LARGE) => Err(TransportError::Input {
+                path: abs.to_string(),
+                reason: format!(
+                    "is larger than {} bytes, the most trustform reads for this kind of file",
+                    kind.cap()
+                ),
+                help: None,
+            }),
+            Some(MISSING) => Ok(None),
+            Some(NOT_A_FILE) => Err(TransportError::Input {
+                path: abs.to_string(),
+                reason: format!("is {}, not a regular file", out.text().trim()),
+                help: Some(
+                    "trustform reads only regular files (a FIFO or a device could block or never end)".into(),
+                ),
+            }),
+            _ => Err(Self::fail(abs, &out)),
+        }
+    }
+
+    fn stat(&self, abs: &str) -> Result<Option<Stat>, TransportError> {
+        super::normal(abs)?;
+        let out = self.sh(STAT, &[abs], None, OP_TIMEOUT)?;
+        match out.code {
+            Some(0) => {
+                let text = out.text();
+                let f: Vec<&str> = text.split_whitespace().collect();
+                let parse = || -> Option<Stat> {
+                    let raw = u32::from_str_radix(f.first()?, 16).ok()?;
+                    let kind = match raw & 0o170000 {
+                        0o100000 => FileType::File,
+                        0o040000 => FileType::Dir,
+                        _ => FileType::Other,
+                    };
+                    Some(Stat {
+                        kind,
+                        mode: u32::from_str_radix(f.get(1)?, 8).ok()?,
+                        uid: f.get(2)?.parse().ok()?,
+                        gid: f.get(3)?.parse().ok()?,
+                        size: f.get(4)?.parse().ok()?,
+                    })
+                };
+                parse().map(Some).ok_or_else(|| Self::fail(abs, &out))
+            }
+            Some(MISSING) => Ok(None),
+            _ => Err(Self::fail(abs, &out)),
+        }
+    }
+
+    fn read_link(&self, abs: &str) -> Result<Option<String>, TransportError> {
+        super::normal(abs)?;
+        let out = self.sh(READ_LINK, &[abs], None, OP_TIMEOUT)?;
+        match out.code {
+            Some(0) => Ok(Some(out.text().trim_end_matches('\n').to_string())),
+            Some(MISSING) => Ok(None),
+            _ => Err(Self::fail(abs, &out)),
+        }
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<(String, FileType)>, TransportError> {
+        super::normal(dir)?;
+        let out = self.sh(LIST, &[dir], None, OP_TIMEOUT)?;
+        if !out.success() {
+            return Err(Self::fail(dir, &out));
+        }
+        let mut v: Vec<(String, FileType)> = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|e| e.len() > 2)
+            .filter_map(|e| {
+                let name = String::from_utf8(e[2..].to_vec()).ok()?;
+                let t = match e[0] {
+                    b'l' => FileType::Symlink,
+                    b'd' => FileType::Dir,
+                    b'f' => FileType::File,
+                    _ => FileType::Other,
+                };
+                Some((name, t))
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    fn write(
+        &self,
+        abs: &str,
+        bytes: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), TransportError> {
+        super::normal(abs)?;
+        let mode = format!("{mode:o}");
+        let owner = owner.map(|(u, g)| format!("{u}:{g}")).unwrap_or_default();
+        let out = self.sh(WRITE, &[abs, &mode, &owner], Some(bytes), OP_TIMEOUT)?;
+        match out.code {
+            Some(0) => Ok(()),
+            Some(WRITE_FAILED) | _ => Err(Self::fail(abs, &out)),
+        }
+    }
+
+    fn remove(&self, abs: &str) -> Result<(), TransportError> {
+        super::normal(abs)?;
+        let out = self.sh(REMOVE, &[abs], None, OP_TIMEOUT)?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(Self::fail(abs, &out))
+        }
+    }
+
+    fn symlink(&self, abs: &str, target: &str) -> Result<(), TransportError> {
+        super::normal(abs)?;
+        let out = self.sh(SYMLINK, &[abs, target], None, OP_TIMEOUT)?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(Self::fail(abs, &out))
+        }
+    }
+
+    fn remove_leftovers(&self, dir: &str) -> Result<Vec<String>, TransportError> {
+        super::normal(dir)?;
+        let out = self.sh(LEFTOVERS, &[dir], None, OP_TIMEOUT)?;
+        Ok(out.text().lines().map(str::to_string).collect())
+    }
+
+    fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output, TransportError> {
+        let mut words: Vec<String> = vec![];
+        if self.opts.sudo() {
+            words.extend(["sudo".into(), "-n".into()]);
+        }
+        words.extend(argv.iter().map(|a| quote(a)));
+        self.remote(&words.join(" "), None, timeout)
+    }
+
+    fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError> {
+        let socket = self.socket()?;
+        let mut c = self.base();
+        c.arg("-S")
+            .arg(&socket)
+            .args(["-o", "ControlMaster=no"])
+            .arg("-W")
+            .arg(format!("{host}:{port}"))
+            .arg(self.opts.destination());
+        let s = super::process::ChildStream::spawn(c)
+            .map_err(|e| self.unreachable(&format!("ssh -W {host}:{port}: {e}")))?;
+        Ok(Box::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_remote_shell() {
+        assert_eq!(
+            quote("/etc/kubernetes/pki/ca.crt"),
+            "/etc/kubernetes/pki/ca.crt"
+        );
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("$(reboot)"), "'$(reboot)'");
+        // What the shell makes of them: the same words back.
+        let words = ["plain", "a b", "it's", "", "$(echo no)", "x;y", "*"];
+        let line = words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ");
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("for w in {line}; do printf '[%s]' \"$w\"; done"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "[plain][a b][it's][][$(echo no)][x;y][*]"
+        );
+    }
+
+    #[test]
+    fn the_scripts_work_on_this_machine() {
+        // The scripts are plain POSIX sh + coreutils: run them here through `sh -c`.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        let sh = |script: &str, args: &[&str], stdin: Option<&[u8]>| {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(script).arg("trustform").args(args);
+            super::super::process::run(c, stdin, Duration::from_secs(10)).unwrap()
+        };
+        let p = format!("{d}/pki/ca.key");
+        let o = sh(WRITE, &[&p, "600", ""], Some(b"secret"));
+        assert!(o.success(), "{o:?}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
+        let o = sh(STAT, &[&p], None);
+        let f: Vec<String> = o.text().split_whitespace().map(String::from).collect();
+        assert_eq!(f[1], "600");
+        assert_eq!(sh(READ, &[&p, "100"], None).stdout, b"secret");
+        assert_eq!(sh(READ, &[&p, "3"], None).code, Some(TOO_LARGE));
+        assert_eq!(
+            sh(READ, &[&format!("{d}/none"), "3"], None).code,
+            Some(MISSING)
+        );
+        assert_eq!(sh(READ, &[&d, "3"], None).code, Some(NOT_A_FILE));
+        let link = format!("{d}/pki/current.pem");
+        assert!(sh(SYMLINK, &[&link, "/var/lib/kubelet/pki/x.pem"], None).success());
+        assert_eq!(
+            sh(READ_LINK, &[&link], None).text().trim(),
+            "/var/lib/kubelet/pki/x.pem"
+        );
+        std::fs::write(format!("{d}/pki/.trustform-Ab3xY9"), b"torn").unwrap();
+        std::fs::write(format!("{d}/pki/.hidden"), b"x").unwrap();
+        let listed = sh(LIST, &[&format!("{d}/pki")], None).stdout;
+        let names: Vec<&[u8]> = listed
+            .split(|b| *b == 0)
+            .filter(|e| !e.is_empty())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                &b"f ca.key"[..],
+                b"l current.pem",
+                b"f .hidden",
+                b"f .trustform-Ab3xY9"
+            ]
+        );
+        assert_eq!(
+            sh(LEFTOVERS, &[&format!("{d}/pki")], None).text(),
+            ".trustform-Ab3xY9\n"
+        );
+        assert!(sh(REMOVE, &[&p], None).success());
+        assert!(!std::path::Path::new(&p).exists());
+    }
+}
