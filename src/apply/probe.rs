@@ -78,7 +78,7 @@ pub fn sandbox_dir(nodes: &BTreeMap<String, Node>) -> Option<PathBuf> {
     nodes
         .values()
         .filter(|n| n.sandbox)
-        .filter_map(|n| n.root.parent()?.parent().map(Path::to_path_buf))
+        .filter_map(|n| n.root.as_ref()?.parent()?.parent().map(Path::to_path_buf))
         .find(|d| d.join("sandbox.json").is_file())
 }
 
@@ -585,7 +585,8 @@ impl Ctx {
     fn proc(&self, node: &str, component: &str) -> Result<Arc<Proc>, String> {
         let n = self.node(node)?;
         let not_running = || format!("{component} on {node} is not running");
-        let stamp = runtime::stamp(&n.root, component).ok_or_else(not_running)?;
+        let root = n.root.as_ref().ok_or_else(not_running)?;
+        let stamp = runtime::stamp(root, component).ok_or_else(not_running)?;
         let key = (node.to_string(), component.to_string());
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, p)) = procs.get(&key)

@@ -808,8 +808,12 @@ pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
     let mut manual = vec![];
     for (node, component) in &restarts {
         match nodes.get(node) {
-            Some(n) if n.sandbox => {
-                crate::sandbox::runtime::restart(&n.root, component)
+            Some(Node {
+                sandbox: true,
+                root: Some(root),
+                ..
+            }) => {
+                crate::sandbox::runtime::restart(root, component)
                     .map_err(io(format!("{node}: cannot restart {component}")))?;
                 println!("  restarted {component} on {node} (sandbox)");
             }

@@ -10,7 +10,6 @@ use crate::{atomic, input, layout};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -69,31 +68,32 @@ impl Files {
         if seen.contains(&key) {
             return Ok(());
         }
-        let host = node.host(abs)?;
         let copy = self.dir.join(&node.name).join(layout::rel(abs));
-        let entry = match std::fs::metadata(&host) {
-            Ok(meta) => {
+        let t = &node.transport;
+        let entry = match t.stat(abs).map_err(err(node))? {
+            Some(meta) => {
                 // A copy left by a crash before its index line is the original: keep it.
                 if !copy.exists() {
-                    let bytes = input::read(&host, input::Kind::NodeFile).map_err(|cause| {
-                        ExecError::Input {
+                    let bytes = t
+                        .read(abs, input::Kind::NodeFile)
+                        .map_err(err(node))?
+                        .ok_or_else(|| ExecError::Io {
                             node: node.name.clone(),
-                            cause,
-                        }
-                    })?;
-                    atomic::write(&copy, &bytes, meta.permissions().mode() & 0o7777)
-                        .map_err(io_err(node, abs))?;
+                            path: abs.to_string(),
+                            source: std::io::ErrorKind::NotFound.into(),
+                        })?;
+                    atomic::write(&copy, &bytes, meta.mode & 0o7777).map_err(io_err(node, abs))?;
                 }
                 BackupEntry {
                     node: node.name.clone(),
                     path: abs.to_string(),
                     existed: true,
-                    mode: meta.permissions().mode() & 0o7777,
-                    uid: meta.uid(),
-                    gid: meta.gid(),
+                    mode: meta.mode & 0o7777,
+                    uid: meta.uid,
+                    gid: meta.gid,
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BackupEntry {
+            None => BackupEntry {
                 node: node.name.clone(),
                 path: abs.to_string(),
                 existed: false,
@@ -101,7 +101,6 @@ impl Files {
                 uid: 0,
                 gid: 0,
             },
-            Err(e) => return Err(io_err(node, abs)(e)),
         };
         let mut line = serde_json::to_vec(&entry).expect("entry serialises");
         line.push(b'\n');
@@ -128,30 +127,31 @@ impl Files {
         secret: bool,
     ) -> Result<(), ExecError> {
         self.backup(node, abs)?;
-        let host = node.host(abs)?;
-        let (mode, owner) = match std::fs::metadata(&host) {
-            Ok(m) => (m.permissions().mode() & 0o7777, Some((m.uid(), m.gid()))),
-            Err(_) => (new_mode, None),
+        let (mode, owner) = match node.transport.stat(abs).map_err(err(node))? {
+            Some(m) => (m.mode & 0o7777, Some((m.uid, m.gid))),
+            None => (new_mode, None),
         };
         let mode = if secret {
             mode & atomic::KEY_MODE
         } else {
             mode
         };
-        atomic::write_owned(&host, bytes, mode, owner).map_err(io_err(node, abs))
+        node.transport
+            .write(abs, bytes, mode, owner)
+            .map_err(err(node))
     }
 
     /// Back up, then delete.
     pub fn remove(&self, node: &Node, abs: &str) -> Result<(), ExecError> {
         self.backup(node, abs)?;
-        remove_if_exists(node, abs)
+        node.transport.remove(abs).map_err(err(node))
     }
 }
 
-fn remove_if_exists(node: &Node, abs: &str) -> Result<(), ExecError> {
-    match std::fs::remove_file(node.host(abs)?) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(node, abs)(e)),
-        _ => Ok(()),
+fn err(node: &Node) -> impl FnOnce(crate::transport::TransportError) -> ExecError + '_ {
+    move |cause| ExecError::Transport {
+        node: node.name.clone(),
+        cause,
     }
 }
 
@@ -160,10 +160,8 @@ fn remove_if_exists(node: &Node, abs: &str) -> Result<(), ExecError> {
 pub fn remove_leftovers<'a>(node: &Node, dirs: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut out = vec![];
     for dir in dirs {
-        let Ok(host) = node.host(dir) else { continue };
-        for p in atomic::remove_leftovers(&host, false) {
-            let name = p.file_name().map(|n| n.to_string_lossy().to_string());
-            out.push(format!("{}:{dir}/{}", node.name, name.unwrap_or_default()));
+        for name in node.transport.remove_leftovers(dir).unwrap_or_default() {
+            out.push(format!("{}:{dir}/{name}", node.name));
         }
     }
     out
@@ -172,12 +170,9 @@ pub fn remove_leftovers<'a>(node: &Node, dirs: impl IntoIterator<Item = &'a str>
 /// Read a file on a node (a regular file within the node file cap); `None` if it does
 /// not exist.
 pub fn read(node: &Node, abs: &str) -> Result<Option<Vec<u8>>, ExecError> {
-    input::read_if_exists(&node.host(abs)?, input::Kind::NodeFile).map_err(|cause| {
-        ExecError::Input {
-            node: node.name.clone(),
-            cause,
-        }
-    })
+    node.transport
+        .read(abs, input::Kind::NodeFile)
+        .map_err(err(node))
 }
 
 /// The backup index of `dir`, in the order files were first changed. A torn last line
@@ -207,18 +202,19 @@ pub fn restore(
     })?;
     for e in list.iter().rev() {
         let n = node(&e.node).ok_or_else(|| ExecError::UnknownNode(e.node.clone()))?;
-        let host = n.host(&e.path)?;
         if e.existed {
             let copy = dir.join(&e.node).join(layout::rel(&e.path));
             let bytes =
-                input::read(&copy, input::Kind::NodeFile).map_err(|cause| ExecError::Input {
+                input::read(&copy, input::Kind::NodeFile).map_err(|cause| ExecError::Io {
                     node: n.name.clone(),
-                    cause,
+                    path: copy.display().to_string(),
+                    source: std::io::Error::other(cause.to_string()),
                 })?;
-            atomic::write_owned(&host, &bytes, e.mode, Some((e.uid, e.gid)))
-                .map_err(io_err(&n, &e.path))?;
+            n.transport
+                .write(&e.path, &bytes, e.mode, Some((e.uid, e.gid)))
+                .map_err(err(&n))?;
         } else {
-            remove_if_exists(&n, &e.path)?;
+            n.transport.remove(&e.path).map_err(err(&n))?;
         }
     }
     Ok(list)
@@ -227,6 +223,7 @@ pub fn restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_first_backup_wins_and_restore_is_byte_identical() {

@@ -9,18 +9,23 @@ pub mod kube;
 pub use files::{BackupEntry, Files};
 
 use crate::sandbox::runtime;
+use crate::transport::{Output, Transport, TransportError};
 use crate::{layout, manifest};
 use miette::Diagnostic;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 
-/// A node as `exec` reaches it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A node as `exec` reaches it: through its [`Transport`].
+#[derive(Clone, Debug)]
 pub struct Node {
     /// Inventory name.
     pub name: String,
-    /// Where its `/` is (`/` on the node itself).
-    pub root: PathBuf,
+    /// How trustform reaches it.
+    pub transport: Arc<dyn Transport>,
+    /// Where its `/` is on this machine, when it is reached through a local directory.
+    pub root: Option<PathBuf>,
     /// A sandbox node: processes are simulated.
     pub sandbox: bool,
     /// Kubeconfig copies outside `/etc/kubernetes` (trustform.yaml's `kubeconfigs`).
@@ -32,8 +37,20 @@ impl Node {
     pub fn local(name: &str, root: &Path) -> Self {
         Self {
             name: name.to_string(),
-            root: root.to_path_buf(),
+            transport: crate::transport::local(name, root),
+            root: Some(root.to_path_buf()),
             sandbox: runtime::is_sandbox(root),
+            kubeconfigs: vec![],
+        }
+    }
+
+    /// A node reached through `transport`.
+    pub fn remote(name: &str, transport: Arc<dyn Transport>) -> Self {
+        Self {
+            name: name.to_string(),
+            transport,
+            root: None,
+            sandbox: false,
             kubeconfigs: vec![],
         }
     }
@@ -44,33 +61,32 @@ impl Node {
         self
     }
 
-    /// Where a node path is on this machine, confined to the node's root (symlinks,
-    /// absolute ones included, resolved inside it; `..` refused).
-    pub fn host(&self, abs: &str) -> Result<PathBuf, ExecError> {
-        crate::transport::resolve(&self.root, abs).map_err(|cause| ExecError::Path {
+    fn err(&self) -> impl FnOnce(TransportError) -> ExecError + '_ {
+        move |cause| ExecError::Transport {
             node: self.name.clone(),
             cause,
-        })
+        }
     }
 
-    /// Whether a node path is a regular file (symlinks followed inside the root).
+    /// Whether a node path is a regular file (symlinks followed).
     pub fn is_file(&self, abs: &str) -> bool {
-        self.host(abs).is_ok_and(|p| p.is_file())
+        matches!(
+            self.transport.stat(abs),
+            Ok(Some(s)) if s.kind == crate::transport::FileType::File
+        )
     }
 
     /// The names of the entries of a node directory, sorted; empty if there is none.
     pub fn list(&self, dir: &str) -> Vec<String> {
-        let Ok(host) = self.host(dir) else {
-            return vec![];
-        };
-        let mut names: Vec<String> = std::fs::read_dir(host)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        names
+        self.transport
+            .list(dir)
+            .map(|v| v.into_iter().map(|(n, _)| n).collect())
+            .unwrap_or_default()
+    }
+
+    /// Run a command on the node.
+    pub fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output, ExecError> {
+        self.transport.run(argv, timeout).map_err(self.err())
     }
 }
 
@@ -91,23 +107,15 @@ pub enum ExecError {
         /// Cause.
         source: std::io::Error,
     },
-    /// A path that leaves the node or is not a plain node path.
+    /// The node could not be reached, or refused a path or an operation.
     #[error("{node}: {cause}")]
-    #[diagnostic(code(trustform::exec::path))]
-    Path {
+    #[diagnostic(code(trustform::exec::transport))]
+    Transport {
         /// Node.
         node: String,
-        /// What is wrong with the path.
-        cause: crate::transport::PathError,
-    },
-    /// A file that is not a regular file, or too large.
-    #[error("{node}: {cause}")]
-    #[diagnostic(code(trustform::exec::input))]
-    Input {
-        /// Node.
-        node: String,
-        /// Why it was not read.
-        cause: crate::input::InputError,
+        /// What the transport said.
+        #[diagnostic_source]
+        cause: TransportError,
     },
     /// A file's content is not what the step can change.
     #[error("{node}:{path}: {reason}")]
@@ -177,8 +185,8 @@ pub fn restart_static_pod(
         crate::atomic::PUBLIC_MODE,
         false,
     )?;
-    if node.sandbox {
-        let held = runtime::restart(&node.root, component).map_err(|e| ExecError::Restart {
+    if let (true, Some(root)) = (node.sandbox, &node.root) {
+        let held = runtime::restart(root, component).map_err(|e| ExecError::Restart {
             node: node.name.clone(),
             component: component.into(),
             reason: e.to_string(),
@@ -196,32 +204,24 @@ pub fn restart_kubelet(node: &Node) -> Result<Restarted, ExecError> {
         component: "kubelet".into(),
         reason,
     };
-    if node.sandbox {
-        let held = runtime::restart(&node.root, "kubelet").map_err(|e| fail(e.to_string()))?;
+    if let (true, Some(root)) = (node.sandbox, &node.root) {
+        let held = runtime::restart(root, "kubelet").map_err(|e| fail(e.to_string()))?;
         return Ok(Restarted::Simulated(held.generation));
     }
-    if node.root != Path::new("/") {
-        return Err(fail(format!(
-            "the node is reached through {}, not as `/`: run `systemctl restart kubelet` on it, then `trustform apply` again",
-            node.root.display()
-        )));
-    }
-    let out = std::process::Command::new("systemctl")
-        .args(["restart", "kubelet"])
-        .output()
-        .map_err(|e| fail(format!("systemctl: {e}")))?;
-    if !out.status.success() {
-        return Err(fail(format!(
-            "systemctl restart kubelet: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    let out = node.run(
+        &["systemctl", "restart", "kubelet"],
+        Duration::from_secs(120),
+    )?;
+    if !out.success() {
+        return Err(fail(format!("systemctl restart kubelet: {}", out.reason())));
     }
     Ok(Restarted::Systemd)
 }
 
 /// What a running component holds in memory (sandbox nodes only; `None` elsewhere).
 pub fn held(node: &Node, component: &str) -> Option<runtime::Held> {
-    node.sandbox
-        .then(|| runtime::held(&node.root, component))
-        .flatten()
+    match (node.sandbox, &node.root) {
+        (true, Some(root)) => runtime::held(root, component),
+        _ => None,
+    }
 }
