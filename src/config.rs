@@ -194,15 +194,31 @@ pub struct LocalAccess {
     pub root: String,
 }
 
-/// SSH access.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// SSH access, through the system OpenSSH client (so `~/.ssh/config`, the agent,
+/// ProxyJump and certificates work as for `ssh`). Host keys are checked strictly.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SshAccess {
-    /// Host name or address.
+    /// Host name or address (or a `Host` alias of `~/.ssh/config`).
     pub host: String,
-    /// User.
+    /// Port (default: ssh's, usually 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Login (default: ssh's). A login other than root runs commands through `sudo -n`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Private key file, relative to this file or absolute (default: ssh's, and the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+    /// Run commands through `sudo -n` (default: when `user` is set and is not root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sudo: Option<bool>,
+    /// A known_hosts file to check host keys against instead of `~/.ssh/known_hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts_file: Option<String>,
+    /// An ssh config file instead of `~/.ssh/config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
 }
 
 /// Desired state of one authority.
@@ -316,6 +332,10 @@ pub struct Loaded {
     pub config: Config,
     /// `sha256:` of the file bytes.
     pub hash: String,
+    /// Each node's transport, made once per process so that every read and write of a
+    /// command shares one connection per node.
+    transports:
+        std::sync::Arc<std::sync::OnceLock<Vec<std::sync::Arc<dyn crate::transport::Transport>>>>,
 }
 
 fn span_of(loc: serde_saphyr::Location, text: &str) -> SourceSpan {
@@ -369,33 +389,68 @@ impl Loaded {
             .map(|k| crate::exec::kube::Access::resolve(k, &self.dir))
     }
 
-    /// Node roots, in inventory order.
-    pub fn node_targets(&self) -> Result<Vec<crate::observe::NodeTarget>, ConfigError> {
-        self.config
+    /// How each node is reached, in inventory order (made at the first call, shared by
+    /// every later one).
+    pub fn transports(
+        &self,
+    ) -> Result<Vec<std::sync::Arc<dyn crate::transport::Transport>>, ConfigError> {
+        if let Some(t) = self.transports.get() {
+            return Ok(t.clone());
+        }
+        let made: Vec<std::sync::Arc<dyn crate::transport::Transport>> = self
+            .config
             .inventory
             .nodes
             .iter()
-            .map(|n| match &n.access.local {
-                Some(l) => Ok(crate::observe::NodeTarget {
-                    name: n.name.clone(),
-                    root: self.resolve_path(&l.root),
-                    kubeconfigs: n
-                        .kubeconfigs
-                        .iter()
-                        .map(|k| crate::observe::Listed {
-                            path: k.value.clone(),
-                            origin: Some(self.origin(k.referenced)),
-                        })
-                        .collect(),
-                }),
-                None => Err(self.invalid_at_text(
+            .map(|n| match (&n.access.local, &n.access.ssh) {
+                (Some(l), _) => Ok(crate::transport::local(&n.name, &self.resolve_path(&l.root))),
+                (None, Some(h)) => Ok(std::sync::Arc::new(crate::transport::Ssh::new(
+                    &n.name,
+                    crate::transport::SshOptions {
+                        host: h.host.clone(),
+                        port: h.port,
+                        user: h.user.clone(),
+                        identity_file: h.identity_file.as_deref().map(|p| self.resolve_path(p)),
+                        sudo: h.sudo,
+                        known_hosts_file: h.known_hosts_file.as_deref().map(|p| self.resolve_path(p)),
+                        config_file: h.config_file.as_deref().map(|p| self.resolve_path(p)),
+                        connect_timeout: std::time::Duration::from_secs(10),
+                    },
+                )) as std::sync::Arc<dyn crate::transport::Transport>),
+                (None, None) => Err(self.invalid_at_text(
                     &format!("name: {}", n.name),
-                    format!("node {} has no local access; SSH access is not supported by this build yet", n.name),
-                    "no `access.local`",
-                    "give the node `access: { local: { root: <dir> } }` (mount or sync its / there)".into(),
+                    format!("node {} has no access", n.name),
+                    "no `access`",
+                    "give the node `access: { ssh: { host: <address> } }`, or `access: { local: { root: <dir> } }` for a directory that is its /".into(),
                 )),
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(self.transports.get_or_init(|| made).clone())
+    }
+
+    /// The nodes to observe, in inventory order.
+    pub fn node_targets(&self) -> Result<Vec<crate::observe::NodeTarget>, ConfigError> {
+        let transports = self.transports()?;
+        Ok(self
+            .config
+            .inventory
+            .nodes
+            .iter()
+            .zip(transports)
+            .map(|(n, transport)| crate::observe::NodeTarget {
+                name: n.name.clone(),
+                transport,
+                root: n.access.local.as_ref().map(|l| self.resolve_path(&l.root)),
+                kubeconfigs: n
+                    .kubeconfigs
+                    .iter()
+                    .map(|k| crate::observe::Listed {
+                        path: k.value.clone(),
+                        origin: Some(self.origin(k.referenced)),
+                    })
+                    .collect(),
+            })
+            .collect())
     }
 
     /// An error pointing at the first occurrence of `needle` in the text.
@@ -459,6 +514,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         dir
     };
     let loaded = Loaded {
+        transports: Default::default(),
         path: path.to_path_buf(),
         dir,
         hash: format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes()))),
@@ -718,10 +774,28 @@ pub fn render(c: &Config) -> String {
     for n in &c.inventory.nodes {
         let access = match (&n.access.local, &n.access.ssh) {
             (Some(l), _) => format!("{{ local: {{ root: {} }} }}", q(&l.root)),
-            (None, Some(h)) => match &h.user {
-                Some(u) => format!("{{ ssh: {{ host: {}, user: {} }} }}", q(&h.host), q(u)),
-                None => format!("{{ ssh: {{ host: {} }} }}", q(&h.host)),
-            },
+            (None, Some(h)) => {
+                let mut parts = vec![format!("host: {}", q(&h.host))];
+                if let Some(p) = h.port {
+                    parts.push(format!("port: {p}"));
+                }
+                if let Some(u) = &h.user {
+                    parts.push(format!("user: {}", q(u)));
+                }
+                if let Some(i) = &h.identity_file {
+                    parts.push(format!("identityFile: {}", q(i)));
+                }
+                if let Some(s) = h.sudo {
+                    parts.push(format!("sudo: {s}"));
+                }
+                if let Some(k) = &h.known_hosts_file {
+                    parts.push(format!("knownHostsFile: {}", q(k)));
+                }
+                if let Some(c) = &h.config_file {
+                    parts.push(format!("configFile: {}", q(c)));
+                }
+                format!("{{ ssh: {{ {} }} }}", parts.join(", "))
+            }
             (None, None) => "{}".into(),
         };
         let role = match n.role {

@@ -285,11 +285,7 @@ fn the_prober_sees_an_api_server_serving_from_an_unknown_ca() {
     let targets: Vec<trustform::observe::NodeTarget> = sb
         .nodes
         .iter()
-        .map(|n| trustform::observe::NodeTarget {
-            name: n.name.clone(),
-            root: n.root.clone(),
-            kubeconfigs: vec![],
-        })
+        .map(|n| trustform::observe::NodeTarget::local(&n.name, &n.root))
         .collect();
     let nodes: BTreeMap<String, Node> = sb
         .nodes

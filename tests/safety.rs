@@ -16,10 +16,19 @@ fn edit(path: &Path, from: &str, to: &str) {
 
 /// A diagnostic as one line: miette wraps at 100 columns behind a `│` gutter.
 fn flat(err: &str) -> String {
-    err.replace('│', " ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::new();
+    for line in err.lines() {
+        let line = line.trim().trim_start_matches('│').trim();
+        if line.is_empty() {
+            continue;
+        }
+        // A path broken at a `/` is one word again.
+        if !out.is_empty() && !out.ends_with('/') {
+            out.push(' ');
+        }
+        out.push_str(&line.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    out
 }
 
 /// Run, expecting exit 1 within `limit` and nothing on disk changed; returns stderr.
@@ -95,8 +104,7 @@ fn a_device_behind_a_symlink_and_an_oversized_file_are_refused() {
     .unwrap();
     let err = refused(&w, &["plan"], Duration::from_secs(20));
     assert!(
-        flat(&err).contains("node cp-1: /etc/kubernetes/pki/up.crt does not exist (it resolves to ./cluster/nodes/cp-1/")
-            && flat(&err).replace(' ', "").contains("cp-1/etc/hostnameonthismachine"),
+        flat(&err).contains("node cp-1: /etc/kubernetes/pki/up.crt is a symlink to ../../../../../../../../../../etc/hostname, which does not exist on the node"),
         "resolved inside the node's root: {err}"
     );
     std::fs::remove_file(pki.join("up.crt")).unwrap();

@@ -241,7 +241,7 @@ fn nodes_of(loaded: &Loaded) -> miette::Result<BTreeMap<String, Node>> {
             let copies = t.kubeconfigs.into_iter().map(|k| k.path).collect();
             (
                 t.name.clone(),
-                Node::local(&t.name, &t.root).with_kubeconfigs(copies),
+                Node::new(&t.name, t.transport, t.root).with_kubeconfigs(copies),
             )
         })
         .collect())

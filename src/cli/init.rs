@@ -97,18 +97,20 @@ fn relative_to(root: &Path, base: &Path) -> String {
 
 /// The copies of admin.conf on a control-plane node (`/root/.kube/config`,
 /// `/home/*/.kube/config`) that read as kubeconfigs with CA data.
-fn copies_on(root: &Path) -> Vec<Listed> {
-    if !crate::transport::resolve(root, &format!("/{}", crate::layout::APISERVER_MANIFEST))
-        .is_ok_and(|p| p.is_file())
-    {
+fn copies_on(t: &dyn crate::transport::Transport) -> Vec<Listed> {
+    if !matches!(
+        t.stat(&format!("/{}", crate::layout::APISERVER_MANIFEST)),
+        Ok(Some(s)) if s.kind == crate::transport::FileType::File
+    ) {
         return vec![];
     }
-    observe::user_kubeconfigs(root)
+    observe::user_kubeconfigs(t)
         .into_iter()
         .filter(|p| {
-            crate::transport::resolve(root, p)
+            t.read(p, crate::input::Kind::NodeFile)
                 .ok()
-                .and_then(|h| crate::input::read_text(&h, crate::input::Kind::NodeFile).ok())
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|t| serde_saphyr::from_str::<Kubeconfig>(&t).ok())
                 .is_some_and(|kc| {
                     kc.current()
@@ -140,11 +142,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             (
                 s.nodes
                     .iter()
-                    .map(|n| NodeTarget {
-                        name: n.name.clone(),
-                        root: n.root.clone(),
-                        kubeconfigs: vec![],
-                    })
+                    .map(|n| NodeTarget::local(&n.name, &n.root))
                     .collect(),
                 s.name,
             )
@@ -180,10 +178,12 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     let access = kube
         .as_ref()
         .map(|k| crate::exec::kube::Access::resolve(k, &dir));
+    // SSH access of nodes found over SSH, by name.
+    let target_ssh: BTreeMap<String, config::SshAccess> = BTreeMap::new();
     let targets: Vec<NodeTarget> = targets
         .into_iter()
         .map(|mut t| {
-            t.kubeconfigs = copies_on(&t.root);
+            t.kubeconfigs = copies_on(t.transport.as_ref());
             t
         })
         .collect();
@@ -229,7 +229,6 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
                 .iter()
                 .find(|t| t.name == n.name)
                 .expect("observed target");
-            let root = std::path::absolute(&target.root).unwrap_or_else(|_| target.root.clone());
             // Copies that hold this cluster's trust (a kubeconfig for another cluster
             // is not ours to rotate).
             let kubeconfigs = target
@@ -244,11 +243,20 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             NodeSpec {
                 name: n.name.clone(),
                 role: n.role,
-                access: Access {
-                    local: Some(LocalAccess {
-                        root: relative_to(&root, &dir),
-                    }),
-                    ssh: None,
+                access: match &target.root {
+                    Some(root) => {
+                        let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
+                        Access {
+                            local: Some(LocalAccess {
+                                root: relative_to(&root, &dir),
+                            }),
+                            ssh: None,
+                        }
+                    }
+                    None => Access {
+                        local: None,
+                        ssh: target_ssh.get(&target.name).cloned(),
+                    },
                 },
                 kubeconfigs,
             }

@@ -37,11 +37,7 @@ pub fn parse_roots(roots: &[String]) -> Vec<NodeTarget> {
                     (name, p)
                 }
             };
-            NodeTarget {
-                name,
-                root: path,
-                kubeconfigs: vec![],
-            }
+            NodeTarget::local(&name, &path)
         })
         .collect()
 }

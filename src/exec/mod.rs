@@ -44,13 +44,14 @@ impl Node {
         }
     }
 
-    /// A node reached through `transport`.
-    pub fn remote(name: &str, transport: Arc<dyn Transport>) -> Self {
+    /// A node reached through `transport`; `root` is its `/` on this machine when it is
+    /// reached through a local directory.
+    pub fn new(name: &str, transport: Arc<dyn Transport>, root: Option<PathBuf>) -> Self {
         Self {
             name: name.to_string(),
             transport,
-            root: None,
-            sandbox: false,
+            sandbox: root.as_deref().is_some_and(runtime::is_sandbox),
+            root,
             kubeconfigs: vec![],
         }
     }

@@ -10,11 +10,11 @@ use crate::sandbox::Role;
 use crate::snapshot::{
     CertEntry, Component, FileFact, KeyFact, KubeconfigFact, Kubelet, NodeSnapshot,
 };
+use crate::transport::{FileType, Stat, Transport, TransportError};
 use crate::{input, layout};
 use miette::NamedSource;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 
 struct Reader<'a> {
     target: &'a NodeTarget,
@@ -27,39 +27,55 @@ impl Reader<'_> {
         format!("/{}", rel.trim_start_matches('/'))
     }
 
-    /// Where a node path is on this machine, confined to the node's root.
-    fn host(&self, abs: &str) -> Result<PathBuf, ObserveError> {
-        crate::transport::resolve(&self.target.root, abs).map_err(|cause| ObserveError::Path {
-            node: self.target.name.clone(),
-            cause,
-        })
+    fn transport_error(&self, abs: &str, e: TransportError) -> ObserveError {
+        let node = self.target.name.clone();
+        match e {
+            TransportError::Path(cause) => ObserveError::Path { node, cause },
+            TransportError::Input { reason, help, .. } => ObserveError::Input {
+                node,
+                path: abs.to_string(),
+                reason,
+                help,
+            },
+            TransportError::Io { reason, .. } => ObserveError::Io {
+                node,
+                path: abs.to_string(),
+                source: std::io::Error::other(reason),
+            },
+            cause => ObserveError::Transport { node, cause },
+        }
     }
 
-    /// Whether a node path exists (inside the node's root).
+    /// A node path's metadata (symlinks followed); `None` if nothing is there.
+    fn stat(&self, abs: &str) -> Result<Option<Stat>, ObserveError> {
+        self.target
+            .transport
+            .stat(abs)
+            .map_err(|e| self.transport_error(abs, e))
+    }
+
+    /// Whether a node path exists.
     fn exists(&self, abs: &str) -> bool {
-        self.host(abs).is_ok_and(|p| p.exists())
+        matches!(self.stat(abs), Ok(Some(_)))
     }
 
     /// The bytes of a node file: a regular file, within the node file cap.
     fn bytes(&self, abs: &str) -> Result<Vec<u8>, ObserveError> {
-        let host = self.host(abs)?;
-        input::read(&host, input::Kind::NodeFile).map_err(|source| match source {
-            input::InputError::Io { source, .. } => ObserveError::Io {
+        match self.target.transport.read(abs, input::Kind::NodeFile) {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(ObserveError::Input {
                 node: self.target.name.clone(),
                 path: abs.to_string(),
-                source,
-            },
-            cause => {
-                let plain = self.target.root.join(layout::rel(abs));
-                ObserveError::Input {
-                    node: self.target.name.clone(),
-                    path: abs.to_string(),
-                    resolved: (host != plain).then(|| host.display().to_string()),
-                    help: cause.help_line(),
-                    cause,
-                }
-            }
-        })
+                reason: match self.target.transport.read_link(abs) {
+                    Ok(Some(to)) => {
+                        format!("is a symlink to {to}, which does not exist on the node")
+                    }
+                    _ => "does not exist".into(),
+                },
+                help: None,
+            }),
+            Err(e) => Err(self.transport_error(abs, e)),
+        }
     }
 
     fn read(&self, abs: &str) -> Result<String, ObserveError> {
@@ -72,12 +88,7 @@ impl Reader<'_> {
 
     /// Permission bits of a node file that let others than its owner read it.
     fn loose_mode(&self, abs: &str) -> Option<u32> {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(self.host(abs).ok()?)
-            .ok()?
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = self.stat(abs).ok()??.mode & 0o777;
         (mode & 0o077 != 0).then_some(mode)
     }
 
@@ -287,10 +298,7 @@ impl Reader<'_> {
         };
         let bytes = match self.bytes(&listed.path) {
             Ok(b) => b,
-            Err(ObserveError::Input {
-                cause: input::InputError::Missing { .. },
-                ..
-            }) => {
+            Err(ObserveError::Input { reason, .. }) if reason == "does not exist" => {
                 return Err(ObserveError::MissingKubeconfig {
                     node: self.target.name.clone(),
                     path: listed.path.clone(),
@@ -298,10 +306,10 @@ impl Reader<'_> {
                     span,
                 });
             }
-            Err(ObserveError::Input {
-                cause: input::InputError::NotAFile { what, .. },
-                ..
-            }) => {
+            Err(ObserveError::Input { reason, .. }) if reason.ends_with("not a regular file") => {
+                let what = reason
+                    .trim_start_matches("is ")
+                    .trim_end_matches(", not a regular file");
                 return Err(not_one(format!("it is {what}")));
             }
             Err(e) => return Err(e),
@@ -432,47 +440,35 @@ impl Reader<'_> {
 /// etcd's database here): not trust any component reads.
 const KUBEADM_TMP: &str = "/etc/kubernetes/tmp";
 
-/// Every entry below node directory `dir` that is not a directory, as node paths. The
-/// directory itself is found through symlinks inside the root; symlinked directories
-/// below it are not followed.
-fn walk(root: &Path, dir: &str, out: &mut Vec<String>) {
-    let Ok(host) = crate::transport::resolve(root, dir) else {
-        return;
-    };
-    let Ok(rd) = std::fs::read_dir(host) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
-        };
+/// Every entry below node directory `dir` that is not a directory, as node paths.
+/// Symlinked directories below it are not followed.
+fn walk(t: &dyn Transport, dir: &str, out: &mut Vec<String>) -> Result<(), TransportError> {
+    for (name, kind) in t.list(dir)? {
         let abs = format!("{dir}/{name}");
         if abs == KUBEADM_TMP {
             continue;
         }
-        match e.file_type() {
-            Ok(t) if t.is_dir() => walk(root, &abs, out),
-            Ok(_) => out.push(abs),
-            Err(_) => {}
+        match kind {
+            FileType::Dir => walk(t, &abs, out)?,
+            _ => out.push(abs),
         }
     }
+    Ok(())
 }
 
 /// Where people copy admin.conf (`kubeadm init` tells them to): `/root/.kube/config` and
 /// `/home/*/.kube/config` that exist on the node, as node paths, sorted.
-pub fn user_kubeconfigs(root: &Path) -> Vec<String> {
-    let is_file = |abs: &str| crate::transport::resolve(root, abs).is_ok_and(|p| p.is_file());
+pub fn user_kubeconfigs(t: &dyn Transport) -> Vec<String> {
+    let is_file = |abs: &str| matches!(t.stat(abs), Ok(Some(s)) if s.kind == FileType::File);
     let mut out = Vec::new();
     if is_file("/root/.kube/config") {
         out.push("/root/.kube/config".to_string());
     }
-    let homes_dir = crate::transport::resolve(root, "/home").unwrap_or_default();
-    let mut homes: Vec<String> = std::fs::read_dir(homes_dir)
+    let mut homes: Vec<String> = t
+        .list("/home")
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .map(|u| format!("/home/{u}/.kube/config"))
+        .map(|(u, _)| format!("/home/{u}/.kube/config"))
         .filter(|p| is_file(p))
         .collect();
     homes.sort();
@@ -482,22 +478,26 @@ pub fn user_kubeconfigs(root: &Path) -> Vec<String> {
 
 /// Read one node.
 pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
-    let root = &target.root;
     let mut r = Reader {
         target,
         certs: HashMap::new(),
         keys: Vec::new(),
     };
     let kubernetes = Reader::abs(layout::KUBERNETES);
-    if !r.host(&kubernetes).is_ok_and(|p| p.is_dir()) {
+    if !matches!(r.stat(&kubernetes)?, Some(s) if s.kind == FileType::Dir) {
         return Err(ObserveError::NotANode {
             node: target.name.clone(),
-            root: root.display().to_string(),
+            root: match &target.root {
+                Some(r) => r.display().to_string(),
+                None => target.transport.describe(),
+            },
         });
     }
     let mut paths = Vec::new();
-    walk(root, &kubernetes, &mut paths);
-    walk(root, &Reader::abs(layout::KUBELET_PKI), &mut paths);
+    let t = target.transport.as_ref();
+    for dir in [kubernetes.clone(), Reader::abs(layout::KUBELET_PKI)] {
+        walk(t, &dir, &mut paths).map_err(|e| r.transport_error(&dir, e))?;
+    }
     paths.sort();
     let manifests_dir = format!("{}/", Reader::abs(layout::MANIFESTS));
     let mut files = BTreeMap::new();

@@ -12,16 +12,30 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use thiserror::Error;
 
-/// A node to read: its name and where its `/` is.
+/// A node to read: its name and how it is reached.
 #[derive(Clone, Debug)]
 pub struct NodeTarget {
     /// Node name.
     pub name: String,
-    /// The node's root directory (`/` on a real node).
-    pub root: PathBuf,
+    /// How trustform reaches it.
+    pub transport: std::sync::Arc<dyn crate::transport::Transport>,
+    /// Its `/` on this machine, when it is reached through a local directory.
+    pub root: Option<PathBuf>,
     /// Kubeconfig files outside `/etc/kubernetes` to read too (trustform.yaml's
     /// `kubeconfigs`: copies of admin.conf and the like).
     pub kubeconfigs: Vec<Listed>,
+}
+
+impl NodeTarget {
+    /// A node whose `/` is the local directory `root`.
+    pub fn local(name: &str, root: &std::path::Path) -> Self {
+        Self {
+            name: name.to_string(),
+            transport: crate::transport::local(name, root),
+            root: Some(root.to_path_buf()),
+            kubeconfigs: vec![],
+        }
+    }
 }
 
 /// A kubeconfig file trustform.yaml lists under a node's `kubeconfigs`.
@@ -86,20 +100,28 @@ pub enum ObserveError {
         cause: crate::transport::PathError,
     },
     /// A file that is not a regular file, or larger than trustform reads.
-    #[error("node {node}: {path} {}{}", .cause.reason(), .resolved.as_ref().map(|r| format!(" (it resolves to {r} on this machine)")).unwrap_or_default())]
+    #[error("node {node}: {path} {reason}")]
     #[diagnostic(code(trustform::observe::unreadable))]
     Input {
         /// Node name.
         node: String,
         /// The node path.
         path: String,
-        /// Where a symlink led, when not to the node path itself.
-        resolved: Option<String>,
-        /// Why it was not read.
-        cause: crate::input::InputError,
+        /// What is wrong.
+        reason: String,
         /// How to fix it.
         #[help]
         help: Option<String>,
+    },
+    /// The node could not be reached.
+    #[error("node {node}: {cause}")]
+    #[diagnostic(code(trustform::observe::transport))]
+    Transport {
+        /// Node name.
+        node: String,
+        /// What the transport said.
+        #[diagnostic_source]
+        cause: crate::transport::TransportError,
     },
     /// A certificate or key file that holds no PEM at all.
     #[error("node {node}: {path} is not a PEM file ({what})")]

@@ -196,7 +196,19 @@ impl Transport for Local {
 
     fn read(&self, abs: &str, kind: Kind) -> Result<Option<Vec<u8>>, TransportError> {
         let host = self.host(abs)?;
-        input::read_if_exists(&host, kind).map_err(|e| TransportError::input(abs, e))
+        input::read_if_exists(&host, kind).map_err(|e| {
+            let mut err = TransportError::input(abs, e);
+            // A symlink led elsewhere: say where, on this machine.
+            if let TransportError::Input { reason, .. } = &mut err
+                && host != self.root.join(crate::layout::rel(abs))
+            {
+                reason.push_str(&format!(
+                    " (it resolves to {} on this machine)",
+                    host.display()
+                ));
+            }
+            err
+        })
     }
 
     fn stat(&self, abs: &str) -> Result<Option<Stat>, TransportError> {
