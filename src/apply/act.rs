@@ -30,6 +30,8 @@ pub struct Ctx<'a> {
     pub kube: Option<&'a kube::Access>,
     /// How long an API wait (published CAs, budgets, rollouts) may take.
     pub wait_timeout: std::time::Duration,
+    /// How long a restarted component may take to be seen back.
+    pub restart: exec::restart::Wait,
 }
 
 /// What a step did.
@@ -90,21 +92,24 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
             Op::Restart { node, component } => {
                 let node = ctx.node(node)?;
                 let how = if component == "kubelet" {
-                    exec::restart_kubelet(node)
+                    exec::restart_kubelet(node, ctx.restart)
                 } else {
-                    exec::restart_static_pod(ctx.files, node, component)
+                    exec::restart_static_pod(ctx.files, node, component, ctx.restart)
                 }
                 .map_err(|e| e.to_string())?;
                 out.did.push(match how {
                     exec::Restarted::Simulated(g) => {
-                        format!("{}: {component} restarted (sandbox process, start #{g})", node.name)
+                        format!(
+                            "{}: {component} restarted (sandbox process, start #{g})",
+                            node.name
+                        )
                     }
-                    exec::Restarted::Annotated => format!(
-                        "{}: {component}: manifest annotation {} changed; the kubelet recreates the pod",
+                    exec::Restarted::Seen(seen) => format!(
+                        "{}: {component} restarted; waited {:.1} s: {}",
                         node.name,
-                        crate::manifest::RESTARTED_AT
+                        seen.waited.as_secs_f64(),
+                        seen.what
                     ),
-                    exec::Restarted::Systemd => format!("{}: systemctl restart kubelet", node.name),
                 });
             }
             Op::Verify {

@@ -51,6 +51,8 @@ pub struct World {
     pub kube: Option<crate::exec::kube::Access>,
     /// How long an API wait may take.
     pub wait_timeout: std::time::Duration,
+    /// How long a restarted component may take to be seen back.
+    pub restart: crate::exec::restart::Wait,
     /// With `--probe`: after each step, wait until the prober has handshaken over every
     /// edge the step could change, in the state it left, before any dependent starts.
     pub settle: Option<super::probe::Settle>,
@@ -160,6 +162,7 @@ pub fn walk(
                             die_during: during.as_deref(),
                             kube: world.kube.as_ref(),
                             wait_timeout: world.wait_timeout,
+                            restart: world.restart,
                         };
                         let res = act::run(&ctx, &plan.steps[i]);
                         let ms = t.elapsed().as_millis() as u64;

@@ -49,6 +49,10 @@ pub struct Args {
     /// each rollout.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub wait_timeout: Duration,
+    /// How long a restarted component may take to be seen back (a new pod ready, the
+    /// kubelet active again) before its step fails.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub restart_timeout: Duration,
     /// Apply a saved plan without rehearsing it first. It exists to show the live prober
     /// catching a plan that breaks trust; never use it on a real cluster.
     #[arg(long)]
@@ -608,6 +612,10 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         issuance: loaded.config.issuance.clone(),
         kube: loaded.kube_access(),
         wait_timeout: a.wait_timeout,
+        restart: exec::restart::Wait {
+            timeout: a.restart_timeout,
+            ..Default::default()
+        },
         settle: prober.as_ref().map(probe::Prober::settle),
     });
     let result = apply::walk(

@@ -177,6 +177,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
     let applied = super::apply::run_reporting(
         super::apply::Args {
             wait_timeout: std::time::Duration::from_secs(300),
+            restart_timeout: std::time::Duration::from_secs(300),
             plan: Some(saved),
             auto_approve: true,
             parallelism: 10,

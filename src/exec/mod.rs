@@ -5,6 +5,7 @@
 
 pub mod files;
 pub mod kube;
+pub mod restart;
 
 pub use files::{BackupEntry, Files};
 
@@ -150,43 +151,42 @@ pub enum ExecError {
 }
 
 /// How a restart was carried out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Restarted {
     /// A sandbox process re-read its files (its generation).
     Simulated(u64),
-    /// The manifest's annotation changed; the kubelet recreates the pod.
-    Annotated,
-    /// `systemctl restart kubelet` succeeded.
-    Systemd,
+    /// The component was seen back: a new pod ready, or the kubelet active again.
+    Seen(restart::Seen),
 }
 
-/// Restart a static pod: set `trustform.dev/restarted-at` in its manifest (every other
-/// byte kept), and on a sandbox node let the process re-read its files.
+/// Restart a static pod and wait until its new pod is ready (see [`restart`]); on a
+/// local sandbox node the process re-reads its files at once.
 pub fn restart_static_pod(
     files: &Files,
     node: &Node,
     component: &str,
+    wait: restart::Wait,
 ) -> Result<Restarted, ExecError> {
-    let path = format!("/{}/{component}.yaml", layout::MANIFESTS);
-    let content = |reason: &str| ExecError::Content {
-        node: node.name.clone(),
-        path: path.clone(),
-        reason: reason.to_string(),
-    };
-    let bytes = files
-        .read(node, &path)?
-        .ok_or_else(|| content("no such manifest"))?;
-    let text = String::from_utf8(bytes).map_err(|_| content("not UTF-8"))?;
-    let next = manifest::set_annotation(&text, manifest::RESTARTED_AT, &crate::clock::now())
-        .ok_or_else(|| content("no top-level `metadata:`"))?;
-    files.write(
-        node,
-        &path,
-        next.as_bytes(),
-        crate::atomic::PUBLIC_MODE,
-        false,
-    )?;
     if let (true, Some(root)) = (node.sandbox, &node.root) {
+        let path = format!("/{}/{component}.yaml", layout::MANIFESTS);
+        let content = |reason: &str| ExecError::Content {
+            node: node.name.clone(),
+            path: path.clone(),
+            reason: reason.to_string(),
+        };
+        let bytes = files
+            .read(node, &path)?
+            .ok_or_else(|| content("no such manifest"))?;
+        let text = String::from_utf8(bytes).map_err(|_| content("not UTF-8"))?;
+        let next = manifest::set_annotation(&text, manifest::RESTARTED_AT, &crate::clock::now())
+            .ok_or_else(|| content("no top-level `metadata:`"))?;
+        files.write(
+            node,
+            &path,
+            next.as_bytes(),
+            crate::atomic::PUBLIC_MODE,
+            false,
+        )?;
         let held = runtime::restart(root, component).map_err(|e| ExecError::Restart {
             node: node.name.clone(),
             component: component.into(),
@@ -194,29 +194,21 @@ pub fn restart_static_pod(
         })?;
         return Ok(Restarted::Simulated(held.generation));
     }
-    Ok(Restarted::Annotated)
+    restart::static_pod(files, node, component, wait).map(Restarted::Seen)
 }
 
-/// Restart the kubelet: `systemctl restart kubelet` on the node itself; the simulated
-/// kubelet on a sandbox node.
-pub fn restart_kubelet(node: &Node) -> Result<Restarted, ExecError> {
-    let fail = |reason: String| ExecError::Restart {
-        node: node.name.clone(),
-        component: "kubelet".into(),
-        reason,
-    };
+/// Restart the kubelet and wait until it is active again (see [`restart`]); on a local
+/// sandbox node the simulated kubelet re-reads its files at once.
+pub fn restart_kubelet(node: &Node, wait: restart::Wait) -> Result<Restarted, ExecError> {
     if let (true, Some(root)) = (node.sandbox, &node.root) {
-        let held = runtime::restart(root, "kubelet").map_err(|e| fail(e.to_string()))?;
+        let held = runtime::restart(root, "kubelet").map_err(|e| ExecError::Restart {
+            node: node.name.clone(),
+            component: "kubelet".into(),
+            reason: e.to_string(),
+        })?;
         return Ok(Restarted::Simulated(held.generation));
     }
-    let out = node.run(
-        &["systemctl", "restart", "kubelet"],
-        Duration::from_secs(120),
-    )?;
-    if !out.success() {
-        return Err(fail(format!("systemctl restart kubelet: {}", out.reason())));
-    }
-    Ok(Restarted::Systemd)
+    restart::kubelet(node, wait).map(Restarted::Seen)
 }
 
 /// What a running component holds in memory (sandbox nodes only; `None` elsewhere).
