@@ -148,6 +148,9 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             force: false,
             kubeconfig: None,
             context: None,
+            ssh: vec![],
+            ssh_identity: None,
+            ssh_known_hosts: None,
         },
         &config,
     )?;

@@ -23,6 +23,18 @@ pub struct Args {
     /// Node roots: `NAME=PATH` or `PATH`, repeatable.
     #[arg(long = "root", value_name = "[NAME=]PATH")]
     pub roots: Vec<String>,
+    /// Nodes over SSH: `[USER@]HOST[:PORT]`, repeatable. Each node's name and role are
+    /// read from its files. With --sandbox (and no value): every node of a sandbox whose
+    /// `sandbox up --ssh` runs, over its real sshd.
+    #[arg(long = "ssh", value_name = "[USER@]HOST[:PORT]", num_args = 0..=1, default_missing_value = "")]
+    pub ssh: Vec<String>,
+    /// Private key for --ssh nodes (default: ssh's, and the agent).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_identity: Option<PathBuf>,
+    /// known_hosts file for --ssh nodes (default: ~/.ssh/known_hosts). Host keys are
+    /// always checked strictly.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_known_hosts: Option<PathBuf>,
     /// Cluster name (default: the sandbox's, or the config directory's name).
     #[arg(long)]
     pub name: Option<String>,
@@ -122,6 +134,159 @@ fn copies_on(t: &dyn crate::transport::Transport) -> Vec<Listed> {
         .collect()
 }
 
+/// `[USER@]HOST[:PORT]` with the --ssh-* options.
+fn parse_ssh(spec: &str, a: &Args) -> miette::Result<config::SshAccess> {
+    let bad = || {
+        miette::miette!(
+            code = "trustform::init::ssh_spec",
+            help = "write it as HOST, USER@HOST, HOST:PORT or USER@HOST:PORT",
+            "--ssh {spec:?} is not [USER@]HOST[:PORT]"
+        )
+    };
+    let (user, rest) = match spec.split_once('@') {
+        Some((u, r)) if !u.is_empty() => (Some(u.to_string()), r),
+        Some(_) => return Err(bad()),
+        None => (None, spec),
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !rest.starts_with('[') => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
+        _ => (rest, None),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(config::SshAccess {
+        host: host.to_string(),
+        port,
+        user,
+        identity_file: a.ssh_identity.as_ref().map(|p| p.display().to_string()),
+        known_hosts_file: a.ssh_known_hosts.as_ref().map(|p| p.display().to_string()),
+        ..Default::default()
+    })
+}
+
+/// The SSH access `sandbox up --ssh` publishes in `DIR/run/ssh.json`.
+fn sandbox_ssh(sb: &Path) -> miette::Result<Vec<config::SshAccess>> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        host: String,
+        port: u16,
+        user: String,
+        identity_file: PathBuf,
+        known_hosts_file: PathBuf,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum File {
+        List(Vec<Entry>),
+        Nodes { nodes: Vec<Entry> },
+    }
+    let path = sb.join("run/ssh.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        miette::miette!(
+            code = "trustform::init::no_sandbox_ssh",
+            help = format!(
+                "start it with `trustform sandbox up {} --ssh`",
+                sb.display()
+            ),
+            "the sandbox's sshd is not running ({} is missing)",
+            path.display()
+        )
+    })?;
+    let entries = match serde_json::from_str::<File>(&text).into_diagnostic()? {
+        File::List(v) | File::Nodes { nodes: v } => v,
+    };
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
+    Ok(entries
+        .into_iter()
+        .map(|e| config::SshAccess {
+            host: e.host,
+            port: Some(e.port),
+            user: Some(e.user),
+            identity_file: Some(abs(e.identity_file)),
+            known_hosts_file: Some(abs(e.known_hosts_file)),
+            ..Default::default()
+        })
+        .collect())
+}
+
+/// Paths in an SSH access relative to the config's directory, as trustform.yaml keeps
+/// them.
+fn relative_access(mut a: config::SshAccess, dir: &Path) -> config::SshAccess {
+    let rel = |p: &String| relative_to(&std::path::absolute(p).unwrap_or(PathBuf::from(p)), dir);
+    a.identity_file = a.identity_file.as_ref().map(rel);
+    a.known_hosts_file = a.known_hosts_file.as_ref().map(rel);
+    a
+}
+
+/// Connect to a node over SSH and learn its name: the kubelet's client certificate says
+/// `system:node:<name>`; without one, the node's host name.
+fn over_ssh(access: &config::SshAccess, dir: &Path) -> miette::Result<(String, NodeTarget)> {
+    use crate::transport::Transport;
+    let opts = crate::transport::SshOptions {
+        host: access.host.clone(),
+        port: access.port,
+        user: access.user.clone(),
+        identity_file: access.identity_file.as_ref().map(|p| dir.join(p)),
+        sudo: access.sudo,
+        known_hosts_file: access.known_hosts_file.as_ref().map(|p| dir.join(p)),
+        config_file: access.config_file.as_ref().map(|p| dir.join(p)),
+        connect_timeout: std::time::Duration::from_secs(10),
+    };
+    let ssh = crate::transport::Ssh::new(&access.host, opts);
+    let text = |abs: &str| -> miette::Result<Option<String>> {
+        Ok(ssh
+            .read(abs, crate::input::Kind::NodeFile)?
+            .and_then(|b| String::from_utf8(b).ok()))
+    };
+    let mut name = None;
+    if let Some(t) = text("/etc/kubernetes/kubelet.conf")?
+        && let Ok(kc) = serde_saphyr::from_str::<Kubeconfig>(&t)
+        && let (_, Some(user)) = kc.current()
+    {
+        let pem = match (
+            &user.user.client_certificate_data,
+            &user.user.client_certificate,
+        ) {
+            (Some(d), _) => crate::pki::kubeconfig::unb64(d),
+            (None, Some(p)) => text(p)?,
+            _ => None,
+        };
+        name = pem
+            .and_then(|p| crate::pki::parse_certs(&p, "kubelet client").ok())
+            .and_then(|c| c.into_iter().next())
+            .and_then(|c| {
+                c.facts
+                    .common_name
+                    .strip_prefix("system:node:")
+                    .map(str::to_string)
+            });
+    }
+    let name = match name {
+        Some(n) => n,
+        None => {
+            let out = ssh.run(&["hostname"], std::time::Duration::from_secs(30))?;
+            let h = out.text().trim().to_string();
+            if !out.success() || h.is_empty() {
+                return Err(miette::miette!(
+                    code = "trustform::init::no_name",
+                    "{}: cannot tell the node's name (no kubelet client certificate, no hostname)",
+                    ssh.describe()
+                ));
+            }
+            h
+        }
+    };
+    let target = NodeTarget {
+        name: name.clone(),
+        transport: std::sync::Arc::new(ssh),
+        root: None,
+        kubeconfigs: vec![],
+    };
+    Ok((name, target))
+}
+
 /// Run.
 pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     if path.exists() && !a.force {
@@ -133,8 +298,45 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         ));
     }
     let dir = config_dir(path);
+    let by_ssh = !a.ssh.is_empty();
+    let mut target_ssh: BTreeMap<String, config::SshAccess> = BTreeMap::new();
     let (targets, default_name): (Vec<NodeTarget>, String) = match (&a.sandbox, a.roots.is_empty())
     {
+        (Some(sb), _) if by_ssh => {
+            let s = Sandbox::load(sb)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("{} is not a sandbox (no sandbox.json); create one with `trustform sandbox create`", sb.display()))?;
+            let mut targets = vec![];
+            for access in sandbox_ssh(sb)? {
+                let (name, t) = over_ssh(&access, &dir)?;
+                target_ssh.insert(name.clone(), relative_access(access, &dir));
+                targets.push(t);
+            }
+            (targets, s.name)
+        }
+        (None, true) if by_ssh => {
+            let mut targets = vec![];
+            for spec in &a.ssh {
+                let access = parse_ssh(spec, &a)?;
+                let (name, t) = over_ssh(&access, &dir)?;
+                if target_ssh.contains_key(&name) {
+                    return Err(miette::miette!(
+                        code = "trustform::init::same_node",
+                        help = "give each node once",
+                        "{spec} is node {name} again"
+                    ));
+                }
+                target_ssh.insert(name.clone(), relative_access(access, &dir));
+                targets.push(t);
+            }
+            (
+                targets,
+                std::path::absolute(&dir)
+                    .ok()
+                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+                    .unwrap_or_else(|| "cluster".into()),
+            )
+        }
         (Some(sb), _) => {
             let s = Sandbox::load(sb)
                 .into_diagnostic()
@@ -178,8 +380,6 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     let access = kube
         .as_ref()
         .map(|k| crate::exec::kube::Access::resolve(k, &dir));
-    // SSH access of nodes found over SSH, by name.
-    let target_ssh: BTreeMap<String, config::SshAccess> = BTreeMap::new();
     let targets: Vec<NodeTarget> = targets
         .into_iter()
         .map(|mut t| {
