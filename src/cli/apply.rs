@@ -61,6 +61,10 @@ pub struct Args {
     /// the endpoints `trustform sandbox up` serves, and fail if a managed edge broke.
     #[arg(long)]
     pub probe: bool,
+    /// With --probe, the sandbox's directory, for nodes reached over SSH (otherwise it is
+    /// found from the nodes' local roots).
+    #[arg(long, value_name = "DIR", requires = "probe")]
+    pub probe_sandbox: Option<PathBuf>,
 }
 
 /// `rollback`.
@@ -396,10 +400,22 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     let state = state_dir(&loaded);
     let nodes = nodes_of(&loaded)?;
     // The prober needs the sandbox's listeners: fail before anything else if they are not up.
-    let endpoints = if a.probe {
-        Some(probe::endpoints_of(&nodes)?)
-    } else {
-        None
+    // The prober's view of the nodes: the sandbox's own directories, where processes
+    // hold their state (nodes reached over SSH have no local root).
+    let probed_nodes = a.probe.then(|| {
+        let mut v = nodes.clone();
+        if let Some(dir) = &a.probe_sandbox {
+            for n in v.values_mut().filter(|n| n.root.is_none()) {
+                let root = dir.join("nodes").join(&n.name);
+                *n = Node::new(&n.name, n.transport.clone(), Some(root))
+                    .with_kubeconfigs(n.kubeconfigs.clone());
+            }
+        }
+        v
+    });
+    let endpoints = match &probed_nodes {
+        Some(n) => Some(probe::endpoints_of(n)?),
+        None => None,
     };
     let json = a.format == OutFormat::Json;
     let say = |line: &str| {
@@ -579,7 +595,12 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     let material = gather(&loaded, &nodes, &backup);
     // The prober runs beside the whole walk (started before anything is journaled).
     let prober = match endpoints {
-        Some(endpoints) => Some(start_probe(&loaded, &nodes, endpoints, &material)?),
+        Some(endpoints) => Some(start_probe(
+            &loaded,
+            probed_nodes.as_ref().unwrap_or(&nodes),
+            endpoints,
+            &material,
+        )?),
         None => None,
     };
     let journal = Arc::new(Journal::open(&state, &id).map_err(io("cannot open the journal"))?);

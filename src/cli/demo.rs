@@ -188,6 +188,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             format: super::apply::OutFormat::Text,
             skip_rehearse: false,
             probe: true,
+            probe_sandbox: None,
         },
         &config,
     )?;
