@@ -27,17 +27,27 @@ pub struct Args {
 /// Observe, diff and plan from a config file.
 pub fn make(path: &Path, no_stages: bool) -> miette::Result<plan::Plan> {
     let loaded = config::load(path)?;
+    Ok(make_on(&loaded, no_stages)?.0)
+}
+
+/// Observe the cluster of a loaded trustform.yaml and plan; the plan and the snapshot it
+/// was made on.
+pub fn make_on(
+    loaded: &config::Loaded,
+    no_stages: bool,
+) -> miette::Result<(plan::Plan, crate::snapshot::Snapshot)> {
     let snap = observe::observe_with(&loaded.node_targets()?, loaded.kube_access().as_ref())?;
-    let desired = diff::resolve(&loaded, &snap)?;
+    let desired = diff::resolve(loaded, &snap)?;
     let procedures = procedure::load_all()?;
-    Ok(plan::build(&plan::Input {
+    let plan = plan::build(&plan::Input {
         snapshot: &snap,
         desired: &desired,
         procedures: &procedures,
         cluster: &loaded.config.metadata.name,
         config_hash: &loaded.hash,
         no_stages,
-    })?)
+    })?;
+    Ok((plan, snap))
 }
 
 /// Run.
