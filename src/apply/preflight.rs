@@ -67,8 +67,8 @@ pub struct Input<'a> {
 ///
 /// With `apply --format json` it is the first line on stdout, before the step events:
 /// ```json
-/// { "event": "preflight", "ok": true, "checks": 257, "plan": 172, "staleness": 1,
-///   "rehearsal_edges": 28, "keys": 2, "files": 30, "restarts": 9, "gate": 42 }
+/// { "event": "preflight", "ok": true, "checks": 263, "plan": 172, "staleness": 1,
+///   "rehearsal_edges": 28, "keys": 2, "files": 36, "restarts": 9, "gate": 42 }
 /// ```
 /// A failed pre-flight prints nothing on stdout: its diagnostic goes to stderr.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -95,15 +95,16 @@ impl Passed {
     /// The JSON event (see the type's documentation).
     pub fn event(&self) -> serde_json::Value {
         let mut v = serde_json::json!({ "event": "preflight", "ok": true });
-        if let (Some(o), serde_json::Value::Object(fields)) =
-            (v.as_object_mut(), serde_json::to_value(self).unwrap_or_default())
-        {
+        if let (Some(o), serde_json::Value::Object(fields)) = (
+            v.as_object_mut(),
+            serde_json::to_value(self).unwrap_or_default(),
+        ) {
             o.extend(fields);
         }
         v
     }
 
-    /// `Pre-flight: 257 checks passed (plan 172, staleness 1, rehearsal 28 edges, …).`
+    /// `Pre-flight: 263 checks passed (plan 172, staleness 1, rehearsal 28 edges, …).`
     /// Checks that did not run (no staleness on a resume, no rehearsal with
     /// `--skip-rehearse`) are left out.
     pub fn line(&self) -> String {
