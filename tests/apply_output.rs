@@ -56,21 +56,22 @@ fn apply_status_and_rollback_output() {
 fn failure_and_refusal_output() {
     let w = one_cp();
     let _guard = settings().bind_to_scope();
-    // A failed step: the new CA's key is hidden.
-    let keys = w.path().join(".trustform/keys");
-    let key = std::fs::read_dir(&keys)
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .path();
-    std::fs::rename(&key, w.path().join("hidden.key")).unwrap();
-    let (code, out, err) = w.run(&["apply", "--auto-approve", "--parallelism", "1"]);
-    assert_eq!(code, 1);
+    // A failed step (injected: a missing key is found by the pre-flight, see
+    // tests/preflight.rs).
+    let out = w
+        .cmd()
+        .args(["apply", "--auto-approve", "--parallelism", "1"])
+        .env("TRUSTFORM_FAULT", "fail:front-proxy-ca/switch-signer@cp-1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let (out, err) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     insta::assert_snapshot!("apply_failed_stdout", out);
     insta::assert_snapshot!("apply_failed_stderr", err);
     insta::assert_snapshot!("status_failed", w.ok(&["status"]));
-    std::fs::rename(w.path().join("hidden.key"), &key).unwrap();
     // A held lock.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .unwrap()

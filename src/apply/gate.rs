@@ -66,6 +66,16 @@ pub fn verify_leaf(leaf: &ParsedCert, bundle_pem: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// How a gate judges the authority's CA bundle on each control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bundles {
+    /// At a stage boundary: it holds exactly the stage's trust set.
+    Exact,
+    /// Inside a stage (apply's pre-flight on a resumed apply, or before the first step):
+    /// it holds the stage's issuer; files move between two trust sets.
+    Between,
+}
+
 /// Run the gate of one authority at one stage.
 pub fn run(
     nodes: &BTreeMap<String, Node>,
@@ -74,6 +84,40 @@ pub fn run(
     issuer: &Fingerprint,
     trust: &[Fingerprint],
     retired: &[Fingerprint],
+) -> Report {
+    let mut r = on_disk(
+        nodes,
+        material,
+        auth,
+        issuer,
+        trust,
+        retired,
+        Bundles::Exact,
+    );
+    let cps: Vec<&Node> = nodes.values().filter(|n| is_cp(n)).collect();
+    handshakes(nodes, &cps, &mut r);
+    r
+}
+
+/// The handshakes of a gate alone (sandbox nodes; none elsewhere): every trust edge, each
+/// side holding what its process read at its last start.
+pub fn handshakes_only(nodes: &BTreeMap<String, Node>) -> Report {
+    let mut r = Report::default();
+    let cps: Vec<&Node> = nodes.values().filter(|n| is_cp(n)).collect();
+    handshakes(nodes, &cps, &mut r);
+    r
+}
+
+/// The checks of a gate on the files on disk, without handshakes: bundles (judged as
+/// `bundles` says), leaves against `trust`, kubeconfigs against the API server on disk.
+pub fn on_disk(
+    nodes: &BTreeMap<String, Node>,
+    material: &Material,
+    auth: Authority,
+    issuer: &Fingerprint,
+    trust: &[Fingerprint],
+    retired: &[Fingerprint],
+    bundles_are: Bundles,
 ) -> Report {
     let mut r = Report::default();
     let lineage: Vec<&Fingerprint> = trust.iter().chain(retired).chain([issuer]).collect();
@@ -117,12 +161,18 @@ pub fn run(
             // The authority's CA file holds exactly the stage's trust; every other bundle
             // (the kubelet's clientCAFile on workers moves in its own documented step)
             // must at least no longer hold a retired CA.
-            let exact = i == 0 && is_cp(node);
-            let res = if exact && have != want_set {
+            let authority_file = i == 0 && is_cp(node);
+            let res = if authority_file && bundles_are == Bundles::Exact && have != want_set {
                 Err(format!(
                     "holds [{}], the stage needs [{}]",
                     shorts(&have),
                     shorts(trust)
+                ))
+            } else if authority_file && bundles_are == Bundles::Between && !have.contains(issuer) {
+                Err(format!(
+                    "holds [{}], without the issuing CA {}",
+                    shorts(&have),
+                    issuer.short()
                 ))
             } else if let Some(old) = have.iter().find(|f| retired.contains(f)) {
                 Err(format!("still holds retired CA {}", old.short()))
@@ -178,7 +228,6 @@ pub fn run(
             }
         }
     }
-    handshakes(nodes, &cps, &mut r);
     r
 }
 

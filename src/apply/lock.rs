@@ -216,6 +216,24 @@ pub fn acquire(
     }
 }
 
+/// Wait up to `timeout` until no live holder has the lock, without taking it (nothing
+/// is written: apply's pre-flight runs after this and before [`acquire`]).
+pub fn wait_free(state: &Path, timeout: Duration) -> Result<(), LockError> {
+    let path = path(state);
+    let started = Instant::now();
+    loop {
+        match read(&path) {
+            Some(h) if !h.is_dead() => {
+                if started.elapsed() >= timeout {
+                    return Err(LockError::Held(h));
+                }
+            }
+            _ => return Ok(()),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Remove the lock if its id is `id` (a lock's own id, or the `unreadable-…` id of a
 /// file that is not a lock). Returns what was removed, or what is there instead.
 pub fn force_unlock(state: &Path, id: &str) -> Result<Found, Found> {

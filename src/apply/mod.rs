@@ -2,7 +2,8 @@
 //! `walk` runs the DAG; `act` does one step's operations; `gate` verifies trust between
 //! stages; `journal`, `lock`, `progress` and `status` keep the operator informed;
 //! `material` holds the CA certificates and keys the steps write; `tls` resolves
-//! credentials as their holders hold them.
+//! credentials as their holders hold them; `preflight` checks everything it can before
+//! the first write.
 
 pub mod act;
 pub mod cluster_lock;
@@ -10,6 +11,7 @@ pub mod gate;
 pub mod journal;
 pub mod lock;
 pub mod material;
+pub mod preflight;
 pub mod probe;
 pub mod progress;
 pub mod status;

@@ -1,6 +1,7 @@
 //! Progress while applying: an indicatif line per running step on a terminal; plain
 //! lines otherwise; with `--format json`, one JSON event per line (`step_start`,
-//! `step_done`, `step_failed`, `step_skipped`, `gate`, `summary`).
+//! `step_done`, `step_failed`, `step_skipped`, `gate`, `summary`), after the
+//! `preflight` line ([`super::preflight::Passed`]).
 
 use super::journal::Event;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};

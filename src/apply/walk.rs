@@ -16,20 +16,25 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Testing aid (`TRUSTFORM_FAULT`): exit the process at a step boundary.
+/// Testing aid (`TRUSTFORM_FAULT`): exit the process at a step boundary, or fail a step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// After the step is journaled as done.
     After(String),
     /// After the step's first operation, before it is journaled as done.
     During(String),
+    /// The step fails before its first operation (what a pre-flight cannot foresee: a
+    /// node that goes away, a disk that fills).
+    Fail(String),
 }
 
 impl Fault {
-    /// Parse `after:<step-id>` or `during:<step-id>`.
+    /// Parse `after:<step-id>`, `during:<step-id>` or `fail:<step-id>`.
     pub fn parse(s: &str) -> Option<Self> {
         if let Some(id) = s.strip_prefix("after:") {
             Some(Fault::After(id.to_string()))
+        } else if let Some(id) = s.strip_prefix("fail:") {
+            Some(Fault::Fail(id.to_string()))
         } else {
             s.strip_prefix("during:")
                 .map(|id| Fault::During(id.to_string()))
@@ -124,21 +129,27 @@ pub fn walk(
     let (after, during) = match &fault {
         Some(Fault::After(s)) => (Some(s.clone()), None),
         Some(Fault::During(s)) => (None, Some(s.clone())),
-        None => (None, None),
+        _ => (None, None),
+    };
+    let fail = match &fault {
+        Some(Fault::Fail(s)) => Some(s.clone()),
+        _ => None,
     };
     let during = Arc::new(during);
+    let fail = Arc::new(fail);
     rt.block_on(async {
         let sem = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
         let mut running = tokio::task::JoinSet::new();
         loop {
             while let Some(i) = ready.pop_front() {
-                let (plan, world, journal, progress, sem, during) = (
+                let (plan, world, journal, progress, sem, during, fail) = (
                     plan.clone(),
                     world.clone(),
                     journal.clone(),
                     progress.clone(),
                     sem.clone(),
                     during.clone(),
+                    fail.clone(),
                 );
                 running.spawn(async move {
                     let _permit = sem.acquire_owned().await.expect("semaphore open");
@@ -164,7 +175,13 @@ pub fn walk(
                             wait_timeout: world.wait_timeout,
                             restart: world.restart,
                         };
-                        let res = act::run(&ctx, &plan.steps[i]);
+                        let res = if fail.as_deref() == Some(plan.steps[i].id.as_str()) {
+                            Err(act::Failure::from(
+                                "TRUSTFORM_FAULT: injected failure".to_string(),
+                            ))
+                        } else {
+                            act::run(&ctx, &plan.steps[i])
+                        };
                         let ms = t.elapsed().as_millis() as u64;
                         if res.is_ok()
                             && let Some(s) = &world.settle

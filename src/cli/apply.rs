@@ -5,7 +5,7 @@ use crate::apply::cluster_lock::{self, ClusterLock, Refused};
 use crate::apply::journal::{self, Event, Journal, Progress as Journaled};
 use crate::apply::material::{Material, key_block};
 use crate::apply::progress::{Mode, Progress};
-use crate::apply::{self, lock, probe, status};
+use crate::apply::{self, lock, preflight, probe, status};
 use crate::config::{self, Authority, Loaded};
 use crate::exec::{self, Files, Node};
 use crate::plan::{self, FORMAT_VERSION, Op, Plan};
@@ -115,18 +115,6 @@ pub struct BadPlan {
     help: String,
 }
 
-/// A plan made on a cluster or config that has changed since.
-#[derive(Debug, Error, Diagnostic)]
-#[error("the plan {id} is stale: {}", .changes.join("; "))]
-#[diagnostic(
-    code(trustform::apply::stale_plan),
-    help("run `trustform plan -out <file>` again, review it, and apply the new plan")
-)]
-pub struct Stale {
-    id: String,
-    changes: Vec<String>,
-}
-
 fn state_dir(loaded: &Loaded) -> PathBuf {
     loaded.dir.join(".trustform")
 }
@@ -135,8 +123,9 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> miette::Re
     move |e| miette::miette!(code = "trustform::io", "{what}: {e}")
 }
 
-/// Read and check a saved plan: JSON, format, version, checksum, graph.
-pub fn load_plan(path: &Path) -> Result<Plan, BadPlan> {
+/// Read and check a saved plan: JSON, format, version, checksum, graph. Returns the plan
+/// and the file's text (to point at a step the pre-flight refuses).
+pub fn load_plan_text(path: &Path) -> Result<(Plan, String), BadPlan> {
     let text = crate::input::read_text(path, crate::input::Kind::Plan).map_err(|e| BadPlan {
         path: path.display().to_string(),
         reason: e.reason(),
@@ -203,7 +192,7 @@ pub fn load_plan(path: &Path) -> Result<Plan, BadPlan> {
     }
     plan.graph()
         .map_err(|e| bad(e.to_string(), None, "make the plan again"))?;
-    Ok(plan)
+    Ok((plan, text))
 }
 
 /// What changed since the plan was made; empty if nothing.
@@ -257,7 +246,7 @@ fn nodes_of(loaded: &Loaded) -> miette::Result<BTreeMap<String, Node>> {
 
 /// CA certificates and keys: trustform.yaml's `cas`, the nodes' CA files and keys, and
 /// this plan's backups.
-fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: &Path) -> Material {
+fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: Option<&Path>) -> Material {
     let mut m = Material::default();
     for (name, ca) in &loaded.config.cas {
         if let Some(c) = &ca.cert
@@ -284,10 +273,12 @@ fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: &Path) -> Mat
                 if let Ok(Some(b)) = exec::files::read(node, path) {
                     texts.push(b);
                 }
-                if let Ok(b) = crate::input::read(
-                    &backup.join(&node.name).join(crate::layout::rel(path)),
-                    crate::input::Kind::NodeFile,
-                ) {
+                if let Some(backup) = backup
+                    && let Ok(b) = crate::input::read(
+                        &backup.join(&node.name).join(crate::layout::rel(path)),
+                        crate::input::Kind::NodeFile,
+                    )
+                {
                     texts.push(b);
                 }
                 for b in texts {
@@ -423,10 +414,17 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
             println!("{line}");
         }
     };
-    // Which plan, and is it a resume?
-    let (plan, resume) = match &a.plan {
+    // Which plan, is it a resume, and the cluster as it is now.
+    let observe_now = || -> miette::Result<crate::snapshot::Snapshot> {
+        Ok(observe::observe_with(
+            &loaded.node_targets()?,
+            loaded.kube_access().as_ref(),
+        )?)
+    };
+    let (plan, resume, plan_file, snap, stale) = match &a.plan {
         Some(path) => {
-            let p = load_plan(path)?;
+            let (p, text) = load_plan_text(path)?;
+            let file = Some((path.display().to_string(), text));
             let j = journal::path(&state, &p.id());
             let prior = journal::read(&j).map(|e| Journaled::of(&e)).ok();
             match prior {
@@ -438,7 +436,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                         p.id()
                     ));
                 }
-                Some(pr) if pr.runs > 0 && !pr.rolled_back => (p, true),
+                Some(pr) if pr.runs > 0 && !pr.rolled_back => (p, true, file, observe_now()?, None),
                 _ => {
                     if let Some(other) = unfinished(&state) {
                         return Err(miette::miette!(
@@ -450,38 +448,39 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                             p.id()
                         ));
                     }
-                    let snap = observe::observe_with(
-                        &loaded.node_targets()?,
-                        loaded.kube_access().as_ref(),
-                    )?;
+                    let snap = observe_now()?;
                     let changes = staleness(&p, &loaded, &snap);
-                    if !changes.is_empty() {
-                        return Err(Stale {
-                            id: p.id(),
-                            changes,
-                        }
-                        .into());
-                    }
-                    if a.skip_rehearse {
-                        eprintln!(
-                            "Warning: --skip-rehearse: applying plan {} without proving that every trust edge stays live. Edges may break; this flag exists to test the live prober.",
-                            p.id()
-                        );
-                    } else {
-                        super::rehearse::on(&loaded, &snap, &p)?.verdict(
-                            "regenerate the plan with `trustform plan -out`; `trustform rehearse` lists every breaking edge",
-                        )?;
-                    }
-                    (p, false)
+                    (p, false, file, snap, Some(changes))
                 }
             }
         }
         None => match unfinished(&state) {
             Some(id) => {
-                let p = status::saved_plan(&state, &id).map_err(io(format!(
-                    "cannot read the saved plan of the unfinished apply {id}"
-                )))?;
-                (p, true)
+                // The saved copy is a file too: the same checks as a plan passed in.
+                let path = journal::plan_path(&state, &id);
+                let (p, text) = load_plan_text(&path)?;
+                if p.id() != id {
+                    return Err(BadPlan {
+                        path: path.display().to_string(),
+                        reason: format!(
+                            "the saved plan is plan {}, not the plan {id} its file and journal name",
+                            p.id()
+                        ),
+                        src: None,
+                        span: None,
+                        help: format!(
+                            "the saved copy was changed: `trustform rollback {id}`, then plan and apply again"
+                        ),
+                    }
+                    .into());
+                }
+                (
+                    p,
+                    true,
+                    Some((path.display().to_string(), text)),
+                    observe_now()?,
+                    None,
+                )
             }
             None => {
                 if json && !a.auto_approve {
@@ -491,7 +490,11 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                         "--format json cannot ask for approval"
                     ));
                 }
-                let p = super::plan::make(config_path, false)?;
+                let super::plan::Made {
+                    plan: p,
+                    snapshot: snap,
+                    ..
+                } = super::plan::make_on(&loaded, false)?;
                 if p.is_empty() {
                     say(&render::summary_line(&p));
                     return Ok(nothing());
@@ -513,7 +516,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                         ));
                     }
                 }
-                (p, false)
+                (p, false, None, snap, None)
             }
         },
     };
@@ -521,6 +524,43 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     if plan.is_empty() {
         say(&render::summary_line(&plan));
         return Ok(nothing());
+    }
+    if a.skip_rehearse && !resume {
+        eprintln!(
+            "Warning: --skip-rehearse: applying plan {id} without proving that every trust edge stays live. Edges may break; this flag exists to test the live prober."
+        );
+    }
+    // Another apply running: say so now (its writes would make the pre-flight lie).
+    lock::wait_free(&state, a.lock_timeout).map_err(|e| lock_error(e, &state))?;
+    // What earlier runs did (a resume), and the CAs this apply can write.
+    let backup = state.join("backup").join(&id);
+    let done_before: HashSet<String> = if resume {
+        let events = journal::read(&journal::path(&state, &id)).unwrap_or_default();
+        Journaled::of(&events).done.into_iter().collect()
+    } else {
+        HashSet::new()
+    };
+    let material = gather(&loaded, &nodes, resume.then_some(backup.as_path()));
+    // Pre-flight: everything checkable before the first write; nothing written if not.
+    let desired = crate::diff::resolve(&loaded, &snap)?;
+    let procedures = crate::procedure::load_all()?;
+    let passed = preflight::run(&preflight::Input {
+        plan: &plan,
+        plan_file,
+        loaded: &loaded,
+        snap: &snap,
+        desired: &desired,
+        procedures: &procedures,
+        nodes: &nodes,
+        material: &material,
+        done: &done_before,
+        stale,
+        rehearse: !a.skip_rehearse,
+    })?;
+    if json {
+        println!("{}", passed.event());
+    } else {
+        say(&passed.line());
     }
     let held = lock::acquire(&state, &format!("apply {id}"), &id, a.lock_timeout)
         .map_err(|e| lock_error(e, &state))?;
@@ -577,7 +617,6 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     }
     let events = journal::read(&journal::path(&state, &id)).unwrap_or_default();
     let before = Journaled::of(&events);
-    let done_before: HashSet<String> = before.done.iter().cloned().collect();
     if resume {
         say(&format!(
             "Resuming apply {id}: {} of {} steps done before{}.",
@@ -590,9 +629,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
             }
         ));
     }
-    let backup = state.join("backup").join(&id);
     let files = Files::open(&backup).map_err(io(format!("cannot open {}", backup.display())))?;
-    let material = gather(&loaded, &nodes, &backup);
     // The prober runs beside the whole walk (started before anything is journaled).
     let prober = match endpoints {
         Some(endpoints) => Some(start_probe(

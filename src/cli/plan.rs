@@ -26,7 +26,8 @@ pub struct Args {
 
 /// Observe, diff and plan from a config file.
 pub fn make(path: &Path, no_stages: bool) -> miette::Result<plan::Plan> {
-    make_noting(path, no_stages).map(|(p, _)| p)
+    let loaded = config::load(path)?;
+    Ok(make_on(&loaded, no_stages)?.plan)
 }
 
 /// What the operator should know about the cluster as observed, beside the plan: key
@@ -52,14 +53,23 @@ pub fn notes(snap: &crate::snapshot::Snapshot, desired: &diff::Desired) -> Vec<S
     out
 }
 
-/// [`make`], and the [`notes`] on what was observed.
-pub fn make_noting(path: &Path, no_stages: bool) -> miette::Result<(plan::Plan, Vec<String>)> {
-    let loaded = config::load(path)?;
+/// A plan, the snapshot it was made on, and the [`notes`] on what was observed.
+pub struct Made {
+    /// The plan.
+    pub plan: plan::Plan,
+    /// The cluster as observed.
+    pub snapshot: crate::snapshot::Snapshot,
+    /// What the operator should know.
+    pub notes: Vec<String>,
+}
+
+/// Observe the cluster of a loaded trustform.yaml and plan.
+pub fn make_on(loaded: &config::Loaded, no_stages: bool) -> miette::Result<Made> {
     let snap = observe::observe_with(&loaded.node_targets()?, loaded.kube_access().as_ref())?;
-    let desired = diff::resolve(&loaded, &snap)?;
+    let desired = diff::resolve(loaded, &snap)?;
     let notes = notes(&snap, &desired);
     let procedures = procedure::load_all()?;
-    let p = plan::build(&plan::Input {
+    let plan = plan::build(&plan::Input {
         snapshot: &snap,
         desired: &desired,
         procedures: &procedures,
@@ -67,12 +77,16 @@ pub fn make_noting(path: &Path, no_stages: bool) -> miette::Result<(plan::Plan, 
         config_hash: &loaded.hash,
         no_stages,
     })?;
-    Ok((p, notes))
+    Ok(Made {
+        plan,
+        snapshot: snap,
+        notes,
+    })
 }
 
 /// Run.
 pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
-    let (p, notes) = make_noting(path, a.no_stages)?;
+    let Made { plan: p, notes, .. } = make_on(&config::load(path)?, a.no_stages)?;
     for n in &notes {
         eprintln!("Warning: {n}");
     }

@@ -3,6 +3,7 @@
 
 use super::Exit;
 use crate::plan::rehearse::{self, Rehearsal};
+use crate::plan::validate;
 use crate::{config, diff, observe};
 use std::path::{Path, PathBuf};
 
@@ -29,9 +30,32 @@ pub fn on(
 
 /// Run.
 pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
-    let plan = super::apply::load_plan(&a.plan)?;
+    let (plan, text) = super::apply::load_plan_text(&a.plan)?;
     let loaded = config::load(config_path)?;
-    let snap = observe::observe_with(&loaded.node_targets()?, loaded.kube_access().as_ref())?;
+    let targets = loaded.node_targets()?;
+    let snap = observe::observe_with(&targets, loaded.kube_access().as_ref())?;
+    // Only what the procedures make: a plan is data from a file.
+    let copies = targets
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.kubeconfigs.iter().map(|k| k.path.clone()).collect(),
+            )
+        })
+        .collect();
+    let known = validate::Known::of(&snap, &copies);
+    let refusals = validate::validate(&plan, &known, &crate::procedure::load_all()?);
+    if !refusals.is_empty() {
+        let name = a.plan.display().to_string();
+        return Err(validate::Refused {
+            refusals: refusals
+                .into_iter()
+                .map(|r| r.located(&name, &text))
+                .collect(),
+        }
+        .into());
+    }
     let r = on(&loaded, &snap, &plan)?;
     if snap.fingerprint != plan.snapshot_fingerprint {
         eprintln!(

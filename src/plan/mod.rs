@@ -11,6 +11,7 @@ pub mod edges;
 mod expand;
 mod model;
 pub mod rehearse;
+pub mod validate;
 
 pub use expand::{Input, build, observed, stage_targets};
 pub use model::*;

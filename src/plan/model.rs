@@ -20,8 +20,10 @@
 //! ```
 //! Never key material: CAs appear as names and fingerprints, re-issued leaves as
 //! "(known after apply)". `changes` are for people, `ops` for `apply`. `checksum` is the
-//! SHA-256 of the file with an empty checksum: a plan edited by hand is refused, and its
-//! first 12 hex digits are the plan id.
+//! SHA-256 of the file with an empty checksum: a damaged or carelessly edited plan is
+//! refused, and its first 12 hex digits are the plan id. It is no signature: `apply` and
+//! `rehearse` also accept only the steps and operations the procedures make
+//! ([`super::validate`]).
 
 use super::PlanError;
 use crate::config::Authority;
@@ -227,6 +229,15 @@ impl Summary {
 
 impl Plan {
     /// Compute [`Plan::checksum`] over the plan's JSON with the field empty.
+    ///
+    /// A plain SHA-256, deliberately without a key (no HMAC): it detects damage
+    /// (truncation, a careless edit), not a determined editor, who can recompute it. Plans
+    /// are made on one machine (a CI job on the pull request) and applied on another, so a
+    /// key kept in `.trustform/` would break the reviewed-plan workflow, and whoever can
+    /// write the plan on the applying machine can write `.trustform/` and trustform.yaml
+    /// too. Safety rests on what `apply` checks itself: [`super::validate`] (only the
+    /// steps, paths and components the procedures make, confined to the node's root), the
+    /// staleness check against a fresh snapshot, and the rehearsal.
     pub fn compute_checksum(&self) -> String {
         let mut blank = self.clone();
         blank.checksum = String::new();

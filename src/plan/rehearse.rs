@@ -636,7 +636,7 @@ fn keys(e: &Edge) -> Vec<Key> {
 
 /// The plan's steps in the order rehearse (and a walker with one slot) runs them: a
 /// topological order of `depends_on` ([`Plan::graph`]), ties broken by position in the
-/// file. A plan whose graph does not build (never one `build` or `load_plan` let
+/// file. A plan whose graph does not build (never one `build` or `load_plan_text` let
 /// through) is taken in file order.
 pub fn order(plan: &Plan) -> Vec<usize> {
     let Ok(g) = plan.graph() else {
