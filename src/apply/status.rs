@@ -76,8 +76,15 @@ pub fn of(state: &Path, plan_id: &str) -> std::io::Result<Status> {
             .find(|s| !p.done.contains(&s.id))
             .map_or("done".into(), |s| s.stage.name().to_string())
     };
-    let mut errors: Vec<String> = p.failed.iter().map(|(s, e)| format!("{s}: {e}")).collect();
-    errors.extend(p.gate_failures.iter().cloned());
+    // Shown as read, but redacted: a journal written by an older trustform may quote a
+    // broken kubeconfig, key included.
+    let shown = |t: &str| crate::redact::text(t).into_owned();
+    let mut errors: Vec<String> = p
+        .failed
+        .iter()
+        .map(|(s, e)| shown(&format!("{s}: {e}")))
+        .collect();
+    errors.extend(p.gate_failures.iter().map(|g| shown(g)));
     Ok(Status {
         plan_id: plan_id.to_string(),
         state: state_name.into(),
@@ -87,7 +94,7 @@ pub fn of(state: &Path, plan_id: &str) -> std::io::Result<Status> {
         running: p.open.clone(),
         errors,
         skipped: p.skipped.len(),
-        warnings: p.warnings.clone(),
+        warnings: p.warnings.iter().map(|w| shown(w)).collect(),
         lock: lock::read(&lock::path(state)),
     })
 }

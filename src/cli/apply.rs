@@ -136,11 +136,13 @@ pub fn load_plan(path: &Path) -> Result<Plan, BadPlan> {
         span: None,
         help: "pass the file written by `trustform plan -out <file>`".into(),
     })?;
+    // A plan never holds key material, but a file passed as one may: show it redacted.
+    let shown = crate::redact::Redacted::of(&path.display().to_string(), &text);
     let bad = |reason: String, span: Option<SourceSpan>, help: &str| BadPlan {
         path: path.display().to_string(),
-        reason,
-        src: Some(NamedSource::new(path.display().to_string(), text.clone())),
-        span,
+        reason: shown.message(&reason),
+        src: Some(shown.source(path.display().to_string())),
+        span: span.map(|s| shown.span(s)),
         help: help.into(),
     };
     let plan: Plan = serde_json::from_str(&text).map_err(|e| {
