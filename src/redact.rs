@@ -335,7 +335,7 @@ fn scan(body: &str, state: &mut State) -> Vec<Edit> {
                 let stop = end.unwrap_or(body.len());
                 hide(body, pos, stop, KEY, &mut edits);
                 let Some(end) = end else { break };
-                pos = after_marker(body, end + "-----END ".len());
+                pos = after_marker(body, end + "-----END ".len(), &mut edits);
                 *state = State::Text;
             }
             State::Public => {
@@ -351,10 +351,10 @@ fn scan(body: &str, state: &mut State) -> Vec<Edit> {
                     break;
                 }
                 if Some(stop) == end {
-                    pos = after_marker(body, stop + "-----END ".len());
+                    pos = after_marker(body, stop + "-----END ".len(), &mut edits);
                     *state = State::Text;
                 } else {
-                    pos = begin_block(body, stop, state);
+                    pos = begin_block(body, stop, state, &mut edits);
                 }
             }
             State::Text | State::Value { .. } | State::Body => {
@@ -364,7 +364,7 @@ fn scan(body: &str, state: &mut State) -> Vec<Edit> {
                     break; // a value runs to the end of the line
                 }
                 let Some(b) = begin else { break };
-                pos = begin_block(body, b, state);
+                pos = begin_block(body, b, state, &mut edits);
             }
         }
     }
@@ -375,12 +375,8 @@ fn scan(body: &str, state: &mut State) -> Vec<Edit> {
 }
 
 /// Enter the block whose BEGIN marker starts at `at`; returns where its body starts.
-fn begin_block(body: &str, at: usize, state: &mut State) -> usize {
-    let label_at = at + "-----BEGIN ".len();
-    let (label, next) = match body[label_at..].find("-----") {
-        Some(i) => (&body[label_at..label_at + i], label_at + i + 5),
-        None => (&body[label_at..], body.len()),
-    };
+fn begin_block(body: &str, at: usize, state: &mut State, edits: &mut Vec<Edit>) -> usize {
+    let (label, next) = label(body, at + "-----BEGIN ".len(), edits);
     *state = if PUBLIC_LABELS.contains(&label.trim()) {
         State::Public
     } else {
@@ -390,8 +386,25 @@ fn begin_block(body: &str, at: usize, state: &mut State) -> usize {
 }
 
 /// Past the `X-----` of an END marker whose label starts at `at`.
-fn after_marker(body: &str, at: usize) -> usize {
-    body[at..].find("-----").map_or(body.len(), |i| at + i + 5)
+fn after_marker(body: &str, at: usize, edits: &mut Vec<Edit>) -> usize {
+    label(body, at, edits).1
+}
+
+/// The label of a PEM marker starting at `at`, and where the marker ends. A label that
+/// is not one (a corruption ran key text into it) is hidden.
+fn label<'a>(body: &'a str, at: usize, edits: &mut Vec<Edit>) -> (&'a str, usize) {
+    let (label, next) = match body[at..].find("-----") {
+        Some(i) => (&body[at..at + i], at + i + 5),
+        None => (&body[at..], body.len()),
+    };
+    let clean = label.len() <= 40
+        && label
+            .bytes()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b' ');
+    if !clean {
+        hide(body, at, at + label.len(), KEY, edits);
+    }
+    (label, next)
 }
 
 /// Hide `from..to` of `body` (its surrounding blanks stay), if anything is there.
@@ -564,6 +577,12 @@ mod tests {
         assert_eq!(
             text(garbled),
             format!("-----BEGIN RSA PRIVATE KEZ-----\n{KEY}\n-----END X-----\n")
+        );
+        // Key text run into a marker's label (found by tests/fuzz.rs).
+        let run_in = format!("-----BEGIN PRIVATE {BODY}\nabc\n-----END {BODY}-----x\n");
+        assert_eq!(
+            text(&run_in),
+            format!("-----BEGIN {KEY}\n{KEY}\n-----END {KEY}-----x\n")
         );
     }
 

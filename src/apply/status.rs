@@ -76,8 +76,8 @@ pub fn of(state: &Path, plan_id: &str) -> std::io::Result<Status> {
             .find(|s| !p.done.contains(&s.id))
             .map_or("done".into(), |s| s.stage.name().to_string())
     };
-    // Shown as read, but redacted: a journal written by an older trustform may quote a
-    // broken kubeconfig, key included.
+    // Journal text is shown as read, but redacted: a journal written by an older
+    // trustform may quote a broken kubeconfig, key included.
     let shown = |t: &str| crate::redact::text(t).into_owned();
     let mut errors: Vec<String> = p
         .failed
@@ -91,7 +91,7 @@ pub fn of(state: &Path, plan_id: &str) -> std::io::Result<Status> {
         stage,
         done: p.done.len(),
         total: plan.steps.len(),
-        running: p.open.clone(),
+        running: p.open.iter().map(|r| shown(r)).collect(),
         errors,
         skipped: p.skipped.len(),
         warnings: p.warnings.iter().map(|w| shown(w)).collect(),
