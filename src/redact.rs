@@ -26,8 +26,14 @@ pub const KEY: &str = "[redacted: private key]";
 /// What replaces other long base64 text.
 pub const BASE64: &str = "[redacted: base64]";
 
+/// What ends a line cut short.
+pub const CUT: &str = "…[line cut]";
+
 /// Runs of base64 at least this long are hidden.
 const RUN: usize = 40;
+/// Shown lines are cut after this many bytes: nobody reads further, and miette cannot
+/// underline a label past column 65535 (it panics).
+const LINE: usize = 1000;
 
 /// PEM labels whose bodies are public.
 const PUBLIC_LABELS: [&str; 7] = [
@@ -53,6 +59,73 @@ pub fn text(s: &str) -> Cow<'_, str> {
 /// An error message about `source`, with anything secret of `source` taken out of it.
 pub fn message(msg: &str, source: &str) -> String {
     Redacted::new(source).message(msg)
+}
+
+/// An error as trustform shows it: its message, help and labels go through [`text`], so
+/// a value quoted from a file (a path, a flag, a CA name that a corruption filled with key
+/// text) is hidden too. The source code it points into is redacted where the error is
+/// made ([`Redacted::source`]).
+pub struct Shown(miette::Report);
+
+impl Shown {
+    /// Wrap a report for printing.
+    pub fn new(report: miette::Report) -> Self {
+        Self(report)
+    }
+}
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&text(&self.0.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Shown").field(&self.to_string()).finish()
+    }
+}
+
+impl std::error::Error for Shown {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl miette::Diagnostic for Shown {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.0.code()
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        self.0.severity()
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        let help = self.0.help()?.to_string();
+        Some(Box::new(text(&help).into_owned()))
+    }
+    fn url<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.0.url()
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.0.source_code()
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let labels = self.0.labels()?.map(|l| {
+            let label = l.label().map(|t| text(t).into_owned());
+            if l.primary() {
+                miette::LabeledSpan::new_primary_with_span(label, *l.inner())
+            } else {
+                miette::LabeledSpan::new_with_span(label, *l.inner())
+            }
+        });
+        Some(Box::new(labels))
+    }
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        self.0.related()
+    }
+    fn diagnostic_source(&self) -> Option<&dyn miette::Diagnostic> {
+        self.0.diagnostic_source()
+    }
 }
 
 /// A file whose every line is key material (kubeadm's `*.key`).
@@ -141,15 +214,18 @@ impl Redacted {
         for line in text.split_inclusive('\n') {
             let body = line.trim_end_matches(['\n', '\r']);
             let edits = edits_of(body);
+            for e in &edits {
+                let gone = body[e.from..e.to].trim();
+                if !gone.is_empty() {
+                    secrets.push(gone.to_string());
+                }
+            }
+            let edits = cut(body, edits);
             let red = out.len();
             let mut at = 0;
             for e in &edits {
                 out.push_str(&body[at..e.from]);
                 out.push_str(e.marker);
-                let gone = body[e.from..e.to].trim();
-                if !gone.is_empty() {
-                    secrets.push(gone.to_string());
-                }
                 at = e.to;
             }
             out.push_str(&line[at..]);
@@ -235,6 +311,42 @@ impl Redacted {
         scrubbed.push_str(&out[at..]);
         text(&scrubbed).into_owned()
     }
+}
+
+/// `edits` of a line, and one more that cuts it if it would be longer than [`LINE`].
+fn cut(body: &str, mut edits: Vec<Edit>) -> Vec<Edit> {
+    let shown = |edits: &[Edit]| {
+        body.len() - edits.iter().map(|e| e.to - e.from).sum::<usize>()
+            + edits.iter().map(|e| e.marker.len()).sum::<usize>()
+    };
+    if shown(&edits) <= LINE {
+        return edits;
+    }
+    // Walk the line as shown; cut where it reaches LINE, never inside a marker.
+    let (mut at, mut len) = (0, 0);
+    let mut keep = 0;
+    for e in &edits {
+        if len + (e.from - at) >= LINE {
+            break;
+        }
+        len += e.from - at + e.marker.len();
+        at = e.to;
+        keep += 1;
+    }
+    let mut from = (at + LINE.saturating_sub(len)).min(body.len());
+    if keep < edits.len() {
+        from = from.min(edits[keep].from);
+    }
+    while !body.is_char_boundary(from) {
+        from -= 1;
+    }
+    edits.truncate(keep);
+    edits.push(Edit {
+        from,
+        to: body.len(),
+        marker: CUT,
+    });
+    edits
 }
 
 /// The span of 1-based `line` in `text` (trailing blanks excluded); empty at 0 when the
@@ -624,6 +736,24 @@ mod tests {
     }
 
     #[test]
+    fn long_lines_are_cut_and_spans_follow() {
+        let long = format!("x: {}\nnext\n", "é".repeat(2000));
+        let r = Redacted::new(&long);
+        let first = r.text().lines().next().unwrap();
+        assert!(first.ends_with(CUT) && first.len() <= LINE + CUT.len(), "{first}");
+        assert_eq!(r.text().lines().nth(1), Some("next"));
+        let end = long.find('\n').unwrap();
+        let span = r.span((end - 2, 2).into());
+        assert_eq!(&r.text()[span.offset()..span.offset() + span.len()], CUT);
+        let keys = format!("{}client-key-data: {B64}\n", "a ".repeat(600));
+        let r = Redacted::new(&keys);
+        assert!(!r.text().contains(&B64[..20]), "{}", r.text());
+        assert!(r.text().trim_end().ends_with(CUT));
+        // A key value that runs past the cut is still a secret for messages.
+        assert_eq!(r.message(&format!("bad {}", &B64[30..60])), format!("bad {KEY}"));
+    }
+
+    #[test]
     fn spans_follow_the_redaction() {
         let k = kubeconfig("  name: x\n");
         let r = Redacted::new(&k);
@@ -640,6 +770,29 @@ mod tests {
             "client-key-data"
         );
         assert_eq!(r.span((k.len(), 0).into()).offset(), r.text().len());
+    }
+
+    #[test]
+    fn shown_errors_hide_quoted_values() {
+        #[derive(Debug, thiserror::Error, miette::Diagnostic)]
+        #[error("cannot read {path}")]
+        #[diagnostic(code(trustform::test), help("use one of: {path}"))]
+        struct E {
+            path: String,
+            #[label("{path}")]
+            span: SourceSpan,
+        }
+        let e = E {
+            path: BODY.into(),
+            span: (0, 1).into(),
+        };
+        let shown = Shown::new(miette::Report::new(e));
+        use miette::Diagnostic;
+        assert_eq!(shown.to_string(), format!("cannot read {BASE64}"));
+        assert_eq!(shown.help().unwrap().to_string(), format!("use one of: {BASE64}"));
+        let label = shown.labels().unwrap().next().unwrap();
+        assert_eq!(label.label(), Some(BASE64));
+        assert_eq!(shown.code().unwrap().to_string(), "trustform::test");
     }
 
     #[test]

@@ -316,11 +316,13 @@ fn mutate(seeds: &[Vec<u8>], planted: &Planted, rng: &mut Rng) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // Rendering
 
-fn render(e: &dyn Diagnostic) -> String {
+/// An error as `main` prints it (through `redact::Shown`), without colour or wrapping.
+fn render<E: Diagnostic + Send + Sync + 'static>(e: E) -> String {
+    let shown = trustform::redact::Shown::new(miette::Report::new(e));
     let mut out = String::new();
     GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
         .with_width(100_000)
-        .render_report(&mut out, e)
+        .render_report(&mut out, &shown)
         .expect("renders");
     out
 }
@@ -378,7 +380,7 @@ impl Scratch {
         };
         let out = match trustform::observe::observe(&[target]) {
             Ok(_) => vec![],
-            Err(e) => vec![render(&e)],
+            Err(e) => vec![render(e)],
         };
         std::fs::remove_file(&path).expect("remove");
         out
@@ -391,9 +393,9 @@ fn config(s: &Scratch, data: &[u8], _: u64) -> Vec<String> {
     let path = s.dir.join("trustform.yaml");
     std::fs::write(&path, data).expect("write");
     match trustform::config::load(&path) {
-        Err(e) => vec![render(&e)],
+        Err(e) => vec![render(e)],
         Ok(l) => match l.node_targets() {
-            Err(e) => vec![render(&e)],
+            Err(e) => vec![render(e)],
             Ok(_) => vec![],
         },
     }
@@ -444,7 +446,7 @@ fn plan(s: &Scratch, data: &[u8], _: u64) -> Vec<String> {
     let path = s.dir.join("plan.json");
     std::fs::write(&path, data).expect("write");
     match trustform::cli::load_plan(&path) {
-        Err(e) => vec![render(&e)],
+        Err(e) => vec![render(e)],
         Ok(p) => vec![trustform::render::text(&p)],
     }
 }
