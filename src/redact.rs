@@ -567,7 +567,19 @@ fn text_segment(
         let rest = &body[value..to];
         let goes_on = State::Value { indent: key_col };
         match rest.bytes().next() {
-            None | Some(b'|' | b'>') => {
+            None => {
+                *state = goes_on;
+                return true;
+            }
+            Some(b'|' | b'>') => {
+                // A block scalar: its lines follow. Anything but an indicator after the
+                // `|` is value text (or a corruption of it).
+                let header = rest[1..].trim_end();
+                let indicator = header.len() <= 2
+                    && header.bytes().all(|c| matches!(c, b'-' | b'+' | b'1'..=b'9'));
+                if !indicator {
+                    hide(body, value + 1, to, KEY, edits);
+                }
                 *state = goes_on;
                 return true;
             }
@@ -668,6 +680,11 @@ mod tests {
         assert_eq!(
             text(&y),
             format!("  client-key-data: |\n    {KEY}\n\n    {KEY}\n  name: x\n")
+        );
+        let glued = format!("  client-key-data: |{BODY}\n  name: x\n");
+        assert_eq!(
+            text(&glued),
+            format!("  client-key-data: |{KEY}\n  name: x\n")
         );
         let list = "- client-key-data: abc\n  name: x\n";
         assert_eq!(text(list), format!("- client-key-data: {KEY}\n  name: x\n"));
