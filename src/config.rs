@@ -5,8 +5,8 @@
 //! into the file.
 
 use crate::pki::{Fingerprint, KeyAlgorithm};
-use crate::sandbox::Role;
 use crate::redact::Redacted;
+use crate::sandbox::Role;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

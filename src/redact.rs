@@ -409,7 +409,9 @@ fn is_marker_line(t: &str) -> bool {
     else {
         return false;
     };
-    label.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b' ')
+    label
+        .bytes()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b' ')
 }
 
 /// The edits of one line (without its terminator), moving `state` along.
@@ -576,7 +578,9 @@ fn text_segment(
                 // `|` is value text (or a corruption of it).
                 let header = rest[1..].trim_end();
                 let indicator = header.len() <= 2
-                    && header.bytes().all(|c| matches!(c, b'-' | b'+' | b'1'..=b'9'));
+                    && header
+                        .bytes()
+                        .all(|c| matches!(c, b'-' | b'+' | b'1'..=b'9'));
                 if !indicator {
                     hide(body, value + 1, to, KEY, edits);
                 }
@@ -642,7 +646,8 @@ fn value_start(body: &str, key_at: usize, key_end: usize, to: usize) -> Option<(
 mod tests {
     use super::*;
 
-    const B64: &str = "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVFSUxrZ3B0dWhYT0tLLWZha2UK";
+    const B64: &str =
+        "LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tCk1IY0NBUUVFSUxrZ3B0dWhYT0tLLWZha2UK";
     const BODY: &str = "MHcCAQEEIOn7B9Vq0mS1cC3fWm2mXQ3YtYv7x5m0FQk0p1y8pZzGoAoGCCqGSM49";
 
     fn kubeconfig(tail: &str) -> String {
@@ -669,7 +674,10 @@ mod tests {
             format!("{{\"client-key-data\": \"{KEY}\", \"x\": 1}}\n")
         );
         let f = format!("user: {{client-key-data: {B64}, name: a}}\n");
-        assert_eq!(text(&f), format!("user: {{client-key-data: {KEY}, name: a}}\n"));
+        assert_eq!(
+            text(&f),
+            format!("user: {{client-key-data: {KEY}, name: a}}\n")
+        );
         let short = "etcd-key-data: abc\nnext: 1\n";
         assert_eq!(text(short), format!("etcd-key-data: {KEY}\nnext: 1\n"));
     }
@@ -720,7 +728,9 @@ mod tests {
         let j = "{\"tls.key\": \"-----BEGIN EC PRIVATE KEY-----\\nabc\\n-----END EC PRIVATE KEY-----\\n\"}";
         assert_eq!(
             text(j),
-            format!("{{\"tls.key\": \"-----BEGIN EC PRIVATE KEY-----{KEY}-----END EC PRIVATE KEY-----\\n\"}}")
+            format!(
+                "{{\"tls.key\": \"-----BEGIN EC PRIVATE KEY-----{KEY}-----END EC PRIVATE KEY-----\\n\"}}"
+            )
         );
     }
 
@@ -737,19 +747,27 @@ mod tests {
             text(&orphan),
             format!("{BASE64}\n{BASE64}\n{BASE64}\nname: x\nAb12==\n")
         );
-        let plain = "server: https://10.0.0.1:6443\n  - --client-ca-file=/etc/kubernetes/pki/ca.crt\n";
+        let plain =
+            "server: https://10.0.0.1:6443\n  - --client-ca-file=/etc/kubernetes/pki/ca.crt\n";
         assert!(matches!(text(plain), Cow::Borrowed(_)));
     }
 
     #[test]
     fn key_files_hide_every_line_but_markers() {
-        let k = format!("-----BEGIN EC PRIVATE KEY-----\n{BODY}\n  not: yaml\n-----END EC PRIVATE KEY-----\n");
+        let k = format!(
+            "-----BEGIN EC PRIVATE KEY-----\n{BODY}\n  not: yaml\n-----END EC PRIVATE KEY-----\n"
+        );
         let r = Redacted::of("/etc/kubernetes/pki/ca.key", &k);
         assert_eq!(
             r.text(),
-            format!("-----BEGIN EC PRIVATE KEY-----\n{KEY}\n  {KEY}\n-----END EC PRIVATE KEY-----\n")
+            format!(
+                "-----BEGIN EC PRIVATE KEY-----\n{KEY}\n  {KEY}\n-----END EC PRIVATE KEY-----\n"
+            )
         );
-        assert_eq!(r.line_span(3), SourceSpan::from((31 + KEY.len() + 1, KEY.len() + 2)));
+        assert_eq!(
+            r.line_span(3),
+            SourceSpan::from((31 + KEY.len() + 1, KEY.len() + 2))
+        );
     }
 
     #[test]
@@ -757,7 +775,10 @@ mod tests {
         let long = format!("x: {}\nnext\n", "é".repeat(2000));
         let r = Redacted::new(&long);
         let first = r.text().lines().next().unwrap();
-        assert!(first.ends_with(CUT) && first.len() <= LINE + CUT.len(), "{first}");
+        assert!(
+            first.ends_with(CUT) && first.len() <= LINE + CUT.len(),
+            "{first}"
+        );
         assert_eq!(r.text().lines().nth(1), Some("next"));
         let end = long.find('\n').unwrap();
         let span = r.span((end - 2, 2).into());
@@ -767,7 +788,10 @@ mod tests {
         assert!(!r.text().contains(&B64[..20]), "{}", r.text());
         assert!(r.text().trim_end().ends_with(CUT));
         // A key value that runs past the cut is still a secret for messages.
-        assert_eq!(r.message(&format!("bad {}", &B64[30..60])), format!("bad {KEY}"));
+        assert_eq!(
+            r.message(&format!("bad {}", &B64[30..60])),
+            format!("bad {KEY}")
+        );
     }
 
     #[test]
@@ -776,7 +800,10 @@ mod tests {
         let r = Redacted::new(&k);
         let at = k.find("name: x").unwrap();
         let span = r.span((at, 7).into());
-        assert_eq!(&r.text()[span.offset()..span.offset() + span.len()], "name: x");
+        assert_eq!(
+            &r.text()[span.offset()..span.offset() + span.len()],
+            "name: x"
+        );
         let inside = k.find(B64).unwrap() + 10;
         let span = r.span((inside, 5).into());
         assert_eq!(&r.text()[span.offset()..span.offset() + span.len()], KEY);
@@ -806,7 +833,10 @@ mod tests {
         let shown = Shown::new(miette::Report::new(e));
         use miette::Diagnostic;
         assert_eq!(shown.to_string(), format!("cannot read {BASE64}"));
-        assert_eq!(shown.help().unwrap().to_string(), format!("use one of: {BASE64}"));
+        assert_eq!(
+            shown.help().unwrap().to_string(),
+            format!("use one of: {BASE64}")
+        );
         let label = shown.labels().unwrap().next().unwrap();
         assert_eq!(label.label(), Some(BASE64));
         assert_eq!(shown.code().unwrap().to_string(), "trustform::test");
@@ -824,6 +854,9 @@ mod tests {
         let key = format!("-----BEGIN EC PRIVATE KEY-----\n{BODY}\n-----END EC PRIVATE KEY-----\n");
         let m = message(&format!("bad line {}", &BODY[5..30]), &key);
         assert_eq!(m, format!("bad line {KEY}"));
-        assert_eq!(message("expected a map at line 3", &k), "expected a map at line 3");
+        assert_eq!(
+            message("expected a map at line 3", &k),
+            "expected a map at line 3"
+        );
     }
 }

@@ -54,7 +54,11 @@ impl Rng {
         z ^ (z >> 31)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
     fn one_in(&mut self, n: usize) -> bool {
         self.below(n) == 0
@@ -74,7 +78,11 @@ fn base_seed() -> u64 {
 fn budget() -> Duration {
     let total: f64 = std::env::var("TRUSTFORM_FUZZ_SECS")
         .ok()
-        .map(|s| s.trim().parse().expect("TRUSTFORM_FUZZ_SECS is a number of seconds"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("TRUSTFORM_FUZZ_SECS is a number of seconds")
+        })
         .unwrap_or(20.0);
     Duration::from_secs_f64(total / f64::from(TARGETS))
 }
@@ -134,7 +142,10 @@ impl Planted {
             while i < b.len() && is_b64(b[i]) {
                 i += 1;
             }
-            if let Some(w) = b[start..i].windows(WINDOW).find(|w| self.windows.contains(*w)) {
+            if let Some(w) = b[start..i]
+                .windows(WINDOW)
+                .find(|w| self.windows.contains(*w))
+            {
                 return Some(String::from_utf8_lossy(w).into_owned());
             }
         }
@@ -418,7 +429,7 @@ fn kubeconfig(s: &Scratch, data: &[u8], n: u64) -> Vec<String> {
             vec![]
         }
     };
-    out.extend(if n % 3 == 0 {
+    out.extend(if n.is_multiple_of(3) {
         s.observe("root/.kube/config", data, true)
     } else {
         s.observe("etc/kubernetes/scheduler.conf", data, false)
@@ -431,11 +442,7 @@ fn manifest(s: &Scratch, data: &[u8], _: u64) -> Vec<String> {
     let _ = trustform::manifest::parse(&text);
     let _ = trustform::manifest::set_flag(&text, "client-ca-file", "/etc/kubernetes/pki/x.crt");
     let _ = trustform::manifest::set_annotation(&text, trustform::manifest::RESTARTED_AT, "now");
-    s.observe(
-        "etc/kubernetes/manifests/kube-apiserver.yaml",
-        data,
-        false,
-    )
+    s.observe("etc/kubernetes/manifests/kube-apiserver.yaml", data, false)
 }
 
 fn kubelet(s: &Scratch, data: &[u8], _: u64) -> Vec<String> {
@@ -574,7 +581,9 @@ fn fuzz(name: &'static str, index: u64, run: Run) {
             Some(s) => s.clone(),
             None => mutate(&seeds, &planted, &mut rng),
         };
-        to_worker.send((execs, input.clone())).expect("worker alive");
+        to_worker
+            .send((execs, input.clone()))
+            .expect("worker alive");
         execs += 1;
         match results.recv_timeout(LIMIT * 5) {
             Err(_) => {

@@ -80,7 +80,10 @@ impl Keys {
     /// Assert `text` shows no line of a key and no 40-character piece of one.
     fn assert_absent(&self, what: &str, text: &str) {
         for l in self.lines.iter().filter(|l| l.len() >= 16) {
-            assert!(!text.contains(l.as_str()), "{what} shows key line {l:?}:\n{text}");
+            assert!(
+                !text.contains(l.as_str()),
+                "{what} shows key line {l:?}:\n{text}"
+            );
         }
         for w in text.as_bytes().windows(WINDOW) {
             assert!(
@@ -150,7 +153,10 @@ fn broken_yaml_after_a_client_key_shows_no_key() {
             err.contains(&format!("cp-1:/etc/kubernetes/scheduler.conf:{line}:")),
             "names the file and line {line}: {err}"
         );
-        assert!(err.contains("client-key-data: [redacted: private key]"), "{err}");
+        assert!(
+            err.contains("client-key-data: [redacted: private key]"),
+            "{err}"
+        );
     }
     settings().bind(|| insta::assert_snapshot!("scheduler_conf_broken_yaml", errs[0]));
 }
@@ -170,7 +176,10 @@ fn a_tab_indented_line_after_a_client_key_shows_no_key() {
             "names the file and line {scalar}: {err}"
         );
         assert!(err.contains("found a tab"), "{err}");
-        assert!(err.contains("client-key-data: [redacted: private key]"), "{err}");
+        assert!(
+            err.contains("client-key-data: [redacted: private key]"),
+            "{err}"
+        );
     }
     settings().bind(|| insta::assert_snapshot!("scheduler_conf_tab", errs[0]));
 }
@@ -261,7 +270,13 @@ fn a_key_pasted_into_trustform_yaml_is_not_shown() {
     let indented: String = key
         .lines()
         .enumerate()
-        .map(|(i, l)| if i == 2 { format!("{l}\n") } else { format!("      {l}\n") })
+        .map(|(i, l)| {
+            if i == 2 {
+                format!("{l}\n")
+            } else {
+                format!("      {l}\n")
+            }
+        })
         .collect();
     let mut text = std::fs::read_to_string(w.config()).unwrap();
     assert!(
@@ -269,12 +284,17 @@ fn a_key_pasted_into_trustform_yaml_is_not_shown() {
         "`cas` ends the file:\n{text}"
     );
     let line = text.lines().count() + 6;
-    text.push_str(&format!("  pasted:\n    cert: cas/x.crt\n    key: |\n{indented}"));
+    text.push_str(&format!(
+        "  pasted:\n    cert: cas/x.crt\n    key: |\n{indented}"
+    ));
     std::fs::write(w.config(), text).unwrap();
     let errs = fails_quietly(&w, &keys, READERS);
     for err in &errs {
         assert!(err.contains("trustform::config::syntax"), "{err}");
-        assert!(err.contains(&format!("trustform.yaml:{line}:")), "line {line}: {err}");
+        assert!(
+            err.contains(&format!("trustform.yaml:{line}:")),
+            "line {line}: {err}"
+        );
     }
     settings().bind(|| insta::assert_snapshot!("config_pasted_key", errs[0]));
 }

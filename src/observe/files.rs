@@ -4,10 +4,10 @@ use super::{Listed, NodeTarget, ObserveError, RawNode};
 use crate::layout;
 use crate::pki::cert::pem_blocks;
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
-use crate::redact::Redacted;
 use crate::pki::{
     Fingerprint, ParsedCert, PkiError, SecretPem, parse_certs, public_key_fingerprint,
 };
+use crate::redact::Redacted;
 use crate::sandbox::Role;
 use crate::snapshot::{
     CertEntry, Component, FileFact, KeyFact, KubeconfigFact, Kubelet, NodeSnapshot,
