@@ -5,6 +5,7 @@
 //! into the file.
 
 use crate::pki::{Fingerprint, KeyAlgorithm};
+use crate::redact::Redacted;
 use crate::sandbox::Role;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use schemars::JsonSchema;
@@ -356,21 +357,28 @@ impl Loaded {
         label: &str,
         help: String,
     ) -> ConfigError {
+        let shown = self.shown();
         ConfigError::Invalid {
             path: self.path.display().to_string(),
-            reason,
-            src: NamedSource::new(self.path.display().to_string(), self.text.clone()),
-            span: span_of(loc, &self.text),
+            reason: shown.message(&reason),
+            src: shown.source(self.path.display().to_string()),
+            span: shown.span(span_of(loc, &self.text)),
             label: label.to_string(),
             help,
         }
     }
 
+    /// The text as errors show it: no key material (someone may paste a key here).
+    fn shown(&self) -> Redacted {
+        Redacted::new(&self.text)
+    }
+
     /// The place of `loc` in this file, for errors raised outside `config`.
     pub fn origin(&self, loc: serde_saphyr::Location) -> crate::observe::Origin {
+        let shown = self.shown();
         crate::observe::Origin {
-            src: NamedSource::new(self.path.display().to_string(), self.text.clone()),
-            span: span_of(loc, &self.text),
+            src: shown.source(self.path.display().to_string()),
+            span: shown.span(span_of(loc, &self.text)),
         }
     }
 
@@ -465,11 +473,12 @@ impl Loaded {
             Some(o) => (o, needle.len()).into(),
             None => (0, 0).into(),
         };
+        let shown = self.shown();
         ConfigError::Invalid {
             path: self.path.display().to_string(),
-            reason,
-            src: NamedSource::new(self.path.display().to_string(), self.text.clone()),
-            span,
+            reason: shown.message(&reason),
+            src: shown.source(self.path.display().to_string()),
+            span: shown.span(span),
             label: label.to_string(),
             help,
         }
@@ -494,17 +503,14 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         source => ConfigError::Input { source },
     })?;
     let config: Config = serde_saphyr::from_str(&text).map_err(|e| {
+        let shown = Redacted::new(&text);
         let span = e.location().map_or((0, 0).into(), |l| span_of(l, &text));
+        let reason = e.without_snippet().to_string();
         ConfigError::Syntax {
             path: path.display().to_string(),
-            reason: e
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or("invalid YAML")
-                .to_string(),
-            src: NamedSource::new(path.display().to_string(), text.clone()),
-            span,
+            reason: shown.message(reason.lines().next().unwrap_or("invalid YAML")),
+            src: shown.source(path.display().to_string()),
+            span: shown.span(span),
         }
     })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -19,6 +19,7 @@ pub mod observe;
 pub mod pki;
 pub mod plan;
 pub mod procedure;
+pub mod redact;
 pub mod render;
 pub mod sandbox;
 pub mod snapshot;

@@ -27,7 +27,9 @@ fn main() -> std::process::ExitCode {
     match cli::run(parsed) {
         Ok(code) => std::process::ExitCode::from(code as u8),
         Err(report) => {
-            eprintln!("{report:?}");
+            // Whatever an error quotes from a file goes out redacted.
+            let shown = miette::Report::new(trustform::redact::Shown::new(report));
+            eprintln!("{shown:?}");
             std::process::ExitCode::from(1)
         }
     }

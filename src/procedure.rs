@@ -221,15 +221,20 @@ pub fn doc_key(doc: &str) -> Vec<u32> {
 
 /// Parse and validate one procedure file.
 pub fn parse(file: &str, text: &str) -> Result<Procedure, ProcedureError> {
-    let err = |reason: String, needle: &str| ProcedureError {
-        file: file.to_string(),
-        span: text
-            .find(needle)
-            .map_or((0, 0).into(), |o| (o, needle.len()).into()),
-        src: NamedSource::new(file, text.to_string()),
-        reason,
+    let err = |reason: String, needle: &str| {
+        let shown = crate::redact::Redacted::new(text);
+        ProcedureError {
+            file: file.to_string(),
+            span: shown.span(
+                text.find(needle)
+                    .map_or((0, 0).into(), |o| (o, needle.len()).into()),
+            ),
+            src: shown.source(file),
+            reason: shown.message(&reason),
+        }
     };
-    let p: Procedure = serde_saphyr::from_str(text).map_err(|e| err(e.to_string(), ""))?;
+    let p: Procedure =
+        serde_saphyr::from_str(text).map_err(|e| err(e.without_snippet().to_string(), ""))?;
     let mut seen: Vec<&str> = Vec::new();
     let mut last_doc: Option<&str> = None;
     for s in &p.steps {

@@ -326,7 +326,10 @@ fn set(
 
 fn kubeconfig(text: Option<&str>, at: &str) -> Result<Kubeconfig, String> {
     let text = text.ok_or_else(|| format!("{at}: no such kubeconfig"))?;
-    serde_saphyr::from_str(text).map_err(|e| format!("{at}: not a kubeconfig: {e}"))
+    serde_saphyr::from_str(text).map_err(|e| {
+        let why = crate::redact::message(&e.without_snippet().to_string(), text);
+        format!("{at}: not a kubeconfig: {why}")
+    })
 }
 
 fn current_cluster<'k>(

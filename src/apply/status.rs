@@ -80,18 +80,25 @@ pub fn of(state: &Path, plan_id: &str) -> std::io::Result<Status> {
             .find(|s| !p.done.contains(&s.id))
             .map_or("done".into(), |s| s.stage.name().to_string())
     };
-    let mut errors: Vec<String> = p.failed.iter().map(|(s, e)| format!("{s}: {e}")).collect();
-    errors.extend(p.gate_failures.iter().cloned());
+    // Journal text is shown as read, but redacted: a journal written by an older
+    // trustform may quote a broken kubeconfig, key included.
+    let shown = |t: &str| crate::redact::text(t).into_owned();
+    let mut errors: Vec<String> = p
+        .failed
+        .iter()
+        .map(|(s, e)| shown(&format!("{s}: {e}")))
+        .collect();
+    errors.extend(p.gate_failures.iter().map(|g| shown(g)));
     Ok(Status {
         plan_id: plan_id.to_string(),
         state: state_name.into(),
         stage,
         done: p.done.len(),
         total: plan.steps.len(),
-        running: p.open.clone(),
+        running: p.open.iter().map(|r| shown(r)).collect(),
         errors,
         skipped: p.skipped.len(),
-        warnings: p.warnings.clone(),
+        warnings: p.warnings.iter().map(|w| shown(w)).collect(),
         lock: lock::read(&lock::path(state)),
     })
 }

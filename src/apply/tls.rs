@@ -83,7 +83,10 @@ pub fn client_of(
 /// Parse a kubeconfig's bytes.
 pub fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "the kubeconfig is not UTF-8")?;
-    serde_saphyr::from_str(text).map_err(|e| format!("the kubeconfig does not parse: {e}"))
+    serde_saphyr::from_str(text).map_err(|e| {
+        let why = crate::redact::message(&e.without_snippet().to_string(), text);
+        format!("the kubeconfig does not parse: {why}")
+    })
 }
 
 /// A simulated process as it holds itself: what it read at its last start.

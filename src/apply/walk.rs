@@ -208,31 +208,39 @@ pub fn walk(
                 Ok(o) => o.gate.as_ref(),
                 Err(f) => f.gate.as_ref(),
             };
+            // What a step reports goes to the journal, the output and the summary: with
+            // no key material, whatever file it quotes.
+            let shown = |v: &[String]| -> Vec<String> {
+                v.iter()
+                    .map(|s| crate::redact::text(s).into_owned())
+                    .collect()
+            };
             if let Some(g) = gate {
                 let e = Event::Gate {
                     at: now(),
                     step: id.clone(),
                     ok: g.failures.is_empty(),
                     checks: g.checks,
-                    failures: g.failures.clone(),
+                    failures: shown(&g.failures),
                 };
                 journal.record(&e).map_err(|e| e.to_string())?;
                 progress.event(&e);
             }
             match res {
                 Ok(o) => {
+                    let warnings = shown(&o.warnings);
                     let e = Event::StepDone {
                         at: now(),
                         step: id.clone(),
                         ms,
-                        did: o.did,
-                        warnings: o.warnings.clone(),
+                        did: shown(&o.did),
+                        warnings: warnings.clone(),
                     };
                     journal.record(&e).map_err(|e| e.to_string())?;
                     progress.event(&e);
                     result
                         .warnings
-                        .extend(o.warnings.iter().map(|w| format!("{id}: {w}")));
+                        .extend(warnings.iter().map(|w| format!("{id}: {w}")));
                     result.done.push(id.clone());
                     st[i] = St::Done;
                     for d in graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
@@ -248,6 +256,7 @@ pub fn walk(
                     }
                 }
                 Err(act::Failure { error, .. }) => {
+                    let error = crate::redact::text(&error).into_owned();
                     let e = Event::StepFailed {
                         at: now(),
                         step: id.clone(),

@@ -123,6 +123,11 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> miette::Re
     move |e| miette::miette!(code = "trustform::io", "{what}: {e}")
 }
 
+/// Read and check a saved plan: JSON, format, version, checksum, graph.
+pub fn load_plan(path: &Path) -> Result<Plan, BadPlan> {
+    load_plan_text(path).map(|(p, _)| p)
+}
+
 /// Read and check a saved plan: JSON, format, version, checksum, graph. Returns the plan
 /// and the file's text (to point at a step the pre-flight refuses).
 pub fn load_plan_text(path: &Path) -> Result<(Plan, String), BadPlan> {
@@ -133,17 +138,18 @@ pub fn load_plan_text(path: &Path) -> Result<(Plan, String), BadPlan> {
         span: None,
         help: "pass the file written by `trustform plan -out <file>`".into(),
     })?;
-    // What an error may quote: no line longer than 240 characters.
-    let shown = crate::input::clip_lines(&text, 240).into_owned();
+    // A plan never holds key material, but a file passed as one may: show it redacted,
+    // and quote at most 240 characters of what a parser says.
+    let shown = crate::redact::Redacted::of(&path.display().to_string(), &text);
     let bad = |reason: String, span: Option<SourceSpan>, help: &str| BadPlan {
         path: path.display().to_string(),
-        reason: crate::input::clip_lines(&reason, 240).into_owned(),
-        src: Some(NamedSource::new(path.display().to_string(), shown.clone())),
-        span,
+        reason: crate::input::clip_lines(&shown.message(&reason), 240).into_owned(),
+        src: Some(shown.source(path.display().to_string())),
+        span: span.map(|s| shown.span(s)),
         help: help.into(),
     };
     let plan: Plan = serde_json::from_str(&text).map_err(|e| {
-        let span = crate::observe::line_span(&shown, e.line().max(1));
+        let span = crate::observe::line_span(&text, e.line().max(1));
         let (reason, help) = if e.is_eof() {
             (
                 format!("the plan file is truncated: {e}"),
@@ -158,8 +164,7 @@ pub fn load_plan_text(path: &Path) -> Result<(Plan, String), BadPlan> {
         bad(reason, Some(span), help)
     })?;
     let at = |needle: &str| {
-        shown
-            .find(needle)
+        text.find(needle)
             .map(|o| SourceSpan::from((o, needle.len())))
     };
     if plan.format_version != FORMAT_VERSION {

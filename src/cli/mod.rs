@@ -11,6 +11,9 @@ mod rotate;
 mod sandbox;
 mod snapshot;
 
+/// Read and check a saved plan file (what `apply <plan>` does first).
+pub use apply::load_plan;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -1,18 +1,18 @@
 //! The kubeadm layout on disk: PKI files, kubeconfigs, static pod manifests, kubelet config.
 
-use super::{Listed, NodeTarget, ObserveError, RawNode, line_span};
+use super::{Listed, NodeTarget, ObserveError, RawNode};
 use crate::pki::cert::pem_blocks;
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
 use crate::pki::{
     Fingerprint, ParsedCert, PkiError, SecretPem, parse_certs, public_key_fingerprint,
 };
+use crate::redact::Redacted;
 use crate::sandbox::Role;
 use crate::snapshot::{
     CertEntry, Component, FileFact, KeyFact, KubeconfigFact, Kubelet, NodeSnapshot,
 };
 use crate::transport::{FileType, Stat, Transport, TransportError};
 use crate::{input, layout};
-use miette::NamedSource;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -92,6 +92,8 @@ impl Reader<'_> {
         (mode & 0o077 != 0).then_some(mode)
     }
 
+    /// `abs` is broken at `line`. The text shown and the reason are redacted: no key
+    /// material in the error (a parser's message can quote the file).
     fn corrupt(
         &self,
         abs: &str,
@@ -100,12 +102,13 @@ impl Reader<'_> {
         reason: String,
         help: &str,
     ) -> ObserveError {
+        let shown = Redacted::of(abs, text);
         ObserveError::Corrupt {
             node: self.target.name.clone(),
             path: abs.to_string(),
-            span: line_span(text, line),
-            src: NamedSource::new(format!("{}:{abs}", self.target.name), text.to_string()),
-            reason,
+            span: shown.line_span(line),
+            src: shown.source(format!("{}:{abs}", self.target.name)),
+            reason: shown.message(&reason),
             help: help.to_string(),
         }
     }
@@ -192,7 +195,7 @@ impl Reader<'_> {
                 abs,
                 text,
                 line,
-                format!("not a kubeconfig: {e}"),
+                format!("not a kubeconfig: {}", e.without_snippet()),
                 "fix the YAML syntax, or restore the file from a backup",
             )
         })?;
@@ -249,6 +252,21 @@ impl Reader<'_> {
                 server_line,
                 "certificate-authority-data holds no certificate".into(),
                 "put the cluster CA bundle (PEM, base64) in certificate-authority-data",
+            ));
+        }
+        if let Some(key) = user.and_then(|u| u.user.client_key_data.as_ref())
+            && !key.holds_private_key()
+        {
+            let line = text
+                .lines()
+                .position(|l| l.contains("client-key-data"))
+                .map_or(1, |i| i + 1);
+            return Err(self.corrupt(
+                abs,
+                text,
+                line,
+                "client-key-data is not base64 of a PEM private key".into(),
+                "re-encode the client key with `base64 -w0 <key file>`, or restore the file from a backup",
             ));
         }
         let (client, client_source) = match user.map(|u| &u.user) {
@@ -322,9 +340,14 @@ impl Reader<'_> {
         }
         self.kubeconfig(&listed.path, &text).map_err(|e| match e {
             ObserveError::Corrupt {
-                reason, span: at, ..
+                reason,
+                span: at,
+                src: shown,
+                ..
             } => {
-                let line = text
+                // The span points into the redacted text the error carries.
+                let line = shown
+                    .inner()
                     .get(..at.offset())
                     .map_or(1, |t| t.matches('\n').count() + 1);
                 not_one(format!("{reason} (line {line})"))
@@ -340,7 +363,7 @@ impl Reader<'_> {
                 abs,
                 text,
                 line,
-                format!("not a static pod manifest: {e}"),
+                format!("not a static pod manifest: {}", e.without_snippet()),
                 "fix the YAML; the kubelet cannot start this pod either",
             )
         })?;
@@ -352,13 +375,14 @@ impl Reader<'_> {
             }
             if !self.exists(value) {
                 let line = crate::manifest::flag_line(text, flag).unwrap_or(1);
+                let shown = Redacted::of(abs, text);
                 return Err(ObserveError::MissingInput {
                     node: self.target.name.clone(),
                     manifest: abs.to_string(),
                     flag: flag.clone(),
                     missing: value.clone(),
-                    span: line_span(text, line),
-                    src: NamedSource::new(format!("{}:{abs}", self.target.name), text.to_string()),
+                    span: shown.line_span(line),
+                    src: shown.source(format!("{}:{abs}", self.target.name)),
                 });
             }
             inputs.push(value.clone());
@@ -407,7 +431,7 @@ impl Reader<'_> {
                 &abs,
                 text,
                 line,
-                format!("not a KubeletConfiguration: {e}"),
+                format!("not a KubeletConfiguration: {}", e.without_snippet()),
                 "fix the YAML; the kubelet cannot start with it either",
             )
         })?;

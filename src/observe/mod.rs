@@ -233,14 +233,7 @@ pub enum ObserveError {
 
 /// The span of 1-based `line` in `text`.
 pub(crate) fn line_span(text: &str, line: usize) -> SourceSpan {
-    let mut offset = 0;
-    for (i, l) in text.split_inclusive('\n').enumerate() {
-        if i + 1 == line {
-            return (offset, l.trim_end().len()).into();
-        }
-        offset += l.len();
-    }
-    (0, 0).into()
+    crate::redact::line_span(text, line)
 }
 
 /// A node read from disk, before issuers are resolved across the cluster.

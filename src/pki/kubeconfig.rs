@@ -164,6 +164,14 @@ impl SecretB64 {
     pub fn decode(&self) -> Option<SecretPem> {
         unb64(&self.0).map(SecretPem::new)
     }
+    /// Whether it decodes to PEM text with a private key block (not whether the key
+    /// itself parses).
+    pub fn holds_private_key(&self) -> bool {
+        self.decode().is_some_and(|k| {
+            super::cert::pem_blocks(k.expose(), "client-key-data")
+                .is_ok_and(|b| b.iter().any(|b| b.label.ends_with("PRIVATE KEY")))
+        })
+    }
 }
 
 impl std::fmt::Debug for SecretB64 {

@@ -171,8 +171,9 @@ pub async fn update_cluster_info(client: &Client, pem: &str) -> Result<Option<St
                 .cloned()
                 .unwrap_or_default();
             let mut k: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| {
+                let why = crate::redact::message(&e.without_snippet().to_string(), &text);
                 refused(
-                    &format!("cluster-info's kubeconfig does not parse: {e}"),
+                    &format!("cluster-info's kubeconfig does not parse: {why}"),
                     "Invalid",
                     422,
                 )

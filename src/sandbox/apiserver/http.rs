@@ -207,8 +207,10 @@ fn parse_object(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
         "application/yaml" => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-            serde_saphyr::from_str(text)
-                .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))?
+            serde_saphyr::from_str(text).map_err(|e| {
+                let why = crate::redact::message(&e.without_snippet().to_string(), text);
+                ApiError::bad_request(format!("the body is not valid YAML: {why}"))
+            })?
         }
         super::protobuf::CONTENT_TYPE => super::protobuf::decode(body).map_err(|e| {
             let mut err = ApiError::unsupported_media_type(super::protobuf::CONTENT_TYPE);

@@ -47,7 +47,10 @@ pub fn parse_body(ty: PatchType, body: &[u8]) -> Result<Value, String> {
         Err(e) if ty != PatchType::Apply => Err(format!("the patch is not valid JSON: {e}")),
         Err(_) => {
             let text = std::str::from_utf8(body).map_err(|_| "the patch is not UTF-8")?;
-            serde_saphyr::from_str(text).map_err(|e| format!("the patch is not valid YAML: {e}"))
+            serde_saphyr::from_str(text).map_err(|e| {
+                let why = crate::redact::message(&e.without_snippet().to_string(), text);
+                format!("the patch is not valid YAML: {why}")
+            })
         }
     }
 }
