@@ -293,6 +293,49 @@ fn set(
                 return Ok(None);
             }
             let combined = key_block(&text, &at);
+            let link = node
+                .transport
+                .read_link(path)
+                .map_err(|e| format!("{at}: {e}"))?;
+            if let (Some(_), Some(stem)) = (&link, rotated_by_kubelet(path)) {
+                // As the kubelet rotates it: a new dated file (0600), then the symlink
+                // swapped to it. The link never becomes a regular file.
+                let (cert, key) = reissue(ctx, &leaf, combined, fp, &at)?;
+                let stamp = time::OffsetDateTime::now_utc()
+                    .format(time::macros::format_description!(
+                        "[year]-[month]-[day]-[hour]-[minute]-[second]"
+                    ))
+                    .unwrap_or_default();
+                let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                let mut dated = format!("{dir}/{stem}-{stamp}.pem");
+                let mut n = 1;
+                while node
+                    .transport
+                    .stat(&dated)
+                    .map_err(|e| format!("{at}: {e}"))?
+                    .is_some()
+                {
+                    n += 1;
+                    dated = format!("{dir}/{stem}-{stamp}-{n}.pem");
+                }
+                ctx.files
+                    .write(
+                        node,
+                        &dated,
+                        format!("{cert}{}", key.expose()).as_bytes(),
+                        crate::atomic::KEY_MODE,
+                        true,
+                    )
+                    .map_err(|e| e.to_string())?;
+                ctx.files
+                    .swap_link(node, path, &dated)
+                    .map_err(|e| e.to_string())?;
+                return Ok(Some(format!(
+                    "{at}: {} re-issued by CA {} into {dated} (the link now points there)",
+                    leaf.facts.common_name,
+                    fp.short()
+                )));
+            }
             if combined.is_some() {
                 let (cert, key) = reissue(ctx, &leaf, combined, fp, &at)?;
                 write(format!("{cert}{}", key.expose()).as_bytes(), true)?;
@@ -322,6 +365,14 @@ fn set(
         }
         (f, w) => Err(format!("{at}: cannot bring {f:?} to {w:?}")),
     }
+}
+
+/// `kubelet-client` for `/var/lib/kubelet/pki/kubelet-client-current.pem`: the files the
+/// kubelet's certificate manager keeps as a symlink to a dated file.
+fn rotated_by_kubelet(path: &str) -> Option<&str> {
+    path.strip_prefix("/var/lib/kubelet/pki/")?
+        .strip_suffix("-current.pem")
+        .filter(|s| !s.contains('/'))
 }
 
 fn kubeconfig(text: Option<&str>, at: &str) -> Result<Kubeconfig, String> {

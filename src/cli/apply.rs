@@ -739,6 +739,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         "skipped": result.skipped.len(),
         "warnings": result.warnings,
         "wall_ms": result.wall_ms, "busy_ms": result.busy_ms,
+        "ssh_connections": crate::transport::ssh::connections_opened(),
     });
     if let Some(r) = &probed {
         summary["probe"] = serde_json::to_value(r).unwrap_or_default();

@@ -22,6 +22,9 @@ pub struct BackupEntry {
     pub path: String,
     /// Whether it existed before (if not, a rollback deletes it).
     pub existed: bool,
+    /// It was a symlink to this target (a rollback points it there again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     /// Permission bits.
     pub mode: u32,
     /// Owner.
@@ -70,7 +73,17 @@ impl Files {
         }
         let copy = self.dir.join(&node.name).join(layout::rel(abs));
         let t = &node.transport;
+        let link = t.read_link(abs).map_err(err(node))?;
         let entry = match t.stat(abs).map_err(err(node))? {
+            _ if link.is_some() => BackupEntry {
+                node: node.name.clone(),
+                path: abs.to_string(),
+                existed: true,
+                link,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+            },
             Some(meta) => {
                 // A copy left by a crash before its index line is the original: keep it.
                 if !copy.exists() {
@@ -88,6 +101,7 @@ impl Files {
                     node: node.name.clone(),
                     path: abs.to_string(),
                     existed: true,
+                    link: None,
                     mode: meta.mode & 0o7777,
                     uid: meta.uid,
                     gid: meta.gid,
@@ -97,6 +111,7 @@ impl Files {
                 node: node.name.clone(),
                 path: abs.to_string(),
                 existed: false,
+                link: None,
                 mode: 0,
                 uid: 0,
                 gid: 0,
@@ -126,6 +141,9 @@ impl Files {
         new_mode: u32,
         secret: bool,
     ) -> Result<(), ExecError> {
+        // Through a symlink, the file it points at is what changes (and is backed up).
+        let target = resolve_links(node, abs)?;
+        let abs = target.as_str();
         self.backup(node, abs)?;
         let (mode, owner) = match node.transport.stat(abs).map_err(err(node))? {
             Some(m) => (m.mode & 0o7777, Some((m.uid, m.gid))),
@@ -141,11 +159,48 @@ impl Files {
             .map_err(err(node))
     }
 
+    /// Back up (the link itself), then make `abs` a symlink to `target`, atomically.
+    pub fn swap_link(&self, node: &Node, abs: &str, target: &str) -> Result<(), ExecError> {
+        self.backup(node, abs)?;
+        node.transport.symlink(abs, target).map_err(err(node))
+    }
+
     /// Back up, then delete.
     pub fn remove(&self, node: &Node, abs: &str) -> Result<(), ExecError> {
         self.backup(node, abs)?;
         node.transport.remove(abs).map_err(err(node))
     }
+}
+
+/// The node path a chain of symlinks at `abs` ends at (`abs` itself if it is none).
+pub fn resolve_links(node: &Node, abs: &str) -> Result<String, ExecError> {
+    let mut at = abs.to_string();
+    for _ in 0..40 {
+        let Some(to) = node.transport.read_link(&at).map_err(err(node))? else {
+            return Ok(at);
+        };
+        let joined = if to.starts_with('/') {
+            to
+        } else {
+            format!("{}/{to}", at.rsplit_once('/').map_or("", |(d, _)| d))
+        };
+        let mut parts: Vec<&str> = vec![];
+        for c in joined.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        at = format!("/{}", parts.join("/"));
+    }
+    Err(ExecError::Content {
+        node: node.name.clone(),
+        path: abs.to_string(),
+        reason: "too many levels of symbolic links".into(),
+    })
 }
 
 fn err(node: &Node) -> impl FnOnce(crate::transport::TransportError) -> ExecError + '_ {
@@ -202,7 +257,9 @@ pub fn restore(
     })?;
     for e in list.iter().rev() {
         let n = node(&e.node).ok_or_else(|| ExecError::UnknownNode(e.node.clone()))?;
-        if e.existed {
+        if let Some(target) = &e.link {
+            n.transport.symlink(&e.path, target).map_err(err(&n))?;
+        } else if e.existed {
             let copy = dir.join(&e.node).join(layout::rel(&e.path));
             let bytes =
                 input::read(&copy, input::Kind::NodeFile).map_err(|cause| ExecError::Io {

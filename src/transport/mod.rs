@@ -190,7 +190,8 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     fn list(&self, dir: &str) -> Result<Vec<(String, FileType)>, TransportError>;
 
     /// Replace `abs` with `bytes` atomically: a temp file in the same directory, fsync,
-    /// rename. `mode` and `owner` are the new file's. Parent directories are created.
+    /// rename. `mode` and `owner` are the new file's. Parent directories are created. If
+    /// `abs` is a symlink, the file it points at is replaced and the link stays.
     fn write(
         &self,
         abs: &str,

@@ -398,7 +398,9 @@ for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do
   printf '%s %s\000' "$t" "${f##*/}"
 done"#;
 
-const WRITE: &str = r#"p=$1; mode=$2; own=$3; d=${p%/*}; [ -n "$d" ] || d=/
+const WRITE: &str = r#"p=$1; mode=$2; own=$3
+if [ -L "$p" ]; then p=$(readlink -f -- "$p") || exit 6; fi
+d=${p%/*}; [ -n "$d" ] || d=/
 mkdir -p -- "$d" || exit 6
 t=$(mktemp "$d/.trustform-XXXXXX") || exit 6
 if ! cat > "$t"; then rm -f -- "$t"; exit 6; fi

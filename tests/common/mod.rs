@@ -224,11 +224,17 @@ pub struct Up {
 impl Up {
     /// Start it, with `TRUSTFORM_SANDBOX_FAULTS` set to `faults` if given.
     pub fn start(w: &Workdir, faults: Option<&str>) -> Up {
+        Self::start_with(w, &[], faults)
+    }
+
+    /// Start it with more arguments (`--ssh`: also wait until every node's sshd runs).
+    pub fn start_with(w: &Workdir, extra: &[&str], faults: Option<&str>) -> Up {
         use std::process::Stdio;
         use std::time::{Duration, Instant};
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trustform"));
         cmd.current_dir(w.path())
             .args(["sandbox", "up", "cluster"])
+            .args(extra)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -249,8 +255,19 @@ impl Up {
                 .is_some_and(|v| v["pid"].as_u64() == Some(u64::from(pid)));
             let listens =
                 sandbox::listeners::Endpoints::load(&w.cluster()).is_ok_and(|e| e.pid == pid);
+            let sshd = !extra.contains(&"--ssh")
+                || std::fs::read(w.cluster().join("run/ssh.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .is_some_and(|v| {
+                        v["pid"].as_u64() == Some(u64::from(pid))
+                            && v["nodes"]
+                                .as_array()
+                                .is_some_and(|n| n.iter().all(|n| n["pid"].is_u64()))
+                    });
             if serves_api
                 && listens
+                && sshd
                 && kubectl_with(&w.admin_conf(), &["get", "--raw", "/healthz"]).0
             {
                 return up;
