@@ -266,7 +266,7 @@ fn an_sshd_killed_mid_apply_fails_its_step_and_the_apply_resumes_once_it_is_back
     init_over_ssh(&w);
     w.ok(&["rotate", "kubernetes", "--to-end"]);
     // Stop w-2's sshd as soon as the apply has begun: its steps fail, naming the node.
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
         .current_dir(w.path())
         .env("NO_COLOR", "1")
         .args(["apply", "--auto-approve"])
