@@ -84,6 +84,7 @@ fn sigkill_at_random_moments_always_resumes_to_the_same_end() {
             let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
                 .current_dir(w.path())
                 .env("NO_COLOR", "1")
+                .env("TRUSTFORM_RESTART_SETTLE", "0s")
                 .args(["apply", "--auto-approve"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

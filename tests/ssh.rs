@@ -269,6 +269,7 @@ fn an_sshd_killed_mid_apply_fails_its_step_and_the_apply_resumes_once_it_is_back
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
         .current_dir(w.path())
         .env("NO_COLOR", "1")
+        .env("TRUSTFORM_RESTART_SETTLE", "0s")
         .args(["apply", "--auto-approve"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -53,6 +53,10 @@ pub struct Args {
     /// kubelet active again) before its step fails.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub restart_timeout: Duration,
+    /// How long a restarted component must stay healthy, seen at every look, before its
+    /// step is done (a component that crashes right after it starts is not back).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "TRUSTFORM_RESTART_SETTLE")]
+    pub restart_settle: Duration,
     /// Apply a saved plan without rehearsing it first. It exists to show the live prober
     /// catching a plan that breaks trust; never use it on a real cluster.
     #[arg(long)]
@@ -677,7 +681,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         wait_timeout: a.wait_timeout,
         restart: exec::restart::Wait {
             timeout: a.restart_timeout,
-            ..Default::default()
+            settle: a.restart_settle,
         },
         settle: prober.as_ref().map(probe::Prober::settle),
     });

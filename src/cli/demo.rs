@@ -181,6 +181,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
         super::apply::Args {
             wait_timeout: std::time::Duration::from_secs(300),
             restart_timeout: std::time::Duration::from_secs(300),
+            restart_settle: std::time::Duration::from_millis(200),
             plan: Some(saved),
             auto_approve: true,
             parallelism: 10,

@@ -5,9 +5,11 @@
 //! - A static pod: its manifest changes (`trustform.dev/restarted-at`), so the kubelet
 //!   replaces the pod. Done when `crictl pods` shows a ready pod of the component whose
 //!   `kubernetes.io/config.hash` differs from the one before, and `crictl ps` shows its
-//!   container running, [`Wait::checks`] times in a row.
+//!   container running, at every look for [`Wait::settle`] (a container that crashes
+//!   right after it starts is not back).
 //! - The kubelet: `systemctl restart kubelet`. Done when `systemctl is-active kubelet` says
-//!   `active` with a new `ActiveEnterTimestampMonotonic`, [`Wait::checks`] times in a row.
+//!   `active` with a new `ActiveEnterTimestampMonotonic`, at every look for
+//!   [`Wait::settle`].
 //!
 //! Every wait has a time limit; on timeout the error names what was seen last and the
 //! component's last log lines, and `trustform apply` resumes at that step.
@@ -23,15 +25,16 @@ use std::time::{Duration, Instant};
 pub struct Wait {
     /// The longest a restart may take.
     pub timeout: Duration,
-    /// Consecutive healthy checks that make it done.
-    pub checks: u32,
+    /// How long it must stay healthy, seen at every look, to be done (0: the first
+    /// healthy look).
+    pub settle: Duration,
 }
 
 impl Default for Wait {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(300),
-            checks: 3,
+            settle: Duration::from_secs(2),
         }
     }
 }
@@ -182,40 +185,45 @@ fn last_log(node: &Node, container: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Poll `check` until it says healthy `wait.checks` times in a row, or time runs out.
-/// `check` returns (healthy, what it saw).
+/// Poll `check` until it has said healthy at every look for `wait.settle` (at least two
+/// looks when `settle` is not zero), or time runs out. `check` returns (healthy, what it
+/// saw).
 fn poll(
     wait: Wait,
     mut check: impl FnMut() -> Result<(bool, String), ExecError>,
 ) -> Result<(Duration, String), (Duration, String)> {
     let start = Instant::now();
-    let mut healthy = 0;
-    let mut pause = Duration::from_millis(50);
+    let mut healthy_since: Option<Instant> = None;
+    let mut pause = Duration::from_millis(20);
     let mut saw;
     loop {
         match check() {
             Ok((true, s)) => {
-                healthy += 1;
                 saw = s;
-                if healthy >= wait.checks {
+                let since = *healthy_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= wait.settle {
                     return Ok((start.elapsed(), saw));
                 }
-                pause = Duration::from_millis(100);
             }
             Ok((false, s)) => {
-                healthy = 0;
+                healthy_since = None;
                 saw = s;
             }
             // A command failing while the node is busy is one more look, not the end.
             Err(e) => {
-                healthy = 0;
+                healthy_since = None;
                 saw = e.to_string();
             }
         }
         if start.elapsed() >= wait.timeout {
             return Err((start.elapsed(), saw));
         }
-        std::thread::sleep(pause);
+        let step = match healthy_since {
+            // Healthy: look again within the settle time, a few times.
+            Some(_) => (wait.settle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+            None => pause,
+        };
+        std::thread::sleep(step);
         pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
@@ -404,21 +412,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn polling_needs_consecutive_healthy_checks_and_stops_at_the_limit() {
+    fn polling_needs_healthy_looks_for_the_settle_time_and_stops_at_the_limit() {
         let wait = Wait {
             timeout: Duration::from_secs(5),
-            checks: 3,
+            settle: Duration::from_millis(100),
         };
         let mut n = 0;
-        // healthy, unhealthy, then healthy for good: done at the 5th look.
+        // healthy, unhealthy (the clock starts again), then healthy for good.
+        let start = Instant::now();
         let r = poll(wait, || {
             n += 1;
             Ok((n != 2, format!("look {n}")))
         });
-        assert_eq!(r.map(|(_, s)| s), Ok("look 5".to_string()));
+        assert!(r.is_ok_and(|(_, s)| s != "look 1" && s != "look 3"));
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        let mut n = 0;
+        let zero = Wait {
+            timeout: Duration::from_secs(5),
+            settle: Duration::ZERO,
+        };
+        assert_eq!(
+            poll(zero, || {
+                n += 1;
+                Ok((true, format!("look {n}")))
+            })
+            .map(|(_, s)| s),
+            Ok("look 1".to_string())
+        );
         let wait = Wait {
             timeout: Duration::from_millis(200),
-            checks: 1,
+            settle: Duration::ZERO,
         };
         let r = poll(wait, || Ok((false, "down".into())));
         assert!(matches!(r, Err((d, s)) if d >= Duration::from_millis(200) && s == "down"));

@@ -24,11 +24,13 @@ impl Workdir {
     pub fn node(&self, name: &str) -> PathBuf {
         self.cluster().join("nodes").join(name)
     }
-    /// `trustform` run in this directory, colours off.
+    /// `trustform` run in this directory, colours off; a restarted component is done at
+    /// its first healthy look (sandboxes in tests restart at once).
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("trustform").expect("binary built");
         c.current_dir(self.path())
             .env("NO_COLOR", "1")
+            .env("TRUSTFORM_RESTART_SETTLE", "0s")
             .env_remove("TRUSTFORM_CONFIG");
         c
     }
