@@ -559,7 +559,7 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
             return Err(not_pem(if text.trim().is_empty() {
                 "it is empty"
             } else {
-                "text without a -----BEGIN line"
+                "text with no PEM block"
             }));
         }
         let fact = if abs.ends_with(".conf") && text.contains("clusters:") {

@@ -128,7 +128,7 @@ pub enum ObserveError {
     #[diagnostic(
         code(trustform::observe::not_pem),
         help(
-            "a file named .crt, .key, .pem or .pub must hold PEM blocks (-----BEGIN …): restore it from a backup or re-issue it with `kubeadm certs renew`; the component that reads it cannot start either"
+            "a file named .crt, .key, .pem or .pub must hold PEM blocks (BEGIN and END lines around base64): restore it from a backup or re-issue it with `kubeadm certs renew`; the component that reads it cannot start either"
         )
     )]
     NotPem {
