@@ -19,6 +19,24 @@ pub enum Command {
     /// would (what the sshd of `sandbox up --ssh` runs for them).
     #[command(hide = true)]
     NodeExec(NodeExecArgs),
+    /// Stop or start one node's sshd while `sandbox up --ssh` runs (same port).
+    Sshd(SshdArgs),
+}
+
+/// `sandbox sshd`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["stop", "start"])))]
+pub struct SshdArgs {
+    /// The sandbox directory.
+    pub dir: PathBuf,
+    /// The node.
+    pub node: String,
+    /// Stop its sshd and every session it serves.
+    #[arg(long)]
+    pub stop: bool,
+    /// Start it again, on the same port.
+    #[arg(long)]
+    pub start: bool,
 }
 
 /// `sandbox node-exec`.
@@ -44,6 +62,14 @@ pub struct UpArgs {
     /// Faults to inject: 500=RATE (answer 500), 409=RATE (answer writes 409), latency=DURATION.
     #[arg(long, value_name = "SPEC", env = "TRUSTFORM_SANDBOX_FAULTS")]
     pub faults: Option<String>,
+    /// Also run a real OpenSSH server per node, on the node's loopback address, seeing
+    /// the node's files as /etc/kubernetes, /var/lib/kubelet and /root/.kube (needs root
+    /// and Debian's openssh-server); see DIR/run/ssh.json.
+    #[arg(long)]
+    pub ssh: bool,
+    /// What `sudo` asks of the non-root login (`trustform`) on those servers.
+    #[arg(long, value_enum, default_value = "nopasswd", requires = "ssh")]
+    pub ssh_sudo: crate::sandbox::sshd::Sudo,
 }
 
 /// `sandbox create`.
@@ -159,6 +185,26 @@ pub fn run(c: Command) -> miette::Result<Exit> {
         }
         Command::Up(a) => up(a),
         Command::NodeExec(a) => node_exec(a),
+        Command::Sshd(a) => {
+            let n = crate::sandbox::sshd::request(
+                &a.dir,
+                &a.node,
+                a.start,
+                std::time::Duration::from_secs(30),
+            )?;
+            if a.start {
+                eprintln!(
+                    "Started the sshd of {} on {}:{} (pid {}).",
+                    n.name,
+                    n.host,
+                    n.port,
+                    n.pid.unwrap_or(0)
+                );
+            } else {
+                eprintln!("Stopped the sshd of {} ({}:{}).", n.name, n.host, n.port);
+            }
+            Ok(Exit::Ok)
+        }
     }
 }
 
@@ -209,6 +255,28 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         let listeners = listeners::start(&a.dir, server.store.clone()).await?;
         // Every node's kubelet: restarts static pods whose manifests changed, on time.
         let machines = sandbox::node::spawn(&a.dir, sandbox::node::RECONCILE_PERIOD);
+        let sshds = if a.ssh {
+            let dir = a.dir.clone();
+            let sudo = a.ssh_sudo;
+            let started = std::time::Instant::now();
+            let s =
+                tokio::task::spawn_blocking(move || crate::sandbox::sshd::Sshds::start(&dir, sudo))
+                    .await
+                    .map_err(|e| miette::miette!("the sshd starter failed: {e}"))??;
+            let info = s.info();
+            eprintln!(
+                "{} sshd(s) ready in {:.1}s ({}); for example:",
+                info.nodes.len(),
+                started.elapsed().as_secs_f64(),
+                crate::sandbox::sshd::SshInfo::path(&a.dir).display()
+            );
+            for n in &info.nodes {
+                eprintln!("  {}: {}", n.name, n.command());
+            }
+            Some(s.watch(std::time::Duration::from_millis(100)))
+        } else {
+            None
+        };
         eprintln!(
             "API server {} ({}) ready; KUBECONFIG={}",
             server.url(),
@@ -222,6 +290,9 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         );
         signals.wait().await;
         machines.abort();
+        if let Some(s) = sshds {
+            let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
+        }
         // They hold clones of the store: stop them first, so shutdown releases it.
         listeners.shutdown().await;
         controllers.stop().await;

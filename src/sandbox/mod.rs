@@ -12,6 +12,7 @@ pub mod node;
 pub mod objects;
 pub mod runtime;
 pub mod seed;
+pub mod sshd;
 pub mod transport;
 
 use crate::atomic::{self, KEY_MODE, PUBLIC_MODE};
