@@ -255,25 +255,20 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         let listeners = listeners::start(&a.dir, server.store.clone()).await?;
         // Every node's kubelet: restarts static pods whose manifests changed, on time.
         let machines = sandbox::node::spawn(&a.dir, sandbox::node::RECONCILE_PERIOD);
+        let started = std::time::Instant::now();
         let sshds = if a.ssh {
-            let dir = a.dir.clone();
-            let sudo = a.ssh_sudo;
-            let started = std::time::Instant::now();
-            let s =
-                tokio::task::spawn_blocking(move || crate::sandbox::sshd::Sshds::start(&dir, sudo))
-                    .await
-                    .map_err(|e| miette::miette!("the sshd starter failed: {e}"))??;
-            let info = s.info();
-            eprintln!(
-                "{} sshd(s) ready in {:.1}s ({}); for example:",
-                info.nodes.len(),
-                started.elapsed().as_secs_f64(),
-                crate::sandbox::sshd::SshInfo::path(&a.dir).display()
-            );
-            for n in &info.nodes {
-                eprintln!("  {}: {}", n.name, n.command());
-            }
-            Some(s.watch(std::time::Duration::from_millis(100)))
+            let (dir, sudo) = (a.dir.clone(), a.ssh_sudo);
+            let serve = move || {
+                crate::sandbox::sshd::Sshds::serve(
+                    &dir,
+                    sudo,
+                    std::time::Duration::from_millis(100),
+                )
+            };
+            let s = tokio::task::spawn_blocking(serve)
+                .await
+                .map_err(|e| miette::miette!("the sshd starter failed: {e}"))??;
+            Some(s)
         } else {
             None
         };
@@ -288,6 +283,17 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
             listeners.len(),
             listeners::Endpoints::path(&a.dir).display()
         );
+        if let Some(s) = &sshds {
+            eprintln!(
+                "{} sshd(s) ready in {:.1}s, one per node ({}):",
+                s.info.nodes.len(),
+                started.elapsed().as_secs_f64(),
+                crate::sandbox::sshd::SshInfo::path(&a.dir).display()
+            );
+            for n in &s.info.nodes {
+                eprintln!("  {}: {}", n.name, n.command());
+            }
+        }
         signals.wait().await;
         machines.abort();
         if let Some(s) = sshds {

@@ -314,6 +314,14 @@ impl Server {
 
     /// Start sshd in its own mount namespace; returns once it accepts connections.
     fn start(&mut self, ssh: &Path) -> Result<(), SshdError> {
+        self.spawn(ssh)?;
+        self.wait_listening()
+    }
+
+    /// Start sshd in its own mount namespace (without waiting). It gets SIGKILL when the
+    /// thread that started it ends (`setpriv --pdeathsig`), so a `sandbox up` killed
+    /// with SIGKILL leaves no sshd behind.
+    fn spawn(&mut self, ssh: &Path) -> Result<(), SshdError> {
         if self.child.is_some() {
             return Ok(());
         }
@@ -337,17 +345,17 @@ impl Server {
         }
         // `sh -c SCRIPT sh SRC1 DST1 SRC2 DST2 … -- SSHD CONFIG`: no quoting of paths.
         let script = "set -e\nwhile [ \"$1\" != -- ]; do mount --bind \"$1\" \"$2\"; shift 2; done\nshift\nexec \"$1\" -D -e -f \"$2\"\n";
-        let mut cmd = Command::new("unshare");
+        let mut cmd = Command::new("setpriv");
         cmd.args([
+            "--pdeathsig",
+            "KILL",
+            "--",
+            "unshare",
             "--mount",
             "--propagation",
             "private",
-            "--",
-            "/bin/sh",
-            "-c",
-            script,
-            "sh",
         ]);
+        cmd.args(["--", "/bin/sh", "-c", script, "sh"]);
         for (src, dst) in &mounts {
             cmd.arg(src).arg(dst);
         }
@@ -356,27 +364,40 @@ impl Server {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
             .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
+            .env("PATH", SYSTEM_PATH)
             .env("LANG", "C");
-        let mut child = cmd.spawn().map_err(|e| SshdError::Tool {
-            command: "unshare".into(),
+        let child = cmd.spawn().map_err(|e| SshdError::Tool {
+            command: "setpriv … unshare … sshd".into(),
             reason: e.to_string(),
         })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Wait until the sshd just spawned accepts connections.
+    fn wait_listening(&mut self) -> Result<(), SshdError> {
         let address = format!("{}:{}", self.node.ip, self.port);
         let started = Instant::now();
+        let fail = |me: &mut Self, reason: String| {
+            if let Some(mut c) = me.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Err(SshdError::Start {
+                node: me.node.name.clone(),
+                address: address.clone(),
+                reason,
+                log: me.log().display().to_string(),
+            })
+        };
         loop {
+            let Some(child) = self.child.as_mut() else {
+                return fail(self, "it was not started".into());
+            };
             if let Ok(Some(status)) = child.try_wait() {
                 let tail = std::fs::read_to_string(self.log()).unwrap_or_default();
                 let last = tail.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
-                return Err(SshdError::Start {
-                    node: self.node.name.clone(),
-                    address,
-                    reason: format!("it exited ({status}): {last}"),
-                    log: self.log().display().to_string(),
-                });
+                return fail(self, format!("it exited ({status}): {last}"));
             }
             if std::net::TcpStream::connect_timeout(
                 &address.parse().expect("an IP and a port"),
@@ -384,22 +405,16 @@ impl Server {
             )
             .is_ok()
             {
-                break;
+                return Ok(());
             }
             if started.elapsed() > START_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(SshdError::Start {
-                    node: self.node.name.clone(),
-                    address,
-                    reason: format!("not listening after {}s", START_TIMEOUT.as_secs()),
-                    log: self.log().display().to_string(),
-                });
+                return fail(
+                    self,
+                    format!("not listening after {}s", START_TIMEOUT.as_secs()),
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.child = Some(child);
-        Ok(())
     }
 
     /// Stop sshd and every session it serves.
@@ -477,9 +492,48 @@ fn accounts(ssh: &Path) -> Result<(), SshdError> {
 }
 
 impl Sshds {
-    /// Generate keys and configuration, and start an sshd for every node of sandbox
-    /// `dir`; writes `DIR/run/ssh.json`.
-    pub fn start(dir: &Path, sudo: Sudo) -> Result<Self, SshdError> {
+    /// Generate keys and configuration, start an sshd for every node of sandbox `dir`
+    /// and write `DIR/run/ssh.json`; then serve `trustform sandbox sshd` requests every
+    /// `period`, on a thread of its own (the sshds die with it), until
+    /// [`Watcher::shutdown`].
+    pub fn serve(dir: &Path, sudo: Sudo, period: Duration) -> Result<Watcher, SshdError> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let dir = dir.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let mut me = match Self::start(&dir, sudo) {
+                Ok(me) => me,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(me.info()));
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                me.poll();
+                std::thread::sleep(period);
+            }
+            me.shutdown();
+        });
+        match rx.recv() {
+            Ok(Ok(info)) => Ok(Watcher {
+                info,
+                stop,
+                handle: Some(handle),
+            }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = handle.join();
+                Err(SshdError::Control("the sshd thread failed".into()))
+            }
+        }
+    }
+
+    fn start(dir: &Path, sudo: Sudo) -> Result<Self, SshdError> {
         for tool in ["/usr/sbin/sshd", "/usr/bin/ssh-keygen"] {
             if !Path::new(tool).is_file() {
                 return Err(SshdError::Missing(tool.into()));
@@ -601,22 +655,13 @@ impl Sshds {
             servers,
         };
         let _ = std::fs::remove_dir_all(me.dir.join(CONTROL));
-        let results: Vec<Result<(), SshdError>> = std::thread::scope(|s| {
-            let ssh = me.ssh.clone();
-            let handles: Vec<_> = me
-                .servers
-                .iter_mut()
-                .map(|srv| {
-                    let ssh = ssh.clone();
-                    s.spawn(move || srv.start(&ssh))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("sshd starter panicked"))
-                .collect()
-        });
-        if let Some(e) = results.into_iter().find_map(Result::err) {
+        // Spawn every sshd, then wait for each: they start side by side.
+        let ssh = me.ssh.clone();
+        let mut result = me.servers.iter_mut().try_for_each(|s| s.spawn(&ssh));
+        if result.is_ok() {
+            result = me.servers.iter_mut().try_for_each(Server::wait_listening);
+        }
+        if let Err(e) = result {
             me.stop_all();
             return Err(e);
         }
@@ -625,7 +670,7 @@ impl Sshds {
     }
 
     /// Where every node is.
-    pub fn info(&self) -> SshInfo {
+    fn info(&self) -> SshInfo {
         SshInfo {
             pid: std::process::id(),
             nodes: self
@@ -652,8 +697,8 @@ impl Sshds {
         write(&path, &json, 0o644)
     }
 
-    /// Act on `trustform sandbox sshd` requests (call it periodically).
-    pub fn poll(&mut self) {
+    /// Act on `trustform sandbox sshd` requests.
+    fn poll(&mut self) {
         let control = self.dir.join(CONTROL);
         let Ok(rd) = std::fs::read_dir(&control) else {
             return;
@@ -696,31 +741,13 @@ impl Sshds {
     }
 
     /// Stop every sshd and remove `DIR/run/ssh.json` (if it is still ours).
-    pub fn shutdown(mut self) {
+    fn shutdown(mut self) {
         self.stop_all();
         let ours = SshInfo::load(&self.dir).is_ok_and(|i| i.pid == std::process::id());
         if ours {
             let _ = std::fs::remove_file(SshInfo::path(&self.dir));
         }
         let _ = std::fs::remove_dir_all(self.dir.join(CONTROL));
-    }
-
-    /// Run [`Sshds::poll`] every `period` on a thread until [`Watcher::shutdown`].
-    pub fn watch(self, period: Duration) -> Watcher {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut me = self;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                me.poll();
-                std::thread::sleep(period);
-            }
-            me.shutdown();
-        });
-        Watcher {
-            stop,
-            handle: Some(handle),
-        }
     }
 }
 
@@ -734,6 +761,8 @@ impl Drop for Sshds {
 /// shut down or dropped.
 #[derive(Debug)]
 pub struct Watcher {
+    /// Where the nodes were at start.
+    pub info: SshInfo,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }

@@ -58,7 +58,7 @@ fn duration(text: &str) -> Result<Duration, String> {
 fn show(d: Duration) -> String {
     if d.is_zero() {
         "0".into()
-    } else if d.subsec_millis() == 0 && d.as_nanos() % 1_000_000_000 == 0 {
+    } else if d.subsec_millis() == 0 && d.as_nanos().is_multiple_of(1_000_000_000) {
         format!("{}s", d.as_secs())
     } else if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
