@@ -683,3 +683,87 @@ fn a_nopasswd_sudo_login_reaches_the_machine() {
     assert!(out.ends_with("ok\n"), "{out}");
     assert_eq!(out.lines().count(), 2, "{out}");
 }
+
+#[test]
+fn failed_handshakes_are_logged_by_the_server_process() {
+    use trustform::sandbox::listeners::Endpoints;
+    let w = sandbox(1, 1, "0");
+    let _up = common::Up::start(&w, None);
+    let endpoints = Endpoints::load(&w.cluster()).unwrap();
+    // A stranger's CA and client certificate.
+    let dir = w.path();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=stranger", "-days", "1", "-keyout"])
+        .arg(dir.join("stranger.key"))
+        .arg("-out")
+        .arg(dir.join("stranger.crt"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let handshake = |addr: &str, ca: &Path, client: bool| {
+        let mut cmd = Command::new("openssl");
+        cmd.args([
+            "s_client",
+            "-connect",
+            addr,
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(ca)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if client {
+            cmd.arg("-cert")
+                .arg(dir.join("stranger.crt"))
+                .arg("-key")
+                .arg(dir.join("stranger.key"));
+        }
+        cmd.status().unwrap()
+    };
+    // The client refuses the API server's certificate: the server hears of it.
+    let api = endpoints.process("cp-1", "kube-apiserver").unwrap();
+    assert!(!handshake(api, &dir.join("stranger.crt"), false).success());
+    let log = w
+        .node("cp-1")
+        .join("run/trustform-sandbox/logs/kube-apiserver.log");
+    let line = poll(Duration::from_secs(10), "the API server's log line", || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .find(|l| l.contains("http: TLS handshake error from 127.0.0.1:"))
+            .map(str::to_string)
+    });
+    assert!(line.contains("remote error: tls: "), "{line}");
+    // The kubelet refuses a stranger's client certificate, in its journal.
+    let kubelet = endpoints.process("w-1", "kubelet").unwrap();
+    let _ = handshake(
+        kubelet,
+        &w.node("w-1").join("etc/kubernetes/pki/ca.crt"),
+        true,
+    );
+    let journal = poll(
+        Duration::from_secs(10),
+        "the kubelet's journal line",
+        || {
+            let (_, out, _) = node(&w, "w-1", &["journalctl", "-u", "kubelet", "-o", "cat"]);
+            out.lines()
+                .find(|l| l.contains("TLS handshake error"))
+                .map(str::to_string)
+        },
+    );
+    assert!(
+        journal.contains("x509: certificate signed by unknown authority"),
+        "{journal}"
+    );
+}

@@ -481,6 +481,9 @@ async fn accept_loop(listener: TcpListener, source: Arc<Source>, mut stop: watch
     conns.shutdown().await;
 }
 
+const UNKNOWN_AUTHORITY: &str =
+    "tls: failed to verify certificate: x509: certificate signed by unknown authority";
+
 /// A failed handshake as Go's `crypto/tls` words it on the server (`None`: the client
 /// went away before saying anything, which is not worth a line).
 fn go_tls_error(e: &std::io::Error) -> Option<String> {
@@ -491,14 +494,16 @@ fn go_tls_error(e: &std::io::Error) -> Option<String> {
         E::AlertReceived(A::UnknownCA) => "remote error: tls: unknown certificate authority".into(),
         E::AlertReceived(A::CertificateExpired) => "remote error: tls: expired certificate".into(),
         E::AlertReceived(a) => format!("remote error: tls: {a:?}").to_lowercase(),
-        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
-            "tls: failed to verify certificate: x509: certificate signed by unknown authority"
-                .into()
+        // A self-signed stranger is "CA used as end entity" to webpki; Go only sees that
+        // no root it trusts signed it.
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => UNKNOWN_AUTHORITY.into(),
+        E::InvalidCertificate(C::Other(o)) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+            UNKNOWN_AUTHORITY.into()
         }
-        E::InvalidCertificate(C::Expired | C::NotValidYet) => {
-            "tls: failed to verify certificate: x509: certificate has expired or is not yet valid"
-                .into()
-        }
+        E::InvalidCertificate(
+            C::Expired | C::NotValidYet | C::ExpiredContext { .. } | C::NotValidYetContext { .. },
+        ) => "tls: failed to verify certificate: x509: certificate has expired or is not yet valid"
+            .into(),
         E::InvalidCertificate(c) => format!("tls: failed to verify certificate: x509: {c:?}"),
         E::NoCertificatesPresented => "tls: client didn't provide a certificate".into(),
         other => format!("tls: {other}"),
