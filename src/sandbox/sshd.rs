@@ -458,10 +458,21 @@ const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 fn accounts(ssh: &Path) -> Result<(), SshdError> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    // root logs in to a POSIX shell that reads no rc file of this machine's /root: a
+    // session's PATH is exactly the node's (its tools first).
     let mut users: Vec<String> = passwd
         .lines()
         .filter(|l| !l.starts_with(&format!("{SUDO_USER}:")) && !l.trim().is_empty())
-        .map(str::to_string)
+        .map(|l| match l.strip_prefix("root:") {
+            Some(rest) => {
+                let mut f: Vec<&str> = rest.split(':').collect();
+                if let Some(shell) = f.last_mut() {
+                    *shell = "/bin/sh";
+                }
+                format!("root:{}", f.join(":"))
+            }
+            None => l.to_string(),
+        })
         .collect();
     let taken = |n: u32, file: &str| {
         file.lines()
