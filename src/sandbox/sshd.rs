@@ -296,10 +296,57 @@ struct Server {
     node: SandboxNode,
     port: u16,
     dir: PathBuf,
+    /// Its host key, `ssh-ed25519 AAAA… comment`.
+    host_pub: String,
+    /// Its sessions' PATH.
+    path: String,
     child: Option<Child>,
 }
 
 impl Server {
+    /// Write its `sshd_config` (for its current port).
+    fn write_config(&self, ssh: &Path) -> Result<(), SshdError> {
+        // The keys come from a command run as root: the sandbox directory may be
+        // private (0700) or under a world-writable /tmp, which sshd's own reading of
+        // an AuthorizedKeysFile (as the user, StrictModes) refuses.
+        let config = format!(
+            "# sshd of sandbox node {name} (trustform sandbox up --ssh)\n\
+             ListenAddress {ip}:{port}\n\
+             HostKey {host_key}\n\
+             AuthorizedKeysFile none\n\
+             AuthorizedKeysCommand /bin/cat \"{keys}\"\n\
+             AuthorizedKeysCommandUser root\n\
+             PubkeyAuthentication yes\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\n\
+             AllowUsers root {SUDO_USER}\n\
+             UsePAM no\n\
+             PidFile none\n\
+             MaxStartups 200\n\
+             MaxSessions 200\n\
+             SetEnv PATH={path}\n\
+             Subsystem sftp /usr/lib/openssh/sftp-server\n",
+            name = self.node.name,
+            ip = self.node.ip,
+            port = self.port,
+            host_key = self.dir.join("host_ed25519").display(),
+            keys = ssh.join("authorized_keys").display(),
+            path = self.path,
+        );
+        write(&self.config(), &config, 0o644)
+    }
+
+    /// Whether its last start failed because the port was taken meanwhile.
+    fn port_taken(&self) -> bool {
+        std::fs::read_to_string(self.log()).is_ok_and(|t| {
+            t.lines()
+                .rev()
+                .take(5)
+                .any(|l| l.contains("Address already in use"))
+        })
+    }
+
     fn config(&self) -> PathBuf {
         self.dir.join("sshd_config")
     }
@@ -586,7 +633,6 @@ impl Sshds {
         accounts(&ssh)?;
         let exe = std::env::current_exe().map_err(io(Path::new("trustform")))?;
         let mut servers = vec![];
-        let mut known = String::new();
         for node in &sandbox.nodes {
             let nd = ssh.join("nodes").join(&node.name);
             std::fs::create_dir_all(&nd).map_err(io(&nd))?;
@@ -595,12 +641,6 @@ impl Sshds {
             let host_key = nd.join("host_ed25519");
             let host_pub = keypair(&host_key, &format!("trustform-sandbox-{}", node.name))?;
             let port = free_port(&node.ip)?;
-            let mut fields = host_pub.split_whitespace();
-            let (kind, key) = (
-                fields.next().unwrap_or_default(),
-                fields.next().unwrap_or_default(),
-            );
-            known.push_str(&format!("[{}]:{port} {kind} {key}\n", node.ip));
             let bin = shim_dir(&nd);
             for cmd in ["systemctl", "crictl", "journalctl"] {
                 let text = format!(
@@ -624,41 +664,17 @@ impl Sshds {
                 ),
                 0o440,
             )?;
-            // The keys come from a command run as root: the sandbox directory may be
-            // private (0700) or under a world-writable /tmp, which sshd's own reading of
-            // an AuthorizedKeysFile (as the user, StrictModes) refuses.
-            let config = format!(
-                "# sshd of sandbox node {name} (trustform sandbox up --ssh)\n\
-                 ListenAddress {ip}:{port}\n\
-                 HostKey {host_key}\n\
-                 AuthorizedKeysFile none\n\
-                 AuthorizedKeysCommand /bin/cat \"{keys}\"\n\
-                 AuthorizedKeysCommandUser root\n\
-                 PubkeyAuthentication yes\n\
-                 PasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\n\
-                 AllowUsers root {SUDO_USER}\n\
-                 UsePAM no\n\
-                 PidFile none\n\
-                 MaxStartups 200\n\
-                 MaxSessions 200\n\
-                 SetEnv PATH={path}\n\
-                 Subsystem sftp /usr/lib/openssh/sftp-server\n",
-                name = node.name,
-                ip = node.ip,
-                host_key = host_key.display(),
-                keys = ssh.join("authorized_keys").display(),
-            );
-            write(&nd.join("sshd_config"), &config, 0o644)?;
-            servers.push(Server {
+            let server = Server {
                 node: node.clone(),
                 port,
                 dir: nd,
+                host_pub,
+                path,
                 child: None,
-            });
+            };
+            server.write_config(&ssh)?;
+            servers.push(server);
         }
-        write(&ssh.join("known_hosts"), &known, 0o644)?;
         let mut me = Self {
             dir,
             ssh,
@@ -666,16 +682,40 @@ impl Sshds {
             servers,
         };
         let _ = std::fs::remove_dir_all(me.dir.join(CONTROL));
-        // Spawn every sshd, then wait for each: they start side by side.
+        // Spawn every sshd, then wait for each: they start side by side. A port taken
+        // between its choice and sshd's bind is chosen again.
         let ssh = me.ssh.clone();
         let mut result = me.servers.iter_mut().try_for_each(|s| s.spawn(&ssh));
         if result.is_ok() {
-            result = me.servers.iter_mut().try_for_each(Server::wait_listening);
+            result = me.servers.iter_mut().try_for_each(|s| {
+                let mut tries = 0;
+                loop {
+                    match s.wait_listening() {
+                        Err(_) if tries < 3 && s.port_taken() => {
+                            tries += 1;
+                            s.port = free_port(&s.node.ip)?;
+                            s.write_config(&ssh)?;
+                            s.spawn(&ssh)?;
+                        }
+                        other => return other,
+                    }
+                }
+            });
         }
         if let Err(e) = result {
             me.stop_all();
             return Err(e);
         }
+        let known: String = me
+            .servers
+            .iter()
+            .map(|s| {
+                let mut f = s.host_pub.split_whitespace();
+                let (kind, key) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
+                format!("[{}]:{} {kind} {key}\n", s.node.ip, s.port)
+            })
+            .collect();
+        write(&me.ssh.join("known_hosts"), &known, 0o644)?;
         me.save()?;
         Ok(me)
     }
