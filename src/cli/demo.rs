@@ -122,6 +122,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             control_planes: a.control_planes,
             workers: a.workers,
             key_algorithm: super::sandbox::Alg::Rsa2048,
+            restart_time: crate::sandbox::node::RestartTime::default(),
             // No bare pods: no rollout could restart them, so their edges would break
             // (rehearse warns about them; the continuity promise covers owned pods).
             seed: super::sandbox::SeedArgs {

@@ -15,6 +15,40 @@ pub enum Command {
     Create(CreateArgs),
     /// Serve the sandbox's Kubernetes API over HTTPS, in the foreground, until Ctrl-C.
     Up(UpArgs),
+    /// Run `systemctl`, `crictl` or `journalctl` on a sandbox node, as the node's shell
+    /// would (what the sshd of `sandbox up --ssh` runs for them).
+    #[command(hide = true)]
+    NodeExec(NodeExecArgs),
+    /// Stop or start one node's sshd while `sandbox up --ssh` runs (same port).
+    Sshd(SshdArgs),
+}
+
+/// `sandbox sshd`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["stop", "start"])))]
+pub struct SshdArgs {
+    /// The sandbox directory.
+    pub dir: PathBuf,
+    /// The node.
+    pub node: String,
+    /// Stop its sshd and every session it serves.
+    #[arg(long)]
+    pub stop: bool,
+    /// Start it again, on the same port.
+    #[arg(long)]
+    pub start: bool,
+}
+
+/// `sandbox node-exec`.
+#[derive(Debug, clap::Args)]
+pub struct NodeExecArgs {
+    /// The sandbox directory.
+    pub dir: PathBuf,
+    /// The node.
+    pub node: String,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
 }
 
 /// `sandbox up`.
@@ -28,6 +62,14 @@ pub struct UpArgs {
     /// Faults to inject: 500=RATE (answer 500), 409=RATE (answer writes 409), latency=DURATION.
     #[arg(long, value_name = "SPEC", env = "TRUSTFORM_SANDBOX_FAULTS")]
     pub faults: Option<String>,
+    /// Also run a real OpenSSH server per node, on the node's loopback address, seeing
+    /// the node's files as /etc/kubernetes, /var/lib/kubelet and /root/.kube (needs root
+    /// and Debian's openssh-server); see DIR/run/ssh.json.
+    #[arg(long)]
+    pub ssh: bool,
+    /// What `sudo` asks of the non-root login (`trustform`) on those servers.
+    #[arg(long, value_enum, default_value = "nopasswd", requires = "ssh")]
+    pub ssh_sudo: crate::sandbox::sshd::Sudo,
 }
 
 /// `sandbox create`.
@@ -44,6 +86,11 @@ pub struct CreateArgs {
     /// Key algorithm (kubeadm uses rsa-2048).
     #[arg(long, value_enum, default_value = "rsa-2048")]
     pub key_algorithm: Alg,
+    /// How long a simulated process is down when it restarts: a range (a random
+    /// duration in it for every restart) or one duration (`0`, `500ms`). The environment
+    /// variable overrides what the sandbox keeps.
+    #[arg(long, default_value = crate::sandbox::node::timing::DEFAULT, value_parser = crate::sandbox::node::RestartTime::parse)]
+    pub restart_time: crate::sandbox::node::RestartTime,
     /// API objects to seed.
     #[command(flatten)]
     pub seed: SeedArgs,
@@ -119,7 +166,11 @@ pub fn run(c: Command) -> miette::Result<Exit> {
                     webhooks: a.seed.webhooks,
                 },
             };
-            let (sb, report) = sandbox::create_seeded(&a.dir, &spec)?;
+            let (mut sb, report) = sandbox::create_seeded(&a.dir, &spec)?;
+            sb.restart_time = a.restart_time;
+            sb.save(&a.dir).map_err(|e| {
+                miette::miette!("cannot write {}: {e}", a.dir.join("sandbox.json").display())
+            })?;
             eprintln!(
                 "Created sandbox cluster in {} ({} control planes, {} workers) in {:.1}s.",
                 a.dir.display(),
@@ -133,7 +184,52 @@ pub fn run(c: Command) -> miette::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Up(a) => up(a),
+        Command::NodeExec(a) => node_exec(a),
+        Command::Sshd(a) => {
+            let n = crate::sandbox::sshd::request(
+                &a.dir,
+                &a.node,
+                a.start,
+                std::time::Duration::from_secs(30),
+            )?;
+            if a.start {
+                eprintln!(
+                    "Started the sshd of {} on {}:{} (pid {}).",
+                    n.name,
+                    n.host,
+                    n.port,
+                    n.pid.unwrap_or(0)
+                );
+            } else {
+                eprintln!("Stopped the sshd of {} ({}:{}).", n.name, n.host, n.port);
+            }
+            Ok(Exit::Ok)
+        }
     }
+}
+
+/// Print what the node's command printed and exit with its code.
+fn node_exec(a: NodeExecArgs) -> miette::Result<Exit> {
+    use std::io::Write;
+    let sb = sandbox::Sandbox::load(&a.dir).map_err(|e| {
+        miette::miette!(
+            "{} is not a sandbox (cannot read its sandbox.json: {e})",
+            a.dir.display()
+        )
+    })?;
+    let node = sb
+        .nodes
+        .iter()
+        .find(|n| n.name == a.node)
+        .ok_or_else(|| miette::miette!("the sandbox has no node {}", a.node))?;
+    let argv: Vec<&str> = a.argv.iter().map(String::as_str).collect();
+    let out = sandbox::node::exec(&node.root, &argv);
+    let _ = std::io::stdout().write_all(&out.stdout);
+    let _ = std::io::stderr().write_all(&out.stderr);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // The command's own exit code (3 from `systemctl is-active`, 127, …).
+    std::process::exit(out.code.unwrap_or(1))
 }
 
 fn up(a: UpArgs) -> miette::Result<Exit> {
@@ -157,6 +253,25 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         let controllers = controllers::spawn(&a.dir, server.store.clone());
         // Every simulated process's TLS endpoint, for probes and openssl s_client.
         let listeners = listeners::start(&a.dir, server.store.clone()).await?;
+        // Every node's kubelet: restarts static pods whose manifests changed, on time.
+        let machines = sandbox::node::spawn(&a.dir, sandbox::node::RECONCILE_PERIOD);
+        let started = std::time::Instant::now();
+        let sshds = if a.ssh {
+            let (dir, sudo) = (a.dir.clone(), a.ssh_sudo);
+            let serve = move || {
+                crate::sandbox::sshd::Sshds::serve(
+                    &dir,
+                    sudo,
+                    std::time::Duration::from_millis(100),
+                )
+            };
+            let s = tokio::task::spawn_blocking(serve)
+                .await
+                .map_err(|e| miette::miette!("the sshd starter failed: {e}"))??;
+            Some(s)
+        } else {
+            None
+        };
         eprintln!(
             "API server {} ({}) ready; KUBECONFIG={}",
             server.url(),
@@ -168,7 +283,22 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
             listeners.len(),
             listeners::Endpoints::path(&a.dir).display()
         );
+        if let Some(s) = &sshds {
+            eprintln!(
+                "{} sshd(s) ready in {:.1}s, one per node ({}):",
+                s.info.nodes.len(),
+                started.elapsed().as_secs_f64(),
+                crate::sandbox::sshd::SshInfo::path(&a.dir).display()
+            );
+            for n in &s.info.nodes {
+                eprintln!("  {}: {}", n.name, n.command());
+            }
+        }
         signals.wait().await;
+        machines.abort();
+        if let Some(s) = sshds {
+            let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
+        }
         // They hold clones of the store: stop them first, so shutdown releases it.
         listeners.shutdown().await;
         controllers.stop().await;

@@ -481,16 +481,69 @@ async fn accept_loop(listener: TcpListener, source: Arc<Source>, mut stop: watch
     conns.shutdown().await;
 }
 
+const UNKNOWN_AUTHORITY: &str =
+    "tls: failed to verify certificate: x509: certificate signed by unknown authority";
+
+/// A failed handshake as Go's `crypto/tls` words it on the server (`None`: the client
+/// went away before saying anything, which is not worth a line).
+fn go_tls_error(e: &std::io::Error) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<E>())?;
+    Some(match inner {
+        E::AlertReceived(A::BadCertificate) => "remote error: tls: bad certificate".into(),
+        E::AlertReceived(A::UnknownCA) => "remote error: tls: unknown certificate authority".into(),
+        E::AlertReceived(A::CertificateExpired) => "remote error: tls: expired certificate".into(),
+        E::AlertReceived(a) => format!("remote error: tls: {a:?}").to_lowercase(),
+        // A self-signed stranger is "CA used as end entity" to webpki; Go only sees that
+        // no root it trusts signed it.
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => UNKNOWN_AUTHORITY.into(),
+        E::InvalidCertificate(C::Other(o)) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+            UNKNOWN_AUTHORITY.into()
+        }
+        E::InvalidCertificate(
+            C::Expired | C::NotValidYet | C::ExpiredContext { .. } | C::NotValidYetContext { .. },
+        ) => "tls: failed to verify certificate: x509: certificate has expired or is not yet valid"
+            .into(),
+        E::InvalidCertificate(c) => format!("tls: failed to verify certificate: x509: {c:?}"),
+        E::NoCertificatesPresented => "tls: client didn't provide a certificate".into(),
+        other => format!("tls: {other}"),
+    })
+}
+
+impl Source {
+    /// Log a failed handshake in the serving process's log.
+    fn log_failure(&self, peer: &str, e: &std::io::Error) {
+        let (Source::Held { root, serve, .. }, Some(error)) = (self, go_tls_error(e)) else {
+            return;
+        };
+        let component = serve.component();
+        let pid = if component == "kubelet" {
+            crate::sandbox::node::Machine::open(root)
+                .load()
+                .kubelet
+                .main_pid
+        } else {
+            1
+        };
+        crate::sandbox::node::logs::handshake_error(root, component, pid, peer, &error);
+    }
+}
+
 /// One connection: handshake with what is held now, `ok\n`, close.
 async fn answer(source: Arc<Source>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     // A process that holds nothing usable answers no handshake: the client sees the
     // connection close.
     let Ok(config) = source.config() else { return };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let Ok(Ok(mut tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-    else {
-        return;
+    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            source.log_failure(&peer, &e);
+            return;
+        }
+        Err(_) => return,
     };
     let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         tls.write_all(b"ok\n").await?;

@@ -8,9 +8,12 @@ pub mod apiserver;
 pub mod controllers;
 pub mod listeners;
 mod manifests;
+pub mod node;
 pub mod objects;
 pub mod runtime;
 pub mod seed;
+pub mod sshd;
+pub mod transport;
 
 use crate::atomic::{self, KEY_MODE, PUBLIC_MODE};
 use crate::layout;
@@ -116,6 +119,10 @@ pub struct Sandbox {
     pub name: String,
     /// Nodes, control planes first.
     pub nodes: Vec<SandboxNode>,
+    /// How long a simulated process takes to restart (`0.2s-2s`, `500ms`, `0`): see
+    /// [`node::RestartTime`]. Sandboxes made before it existed get the default.
+    #[serde(default)]
+    pub restart_time: node::RestartTime,
 }
 
 impl Sandbox {
@@ -123,6 +130,12 @@ impl Sandbox {
     pub fn load(dir: &Path) -> std::io::Result<Self> {
         let text = std::fs::read_to_string(dir.join("sandbox.json"))?;
         serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+
+    /// Write `DIR/sandbox.json`.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("sandbox serialises");
+        atomic::write(&dir.join("sandbox.json"), json.as_bytes(), PUBLIC_MODE)
     }
 }
 
@@ -245,6 +258,7 @@ pub fn create_seeded(dir: &Path, spec: &Spec) -> Result<(Sandbox, SeedReport), S
     let sandbox = Sandbox {
         name: "sandbox".into(),
         nodes,
+        restart_time: node::RestartTime::default(),
     };
     let json = serde_json::to_string_pretty(&sandbox).expect("sandbox serialises");
     put(&dir.join("sandbox.json"), &json, PUBLIC_MODE)?;

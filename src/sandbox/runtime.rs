@@ -91,9 +91,15 @@ pub fn stamp(root: &Path, component: &str) -> Option<Stamp> {
     Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
+/// Where node path `abs` is on this machine: symlinks (kubeadm's absolute
+/// `kubelet-client-current.pem`) resolve inside the node root, as on the node itself.
+fn host(root: &Path, abs: &str) -> PathBuf {
+    crate::transport::resolve(root, abs).unwrap_or_else(|_| root.join(layout::rel(abs)))
+}
+
 /// The files a component reads at start, as absolute node paths.
 pub fn inputs(root: &Path, component: &str) -> std::io::Result<Vec<String>> {
-    let read = |abs: &str| std::fs::read_to_string(root.join(layout::rel(abs)));
+    let read = |abs: &str| std::fs::read_to_string(host(root, abs));
     let mut out = Vec::new();
     if component == "kubelet" {
         let config = read(&abs(layout::KUBELET_CONFIG))?;
@@ -115,7 +121,7 @@ pub fn inputs(root: &Path, component: &str) -> std::io::Result<Vec<String>> {
             );
         }
     }
-    out.retain(|p| root.join(layout::rel(p)).is_file());
+    out.retain(|p| host(root, p).is_file());
     out.sort();
     out.dedup();
     Ok(out)
@@ -148,7 +154,7 @@ pub fn restart(root: &Path, component: &str) -> std::io::Result<Held> {
     let before = held(root, component);
     let mut files = BTreeMap::new();
     for abs in inputs(root, component)? {
-        let bytes = std::fs::read(root.join(layout::rel(&abs)))?;
+        let bytes = std::fs::read(host(root, &abs))?;
         files.insert(abs, base64::engine::general_purpose::STANDARD.encode(bytes));
     }
     let held = Held {

@@ -531,7 +531,8 @@ impl Transport for Ssh {
         let out = self.sh(WRITE, &[abs, &mode, &owner], Some(bytes), OP_TIMEOUT)?;
         match out.code {
             Some(0) => Ok(()),
-            Some(WRITE_FAILED) | _ => Err(Self::fail(abs, &out)),
+            Some(WRITE_FAILED) => Err(Self::fail(abs, &out)),
+            _ => Err(Self::fail(abs, &out)),
         }
     }
 
