@@ -426,7 +426,7 @@ fn random_bytes_in_a_certificate_file_are_named_as_such() {
     std::fs::write(&crt, "hello\n").unwrap();
     let err = refused(&w, &["plan"], Duration::from_secs(20));
     assert!(
-        flat(&err).contains("text without a -----BEGIN line"),
+        flat(&err).contains("apiserver.crt is not a PEM file (text with no PEM block)"),
         "{err}"
     );
 }

@@ -91,26 +91,18 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
             },
             Op::Restart { node, component } => {
                 let node = ctx.node(node)?;
-                let how = if component == "kubelet" {
-                    exec::restart_kubelet(node, ctx.restart)
+                let seen = if component == "kubelet" {
+                    exec::restart::kubelet(node, ctx.restart)
                 } else {
-                    exec::restart_static_pod(ctx.files, node, component, ctx.restart)
+                    exec::restart::static_pod(ctx.files, node, component, ctx.restart)
                 }
                 .map_err(|e| e.to_string())?;
-                out.did.push(match how {
-                    exec::Restarted::Simulated(g) => {
-                        format!(
-                            "{}: {component} restarted (sandbox process, start #{g})",
-                            node.name
-                        )
-                    }
-                    exec::Restarted::Seen(seen) => format!(
-                        "{}: {component} restarted; waited {:.1} s: {}",
-                        node.name,
-                        seen.waited.as_secs_f64(),
-                        seen.what
-                    ),
-                });
+                out.did.push(format!(
+                    "{}: {component} restarted; waited {:.1} s: {}",
+                    node.name,
+                    seen.waited.as_secs_f64(),
+                    seen.what
+                ));
             }
             Op::Verify {
                 authority,

@@ -79,6 +79,12 @@ pub struct RollbackArgs {
     /// Wait this long for the lock.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+    /// How long a restarted component may take to be seen back.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub restart_timeout: Duration,
+    /// How long a restarted component must stay healthy before the next one restarts.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "TRUSTFORM_RESTART_SETTLE")]
+    pub restart_settle: Duration,
 }
 
 /// `status`.
@@ -882,18 +888,31 @@ pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
         restored.len()
     );
     let mut manual = vec![];
+    let files = Files::open(&backup).map_err(io(format!("cannot open {}", backup.display())))?;
+    let wait = exec::restart::Wait {
+        timeout: a.restart_timeout,
+        settle: a.restart_settle,
+    };
     for (node, component) in &restarts {
-        match nodes.get(node) {
-            Some(Node {
-                sandbox: true,
-                root: Some(root),
-                ..
-            }) => {
-                crate::sandbox::runtime::restart(root, component)
-                    .map_err(io(format!("{node}: cannot restart {component}")))?;
-                println!("  restarted {component} on {node} (sandbox)");
+        let Some(n) = nodes.get(node) else {
+            manual.push(format!("{component} on {node}"));
+            continue;
+        };
+        let seen = if component == "kubelet" {
+            exec::restart::kubelet(n, wait)
+        } else {
+            exec::restart::static_pod(&files, n, component, wait)
+        };
+        match seen {
+            Ok(s) => println!(
+                "  restarted {component} on {node} ({:.1} s: {})",
+                s.waited.as_secs_f64(),
+                s.what
+            ),
+            Err(e) => {
+                eprintln!("  {e}");
+                manual.push(format!("{component} on {node}"));
             }
-            _ => manual.push(format!("{component} on {node}")),
         }
     }
     if !manual.is_empty() {

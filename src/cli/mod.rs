@@ -101,6 +101,9 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 
 /// Run a parsed command.
 pub fn run(cli: Cli) -> miette::Result<Exit> {
+    // The built-in sandbox's nodes are reached through their own transport (the product
+    // never asks whether a node is simulated).
+    sandbox::install_transport();
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Sandbox(c) => sandbox::run(c),

@@ -341,3 +341,9 @@ impl Signals {
         }
     }
 }
+
+/// Register the sandbox's own transport for its node directories (see
+/// `crate::transport::register_local_override`).
+pub fn install_transport() {
+    crate::sandbox::transport::install();
+}

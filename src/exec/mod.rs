@@ -11,7 +11,6 @@ pub use files::{BackupEntry, Files};
 
 use crate::sandbox::runtime;
 use crate::transport::{Output, Transport, TransportError};
-use crate::{layout, manifest};
 use miette::Diagnostic;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -148,67 +147,6 @@ pub enum ExecError {
         /// Why.
         reason: String,
     },
-}
-
-/// How a restart was carried out.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Restarted {
-    /// A sandbox process re-read its files (its generation).
-    Simulated(u64),
-    /// The component was seen back: a new pod ready, or the kubelet active again.
-    Seen(restart::Seen),
-}
-
-/// Restart a static pod and wait until its new pod is ready (see [`restart`]); on a
-/// local sandbox node the process re-reads its files at once.
-pub fn restart_static_pod(
-    files: &Files,
-    node: &Node,
-    component: &str,
-    wait: restart::Wait,
-) -> Result<Restarted, ExecError> {
-    if let (true, Some(root)) = (node.sandbox, &node.root) {
-        let path = format!("/{}/{component}.yaml", layout::MANIFESTS);
-        let content = |reason: &str| ExecError::Content {
-            node: node.name.clone(),
-            path: path.clone(),
-            reason: reason.to_string(),
-        };
-        let bytes = files
-            .read(node, &path)?
-            .ok_or_else(|| content("no such manifest"))?;
-        let text = String::from_utf8(bytes).map_err(|_| content("not UTF-8"))?;
-        let next = manifest::set_annotation(&text, manifest::RESTARTED_AT, &crate::clock::now())
-            .ok_or_else(|| content("no top-level `metadata:`"))?;
-        files.write(
-            node,
-            &path,
-            next.as_bytes(),
-            crate::atomic::PUBLIC_MODE,
-            false,
-        )?;
-        let held = runtime::restart(root, component).map_err(|e| ExecError::Restart {
-            node: node.name.clone(),
-            component: component.into(),
-            reason: e.to_string(),
-        })?;
-        return Ok(Restarted::Simulated(held.generation));
-    }
-    restart::static_pod(files, node, component, wait).map(Restarted::Seen)
-}
-
-/// Restart the kubelet and wait until it is active again (see [`restart`]); on a local
-/// sandbox node the simulated kubelet re-reads its files at once.
-pub fn restart_kubelet(node: &Node, wait: restart::Wait) -> Result<Restarted, ExecError> {
-    if let (true, Some(root)) = (node.sandbox, &node.root) {
-        let held = runtime::restart(root, "kubelet").map_err(|e| ExecError::Restart {
-            node: node.name.clone(),
-            component: "kubelet".into(),
-            reason: e.to_string(),
-        })?;
-        return Ok(Restarted::Simulated(held.generation));
-    }
-    restart::kubelet(node, wait).map(Restarted::Seen)
 }
 
 /// What a running component holds in memory (sandbox nodes only; `None` elsewhere).

@@ -31,6 +31,7 @@ impl Workdir {
         c.current_dir(self.path())
             .env("NO_COLOR", "1")
             .env("TRUSTFORM_RESTART_SETTLE", "0s")
+            .env("TRUSTFORM_SANDBOX_RESTART_TIME", "0")
             .env_remove("TRUSTFORM_CONFIG");
         c
     }
