@@ -85,7 +85,6 @@ fn sigkill_at_random_moments_always_resumes_to_the_same_end() {
                 .current_dir(w.path())
                 .env("NO_COLOR", "1")
                 .env("TRUSTFORM_RESTART_SETTLE", "0s")
-                .env("TRUSTFORM_SANDBOX_RESTART_TIME", "0")
                 .args(["apply", "--auto-approve"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

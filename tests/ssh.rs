@@ -40,7 +40,7 @@ fn init_over_ssh(w: &Workdir) {
         !text.contains("local:"),
         "no node has local access:\n{text}"
     );
-    assert!(text.contains("ssh: { host: 127.0."), "{text}");
+    assert!(text.contains("ssh: { host: \"127.0."), "{text}");
     let mut text = text;
     text.push_str("issuance:\n  keyAlgorithm: ecdsa-p256\n  keepKeys: false\n");
     std::fs::write(w.config(), text).unwrap();
@@ -111,7 +111,13 @@ fn a_3_plus_2_cluster_reached_only_over_ssh_rotates_with_every_restart_awaited()
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["kind"] == "restart")
+        .filter(|s| {
+            s["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["op"] == "restart")
+        })
         .map(|s| {
             (
                 s["id"].as_str().unwrap().to_string(),
@@ -266,7 +272,7 @@ fn an_sshd_killed_mid_apply_fails_its_step_and_the_apply_resumes_once_it_is_back
     init_over_ssh(&w);
     w.ok(&["rotate", "kubernetes", "--to-end"]);
     // Stop w-2's sshd as soon as the apply has begun: its steps fail, naming the node.
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
         .current_dir(w.path())
         .env("NO_COLOR", "1")
         .env("TRUSTFORM_RESTART_SETTLE", "0s")
@@ -277,12 +283,20 @@ fn an_sshd_killed_mid_apply_fails_its_step_and_the_apply_resumes_once_it_is_back
         .unwrap();
     let start = Instant::now();
     while !w.path().join(".trustform/journal").is_dir() {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the apply ended before it began: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         assert!(start.elapsed() < Duration::from_secs(60), "the apply began");
         std::thread::sleep(Duration::from_millis(20));
     }
     w.ok(&["sandbox", "sshd", "cluster", "w-2", "--stop"]);
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("@w-2"), "a step on w-2 failed: {err}");
     assert!(

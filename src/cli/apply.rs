@@ -860,7 +860,6 @@ pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
     }
     let _held = lock::acquire(&state, &format!("rollback {id}"), &id, a.lock_timeout)
         .map_err(|e| lock_error(e, &state))?;
-    let restored = exec::files::restore(&backup, |n| nodes.get(n).cloned())?;
     let plan = status::saved_plan(&state, &id).ok();
     let events = journal::read(&journal::path(&state, &id)).unwrap_or_default();
     let done: HashSet<String> = Journaled::of(&events).done.into_iter().collect();
@@ -877,6 +876,17 @@ pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
             }
         }
     }
+    // The pods before the restore: restoring a manifest the apply changed is what makes
+    // the kubelet restart its pod, which is then awaited.
+    let before: BTreeMap<(String, String), exec::restart::Before> = restarts
+        .iter()
+        .filter(|(_, c)| c != "kubelet")
+        .filter_map(|(n, c)| {
+            let b = exec::restart::before(nodes.get(n)?, c).ok()?;
+            Some(((n.clone(), c.clone()), b))
+        })
+        .collect();
+    let restored = exec::files::restore(&backup, |n| nodes.get(n).cloned())?;
     if let Ok(j) = Journal::open(&state, &id) {
         let _ = j.record(&Event::RolledBack {
             at: journal::now(),
@@ -888,7 +898,6 @@ pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
         restored.len()
     );
     let mut manual = vec![];
-    let files = Files::open(&backup).map_err(io(format!("cannot open {}", backup.display())))?;
     let wait = exec::restart::Wait {
         timeout: a.restart_timeout,
         settle: a.restart_settle,
@@ -898,10 +907,14 @@ pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
             manual.push(format!("{component} on {node}"));
             continue;
         };
-        let seen = if component == "kubelet" {
-            exec::restart::kubelet(n, wait)
-        } else {
-            exec::restart::static_pod(&files, n, component, wait)
+        let seen = match before.get(&(node.clone(), component.clone())) {
+            _ if component == "kubelet" => exec::restart::kubelet(n, wait),
+            Some(b) => exec::restart::new_pod(n, component, b, wait),
+            None => Err(exec::ExecError::Restart {
+                node: node.clone(),
+                component: component.clone(),
+                reason: "its pods could not be listed before the restore".into(),
+            }),
         };
         match seen {
             Ok(s) => println!(

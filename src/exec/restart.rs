@@ -228,6 +228,25 @@ fn poll(
     }
 }
 
+/// The pods of a static pod component before its manifest changes.
+#[derive(Clone, Debug)]
+pub struct Before {
+    ids: Vec<String>,
+    hash: Option<String>,
+}
+
+/// Look at a static pod's pods before its manifest changes.
+pub fn before(node: &Node, component: &str) -> Result<Before, ExecError> {
+    let pods = pods(node, component)?;
+    Ok(Before {
+        ids: pods.iter().map(|p| p.id.clone()).collect(),
+        hash: pods
+            .iter()
+            .find(|p| p.ready())
+            .map(|p| p.hash().to_string()),
+    })
+}
+
 /// Restart a static pod by changing its manifest, and wait until the new pod is ready.
 pub fn static_pod(
     files: &Files,
@@ -235,12 +254,7 @@ pub fn static_pod(
     component: &str,
     wait: Wait,
 ) -> Result<Seen, ExecError> {
-    let before = pods(node, component)?;
-    let before_ids: Vec<String> = before.iter().map(|p| p.id.clone()).collect();
-    let before_hash = before
-        .iter()
-        .find(|p| p.ready())
-        .map(|p| p.hash().to_string());
+    let was = before(node, component)?;
     let path = format!("/{}/{component}.yaml", layout::MANIFESTS);
     let content = |reason: &str| ExecError::Content {
         node: node.name.clone(),
@@ -260,6 +274,18 @@ pub fn static_pod(
         crate::atomic::PUBLIC_MODE,
         false,
     )?;
+    new_pod(node, component, &was, wait)
+}
+
+/// Wait until a static pod's manifest change is seen: a ready pod that was not there
+/// `before`, with another config.hash, its container running.
+pub fn new_pod(
+    node: &Node,
+    component: &str,
+    before: &Before,
+    wait: Wait,
+) -> Result<Seen, ExecError> {
+    let (before_ids, before_hash) = (&before.ids, &before.hash);
     let mut last_container = None;
     let result = poll(wait, || {
         let pods = pods(node, component)?;

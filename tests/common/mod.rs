@@ -25,13 +25,14 @@ impl Workdir {
         self.cluster().join("nodes").join(name)
     }
     /// `trustform` run in this directory, colours off; a restarted component is done at
-    /// its first healthy look (sandboxes in tests restart at once).
+    /// its first healthy look (the tests' sandboxes restart at once unless a test says
+    /// otherwise).
     pub fn cmd(&self) -> Command {
         let mut c = Command::cargo_bin("trustform").expect("binary built");
         c.current_dir(self.path())
             .env("NO_COLOR", "1")
             .env("TRUSTFORM_RESTART_SETTLE", "0s")
-            .env("TRUSTFORM_SANDBOX_RESTART_TIME", "0")
+            .env_remove("TRUSTFORM_SANDBOX_RESTART_TIME")
             .env_remove("TRUSTFORM_CONFIG");
         c
     }
@@ -65,7 +66,11 @@ pub fn sandbox(cps: usize, workers: usize, rsa: bool) -> Workdir {
         },
         seed: Default::default(),
     };
-    sandbox::create(&tmp.path().join("cluster"), &spec).expect("sandbox");
+    let dir = tmp.path().join("cluster");
+    let mut sb = sandbox::create(&dir, &spec).expect("sandbox");
+    // Processes come back at once: the tests that time restarts make their own.
+    sb.restart_time = sandbox::node::RestartTime::parse("0").expect("0 parses");
+    sb.save(&dir).expect("sandbox.json");
     Workdir { tmp }
 }
 
@@ -197,6 +202,8 @@ pub fn seeded(seed: &[&str]) -> Workdir {
         "1",
         "--key-algorithm",
         "ecdsa-p256",
+        "--restart-time",
+        "0",
     ];
     args.extend_from_slice(seed);
     w.ok(&args);

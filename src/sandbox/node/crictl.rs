@@ -697,6 +697,9 @@ pub fn run(m: &Machine, args: &[&str]) -> std::io::Result<Output> {
             "-r" | "--runtime-endpoint" | "-i" | "--image-endpoint" | "-t" | "--timeout" | "-c"
             | "--config" => rest = more.get(1..).unwrap_or(&[]),
             "-D" | "--debug" => rest = more,
+            "-v" | "--version" => {
+                return Ok(output(0, "crictl version v1.32.0\n", ""));
+            }
             _ if a.starts_with("--") && a.contains('=') => rest = more,
             _ => break,
         }

@@ -186,6 +186,13 @@ pub fn run(m: &Machine, args: &[&str]) -> std::io::Result<Output> {
     let mut it = args.iter();
     while let Some(&a) = it.next() {
         match a {
+            "--version" => {
+                return Ok(Output {
+                    code: Some(0),
+                    stdout: b"systemd 252 (252.36-1~deb12u1)\n+PAM +AUDIT +SELINUX +APPARMOR +IMA +SMACK +SECCOMP\n".to_vec(),
+                    stderr: vec![],
+                });
+            }
             "--value" => value = true,
             "-q" | "--quiet" => quiet = true,
             "--no-pager" | "--no-block" | "--no-legend" | "-l" | "--full" | "--plain"
