@@ -111,7 +111,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
     let config = dir.join("trustform.yaml");
     let cluster = dir.join("cluster");
     eprintln!(
-        "==> trustform sandbox create {} --control-planes {} --workers {}",
+        "==> trustform sandbox create {} --control-planes {} --workers {} --restart-time 0.1s-0.5s",
         cluster.display(),
         a.control_planes,
         a.workers
@@ -122,7 +122,10 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             control_planes: a.control_planes,
             workers: a.workers,
             key_algorithm: super::sandbox::Alg::Rsa2048,
-            restart_time: crate::sandbox::node::RestartTime::default(),
+            // Processes take 0.1–0.5 s to come back and every restart is awaited; the
+            // default (0.2–2 s) makes a 3 + 3 demo take over a minute.
+            restart_time: crate::sandbox::node::RestartTime::parse("0.1s-0.5s")
+                .expect("a restart time"),
             // No bare pods: no rollout could restart them, so their edges would break
             // (rehearse warns about them; the continuity promise covers owned pods).
             seed: super::sandbox::SeedArgs {
