@@ -20,6 +20,8 @@ struct Reader<'a> {
     target: &'a NodeTarget,
     certs: HashMap<Fingerprint, ParsedCert>,
     keys: Vec<Fingerprint>,
+    /// The files read in one go ([`Transport::read_tree`]), by node path.
+    tree: HashMap<String, crate::transport::TreeFile>,
 }
 
 impl Reader<'_> {
@@ -61,6 +63,25 @@ impl Reader<'_> {
 
     /// The bytes of a node file: a regular file, within the node file cap.
     fn bytes(&self, abs: &str) -> Result<Vec<u8>, ObserveError> {
+        if let Some(f) = self.tree.get(abs) {
+            return match &f.bytes {
+                Ok(b) => Ok(b.clone()),
+                Err(TransportError::Input { reason, help, .. }) if reason != "does not exist" => {
+                    Err(ObserveError::Input {
+                        node: self.target.name.clone(),
+                        path: abs.to_string(),
+                        reason: reason.clone(),
+                        help: help.clone(),
+                    })
+                }
+                // Missing meanwhile, or another failure: ask again, for the full story.
+                Err(_) => self.read_now(abs),
+            };
+        }
+        self.read_now(abs)
+    }
+
+    fn read_now(&self, abs: &str) -> Result<Vec<u8>, ObserveError> {
         match self.target.transport.read(abs, input::Kind::NodeFile) {
             Ok(Some(b)) => Ok(b),
             Ok(None) => Err(ObserveError::Input {
@@ -88,7 +109,10 @@ impl Reader<'_> {
 
     /// Permission bits of a node file that let others than its owner read it.
     fn loose_mode(&self, abs: &str) -> Option<u32> {
-        let mode = self.stat(abs).ok()??.mode & 0o777;
+        let mode = match self.tree.get(abs).and_then(|f| f.mode) {
+            Some(m) => m,
+            None => self.stat(abs).ok()??.mode,
+        } & 0o777;
         (mode & 0o077 != 0).then_some(mode)
     }
 
@@ -464,22 +488,6 @@ impl Reader<'_> {
 /// etcd's database here): not trust any component reads.
 const KUBEADM_TMP: &str = "/etc/kubernetes/tmp";
 
-/// Every entry below node directory `dir` that is not a directory, as node paths.
-/// Symlinked directories below it are not followed.
-fn walk(t: &dyn Transport, dir: &str, out: &mut Vec<String>) -> Result<(), TransportError> {
-    for (name, kind) in t.list(dir)? {
-        let abs = format!("{dir}/{name}");
-        if abs == KUBEADM_TMP {
-            continue;
-        }
-        match kind {
-            FileType::Dir => walk(t, &abs, out)?,
-            _ => out.push(abs),
-        }
-    }
-    Ok(())
-}
-
 /// Where people copy admin.conf (`kubeadm init` tells them to): `/root/.kube/config` and
 /// `/home/*/.kube/config` that exist on the node, as node paths, sorted.
 pub fn user_kubeconfigs(t: &dyn Transport) -> Vec<String> {
@@ -506,6 +514,7 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
         target,
         certs: HashMap::new(),
         keys: Vec::new(),
+        tree: HashMap::new(),
     };
     let kubernetes = Reader::abs(layout::KUBERNETES);
     if !matches!(r.stat(&kubernetes)?, Some(s) if s.kind == FileType::Dir) {
@@ -517,12 +526,18 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
             },
         });
     }
-    let mut paths = Vec::new();
-    let t = target.transport.as_ref();
-    for dir in [kubernetes.clone(), Reader::abs(layout::KUBELET_PKI)] {
-        walk(t, &dir, &mut paths).map_err(|e| r.transport_error(&dir, e))?;
-    }
+    let kubelet_pki = Reader::abs(layout::KUBELET_PKI);
+    let tree = target
+        .transport
+        .read_tree(
+            &[kubernetes.as_str(), kubelet_pki.as_str()],
+            &[KUBEADM_TMP],
+            input::Kind::NodeFile,
+        )
+        .map_err(|e| r.transport_error(&kubernetes, e))?;
+    let mut paths: Vec<String> = tree.iter().map(|f| f.path.clone()).collect();
     paths.sort();
+    r.tree = tree.into_iter().map(|f| (f.path.clone(), f)).collect();
     let manifests_dir = format!("{}/", Reader::abs(layout::MANIFESTS));
     let mut files = BTreeMap::new();
     let mut manifests = Vec::new();

@@ -169,6 +169,66 @@ impl TransportError {
     }
 }
 
+/// One file found by [`Transport::read_tree`].
+#[derive(Debug)]
+pub struct TreeFile {
+    /// Its node path.
+    pub path: String,
+    /// Permission bits (symlinks followed), when it is a regular file.
+    pub mode: Option<u32>,
+    /// Its bytes (symlinks followed), or why they were not read.
+    pub bytes: Result<Vec<u8>, TransportError>,
+}
+
+/// Every entry below the directories `dirs` that is not a directory (symlinked
+/// directories below them are not followed), except `skip`: read with
+/// [`Transport::list`], [`Transport::stat`] and [`Transport::read`].
+pub fn read_tree_by_parts<T: Transport + ?Sized>(
+    t: &T,
+    dirs: &[&str],
+    skip: &[&str],
+    kind: Kind,
+) -> Result<Vec<TreeFile>, TransportError> {
+    fn walk<T: Transport + ?Sized>(
+        t: &T,
+        dir: &str,
+        skip: &[&str],
+        out: &mut Vec<String>,
+    ) -> Result<(), TransportError> {
+        for (name, k) in t.list(dir)? {
+            let abs = format!("{dir}/{name}");
+            if skip.contains(&abs.as_str()) {
+                continue;
+            }
+            match k {
+                FileType::Dir => walk(t, &abs, skip, out)?,
+                _ => out.push(abs),
+            }
+        }
+        Ok(())
+    }
+    let mut paths = vec![];
+    for d in dirs {
+        walk(t, d, skip, &mut paths)?;
+    }
+    Ok(paths
+        .into_iter()
+        .map(|path| {
+            let mode = t.stat(&path).ok().flatten().map(|s| s.mode);
+            let bytes = match t.read(&path, kind) {
+                Ok(Some(b)) => Ok(b),
+                Ok(None) => Err(TransportError::Input {
+                    path: path.clone(),
+                    reason: "does not exist".into(),
+                    help: None,
+                }),
+                Err(e) => Err(e),
+            };
+            TreeFile { path, mode, bytes }
+        })
+        .collect())
+}
+
 /// One way to reach a node.
 pub trait Transport: Send + Sync + std::fmt::Debug {
     /// How the node is reached, for messages: `local ./cluster/nodes/cp-1`,
@@ -217,6 +277,17 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// A TCP connection to `host:port` as the node reaches it (`127.0.0.1` is the node's
     /// own loopback).
     fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError>;
+
+    /// Every file below the directories `dirs` (not `skip`), with its mode and bytes, in
+    /// as few round trips as the transport can (observe reads whole trees this way).
+    fn read_tree(
+        &self,
+        dirs: &[&str],
+        skip: &[&str],
+        kind: Kind,
+    ) -> Result<Vec<TreeFile>, TransportError> {
+        read_tree_by_parts(self, dirs, skip, kind)
+    }
 }
 
 /// A hook by which a simulated cluster supplies its own transport for local roots it

@@ -419,6 +419,37 @@ t=$(mktemp -u "$d/.trustform-XXXXXX") || exit 6
 ln -s -- "$2" "$t" || exit 6
 mv -Tf -- "$t" "$p" || { rm -f -- "$t"; exit 6; }"#;
 
+const TREE: &str = r#"cap=$1; skip=$2; shift 2
+walk() {
+  for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do
+    [ -e "$f" ] || [ -L "$f" ] || continue
+    case " $skip " in *" $f "*) continue;; esac
+    if [ -d "$f" ] && [ ! -L "$f" ]; then walk "$f"; continue; fi
+    if [ -f "$f" ]; then
+      s=$(stat -L -c '%s %a' -- "$f") || continue
+      size=${s% *}; mode=${s#* }
+      if [ "$size" -le "$cap" ]; then
+        printf 'f %s %s
+' "$mode" "$f"; base64 -w0 -- "$f"; printf '
+'
+      else
+        printf 'b %s %s
+' "$mode" "$f"
+      fi
+    elif [ ! -e "$f" ]; then
+      printf 'm - %s
+' "$f"
+    else
+      if [ -d "$f" ]; then w=directory; elif [ -p "$f" ]; then w=FIFO; elif [ -c "$f" ]; then w=character-device;
+      elif [ -b "$f" ]; then w=block-device; elif [ -S "$f" ]; then w=socket; else w=other; fi
+      printf 'o %s %s
+' "$w" "$f"
+    fi
+  done
+}
+for d in "$@"; do [ -d "$d" ] && walk "$d"; done
+exit 0"#;
+
 const LEFTOVERS: &str = r#"for f in "$1"/.trustform-??????; do
   if { [ -f "$f" ] || [ -L "$f" ]; } && rm -f -- "$f"; then echo "${f##*/}"; fi
 done"#;
@@ -562,6 +593,76 @@ impl Transport for Ssh {
         Ok(out.text().lines().map(str::to_string).collect())
     }
 
+    fn read_tree(
+        &self,
+        dirs: &[&str],
+        skip: &[&str],
+        kind: Kind,
+    ) -> Result<Vec<super::TreeFile>, TransportError> {
+        use base64::Engine;
+        for d in dirs.iter().chain(skip) {
+            super::normal(d)?;
+        }
+        let cap = kind.cap().to_string();
+        let skip = skip.join(" ");
+        let mut args = vec![cap.as_str(), skip.as_str()];
+        args.extend(dirs.iter().copied());
+        let out = self.sh(TREE, &args, None, OP_TIMEOUT)?;
+        if !out.success() {
+            return Err(Self::fail(dirs.first().copied().unwrap_or("/"), &out));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let mut files = vec![];
+        let input = |path: &str, reason: String, help: Option<&str>| TransportError::Input {
+            path: path.to_string(),
+            reason,
+            help: help.map(str::to_string),
+        };
+        while let Some(header) = lines.next() {
+            let mut parts = header.splitn(3, ' ');
+            let (t, info, path) = (parts.next(), parts.next(), parts.next());
+            let (Some(t), Some(info), Some(path)) = (t, info, path) else {
+                return Err(Self::fail(header, &out));
+            };
+            let mode = u32::from_str_radix(info, 8).ok();
+            let bytes = match t {
+                "f" => {
+                    let data = lines.next().unwrap_or_default();
+                    base64::engine::general_purpose::STANDARD
+                        .decode(data)
+                        .map_err(|e| input(path, format!("came back garbled: {e}"), None))
+                }
+                "b" => Err(input(
+                    path,
+                    format!(
+                        "is larger than {} bytes, the most trustform reads for this kind of file",
+                        kind.cap()
+                    ),
+                    None,
+                )),
+                "m" => Err(input(path, "does not exist".into(), None)),
+                _ => Err(input(
+                    path,
+                    if info == "other" {
+                        "is not a regular file".to_string()
+                    } else {
+                        format!("is a {}, not a regular file", info.replace('-', " "))
+                    },
+                    Some(
+                        "trustform reads only regular files (a FIFO or a device could block or never end)",
+                    ),
+                )),
+            };
+            files.push(super::TreeFile {
+                path: path.to_string(),
+                mode: if t == "f" || t == "b" { mode } else { None },
+                bytes,
+            });
+        }
+        Ok(files)
+    }
+
     fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output, TransportError> {
         let mut words: Vec<String> = vec![];
         if self.opts.sudo() {
@@ -668,5 +769,32 @@ mod tests {
         );
         assert!(sh(REMOVE, &[&p], None).success());
         assert!(!std::path::Path::new(&p).exists());
+        // The whole tree in one go: files with mode and base64 bytes, a dangling link, a
+        // FIFO never opened, the skipped directory left out.
+        std::fs::create_dir_all(format!("{d}/pki/tmp")).unwrap();
+        std::fs::write(format!("{d}/pki/tmp/x"), b"skipped").unwrap();
+        std::fs::write(format!("{d}/pki/big"), vec![b'a'; 200]).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(format!("{d}/pki/fifo"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let skip = format!("{d}/pki/tmp");
+        let o = sh(TREE, &["100", &skip, &format!("{d}/pki")], None);
+        assert!(o.success(), "{o:?}");
+        let text = o.text();
+        assert!(text.contains(&format!("b 644 {d}/pki/big\n")), "{text}");
+        assert!(text.contains(&format!("o FIFO {d}/pki/fifo\n")), "{text}");
+        assert!(
+            text.contains(&format!("m - {d}/pki/current.pem\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("f 644 {d}/pki/.hidden\neA==\n")),
+            "{text}"
+        );
+        assert!(!text.contains("tmp/x"), "{text}");
     }
 }
