@@ -34,3 +34,17 @@ pub fn rel(abs: &str) -> &str {
 pub fn is_copy(abs: &str) -> bool {
     !abs.starts_with("/etc/kubernetes/")
 }
+
+/// A dated `kubelet-client-…pem` / `kubelet-server-…pem` beside the `-current.pem` link:
+/// the kubelet's certificate manager keeps its earlier certificates there; only the one
+/// the link points at is live (and is read through the link).
+pub fn kubelet_history(abs: &str) -> bool {
+    let Some(name) = abs.strip_prefix("/var/lib/kubelet/pki/") else {
+        return false;
+    };
+    ["kubelet-client-", "kubelet-server-"]
+        .iter()
+        .any(|p| name.starts_with(p))
+        && name.ends_with(".pem")
+        && !name.ends_with("-current.pem")
+}

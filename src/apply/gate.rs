@@ -247,10 +247,10 @@ fn leaf_files(node: &Node) -> Vec<(String, String)> {
         "/var/lib/kubelet/pki",
     ] {
         let names = node.list(dir);
-        for n in names
-            .into_iter()
-            .filter(|n| n.ends_with(".crt") || n.ends_with(".pem"))
-        {
+        for n in names.into_iter().filter(|n| {
+            (n.ends_with(".crt") || n.ends_with(".pem"))
+                && !crate::layout::kubelet_history(&format!("{dir}/{n}"))
+        }) {
             let path = format!("{dir}/{n}");
             if let Some(t) = read(node, &path)
                 .ok()

@@ -328,6 +328,35 @@ fn unfinished(state: &Path) -> Option<String> {
         .map(|(_, id)| id)
 }
 
+/// When the plan moves the kubernetes authority to a new issuer: the
+/// `--discovery-token-ca-cert-hash` that `kubeadm join` needs from then on (`sha256:` of
+/// the issuer's SubjectPublicKeyInfo, as `kubeadm token create --print-join-command`
+/// prints it).
+fn discovery_hash(plan: &Plan, material: &Material) -> Option<String> {
+    let issuer = plan
+        .steps
+        .iter()
+        .flat_map(|s| &s.ops)
+        .filter_map(|op| match op {
+            Op::Verify {
+                authority: Authority::Kubernetes,
+                issuer,
+                ..
+            } => Some(issuer),
+            _ => None,
+        })
+        .next_back()?;
+    let changes = plan
+        .authorities
+        .iter()
+        .any(|a| a.authority == "kubernetes" && a.from.issuer != a.to.issuer);
+    changes.then(|| {
+        material
+            .get(issuer)
+            .map(|ca| ca.cert.facts.public_key.0.clone())
+    })?
+}
+
 /// Under the lock, nothing of ours is being written: remove the temp files a killed
 /// apply or rotate left in the state directory, beside trustform.yaml, and in the node
 /// directories this plan writes.
@@ -678,6 +707,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         .ok()
         .and_then(|f| apply::Fault::parse(&f));
     let total = plan.steps.len();
+    let join_hash = discovery_hash(&plan, &material);
     let world = Arc::new(apply::World {
         files,
         nodes,
@@ -720,6 +750,11 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
             result.done.len(),
             result.wall_ms as f64 / 1000.0
         ));
+        if let Some(h) = &join_hash {
+            lines.push(format!(
+                "The cluster CA changed: `kubeadm join` now needs --discovery-token-ca-cert-hash {h} (update your join commands and automation)."
+            ));
+        }
     } else {
         lines.push(format!(
             "Apply failed: {} step(s) failed; {done} of {total} steps done, {} not run.",

@@ -549,6 +549,9 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
         {
             continue; // an interrupted atomic write: not part of the node
         }
+        if layout::kubelet_history(&abs) {
+            continue; // an earlier certificate the kubelet keeps: the live one is `-current`
+        }
         if abs.starts_with(&manifests_dir) {
             if abs.ends_with(".yaml") || abs.ends_with(".yml") {
                 manifests.push(abs);
