@@ -26,7 +26,9 @@ fn copy(from: &Path, to: &Path) {
     assert!(ok);
 }
 
-/// `sandbox up cluster [--ssh]`, once it serves (and every sshd runs).
+/// `sandbox up cluster [--ssh]`, once it serves (and every sshd runs). The caller kills
+/// and reaps it.
+#[allow(clippy::zombie_processes)]
 fn up(bin: &Path, dir: &Path, ssh: bool) -> std::process::Child {
     let mut c = Command::new(bin);
     c.current_dir(dir).args(["sandbox", "up", "cluster"]);
