@@ -22,6 +22,19 @@ pub fn write_owned(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
+    let (dir, tmp) = synced_temp(path, bytes, mode, owner)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// A temp file beside `path` holding `bytes` with `mode` (and `owner`), fsync'd.
+fn synced_temp<'a>(
+    path: &'a Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<(&'a Path, tempfile::NamedTempFile)> {
     use std::os::unix::fs::MetadataExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
@@ -38,29 +51,21 @@ pub fn write_owned(
     }
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    Ok((dir, tmp))
+}
+
+fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
 }
 
 /// [`write`], but never over an existing file: fails with `AlreadyExists` if `path` is
 /// there (checked by the rename itself, so no race can slip a file under it).
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    let (dir, tmp) = synced_temp(path, bytes, mode, None)?;
     tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    sync_dir(dir);
     Ok(())
 }
 

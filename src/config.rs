@@ -222,6 +222,22 @@ pub struct SshAccess {
     pub config_file: Option<String>,
 }
 
+impl SshAccess {
+    /// The transport's options, with paths resolved by `path` (relative to trustform.yaml).
+    pub fn options(&self, path: impl Fn(&str) -> PathBuf) -> crate::transport::SshOptions {
+        crate::transport::SshOptions {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            identity_file: self.identity_file.as_deref().map(&path),
+            sudo: self.sudo,
+            known_hosts_file: self.known_hosts_file.as_deref().map(&path),
+            config_file: self.config_file.as_deref().map(&path),
+            connect_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// Desired state of one authority.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -414,16 +430,7 @@ impl Loaded {
                 (Some(l), _) => Ok(crate::transport::local(&n.name, &self.resolve_path(&l.root))),
                 (None, Some(h)) => Ok(std::sync::Arc::new(crate::transport::Ssh::new(
                     &n.name,
-                    crate::transport::SshOptions {
-                        host: h.host.clone(),
-                        port: h.port,
-                        user: h.user.clone(),
-                        identity_file: h.identity_file.as_deref().map(|p| self.resolve_path(p)),
-                        sudo: h.sudo,
-                        known_hosts_file: h.known_hosts_file.as_deref().map(|p| self.resolve_path(p)),
-                        config_file: h.config_file.as_deref().map(|p| self.resolve_path(p)),
-                        connect_timeout: std::time::Duration::from_secs(10),
-                    },
+                    h.options(|p| self.resolve_path(p)),
                 )) as std::sync::Arc<dyn crate::transport::Transport>),
                 (None, None) => Err(self.invalid_at_text(
                     &format!("name: {}", n.name),

@@ -224,17 +224,7 @@ fn relative_access(mut a: config::SshAccess, dir: &Path) -> config::SshAccess {
 /// `system:node:<name>`; without one, the node's host name.
 fn over_ssh(access: &config::SshAccess, dir: &Path) -> miette::Result<(String, NodeTarget)> {
     use crate::transport::Transport;
-    let opts = crate::transport::SshOptions {
-        host: access.host.clone(),
-        port: access.port,
-        user: access.user.clone(),
-        identity_file: access.identity_file.as_ref().map(|p| dir.join(p)),
-        sudo: access.sudo,
-        known_hosts_file: access.known_hosts_file.as_ref().map(|p| dir.join(p)),
-        config_file: access.config_file.as_ref().map(|p| dir.join(p)),
-        connect_timeout: std::time::Duration::from_secs(10),
-    };
-    let ssh = crate::transport::Ssh::new(&access.host, opts);
+    let ssh = crate::transport::Ssh::new(&access.host, access.options(|p| dir.join(p)));
     let text = |abs: &str| -> miette::Result<Option<String>> {
         Ok(ssh
             .read(abs, crate::input::Kind::NodeFile)?

@@ -151,6 +151,19 @@ impl Local {
         resolve(&self.root, abs)
     }
 
+    /// The host directory of `abs`'s parent (resolved inside the root) and its last
+    /// component, which is not followed (to read, replace or remove a link itself).
+    fn unfollowed<'a>(&self, abs: &'a str) -> Result<(PathBuf, &'a str), PathError> {
+        normal(abs)?;
+        let (dir, name) = abs.rsplit_once('/').unwrap_or(("", abs));
+        let parent = if dir.is_empty() {
+            self.root.clone()
+        } else {
+            self.host(dir)?
+        };
+        Ok((parent, name))
+    }
+
     fn io(abs: &str) -> impl FnOnce(std::io::Error) -> TransportError + '_ {
         move |e| TransportError::Io {
             path: abs.to_string(),
@@ -227,14 +240,7 @@ impl Transport for Local {
     }
 
     fn read_link(&self, abs: &str) -> Result<Option<String>, TransportError> {
-        normal(abs)?;
-        // Resolve the parent inside the root; the last component itself is not followed.
-        let (dir, name) = abs.rsplit_once('/').unwrap_or(("", abs));
-        let parent = if dir.is_empty() {
-            self.root.clone()
-        } else {
-            self.host(dir)?
-        };
+        let (parent, name) = self.unfollowed(abs)?;
         match std::fs::read_link(parent.join(name)) {
             Ok(t) => Ok(Some(t.to_string_lossy().into_owned())),
             Err(e)
@@ -287,13 +293,7 @@ impl Transport for Local {
     }
 
     fn remove(&self, abs: &str) -> Result<(), TransportError> {
-        normal(abs)?;
-        let (dir, name) = abs.rsplit_once('/').unwrap_or(("", abs));
-        let parent = if dir.is_empty() {
-            self.root.clone()
-        } else {
-            self.host(dir)?
-        };
+        let (parent, name) = self.unfollowed(abs)?;
         match std::fs::remove_file(parent.join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Self::io(abs)(e)),
             _ => Ok(()),
@@ -301,13 +301,7 @@ impl Transport for Local {
     }
 
     fn symlink(&self, abs: &str, target: &str) -> Result<(), TransportError> {
-        normal(abs)?;
-        let (dir, name) = abs.rsplit_once('/').unwrap_or(("", abs));
-        let parent = if dir.is_empty() {
-            self.root.clone()
-        } else {
-            self.host(dir)?
-        };
+        let (parent, name) = self.unfollowed(abs)?;
         atomic::symlink(&parent.join(name), Path::new(target)).map_err(Self::io(abs))
     }
 
