@@ -15,17 +15,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn copy(from: &Path, to: &Path) {
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 /// `sandbox up cluster [--ssh]`, once it serves (and every sshd runs). The caller kills
 /// and reaps it.
 #[allow(clippy::zombie_processes)]
@@ -120,28 +109,29 @@ fn main() {
         .and_then(|w| w.parse().ok())
         .unwrap_or(50usize);
     let tmp = tempfile::tempdir().unwrap();
-    let template = tmp.path().join("template");
-    std::fs::create_dir(&template).unwrap();
-    run(
-        bin,
-        &template,
-        &[
-            "sandbox",
-            "create",
-            "cluster",
-            "--control-planes",
-            "3",
-            "--workers",
-            &workers.to_string(),
-            "--key-algorithm",
-            "ecdsa-p256",
-            "--restart-time",
-            "0",
-        ],
-    );
+    // Two sandboxes made alike (a copy would keep the first one's node paths in its
+    // sandbox.json).
     let (local_dir, ssh_dir) = (tmp.path().join("local"), tmp.path().join("ssh"));
-    copy(&template, &local_dir);
-    copy(&template, &ssh_dir);
+    for d in [&local_dir, &ssh_dir] {
+        std::fs::create_dir(d).unwrap();
+        run(
+            bin,
+            d,
+            &[
+                "sandbox",
+                "create",
+                "cluster",
+                "--control-planes",
+                "3",
+                "--workers",
+                &workers.to_string(),
+                "--key-algorithm",
+                "ecdsa-p256",
+                "--restart-time",
+                "0",
+            ],
+        );
+    }
     let local = rotate(bin, &local_dir, false);
     let ssh = rotate(bin, &ssh_dir, true);
     let nodes = 3 + workers;
