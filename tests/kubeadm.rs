@@ -82,8 +82,9 @@ fn the_kubelet_link_stays_a_link_to_a_new_dated_file_and_the_join_hash_is_printe
             .args(["verify", "-CAfile"])
             .arg(&new_ca)
             .arg(&dated)
-            .status()
+            .output()
             .unwrap()
+            .status
             .success();
         assert!(
             ok,

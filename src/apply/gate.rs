@@ -119,6 +119,9 @@ pub fn on_disk(
     retired: &[Fingerprint],
     bundles_are: Bundles,
 ) -> Report {
+    // Every file of every node is read below: read each node's trees in one go.
+    let views = crate::exec::read_views(nodes);
+    let nodes = &views;
     let mut r = Report::default();
     let lineage: Vec<&Fingerprint> = trust.iter().chain(retired).chain([issuer]).collect();
     let bundle = match material.bundle(trust) {

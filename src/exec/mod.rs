@@ -91,6 +91,45 @@ impl Node {
     }
 }
 
+/// Read-only views of `nodes` whose trust directories are read now, in one round trip per
+/// node and many nodes at once (see [`crate::transport::cache`]); a node whose tree
+/// cannot be read is kept as it is (its reads then say why).
+pub fn read_views(
+    nodes: &std::collections::BTreeMap<String, Node>,
+) -> std::collections::BTreeMap<String, Node> {
+    let list: Vec<&Node> = nodes.values().collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = list.len().clamp(1, 16);
+    let mut views: Vec<(String, Node)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = vec![];
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(n) = list.get(i) else { break };
+                        let mut view = (*n).clone();
+                        if let Ok(c) = crate::transport::cache::Cached::read(
+                            n.transport.clone(),
+                            &crate::transport::cache::TRUST_DIRS,
+                        ) {
+                            view.transport = Arc::new(c);
+                        }
+                        out.push((n.name.clone(), view));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    views.into_iter().collect()
+}
+
 /// Errors of acting on a node.
 #[derive(Debug, Error, Diagnostic)]
 pub enum ExecError {

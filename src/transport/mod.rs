@@ -9,6 +9,7 @@
 //! inside the node's root ([`local::resolve`]); on a node reached over SSH the path is the
 //! node's own.
 
+pub mod cache;
 pub mod local;
 pub mod process;
 pub mod ssh;
