@@ -267,6 +267,21 @@ pub enum Problem {
 
 /// Run every check; `Err` lists every problem.
 pub fn run(input: &Input) -> Result<Passed, Failed> {
+    // Every check below reads node files: read each node's trees in one go.
+    let views = crate::exec::read_views(input.nodes);
+    let input = &Input {
+        plan: input.plan,
+        plan_file: input.plan_file.clone(),
+        loaded: input.loaded,
+        snap: input.snap,
+        desired: input.desired,
+        procedures: input.procedures,
+        nodes: &views,
+        material: input.material,
+        done: input.done,
+        stale: input.stale.clone(),
+        rehearse: input.rehearse,
+    };
     let mut passed = Passed::default();
     let mut problems: Vec<Problem> = Vec::new();
     let plan = input.plan;
