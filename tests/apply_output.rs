@@ -29,9 +29,7 @@ fn settings() -> insta::Settings {
 fn one_cp() -> Workdir {
     let w = common::sandbox(1, 1, false);
     w.ok(&["init", "--sandbox", "cluster"]);
-    let mut text = std::fs::read_to_string(w.config()).unwrap();
-    text.push_str("issuance:\n  keyAlgorithm: ecdsa-p256\n  keepKeys: false\n");
-    std::fs::write(w.config(), text).unwrap();
+    common::fast_issuance(&w);
     w.ok(&["rotate", "front-proxy", "--to-end"]);
     w
 }

@@ -24,9 +24,7 @@ impl Rng {
 fn template() -> Workdir {
     let w = common::sandbox(2, 1, false);
     w.ok(&["init", "--sandbox", "cluster"]);
-    let mut text = std::fs::read_to_string(w.config()).unwrap();
-    text.push_str("issuance:\n  keyAlgorithm: ecdsa-p256\n  keepKeys: false\n");
-    std::fs::write(w.config(), text).unwrap();
+    common::fast_issuance(&w);
     w.ok(&["rotate", "kubernetes", "--to-end"]);
     w
 }

@@ -14,23 +14,7 @@ use trustform::sandbox::sshd::{SshInfo, SshNode};
 
 /// A sandbox made by the CLI, ECDSA (fast), with this restart time.
 fn sandbox(cps: usize, workers: usize, restart_time: &str) -> Workdir {
-    let w = Workdir {
-        tmp: tempfile::tempdir().expect("tempdir"),
-    };
-    w.ok(&[
-        "sandbox",
-        "create",
-        "cluster",
-        "--control-planes",
-        &cps.to_string(),
-        "--workers",
-        &workers.to_string(),
-        "--key-algorithm",
-        "ecdsa-p256",
-        "--restart-time",
-        restart_time,
-    ]);
-    w
+    common::sandbox_restarting(cps, workers, restart_time)
 }
 
 /// `trustform sandbox node-exec cluster NODE -- ARGV…`: (code, stdout, stderr).

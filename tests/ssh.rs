@@ -11,27 +11,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A sandbox of `cps` + `workers` whose processes take `restart` to come back.
-fn cluster(cps: usize, workers: usize, restart: &str) -> Workdir {
-    let w = Workdir {
-        tmp: tempfile::tempdir().unwrap(),
-    };
-    w.ok(&[
-        "sandbox",
-        "create",
-        "cluster",
-        "--control-planes",
-        &cps.to_string(),
-        "--workers",
-        &workers.to_string(),
-        "--key-algorithm",
-        "ecdsa-p256",
-        "--restart-time",
-        restart,
-    ]);
-    w
-}
-
 /// `init --sandbox cluster --ssh`: every node over SSH, nothing local.
 fn init_over_ssh(w: &Workdir) {
     w.ok(&["init", "--sandbox", "cluster", "--ssh"]);
@@ -41,9 +20,7 @@ fn init_over_ssh(w: &Workdir) {
         "no node has local access:\n{text}"
     );
     assert!(text.contains("ssh: { host: \"127.0."), "{text}");
-    let mut text = text;
-    text.push_str("issuance:\n  keyAlgorithm: ecdsa-p256\n  keepKeys: false\n");
-    std::fs::write(w.config(), text).unwrap();
+    common::fast_issuance(w);
 }
 
 fn journal_events(w: &Workdir) -> Vec<Value> {
@@ -72,7 +49,7 @@ fn openssl_verify(ca: &Path, leaf: &Path) -> bool {
 
 #[test]
 fn a_3_plus_2_cluster_reached_only_over_ssh_rotates_with_every_restart_awaited() {
-    let w = cluster(3, 2, "300ms");
+    let w = common::sandbox_restarting(3, 2, "300ms");
     let _up = common::Up::start_with(&w, &["--ssh"], None);
     init_over_ssh(&w);
     w.ok(&["rotate", "kubernetes", "--to-end"]);
@@ -205,7 +182,7 @@ fn a_3_plus_2_cluster_reached_only_over_ssh_rotates_with_every_restart_awaited()
 
 #[test]
 fn an_unknown_host_key_is_refused_and_named() {
-    let w = cluster(1, 0, "0");
+    let w = common::sandbox_restarting(1, 0, "0");
     let _up = common::Up::start_with(&w, &["--ssh"], None);
     let info: Value =
         serde_json::from_slice(&std::fs::read(w.cluster().join("run/ssh.json")).unwrap()).unwrap();
@@ -240,7 +217,7 @@ fn an_unknown_host_key_is_refused_and_named() {
 
 #[test]
 fn a_login_whose_sudo_needs_a_password_gets_a_clear_error() {
-    let w = cluster(1, 0, "0");
+    let w = common::sandbox_restarting(1, 0, "0");
     let _up = common::Up::start_with(&w, &["--ssh", "--ssh-sudo", "password"], None);
     let info: Value =
         serde_json::from_slice(&std::fs::read(w.cluster().join("run/ssh.json")).unwrap()).unwrap();
@@ -267,7 +244,7 @@ fn a_login_whose_sudo_needs_a_password_gets_a_clear_error() {
 
 #[test]
 fn an_sshd_killed_mid_apply_fails_its_step_and_the_apply_resumes_once_it_is_back() {
-    let w = cluster(1, 2, "200ms");
+    let w = common::sandbox_restarting(1, 2, "200ms");
     let _up = common::Up::start_with(&w, &["--ssh"], None);
     init_over_ssh(&w);
     w.ok(&["rotate", "kubernetes", "--to-end"]);

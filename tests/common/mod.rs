@@ -74,6 +74,35 @@ pub fn sandbox(cps: usize, workers: usize, rsa: bool) -> Workdir {
     Workdir { tmp }
 }
 
+/// A sandbox made by the CLI (ECDSA, fast) whose processes take `restart_time` to come
+/// back.
+pub fn sandbox_restarting(cps: usize, workers: usize, restart_time: &str) -> Workdir {
+    let w = Workdir {
+        tmp: tempfile::tempdir().expect("tempdir"),
+    };
+    w.ok(&[
+        "sandbox",
+        "create",
+        "cluster",
+        "--control-planes",
+        &cps.to_string(),
+        "--workers",
+        &workers.to_string(),
+        "--key-algorithm",
+        "ecdsa-p256",
+        "--restart-time",
+        restart_time,
+    ]);
+    w
+}
+
+/// Make trustform.yaml issue ECDSA keys without keeping old ones (fast rotations).
+pub fn fast_issuance(w: &Workdir) {
+    let mut text = std::fs::read_to_string(w.config()).expect("trustform.yaml");
+    text.push_str("issuance:\n  keyAlgorithm: ecdsa-p256\n  keepKeys: false\n");
+    std::fs::write(w.config(), text).expect("trustform.yaml");
+}
+
 /// A sandbox with trustform.yaml written by `init`.
 pub fn initialised(cps: usize, workers: usize) -> Workdir {
     let w = sandbox(cps, workers, false);
