@@ -695,7 +695,14 @@ async fn kubelets_post_their_nodes() {
     }
     let w1 = store.get("nodes", None, "w-1").unwrap();
     assert_eq!(w1["status"]["addresses"][0]["type"], "InternalIP");
-    assert_eq!(w1["status"]["addresses"][0]["address"], "127.0.2.1");
+    let ip = sandbox::Sandbox::load(&c.dir)
+        .unwrap()
+        .nodes
+        .into_iter()
+        .find(|n| n.name == "w-1")
+        .unwrap()
+        .ip;
+    assert_eq!(w1["status"]["addresses"][0]["address"], ip.as_str());
     runtime::restart(&c.node("w-1"), "kubelet").unwrap();
     until(3, "kubelet generation 2", || {
         store

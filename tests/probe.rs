@@ -132,7 +132,8 @@ fn a_kubelet_listener_follows_its_restarts_and_openssl_verifies_the_api_server()
 
     // A client certificate from a CA the kubelet does not trust is refused …
     let kubelet = e.process("w-1", "kubelet").unwrap();
-    let worker_ip = "127.0.2.1";
+    let worker_ip = w.ip("w-1");
+    let worker_ip = worker_ip.as_str();
     let other = new_ca("other", KeyAlgorithm::EcdsaP256, 30).unwrap();
     let key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
     let cert = issue_leaf(&LeafSpec::client("someone", &[]), &key, &other).unwrap();

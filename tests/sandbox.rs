@@ -92,11 +92,12 @@ fn leaves_carry_kubeadm_identities() {
     let api = facts("apiserver.crt");
     assert_eq!(api.common_name, "kube-apiserver");
     assert_eq!(api.ext_key_usage, ["serverAuth"]);
+    let own = format!("IP:{}", w.ip("cp-1"));
     for san in [
         "DNS:kubernetes.default.svc.cluster.local",
         "DNS:cp-1",
         "IP:10.96.0.1",
-        "IP:127.0.1.1",
+        own.as_str(),
     ] {
         assert!(api.sans.iter().any(|s| s == san), "{san} in {:?}", api.sans);
     }

@@ -19,7 +19,7 @@ fn init_over_ssh(w: &Workdir) {
         !text.contains("local:"),
         "no node has local access:\n{text}"
     );
-    assert!(text.contains("ssh: { host: \"127.0."), "{text}");
+    assert!(text.contains("ssh: { host: \"127."), "{text}");
     common::fast_issuance(w);
 }
 

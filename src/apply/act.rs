@@ -32,6 +32,8 @@ pub struct Ctx<'a> {
     pub wait_timeout: std::time::Duration,
     /// How long a restarted component may take to be seen back.
     pub restart: exec::restart::Wait,
+    /// When the logs a gate reads begin (the last gate passed, or the run began).
+    pub logs_since: &'a std::sync::Mutex<std::time::Instant>,
 }
 
 /// What a step did.
@@ -110,14 +112,28 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                 trust,
                 retired,
             } => {
-                let report = gate::run(ctx.nodes, ctx.material, *authority, issuer, trust, retired);
+                let since = *ctx.logs_since.lock().unwrap_or_else(|e| e.into_inner());
+                let mut report =
+                    gate::run(ctx.nodes, ctx.material, *authority, issuer, trust, retired);
+                let logs = super::logscan::scan(ctx.nodes, since.elapsed());
+                report.logs = logs.logs;
+                report.checks += logs.logs;
+                report.failures.extend(
+                    logs.hits
+                        .iter()
+                        .map(|h| format!("a TLS error in a log since the stage began: {h}")),
+                );
                 let ok = report.failures.is_empty();
                 let summary = format!(
-                    "gate {authority}: {} checks, {} handshakes, {} failures",
+                    "gate {authority}: {} checks, {} handshakes, {} logs read, {} failures",
                     report.checks,
                     report.handshakes,
+                    report.logs,
                     report.failures.len()
                 );
+                for u in &logs.unread {
+                    out.warnings.push(format!("logs not read: {u}"));
+                }
                 if !ok {
                     let first = report.failures.first().cloned().unwrap_or_default();
                     return Err(Failure {
@@ -125,6 +141,8 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                         gate: Some(report),
                     });
                 }
+                *ctx.logs_since.lock().unwrap_or_else(|e| e.into_inner()) =
+                    std::time::Instant::now();
                 out.gate = Some(report);
                 out.did.push(summary);
             }

@@ -29,8 +29,15 @@ pub struct Report {
     pub checks: usize,
     /// TLS handshakes made.
     pub handshakes: usize,
+    /// Logs read for TLS errors (see [`super::logscan`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub logs: usize,
     /// One line per failure.
     pub failures: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Report {

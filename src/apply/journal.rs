@@ -166,6 +166,28 @@ impl Journal {
     }
 }
 
+/// How long ago the stage being applied began, from a journal: the last gate that passed,
+/// else the first run's start (`None`: a new journal). A gate reads the logs written
+/// since then, across resumed runs.
+pub fn stage_began(events: &[Event]) -> Option<std::time::Duration> {
+    let at = events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Gate { at, ok: true, .. } => Some(at),
+            _ => None,
+        })
+        .or_else(|| {
+            events.iter().find_map(|e| match e {
+                Event::ApplyStart { at, .. } => Some(at),
+                _ => None,
+            })
+        })?;
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    let ago = time::OffsetDateTime::now_utc() - t;
+    std::time::Duration::try_from(ago).ok()
+}
+
 /// Read a journal. A torn last line (a crash mid-append) is ignored.
 pub fn read(path: &Path) -> std::io::Result<Vec<Event>> {
     let bytes = match crate::input::read(path, crate::input::Kind::Journal) {

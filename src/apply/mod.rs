@@ -1,6 +1,6 @@
 //! `apply`: carry out a plan step by step through `exec`, journaled and resumable.
 //! `walk` runs the DAG; `act` does one step's operations; `gate` verifies trust between
-//! stages; `journal`, `lock`, `progress` and `status` keep the operator informed;
+//! stages, and `logscan` reads the components' logs for TLS errors at each gate; `journal`, `lock`, `progress` and `status` keep the operator informed;
 //! `material` holds the CA certificates and keys the steps write; `tls` resolves
 //! credentials as their holders hold them; `preflight` checks everything it can before
 //! the first write.
@@ -10,6 +10,7 @@ pub mod cluster_lock;
 pub mod gate;
 pub mod journal;
 pub mod lock;
+pub mod logscan;
 pub mod material;
 pub mod preflight;
 pub mod probe;

@@ -22,16 +22,14 @@ use super::tls::{Proc, client_of, parse_kubeconfig};
 use crate::exec::kube::Access;
 use crate::exec::kube::cluster::{self, PodTrust};
 use crate::exec::{self, Node};
-use crate::pki::tls::{Identity, provider, roots, server_name_of};
+use crate::pki::tls::{Identity, NoServerVerification, provider, roots, server_name_of};
 use crate::pki::{Fingerprint, parse_certs};
 use crate::plan::edges::{Client, Edge, Server};
 use crate::sandbox::listeners::Endpoints;
 use crate::sandbox::runtime;
 use miette::Diagnostic;
 use rustls::ClientConfig;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -730,7 +728,7 @@ async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), String> {
         // kube-apiserver without --kubelet-certificate-authority does not verify kubelets.
         None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider()))),
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification::new())),
     };
     let config = match identity {
         Some(id) => builder
@@ -759,53 +757,6 @@ async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), String> {
     match read {
         Err(e) => Err(format!("the server refused the client: {e}")),
         Ok(_) => Err("the server closed the connection without answering".into()),
-    }
-}
-
-/// Accepts any server certificate (checking only the handshake signatures): what a
-/// client that does not verify its server does.
-#[derive(Debug)]
-struct NoServerVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoServerVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -58,6 +58,9 @@ pub struct World {
     pub wait_timeout: std::time::Duration,
     /// How long a restarted component may take to be seen back.
     pub restart: crate::exec::restart::Wait,
+    /// How long ago the stage being applied began (a resumed run: per the journal);
+    /// gates read the logs written since.
+    pub stage_began: Option<std::time::Duration>,
     /// With `--probe`: after each step, wait until the prober has handshaken over every
     /// edge the step could change, in the state it left, before any dependent starts.
     pub settle: Option<super::probe::Settle>,
@@ -139,6 +142,12 @@ pub fn walk(
     let fail = Arc::new(fail);
     rt.block_on(async {
         let sem = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
+        // Gates read the logs written since the last gate passed (or this run began).
+        let began = world
+            .stage_began
+            .and_then(|ago| Instant::now().checked_sub(ago))
+            .unwrap_or_else(Instant::now);
+        let logs_since = Arc::new(std::sync::Mutex::new(began));
         let mut running = tokio::task::JoinSet::new();
         loop {
             while let Some(i) = ready.pop_front() {
@@ -151,6 +160,7 @@ pub fn walk(
                     during.clone(),
                     fail.clone(),
                 );
+                let logs_since = logs_since.clone();
                 running.spawn(async move {
                     let _permit = sem.acquire_owned().await.expect("semaphore open");
                     let step_id = plan.steps[i].id.clone();
@@ -174,6 +184,7 @@ pub fn walk(
                             kube: world.kube.as_ref(),
                             wait_timeout: world.wait_timeout,
                             restart: world.restart,
+                            logs_since: &logs_since,
                         };
                         let res = if fail.as_deref() == Some(plan.steps[i].id.as_str()) {
                             Err(act::Failure::from(

@@ -57,6 +57,11 @@ pub struct Args {
     /// step is done (a component that crashes right after it starts is not back).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "TRUSTFORM_RESTART_SETTLE")]
     pub restart_settle: Duration,
+    /// Gates read the control-plane and kubelet logs written since the stage began and
+    /// fail on a TLS error, quoting it. Once you have looked at the errors a gate
+    /// quoted, resume with this flag: gates read only what is logged from now on.
+    #[arg(long)]
+    pub accept_logged_errors: bool,
     /// Apply a saved plan without rehearsing it first. It exists to show the live prober
     /// catching a plan that breaks trust; never use it on a real cluster.
     #[arg(long)]
@@ -718,6 +723,11 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         restart: exec::restart::Wait {
             timeout: a.restart_timeout,
             settle: a.restart_settle,
+        },
+        stage_began: if a.accept_logged_errors {
+            None
+        } else {
+            journal::stage_began(&events)
         },
         settle: prober.as_ref().map(probe::Prober::settle),
     });

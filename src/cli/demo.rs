@@ -192,6 +192,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             lock_timeout: std::time::Duration::ZERO,
             format: super::apply::OutFormat::Text,
             skip_rehearse: false,
+            accept_logged_errors: false,
             probe: true,
             probe_sandbox: None,
         },

@@ -255,6 +255,11 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         let listeners = listeners::start(&a.dir, server.store.clone()).await?;
         // Every node's kubelet: restarts static pods whose manifests changed, on time.
         let machines = sandbox::node::spawn(&a.dir, sandbox::node::RECONCILE_PERIOD);
+        // Every process's health endpoint, where its manifest says (nodes reached over
+        // SSH are health-checked through these).
+        for (what, why) in sandbox::node::health::spawn(&a.dir) {
+            eprintln!("warning: the health endpoint of {what} is not served: {why}");
+        }
         let started = std::time::Instant::now();
         let sshds = if a.ssh {
             let (dir, sudo) = (a.dir.clone(), a.ssh_sudo);

@@ -4,6 +4,7 @@
 //! process re-reading its files.
 
 pub mod files;
+pub mod health;
 pub mod kube;
 pub mod restart;
 

@@ -11,10 +11,14 @@
 //!   `active` with a new `ActiveEnterTimestampMonotonic`, at every look for
 //!   [`Wait::settle`].
 //!
+//! - In both cases the process is back only when its own health endpoint (the manifest's
+//!   probe, the kubelet's `healthz`, see [`super::health`]) answers `2xx` at every look.
+//!
 //! Every wait has a time limit; on timeout the error names what was seen last and the
 //! component's last log lines, and `trustform apply` resumes at that step.
 
-use super::{ExecError, Files, Node};
+use super::{ExecError, Files, Node, health};
+use crate::input::Kind;
 use crate::{layout, manifest};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -255,7 +259,7 @@ pub fn static_pod(
     wait: Wait,
 ) -> Result<Seen, ExecError> {
     let was = before(node, component)?;
-    let path = format!("/{}/{component}.yaml", layout::MANIFESTS);
+    let path = manifest_path(component);
     let content = |reason: &str| ExecError::Content {
         node: node.name.clone(),
         path: path.clone(),
@@ -286,6 +290,12 @@ pub fn new_pod(
     wait: Wait,
 ) -> Result<Seen, ExecError> {
     let (before_ids, before_hash) = (&before.ids, &before.hash);
+    let probe = node
+        .transport
+        .read(&manifest_path(component), Kind::NodeFile)
+        .ok()
+        .flatten()
+        .and_then(|b| health::of_manifest(&String::from_utf8_lossy(&b)));
     let mut last_container = None;
     let result = poll(wait, || {
         let pods = pods(node, component)?;
@@ -319,23 +329,25 @@ pub fn new_pod(
             .cloned()
             .unwrap_or_else(|| "0".into());
         let states: Vec<&str> = mine.iter().map(|c| c.state.as_str()).collect();
-        Ok((
-            running,
-            format!(
-                "pod {} ready (config.hash {}), container {} (restarts {restarts})",
-                pod.metadata.name,
-                short(pod.hash()),
-                if states.is_empty() {
-                    "not created".to_string()
-                } else {
-                    states.join(", ")
-                }
-            ),
-        ))
+        let seen = format!(
+            "pod {} ready (config.hash {}), container {} (restarts {restarts})",
+            pod.metadata.name,
+            short(pod.hash()),
+            if states.is_empty() {
+                "not created".to_string()
+            } else {
+                states.join(", ")
+            }
+        );
+        Ok(match (&probe, running) {
+            (Some(p), true) => healthy(node, p, seen),
+            _ => (running, seen),
+        })
     });
     match result {
         Ok((waited, what)) => Ok(Seen { waited, what }),
         Err((waited, saw)) => {
+            let saw = with_health(node, probe.as_ref(), saw);
             let log = last_container
                 .map(|c| last_log(node, &c))
                 .filter(|l| !l.is_empty())
@@ -372,6 +384,12 @@ pub fn kubelet(node: &Node, wait: Wait) -> Result<Seen, ExecError> {
         .to_string())
     };
     let before = since(node)?;
+    let probe = node
+        .transport
+        .read(&format!("/{}", layout::KUBELET_CONFIG), Kind::NodeFile)
+        .ok()
+        .flatten()
+        .and_then(|b| health::of_kubelet_config(&String::from_utf8_lossy(&b)));
     run(node, "kubelet", &["systemctl", "restart", "kubelet"])?;
     let result = poll(wait, || {
         let out = node.run(&["systemctl", "is-active", "kubelet"], CMD)?;
@@ -380,14 +398,16 @@ pub fn kubelet(node: &Node, wait: Wait) -> Result<Seen, ExecError> {
             return Ok((false, format!("kubelet {state}")));
         }
         let now = since(node)?;
-        Ok((
-            now != before,
-            format!("kubelet active (started at {now} µs after boot)"),
-        ))
+        let seen = format!("kubelet active (started at {now} µs after boot)");
+        Ok(match &probe {
+            Some(p) if now != before => healthy(node, p, seen),
+            _ => (now != before, seen),
+        })
     });
     match result {
         Ok((waited, what)) => Ok(Seen { waited, what }),
         Err((waited, saw)) => {
+            let saw = with_health(node, probe.as_ref(), saw);
             let journal = node
                 .run(
                     &[
@@ -418,6 +438,33 @@ pub fn kubelet(node: &Node, wait: Wait) -> Result<Seen, ExecError> {
                 ),
             ))
         }
+    }
+}
+
+fn manifest_path(component: &str) -> String {
+    format!("/{}/{component}.yaml", layout::MANIFESTS)
+}
+
+/// How long one health check may take.
+const HEALTH: Duration = Duration::from_secs(5);
+
+/// A running process is back only when its own health endpoint says so.
+fn healthy(node: &Node, probe: &health::Probe, seen: String) -> (bool, String) {
+    match health::check(&node.transport, probe, HEALTH) {
+        Ok(said) => (true, format!("{seen}, {} said {said}", probe.url())),
+        Err(said) => (false, format!("{seen}, but {}: {said}", probe.url())),
+    }
+}
+
+/// What was seen last, with what the health endpoint says now (when it was not part of
+/// it: the process was not even running).
+fn with_health(node: &Node, probe: Option<&health::Probe>, saw: String) -> String {
+    match probe {
+        Some(p) if !saw.contains(&p.url()) => match health::check(&node.transport, p, HEALTH) {
+            Ok(said) => format!("{saw}; {} says {said}", p.url()),
+            Err(said) => format!("{saw}; {}: {said}", p.url()),
+        },
+        _ => saw,
     }
 }
 

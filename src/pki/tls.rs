@@ -4,9 +4,11 @@
 
 use super::ParsedCert;
 use rustls::RootCertStore;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
 
 /// aws-lc-rs, also installed as the process default (idempotent).
@@ -83,4 +85,64 @@ pub fn server_name_of(leaf: &ParsedCert) -> Result<ServerName<'static>, String> 
             .unwrap_or(san)
     };
     ServerName::try_from(name.to_string()).map_err(|e| e.to_string())
+}
+
+/// Accepts any server certificate (checking only the handshake signatures): what a
+/// client that does not verify its server does.
+#[derive(Debug)]
+pub struct NoServerVerification(Arc<CryptoProvider>);
+
+impl NoServerVerification {
+    /// With this crate's crypto provider.
+    pub fn new() -> Self {
+        Self(provider())
+    }
+}
+
+impl Default for NoServerVerification {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for NoServerVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

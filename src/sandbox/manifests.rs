@@ -31,9 +31,7 @@ fn pod(
     s.push_str(&format!(
         "    image: {image}\n    imagePullPolicy: IfNotPresent\n"
     ));
-    s.push_str(&format!(
-        "    livenessProbe:\n      failureThreshold: 8\n      httpGet:\n        host: {ip}\n        path: /livez\n        port: probe-port\n        scheme: HTTPS\n      initialDelaySeconds: 10\n      periodSeconds: 10\n      timeoutSeconds: 15\n"
-    ));
+    s.push_str(&probes(name, ip));
     s.push_str(&format!(
         "    name: {name}\n    resources:\n      requests:\n        cpu: 250m\n    volumeMounts:\n"
     ));
@@ -55,6 +53,30 @@ fn pod(
         ));
     }
     s.push_str("status: {}\n");
+    s
+}
+
+/// The probes kubeadm writes for `name`, at the node's address: in the sandbox every
+/// node shares this machine's loopback, so what kubeadm binds to 127.0.0.1 (the
+/// controller manager's and scheduler's secure ports, etcd's metrics, the kubelet's
+/// healthz) binds to the node's own loopback address instead.
+fn probes(name: &str, ip: &str) -> String {
+    let (port, scheme, live, start, ready) = match name {
+        "kube-apiserver" => (6443, "HTTPS", "/livez", "/livez", Some("/readyz")),
+        "kube-controller-manager" => (10257, "HTTPS", "/healthz", "/healthz", None),
+        "kube-scheduler" => (10259, "HTTPS", "/healthz", "/healthz", None),
+        _ => (2381, "HTTP", "/livez", "/readyz", None),
+    };
+    let probe = |kind: &str, path: &str, failures: u32, timeout: u32| {
+        format!(
+            "    {kind}:\n      failureThreshold: {failures}\n      httpGet:\n        host: {ip}\n        path: {path}\n        port: {port}\n        scheme: {scheme}\n      initialDelaySeconds: 10\n      periodSeconds: 10\n      timeoutSeconds: {timeout}\n"
+        )
+    };
+    let mut s = probe("livenessProbe", live, 8, 15);
+    if let Some(ready) = ready {
+        s.push_str(&probe("readinessProbe", ready, 3, 15));
+    }
+    s.push_str(&probe("startupProbe", start, 24, 15));
     s
 }
 
@@ -137,7 +159,7 @@ pub fn controller_manager(ip: &str) -> String {
             ("allocate-node-cidrs", "true".into()),
             ("authentication-kubeconfig", conf.clone()),
             ("authorization-kubeconfig", conf.clone()),
-            ("bind-address", "127.0.0.1".into()),
+            ("bind-address", ip.into()),
             ("client-ca-file", p("ca.crt")),
             ("cluster-cidr", "10.244.0.0/16".into()),
             ("cluster-name", "kubernetes".into()),
@@ -178,7 +200,7 @@ pub fn scheduler(ip: &str) -> String {
         &[
             ("authentication-kubeconfig", conf.clone()),
             ("authorization-kubeconfig", conf.clone()),
-            ("bind-address", "127.0.0.1".into()),
+            ("bind-address", ip.into()),
             ("kubeconfig", conf),
             ("leader-elect", "true".into()),
         ],
@@ -209,6 +231,7 @@ pub fn etcd(name: &str, ip: &str, initial_cluster: &str) -> String {
                 "listen-client-urls",
                 format!("https://127.0.0.1:2379,https://{ip}:2379"),
             ),
+            ("listen-metrics-urls", format!("http://{ip}:2381")),
             ("listen-peer-urls", format!("https://{ip}:2380")),
             ("name", name.into()),
             ("peer-cert-file", p("peer.crt")),
@@ -232,16 +255,16 @@ pub fn etcd(name: &str, ip: &str, initial_cluster: &str) -> String {
 }
 
 /// /var/lib/kubelet/config.yaml (KubeletConfiguration), as kubeadm writes it.
-pub fn kubelet_config() -> String {
+pub fn kubelet_config(ip: &str) -> String {
     "apiVersion: kubelet.config.k8s.io/v1beta1\n\
 authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    cacheTTL: 0s\n    enabled: true\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\n\
 authorization:\n  mode: Webhook\n  webhook:\n    cacheAuthorizedTTL: 0s\n    cacheUnauthorizedTTL: 0s\n\
 cgroupDriver: systemd\nclusterDNS:\n- 10.96.0.10\nclusterDomain: cluster.local\n\
 containerRuntimeEndpoint: \"\"\ncpuManagerReconcilePeriod: 0s\nevictionPressureTransitionPeriod: 0s\n\
-fileCheckFrequency: 0s\nhealthzBindAddress: 127.0.0.1\nhealthzPort: 10248\nhttpCheckFrequency: 0s\n\
+fileCheckFrequency: 0s\nhealthzBindAddress: {ip}\nhealthzPort: 10248\nhttpCheckFrequency: 0s\n\
 imageMaximumGCAge: 0s\nimageMinimumGCAge: 0s\nkind: KubeletConfiguration\nlogging:\n  flushFrequency: 0\n  options:\n    json:\n      infoBufferSize: \"0\"\n    text:\n      infoBufferSize: \"0\"\n  verbosity: 0\n\
 memorySwap: {}\nnodeStatusReportFrequency: 0s\nnodeStatusUpdateFrequency: 0s\nrotateCertificates: true\n\
 runtimeRequestTimeout: 0s\nserverTLSBootstrap: true\nshutdownGracePeriod: 0s\nshutdownGracePeriodCriticalPods: 0s\n\
 staticPodPath: /etc/kubernetes/manifests\nstreamingConnectionIdleTimeout: 0s\nsyncFrequency: 0s\nvolumeStatsAggPeriod: 0s\n"
-        .to_string()
+        .replace("{ip}", ip)
 }

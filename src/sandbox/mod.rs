@@ -148,10 +148,35 @@ struct Cas {
     sa_pub: String,
 }
 
-fn ip_of(role: Role, index: usize) -> String {
-    match role {
-        Role::ControlPlane => format!("127.0.1.{}", index + 1),
-        Role::Worker => format!("127.0.{}.{}", 2 + index / 250, index % 250 + 1),
+/// A sandbox's own block of loopback addresses, `127.A.B.0/22`-ish, chosen at random
+/// when it is made, so that sandboxes side by side (tests, benches) can bind the same
+/// well-known ports (health endpoints, sshd) on their nodes' addresses.
+#[derive(Clone, Copy, Debug)]
+struct Net {
+    a: u8,
+    b: u8,
+}
+
+impl Net {
+    fn random() -> Self {
+        let r = node::random_u64();
+        Self {
+            a: 1 + (r % 254) as u8,
+            // Room for the control planes' /24 and three /24s of workers.
+            b: ((r >> 8) % 63) as u8 * 4,
+        }
+    }
+
+    fn ip_of(self, role: Role, index: usize) -> String {
+        let Net { a, b } = self;
+        match role {
+            Role::ControlPlane => format!("127.{a}.{b}.{}", index + 1),
+            Role::Worker => format!(
+                "127.{a}.{}.{}",
+                b as usize + 1 + index / 250,
+                index % 250 + 1
+            ),
+        }
     }
 }
 
@@ -186,13 +211,14 @@ pub fn create_seeded(dir: &Path, spec: &Spec) -> Result<(Sandbox, SeedReport), S
         sa: SecretPem::new(sa_key.serialize_pem()),
         sa_pub: sa_key.public_key_pem(),
     };
+    let net = Net::random();
     let mut nodes = Vec::new();
     for i in 0..spec.control_planes {
         nodes.push(SandboxNode {
             name: format!("cp-{}", i + 1),
             role: Role::ControlPlane,
             root: dir.join("nodes").join(format!("cp-{}", i + 1)),
-            ip: ip_of(Role::ControlPlane, i),
+            ip: net.ip_of(Role::ControlPlane, i),
         });
     }
     for i in 0..spec.workers {
@@ -200,7 +226,7 @@ pub fn create_seeded(dir: &Path, spec: &Spec) -> Result<(Sandbox, SeedReport), S
             name: format!("w-{}", i + 1),
             role: Role::Worker,
             root: dir.join("nodes").join(format!("w-{}", i + 1)),
-            ip: ip_of(Role::Worker, i),
+            ip: net.ip_of(Role::Worker, i),
         });
     }
     let cps: Vec<&SandboxNode> = nodes
@@ -376,7 +402,7 @@ fn write_node(node: &SandboxNode, ctx: &ClusterCtx) -> Result<(), SandboxError> 
     )?;
     put(
         &root.join(layout::KUBELET_CONFIG),
-        &manifests::kubelet_config(),
+        &manifests::kubelet_config(&node.ip),
         PUBLIC_MODE,
     )?;
     std::fs::create_dir_all(root.join(layout::MANIFESTS)).map_err(|source| SandboxError::Io {

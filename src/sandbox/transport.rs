@@ -80,7 +80,18 @@ impl Transport for SandboxTransport {
         Ok(self.machine.exec(argv))
     }
 
+    /// A health endpoint of this node's processes is answered by the simulated machine;
+    /// anything else is a real connection on this machine's loopback.
     fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError> {
+        if let Some(s) = self.machine.dial(host, port) {
+            return s.map(|s| Box::new(s) as Box<dyn Stream>).map_err(|e| {
+                TransportError::Unreachable {
+                    node: self.machine.name.clone(),
+                    reason: format!("{host}:{port}: {e}"),
+                    help: "the process that listens there is down".into(),
+                }
+            });
+        }
         let s =
             transport::process::connect(host, port).map_err(|e| TransportError::Unreachable {
                 node: self.machine.name.clone(),

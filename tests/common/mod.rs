@@ -24,6 +24,17 @@ impl Workdir {
     pub fn node(&self, name: &str) -> PathBuf {
         self.cluster().join("nodes").join(name)
     }
+    /// A sandbox node's address (each sandbox has its own block of loopback addresses).
+    #[allow(dead_code)]
+    pub fn ip(&self, name: &str) -> String {
+        trustform::sandbox::Sandbox::load(&self.cluster())
+            .expect("sandbox.json")
+            .nodes
+            .into_iter()
+            .find(|n| n.name == name)
+            .expect("a node of the sandbox")
+            .ip
+    }
     /// `trustform` run in this directory, colours off; a restarted component is done at
     /// its first healthy look (the tests' sandboxes restart at once unless a test says
     /// otherwise).

@@ -15,6 +15,7 @@
 
 pub mod crictl;
 pub mod fit;
+pub mod health;
 pub mod journalctl;
 pub mod kubelet;
 pub mod logs;
