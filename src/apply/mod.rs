@@ -10,6 +10,7 @@ pub mod cluster_lock;
 pub mod gate;
 pub mod journal;
 pub mod lock;
+pub mod manual;
 pub mod material;
 pub mod preflight;
 pub mod probe;
@@ -18,4 +19,4 @@ pub mod status;
 pub mod tls;
 pub mod walk;
 
-pub use walk::{Fault, RunResult, World, walk};
+pub use walk::{Ask, Fault, RunResult, World, walk};
