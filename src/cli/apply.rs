@@ -387,7 +387,7 @@ fn remove_leftovers(
                 ..
             } => (n.as_str(), path.as_str()),
             Op::Restart { node, .. } => (node.as_str(), "/etc/kubernetes/manifests/x"),
-            // trustform writes nothing for a manual restart.
+            // Cluster objects, gates, and manual restarts (trustform writes nothing there).
             _ => continue,
         };
         if let Some((dir, _)) = path.rsplit_once('/') {
