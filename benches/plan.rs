@@ -106,6 +106,7 @@ fn plan_on_sandbox(bin: &Path, workers: usize) {
             cluster: "bench",
             config_hash: &loaded.hash,
             no_stages: false,
+            manual: &Default::default(),
         })
         .unwrap()
     });

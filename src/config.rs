@@ -443,6 +443,20 @@ impl Loaded {
         Ok(self.transports.get_or_init(|| made).clone())
     }
 
+    /// The nodes whose transport cannot run commands (a `local` root other than `/`):
+    /// the plan makes their restarts manual steps. Decided from the access alone.
+    pub fn manual_nodes(&self) -> Result<std::collections::BTreeSet<String>, ConfigError> {
+        Ok(self
+            .config
+            .inventory
+            .nodes
+            .iter()
+            .zip(self.transports()?)
+            .filter(|(_, t)| !t.can_run())
+            .map(|(n, _)| n.name.clone())
+            .collect())
+    }
+
     /// The nodes to observe, in inventory order.
     pub fn node_targets(&self) -> Result<Vec<crate::observe::NodeTarget>, ConfigError> {
         let transports = self.transports()?;

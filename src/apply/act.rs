@@ -34,6 +34,8 @@ pub struct Ctx<'a> {
     pub restart: exec::restart::Wait,
     /// When the logs a gate reads begin (the last gate passed, or the run began).
     pub logs_since: &'a std::sync::Mutex<std::time::Instant>,
+    /// For a manual step the operator confirmed: `by who at time` (from the journal).
+    pub confirmed: Option<&'a str>,
 }
 
 /// What a step did.
@@ -106,6 +108,20 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                     seen.what
                 ));
             }
+            Op::ManualRestart {
+                node, component, ..
+            } => match ctx.confirmed {
+                // The next gate checks what the operator left.
+                Some(by) => out.did.push(format!(
+                    "{node}: {component} restarted by hand (confirmed {by})"
+                )),
+                None => {
+                    return Err(Failure::from(format!(
+                        "{node}: {component} must be restarted by hand: do it, then `trustform apply --confirm {}`",
+                        step.id
+                    )));
+                }
+            },
             Op::Verify {
                 authority,
                 issuer,

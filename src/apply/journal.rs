@@ -66,6 +66,26 @@ pub enum Event {
         /// The failed step upstream.
         upstream: String,
     },
+    /// The walk reached a manual step the operator has not confirmed: the apply stops
+    /// there (`trustform apply --confirm STEP-ID` goes on).
+    Paused {
+        /// Time.
+        at: String,
+        /// Step id.
+        step: String,
+        /// What the operator must do, one line each.
+        instructions: Vec<String>,
+    },
+    /// The operator confirmed a manual step (`--confirm`, or at the prompt): the walk
+    /// treats it as carried out.
+    Confirmed {
+        /// Time.
+        at: String,
+        /// Step id.
+        step: String,
+        /// user@host.
+        who: String,
+    },
     /// A gate's result.
     Gate {
         /// Time.
@@ -92,6 +112,9 @@ pub enum Event {
         failed: usize,
         /// Steps skipped in this run.
         skipped: usize,
+        /// Manual steps the run stopped at.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        paused: usize,
     },
     /// The plan's changes were rolled back.
     RolledBack {
@@ -103,6 +126,10 @@ pub enum Event {
 }
 
 pub use crate::clock::now;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 
 /// Every journal under a state directory: (last modified, plan id).
 pub fn list(state: &Path) -> Vec<(std::time::SystemTime, String)> {
@@ -225,6 +252,17 @@ pub struct Progress {
     pub runs: usize,
     /// Pid of the last run.
     pub pid: Option<u32>,
+    /// Manual steps the last run stopped at, not confirmed since.
+    pub paused: Vec<String>,
+    /// Manual steps the operator confirmed: (step, `by who at time`).
+    pub confirmed: Vec<(String, String)>,
+}
+
+impl Progress {
+    /// Whether the operator confirmed manual step `step`.
+    pub fn is_confirmed(&self, step: &str) -> bool {
+        self.confirmed.iter().any(|(s, _)| s == step)
+    }
 }
 
 impl Progress {
@@ -241,6 +279,19 @@ impl Progress {
                     p.failed.clear();
                     p.skipped.clear();
                     p.gate_failures.clear();
+                    p.paused.clear();
+                }
+                Event::Paused { step, .. } => {
+                    if !p.paused.contains(step) {
+                        p.paused.push(step.clone());
+                    }
+                }
+                Event::Confirmed { at, step, who } => {
+                    p.paused.retain(|s| s != step);
+                    if !p.is_confirmed(step) {
+                        p.confirmed
+                            .push((step.clone(), format!("by {who} at {at}")));
+                    }
                 }
                 Event::StepStart { step, .. } => {
                     p.open.retain(|s| s != step);
@@ -310,5 +361,61 @@ mod tests {
         assert_eq!(p.done, ["a"]);
         assert_eq!(p.open, ["b"], "b was interrupted");
         assert_eq!(p.finished, None);
+    }
+
+    #[test]
+    fn a_pause_lasts_until_the_step_is_confirmed() {
+        let start = || Event::ApplyStart {
+            at: "t0".into(),
+            plan_id: "p".into(),
+            steps: 2,
+            resumed: 0,
+            who: "op@host".into(),
+            pid: 1,
+        };
+        let paused = Event::Paused {
+            at: "t1".into(),
+            step: "m".into(),
+            instructions: vec!["do it".into()],
+        };
+        let done = Event::ApplyDone {
+            at: "t2".into(),
+            ok: false,
+            done: 1,
+            failed: 0,
+            skipped: 0,
+            paused: 1,
+        };
+        let p = Progress::of(&[start(), paused.clone(), done.clone()]);
+        assert_eq!(p.paused, ["m"]);
+        assert_eq!(p.finished, Some(false));
+        assert!(!p.is_confirmed("m"));
+        let confirmed = Event::Confirmed {
+            at: "t3".into(),
+            step: "m".into(),
+            who: "op@host".into(),
+        };
+        let p = Progress::of(&[start(), paused, done, start(), confirmed]);
+        assert!(p.paused.is_empty());
+        assert!(p.is_confirmed("m"));
+        assert_eq!(
+            p.confirmed,
+            [("m".to_string(), "by op@host at t3".to_string())]
+        );
+        // `paused` is left out of the line when zero, so older journals still read.
+        let line = serde_json::to_string(&Event::ApplyDone {
+            at: "t".into(),
+            ok: true,
+            done: 2,
+            failed: 0,
+            skipped: 0,
+            paused: 0,
+        })
+        .unwrap();
+        assert!(!line.contains("paused"), "{line}");
+        assert!(matches!(
+            serde_json::from_str::<Event>(&line).unwrap(),
+            Event::ApplyDone { paused: 0, .. }
+        ));
     }
 }

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod journal;
 pub mod lock;
 pub mod logscan;
+pub mod manual;
 pub mod material;
 pub mod preflight;
 pub mod probe;
@@ -19,4 +20,4 @@ pub mod status;
 pub mod tls;
 pub mod walk;
 
-pub use walk::{Fault, RunResult, World, walk};
+pub use walk::{Ask, Fault, RunResult, World, walk};

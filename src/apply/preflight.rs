@@ -292,7 +292,13 @@ pub fn run(input: &Input) -> Result<Passed, Failed> {
         .iter()
         .map(|(n, node)| (n.clone(), node.kubeconfigs.clone()))
         .collect();
-    let known = Known::of(input.snap, &copies);
+    let manual: std::collections::BTreeSet<String> = input
+        .nodes
+        .iter()
+        .filter(|(_, n)| !n.transport.can_run())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let known = Known::of(input.snap, &copies, &manual);
     let refused = validate::validate(plan, &known, input.procedures);
     passed.plan = validate::checks(plan);
     // Operations refused are neither read nor counted further.
@@ -398,6 +404,8 @@ pub fn run(input: &Input) -> Result<Passed, Failed> {
                         files.restart(n, s, component);
                     }
                 }
+                // The operator restarts it: nothing for trustform to check here.
+                Op::ManualRestart { .. } => {}
                 Op::Verify { trust, .. } => {
                     for fp in trust {
                         need(fp, false, &s.id);

@@ -338,7 +338,10 @@ impl Affects {
                     Field::ExtensionAuth => a.aggregated = true,
                     _ => {}
                 },
-                Op::Restart { node, component } => {
+                Op::Restart { node, component }
+                | Op::ManualRestart {
+                    node, component, ..
+                } => {
                     a.procs.insert((node.clone(), component.clone()));
                     if component == "kube-apiserver" {
                         a.aggregated = true;

@@ -1,7 +1,7 @@
 //! Progress while applying: an indicatif line per running step on a terminal; plain
 //! lines otherwise; with `--format json`, one JSON event per line (`step_start`,
-//! `step_done`, `step_failed`, `step_skipped`, `gate`, `summary`), after the
-//! `preflight` line ([`super::preflight::Passed`]).
+//! `step_done`, `step_failed`, `step_skipped`, `paused`, `confirmed`, `gate`, `summary`),
+//! after the `preflight` line ([`super::preflight::Passed`]).
 
 use super::journal::Event;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -111,6 +111,14 @@ impl Progress {
             Event::StepSkipped { step, upstream, .. } => {
                 self.note(&format!("{step}: skipped: upstream step {upstream} failed"));
             }
+            Event::Paused { step, .. } => {
+                self.note(&format!(
+                    "{step}: paused: a manual step, waiting for the operator"
+                ));
+            }
+            Event::Confirmed { step, who, .. } => {
+                self.note(&format!("{step}: confirmed by {who}"));
+            }
             Event::Gate {
                 step,
                 ok,
@@ -129,6 +137,11 @@ impl Progress {
             }
             _ => {}
         }
+    }
+
+    /// Run `f` with the progress lines out of the way (to ask at the prompt).
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.multi.suspend(f)
     }
 
     fn finish(&self, step: &str, line: &str) {

@@ -11,7 +11,8 @@ use std::path::Path;
 pub struct Status {
     /// Plan id.
     pub plan_id: String,
-    /// `running`, `done`, `failed`, `interrupted` or `rolled-back`.
+    /// `running`, `done`, `failed`, `paused` (at a manual step), `interrupted` or
+    /// `rolled-back`.
     pub state: String,
     /// `pre-rotate`, `rotate`, `post-rotate`, or `done`.
     pub stage: String,
@@ -27,6 +28,9 @@ pub struct Status {
     pub skipped: usize,
     /// Warnings of done steps (what is left to the operator).
     pub warnings: Vec<String>,
+    /// Manual steps the apply paused at, waiting for `trustform apply --confirm`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paused: Vec<String>,
     /// Who holds the lock, if anyone.
     pub lock: Option<LockInfo>,
 }
@@ -62,6 +66,7 @@ pub fn of(state: &Path, plan_id: &str) -> std::io::Result<Status> {
     } else {
         match p.finished {
             Some(true) => "done",
+            Some(false) if p.failed.is_empty() && !p.paused.is_empty() => "paused",
             Some(false) => "failed",
             None if alive => "running",
             None => "interrupted",
@@ -99,6 +104,7 @@ pub fn of(state: &Path, plan_id: &str) -> std::io::Result<Status> {
         errors,
         skipped: p.skipped.len(),
         warnings: p.warnings.iter().map(|w| shown(w)).collect(),
+        paused: p.paused.clone(),
         lock: lock::read(&lock::path(state)),
     })
 }
@@ -129,6 +135,11 @@ impl Status {
         }
         for e in &self.errors {
             out.push(format!("  error: {e}"));
+        }
+        for s in &self.paused {
+            out.push(format!(
+                "  paused at the manual step {s}: do what `trustform apply` printed, then `trustform apply --confirm {s}`"
+            ));
         }
         for w in &self.warnings {
             out.push(format!("  warning: {w}"));

@@ -2,6 +2,9 @@
 //! A step starts when every step it depends on is done; a failed step's dependents never
 //! run (they are reported as skipped, naming the failed step upstream) while unrelated
 //! branches finish. Every start and finish is journaled (fsync'd) before it counts.
+//! A manual step the operator has not confirmed is not run: the walker asks at the
+//! prompt when it can ([`World::ask`]), else it journals that it paused there and its
+//! dependents wait (they are not skipped: `--confirm` lets the next run go on).
 
 use super::act::{self, Ctx};
 use super::journal::{Event, Journal, now};
@@ -13,7 +16,7 @@ use crate::plan::Plan;
 use petgraph::Direction;
 use petgraph::graph::NodeIndex;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Testing aid (`TRUSTFORM_FAULT`): exit the process at a step boundary, or fail a step.
@@ -42,6 +45,10 @@ impl Fault {
     }
 }
 
+/// Asks the operator at the prompt to carry out a manual step; `Some(who)` when they
+/// confirm it was done.
+pub type Ask = Box<dyn Fn(&crate::plan::Step) -> Option<String> + Send + Sync>;
+
 /// What the walker works with.
 pub struct World {
     /// File access with backups.
@@ -64,6 +71,10 @@ pub struct World {
     /// With `--probe`: after each step, wait until the prober has handshaken over every
     /// edge the step could change, in the state it left, before any dependent starts.
     pub settle: Option<super::probe::Settle>,
+    /// Manual steps the operator confirmed: step id → `by who at time`.
+    pub confirmed: Mutex<BTreeMap<String, String>>,
+    /// How to ask the operator at the prompt (none: pause at a manual step).
+    pub ask: Option<Ask>,
 }
 
 /// The result of one run.
@@ -79,6 +90,8 @@ pub struct RunResult {
     pub skipped: Vec<(String, String)>,
     /// Warnings of done steps.
     pub warnings: Vec<String>,
+    /// Manual steps the walk stopped at: (step, instructions).
+    pub paused: Vec<(String, Vec<String>)>,
     /// Wall time, ms.
     pub wall_ms: u64,
     /// Time spent inside steps, summed, ms.
@@ -90,6 +103,7 @@ enum St {
     Pending,
     Done,
     Failed,
+    Paused,
 }
 
 /// Walk the plan.
@@ -164,17 +178,61 @@ pub fn walk(
                 running.spawn(async move {
                     let _permit = sem.acquire_owned().await.expect("semaphore open");
                     let step_id = plan.steps[i].id.clone();
+                    if plan.steps[i].manual().is_some() {
+                        let known = world
+                            .confirmed
+                            .lock()
+                            .expect("confirmed lock")
+                            .contains_key(&step_id);
+                        if !known {
+                            // Ask at the prompt if we can; otherwise pause here.
+                            let (p, w) = (plan.clone(), world.clone());
+                            let who = tokio::task::spawn_blocking(move || {
+                                w.ask.as_ref().and_then(|ask| ask(&p.steps[i]))
+                            })
+                            .await
+                            .ok()
+                            .flatten();
+                            let Some(who) = who else {
+                                return (i, None, 0);
+                            };
+                            let e = Event::Confirmed {
+                                at: now(),
+                                step: step_id.clone(),
+                                who,
+                            };
+                            if let Err(err) = journal.record(&e) {
+                                let f =
+                                    act::Failure::from(format!("cannot write the journal: {err}"));
+                                return (i, Some(Err(f)), 0);
+                            }
+                            progress.event(&e);
+                            if let Event::Confirmed { at, who, .. } = e {
+                                world
+                                    .confirmed
+                                    .lock()
+                                    .expect("confirmed lock")
+                                    .insert(step_id.clone(), format!("by {who} at {at}"));
+                            }
+                        }
+                    }
                     let start = Event::StepStart {
                         at: now(),
                         step: step_id.clone(),
                     };
                     if let Err(e) = journal.record(&start) {
                         let f = act::Failure::from(format!("cannot write the journal: {e}"));
-                        return (i, Err(f), 0);
+                        return (i, Some(Err(f)), 0);
                     }
                     progress.event(&start);
                     let res = tokio::task::spawn_blocking(move || {
                         let t = Instant::now();
+                        let confirmed = world
+                            .confirmed
+                            .lock()
+                            .expect("confirmed lock")
+                            .get(&plan.steps[i].id)
+                            .cloned();
                         let ctx = Ctx {
                             files: &world.files,
                             nodes: &world.nodes,
@@ -185,6 +243,7 @@ pub fn walk(
                             wait_timeout: world.wait_timeout,
                             restart: world.restart,
                             logs_since: &logs_since,
+                            confirmed: confirmed.as_deref(),
                         };
                         let res = if fail.as_deref() == Some(plan.steps[i].id.as_str()) {
                             Err(act::Failure::from(
@@ -206,7 +265,7 @@ pub fn walk(
                     })
                     .await
                     .unwrap_or_else(|e| (Err(format!("the step panicked: {e}").into()), 0));
-                    (i, res.0, res.1)
+                    (i, Some(res.0), res.1)
                 });
             }
             let Some(joined) = running.join_next().await else {
@@ -215,6 +274,19 @@ pub fn walk(
             let (i, res, ms) = joined.map_err(|e| e.to_string())?;
             result.busy_ms += ms;
             let id = plan.steps[i].id.clone();
+            let Some(res) = res else {
+                let instructions = plan.steps[i].manual().unwrap_or_default().to_vec();
+                let e = Event::Paused {
+                    at: now(),
+                    step: id.clone(),
+                    instructions: instructions.clone(),
+                };
+                journal.record(&e).map_err(|e| e.to_string())?;
+                progress.event(&e);
+                st[i] = St::Paused;
+                result.paused.push((id, instructions));
+                continue;
+            };
             let gate = match &res {
                 Ok(o) => o.gate.as_ref(),
                 Err(f) => f.gate.as_ref(),
@@ -282,24 +354,28 @@ pub fn walk(
         }
         Ok::<(), String>(())
     })?;
-    // Whatever is still pending waits on a failed step: name the nearest one.
+    // Whatever is still pending waits on a failed step (name the nearest one) or on a
+    // manual step (it waits for `--confirm`: not skipped).
     for i in 0..n {
         if st[i] != St::Pending {
             continue;
         }
         let mut seen = HashSet::new();
         let mut queue = VecDeque::from([NodeIndex::new(i)]);
-        let mut upstream = String::from("?");
+        let mut upstream = None;
         while let Some(x) = queue.pop_front() {
             if !seen.insert(x) {
                 continue;
             }
             if st[graph[x]] == St::Failed {
-                upstream = plan.steps[graph[x]].id.clone();
+                upstream = Some(plan.steps[graph[x]].id.clone());
                 break;
             }
             queue.extend(graph.neighbors_directed(x, Direction::Incoming));
         }
+        let Some(upstream) = upstream else {
+            continue;
+        };
         let e = Event::StepSkipped {
             at: now(),
             step: plan.steps[i].id.clone(),

@@ -33,9 +33,15 @@ pub struct Args {
     /// A plan saved with `trustform plan -out`. Without it, apply plans, shows the plan and
     /// asks for approval.
     pub plan: Option<PathBuf>,
-    /// Do not ask for approval.
+    /// Do not ask for approval (nor, at a manual step, whether it was done: apply pauses
+    /// there).
     #[arg(long)]
     pub auto_approve: bool,
+    /// Record that you carried out this manual step (as `apply` printed it when it
+    /// paused there), then go on. Repeatable, in order. apply exits 3 when it pauses at a
+    /// manual step.
+    #[arg(long, value_name = "STEP-ID")]
+    pub confirm: Vec<String>,
     /// Steps run at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallelism: u16,
@@ -386,6 +392,7 @@ fn remove_leftovers(
                 ..
             } => (n.as_str(), path.as_str()),
             Op::Restart { node, .. } => (node.as_str(), "/etc/kubernetes/manifests/x"),
+            // Cluster objects, gates, and manual restarts (trustform writes nothing there).
             _ => continue,
         };
         if let Some((dir, _)) = path.rsplit_once('/') {
@@ -532,6 +539,11 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                 )
             }
             None => {
+                if let Some(id) = a.confirm.first() {
+                    return Err(
+                        apply::manual::ConfirmError::NothingPaused { id: id.clone() }.into(),
+                    );
+                }
                 if json && !a.auto_approve {
                     return Err(miette::miette!(
                         code = "trustform::apply::needs_approval",
@@ -583,12 +595,16 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     lock::wait_free(&state, a.lock_timeout).map_err(|e| lock_error(e, &state))?;
     // What earlier runs did (a resume), and the CAs this apply can write.
     let backup = state.join("backup").join(&id);
-    let done_before: HashSet<String> = if resume {
-        let events = journal::read(&journal::path(&state, &id)).unwrap_or_default();
-        Journaled::of(&events).done.into_iter().collect()
+    let prior = if resume {
+        Journaled::of(&journal::read(&journal::path(&state, &id)).unwrap_or_default())
     } else {
-        HashSet::new()
+        Journaled::default()
     };
+    let done_before: HashSet<String> = prior.done.iter().cloned().collect();
+    // `--confirm`: only the manual steps apply has reached (nothing recorded if refused).
+    let confirmed_before: HashSet<String> =
+        prior.confirmed.iter().map(|(s, _)| s.clone()).collect();
+    let confirms = apply::manual::check(&plan, &done_before, &confirmed_before, &a.confirm)?;
     let material = gather(&loaded, &nodes, resume.then_some(backup.as_path()));
     // Pre-flight: everything checkable before the first write; nothing written if not.
     let desired = crate::diff::resolve(&loaded, &snap)?;
@@ -708,6 +724,20 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         Mode::Lines
     };
     let progress = Arc::new(Progress::new(mode, plan.steps.len(), done_before.len()));
+    // `--confirm`: journaled before the walk, which then treats the steps as carried out.
+    let mut confirmed: BTreeMap<String, String> = prior.confirmed.iter().cloned().collect();
+    for step in confirms {
+        let e = Event::Confirmed {
+            at: journal::now(),
+            step: step.clone(),
+            who: held.info.who.clone(),
+        };
+        journal.record(&e).map_err(io("cannot write the journal"))?;
+        progress.event(&e);
+        if let Event::Confirmed { at, who, .. } = e {
+            confirmed.insert(step, format!("by {who} at {at}"));
+        }
+    }
     let fault = std::env::var("TRUSTFORM_FAULT")
         .ok()
         .and_then(|f| apply::Fault::parse(&f));
@@ -730,6 +760,9 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
             journal::stage_began(&events)
         },
         settle: prober.as_ref().map(probe::Prober::settle),
+        confirmed: std::sync::Mutex::new(confirmed),
+        ask: (!json && !a.auto_approve && std::io::stdin().is_terminal())
+            .then(|| ask_at_prompt(progress.clone(), held.info.who.clone())),
     });
     let result = apply::walk(
         Arc::new(plan),
@@ -751,10 +784,17 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
             done,
             failed: result.failed.len(),
             skipped: result.skipped.len(),
+            paused: result.paused.len(),
         })
         .map_err(io("cannot write the journal"))?;
+    let confirm_cmd = confirm_command(config_path, &result.paused);
     let mut lines = vec![String::new()];
-    if ok {
+    if !ok && result.failed.is_empty() && !result.paused.is_empty() {
+        lines.push(format!(
+            "Apply paused at a manual step: {done} of {total} steps done; trustform cannot carry out the next one itself."
+        ));
+        lines.extend(paused_lines(&result.paused, &confirm_cmd));
+    } else if ok {
         lines.push(format!(
             "Apply complete! {done} steps done ({} in this run, {:.1} s).",
             result.done.len(),
@@ -783,6 +823,10 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         lines.push(format!(
             "Fix the cause and run `trustform apply` to resume, or `trustform rollback {id}`."
         ));
+        if !result.paused.is_empty() {
+            lines.push("Apply also paused at a manual step:".into());
+            lines.extend(paused_lines(&result.paused, &confirm_cmd));
+        }
     }
     for w in &result.warnings {
         lines.push(format!("Warning: {w}"));
@@ -796,6 +840,17 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         "wall_ms": result.wall_ms, "busy_ms": result.busy_ms,
         "ssh_connections": crate::transport::ssh::connections_opened(),
     });
+    if let Some((step, instructions)) = result.paused.first() {
+        summary["paused"] = serde_json::json!({
+            "step": step, "instructions": instructions, "confirm": confirm_cmd,
+        });
+        if result.paused.len() > 1 {
+            summary["also_paused"] = result.paused[1..]
+                .iter()
+                .map(|(s, i)| serde_json::json!({"step": s, "instructions": i}))
+                .collect();
+        }
+    }
     if let Some(r) = &probed {
         summary["probe"] = serde_json::to_value(r).unwrap_or_default();
         if !json {
@@ -812,7 +867,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         .flat_map(|r| r.managed_failing())
         .map(|e| e.name.clone())
         .collect();
-    if ok && !broken.is_empty() {
+    if result.failed.is_empty() && !broken.is_empty() {
         return Err(miette::miette!(
             code = "trustform::apply::probe::broken",
             help = "the steps completed, but these trust edges failed handshakes while they ran: the plan's order let a client and its server disagree; look at each edge's first error above",
@@ -821,9 +876,9 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
             exec::kube::laggards(&broken)
         ));
     }
-    if ok {
+    if ok || result.failed.is_empty() {
         Ok(Applied {
-            exit: Exit::Ok,
+            exit: if ok { Exit::Ok } else { Exit::Paused },
             steps: done,
             wall_ms: result.wall_ms,
             probe: probed,
@@ -843,6 +898,64 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                 .join(", ")
         ))
     }
+}
+
+/// `trustform apply --confirm A [--confirm B …]` for the manual steps an apply paused at
+/// (with `-c` when trustform.yaml is elsewhere).
+fn confirm_command(config_path: &Path, paused: &[(String, Vec<String>)]) -> String {
+    let mut cmd = String::from("trustform");
+    if config_path != Path::new("trustform.yaml") {
+        cmd.push_str(&format!(" -c {}", config_path.display()));
+    }
+    cmd.push_str(" apply");
+    for (step, _) in paused {
+        cmd.push_str(&format!(" --confirm {step}"));
+    }
+    cmd
+}
+
+/// What the operator must do at each manual step an apply paused at, and the command
+/// that confirms them.
+fn paused_lines(paused: &[(String, Vec<String>)], confirm: &str) -> Vec<String> {
+    let mut out = vec![];
+    for (step, instructions) in paused {
+        out.push(String::new());
+        out.push(format!("Manual step {step}:"));
+        out.extend(instructions.iter().map(|l| format!("  {l}")));
+    }
+    out.push(String::new());
+    out.push(format!(
+        "Once {} done and checked, confirm it and go on:",
+        if paused.len() == 1 {
+            "it is"
+        } else {
+            "each is"
+        }
+    ));
+    out.push(format!("  {confirm}"));
+    out
+}
+
+/// Ask at the prompt whether a manual step was carried out: `Some(who)` on `done`. One
+/// question at a time, with the progress lines out of the way.
+fn ask_at_prompt(progress: Arc<Progress>, who: String) -> apply::Ask {
+    let one = std::sync::Mutex::new(());
+    Box::new(move |step: &plan::Step| {
+        let _one = one.lock().ok()?;
+        progress.suspend(|| {
+            println!("\nManual step {}:", step.id);
+            for l in step.manual().unwrap_or_default() {
+                println!("  {l}");
+            }
+            println!(
+                "Type 'done' once it is done and checked (anything else pauses the apply; `trustform apply --confirm {}` goes on later).\n  Enter a value: ",
+                step.id
+            );
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer).ok()?;
+            (answer.trim() == "done").then(|| who.clone())
+        })
+    })
 }
 
 /// Start the live prober beside an apply on the sandbox: the edges of the cluster as
@@ -909,15 +1022,28 @@ pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
     let events = journal::read(&journal::path(&state, &id)).unwrap_or_default();
     let done: HashSet<String> = Journaled::of(&events).done.into_iter().collect();
     let mut restarts: Vec<(String, String)> = vec![];
+    // Restarts the operator did by hand: after the restore, by hand again.
+    let mut by_hand: Vec<String> = vec![];
     for s in plan.iter().flat_map(|p| &p.steps) {
         if !done.contains(&s.id) {
             continue;
         }
         for op in &s.ops {
-            if let Op::Restart { node, component } = op
-                && !restarts.contains(&(node.clone(), component.clone()))
-            {
-                restarts.push((node.clone(), component.clone()));
+            match op {
+                Op::Restart { node, component }
+                    if !restarts.contains(&(node.clone(), component.clone())) =>
+                {
+                    restarts.push((node.clone(), component.clone()));
+                }
+                Op::ManualRestart {
+                    node, component, ..
+                } => {
+                    let what = format!("{component} on {node}");
+                    if !by_hand.contains(&what) {
+                        by_hand.push(what);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -942,7 +1068,7 @@ pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
         "Rolled back plan {id}: restored {} file(s), newest first.",
         restored.len()
     );
-    let mut manual = vec![];
+    let mut manual = by_hand;
     let wait = exec::restart::Wait {
         timeout: a.restart_timeout,
         settle: a.restart_settle,

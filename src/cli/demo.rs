@@ -188,6 +188,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             restart_settle: std::time::Duration::from_millis(200),
             plan: Some(saved),
             auto_approve: true,
+            confirm: vec![],
             parallelism: 10,
             lock_timeout: std::time::Duration::ZERO,
             format: super::apply::OutFormat::Text,

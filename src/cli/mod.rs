@@ -17,7 +17,8 @@ pub use apply::load_plan;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// Exit codes (`--detailed-exitcode`): 0 no changes, 1 error, 2 changes present.
+/// Exit codes: 0 success (no changes), 1 error, 2 changes present (`--detailed-exitcode`),
+/// 3 `apply` paused at a manual step (it printed what to do and the `--confirm` command).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Exit {
     /// Success, nothing to change.
@@ -27,6 +28,9 @@ pub enum Exit {
     Failed = 1,
     /// Changes present (only with --detailed-exitcode).
     Changes = 2,
+    /// `apply` stopped at a manual step the operator must carry out and confirm
+    /// (`trustform apply --confirm STEP-ID`); nothing failed.
+    Paused = 3,
 }
 
 /// Rotate Kubernetes cluster CAs like Terraform changes infrastructure:

@@ -69,6 +69,7 @@ pub fn make_on(loaded: &config::Loaded, no_stages: bool) -> miette::Result<Made>
     let desired = diff::resolve(loaded, &snap)?;
     let notes = notes(&snap, &desired);
     let procedures = procedure::load_all()?;
+    let manual = loaded.manual_nodes()?;
     let plan = plan::build(&plan::Input {
         snapshot: &snap,
         desired: &desired,
@@ -76,6 +77,7 @@ pub fn make_on(loaded: &config::Loaded, no_stages: bool) -> miette::Result<Made>
         cluster: &loaded.config.metadata.name,
         config_hash: &loaded.hash,
         no_stages,
+        manual: &manual,
     })?;
     Ok(Made {
         plan,

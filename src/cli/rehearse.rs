@@ -44,7 +44,7 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
             )
         })
         .collect();
-    let known = validate::Known::of(&snap, &copies);
+    let known = validate::Known::of(&snap, &copies, &loaded.manual_nodes()?);
     let refusals = validate::validate(&plan, &known, &crate::procedure::load_all()?);
     if !refusals.is_empty() {
         let name = a.plan.display().to_string();

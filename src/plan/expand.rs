@@ -27,6 +27,9 @@ pub struct Input<'a> {
     /// Go straight to the desired state in every stage, without the safe intermediate
     /// ones (rehearse then shows why that breaks trust).
     pub no_stages: bool,
+    /// Nodes trustform cannot run commands on (`Loaded::manual_nodes`): their restarts
+    /// are manual steps ([`super::manual`]).
+    pub manual: &'a BTreeSet<String>,
 }
 
 /// The three stage targets between `current` and `want`: pre-rotate adds the desired
@@ -255,9 +258,23 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                         let comp = t.component.clone().unwrap_or_else(|| "kubelet".into());
                         let node = target.expect("node action");
                         if let Some(files) = world.dirty.remove(&(node.to_string(), comp.clone())) {
-                            ops.push(Op::Restart {
-                                node: node.to_string(),
-                                component: comp.clone(),
+                            ops.push(if input.manual.contains(node) {
+                                let manifest = snap
+                                    .node(node)
+                                    .and_then(|n| n.components.get(&comp))
+                                    .map(|c| c.manifest.as_str());
+                                Op::ManualRestart {
+                                    node: node.to_string(),
+                                    component: comp.clone(),
+                                    instructions: super::manual::restart_instructions(
+                                        node, &comp, manifest,
+                                    ),
+                                }
+                            } else {
+                                Op::Restart {
+                                    node: node.to_string(),
+                                    component: comp.clone(),
+                                }
                             });
                             changes.push(StepChange {
                                 what: format!("{node}: {comp}"),

@@ -9,6 +9,7 @@
 
 pub mod edges;
 mod expand;
+pub mod manual;
 mod model;
 pub mod rehearse;
 pub mod validate;

@@ -14,6 +14,9 @@
 //!                "depends_on": [] } ],
 //!   "skipped": [ { "id": "kubernetes-ca/restart-workloads", "doc_step": "8.4", "reason": "…" } ],
 //!   "summary": { "steps": 90, "writes": 40, "restarts": 45, "waits": 5, "stages": ["pre-rotate", …] },
+//!   // "manual": 3 in the summary when some restarts are manual steps; such a step's op:
+//!   // { "op": "manual-restart", "node": "w-1", "component": "kubelet",
+//!   //   "instructions": ["On w-1, restart the kubelet …", "  systemctl restart kubelet", "Check …"] }
 //!   "continuity": { "edges": 54, "unmanaged": 0, "steps": 90, "broken_before": [], "breaks": [],
 //!                   "warnings": [], "gaps": [ { "step": "…", "at": "step 5 apiserver-client-ca on cp-1",
 //!                   "what": "the only API server restarts: …" } ] } }
@@ -159,6 +162,19 @@ pub enum Op {
         /// A static pod name, or `kubelet`.
         component: String,
     },
+    /// A restart trustform cannot carry out: its node is reached through a directory,
+    /// where no command runs. `apply` pauses at its step, prints `instructions`, and goes
+    /// on once the operator confirms it (`trustform apply --confirm STEP-ID`). Rehearsed
+    /// as the restart it stands for; the next gate checks what it left.
+    ManualRestart {
+        /// Node.
+        node: String,
+        /// A static pod name, or `kubelet`.
+        component: String,
+        /// What the operator does, and how to check it came back; one line each
+        /// ([`super::manual::restart_instructions`]).
+        instructions: Vec<String>,
+    },
     /// A gate: every trust edge verifies against this stage's target.
     Verify {
         /// Authority.
@@ -206,8 +222,15 @@ pub struct Summary {
     pub restarts: usize,
     /// Wait and verify steps.
     pub waits: usize,
+    /// Manual steps (restarts the operator carries out; counted among `restarts`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub manual: usize,
     /// Stages that have steps, in order.
     pub stages: Vec<Stage>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -222,6 +245,7 @@ impl Summary {
             writes: count(ActionKind::Write),
             restarts: count(ActionKind::Restart),
             waits: count(ActionKind::Wait),
+            manual: steps.iter().filter(|s| s.manual().is_some()).count(),
             stages,
         }
     }

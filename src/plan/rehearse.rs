@@ -553,7 +553,12 @@ impl<'a> World<'a> {
                     touched.push(Key::Pods);
                 }
                 Op::Set { node: None, .. } | Op::Verify { .. } => {}
-                Op::Restart { node, component } => {
+                // A manual restart is rehearsed as the restart it stands for: apply goes
+                // on only once the operator confirms it was done.
+                Op::Restart { node, component }
+                | Op::ManualRestart {
+                    node, component, ..
+                } => {
                     let Some(files) = self.disk.get(node).cloned() else {
                         continue;
                     };
@@ -711,7 +716,11 @@ pub fn rehearse(snap: &Snapshot, plan: &Plan, label: &dyn Fn(&Fingerprint) -> St
         let step = &plan.steps[i];
         let at = step_label(step);
         for op in &step.ops {
-            if let Op::Restart { component, node } = op {
+            if let Op::Restart { component, node }
+            | Op::ManualRestart {
+                component, node, ..
+            } = op
+            {
                 let what = match component.as_str() {
                     "kube-apiserver" if cps == 1 => {
                         Some("the only API server restarts: its clients wait or retry")

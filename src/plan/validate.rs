@@ -17,7 +17,9 @@
 //!   shape of that field; the path is normal (absolute, no `.`, `..`, `//` or NUL, so it
 //!   stays inside the node's root) and was observed on that node, except the signer copy,
 //!   which the plan may create;
-//! - a restart names a static pod the node runs, or `kubelet` on a node that has one;
+//! - a restart names a static pod the node runs, or `kubelet` on a node that has one; it
+//!   is manual (`manual-restart`) exactly on the nodes trustform cannot run commands on,
+//!   and a manual restart's instructions are exactly the ones trustform writes for it;
 //! - a cluster operation names a cluster field with no node and no path, except a
 //!   caBundle, which must be one the cluster holds.
 //!
@@ -49,6 +51,8 @@ pub struct KnownNode {
     pub kubelet: bool,
     /// The kubelet's `clientCAFile`.
     pub kubelet_client_ca: Option<String>,
+    /// trustform cannot run commands on it: its restarts are manual.
+    pub manual: bool,
 }
 
 /// What the validator knows about the cluster.
@@ -61,9 +65,13 @@ pub struct Known {
 }
 
 impl Known {
-    /// From a snapshot of every inventory node and the kubeconfig copies trustform.yaml
-    /// lists per node.
-    pub fn of(snap: &Snapshot, copies: &BTreeMap<String, Vec<String>>) -> Self {
+    /// From a snapshot of every inventory node, the kubeconfig copies trustform.yaml
+    /// lists per node, and the nodes trustform cannot run commands on.
+    pub fn of(
+        snap: &Snapshot,
+        copies: &BTreeMap<String, Vec<String>>,
+        manual: &BTreeSet<String>,
+    ) -> Self {
         let nodes = snap
             .nodes
             .iter()
@@ -79,6 +87,7 @@ impl Known {
                         .collect(),
                     kubelet: n.kubelet.is_some(),
                     kubelet_client_ca: n.kubelet.as_ref().and_then(|k| k.client_ca_file.clone()),
+                    manual: manual.contains(&n.name),
                 };
                 (n.name.clone(), kn)
             })
@@ -133,6 +142,11 @@ pub enum Reason {
     WantNotOfField(String),
     /// A cluster object the cluster does not hold.
     UnknownObject(String),
+    /// A restart on a node trustform cannot run commands on that is not manual, or a
+    /// manual one on a node it can.
+    Manual(String),
+    /// A manual restart's instructions are not the ones trustform writes for it.
+    NotTheInstructions,
 }
 
 impl std::fmt::Display for Reason {
@@ -173,6 +187,11 @@ impl std::fmt::Display for Reason {
             ),
             Reason::WantNotOfField(w) => write!(f, "not a state this field takes: {w}"),
             Reason::UnknownObject(o) => write!(f, "the cluster holds no caBundle {o:?}"),
+            Reason::Manual(w) => write!(f, "{w}"),
+            Reason::NotTheInstructions => write!(
+                f,
+                "the manual step's instructions are not the ones trustform writes for this restart"
+            ),
         }
     }
 }
@@ -363,7 +382,9 @@ fn step_refusals(step: &Step, known: &Known, procedures: &[Procedure], out: &mut
         if let Err(r) = op_ok(op, step, t, proc_.authority, node, known) {
             let path = match op {
                 Op::Set { path, .. } => Some(path.as_str()),
-                Op::Restart { component, .. } => Some(component.as_str()),
+                Op::Restart { component, .. } | Op::ManualRestart { component, .. } => {
+                    Some(component.as_str())
+                }
                 Op::Verify { .. } => None,
             };
             out.push(Refusal::new(step, Some(i), path, r));
@@ -389,14 +410,16 @@ fn op_ok(
             }
             Ok(())
         }
-        Op::Restart { node: n, component } => {
+        Op::Restart { node: n, component }
+        | Op::ManualRestart {
+            node: n, component, ..
+        } => {
             let want = match t.action {
                 Action::RestartStaticPod => t.component.clone().unwrap_or_default(),
                 Action::RestartKubelet => "kubelet".to_string(),
                 _ => return Err(Reason::OpNotOfAction("restart".into())),
             };
             let (target, kn) = on_target(n, step, node, known)?;
-            let _ = target;
             let runs = if component == "kubelet" {
                 kn.kubelet
             } else {
@@ -411,7 +434,24 @@ fn op_ok(
                     "restarts {component}, the template restarts {want}"
                 )));
             }
-            Ok(())
+            match op {
+                Op::Restart { .. } if kn.manual => Err(Reason::Manual(format!(
+                    "trustform cannot run commands on {target} (it is reached through a directory): its restarts are manual steps"
+                ))),
+                Op::ManualRestart { .. } if !kn.manual => Err(Reason::Manual(format!(
+                    "a manual restart on {target}, which trustform restarts itself"
+                ))),
+                Op::ManualRestart { instructions, .. } => {
+                    let manifest = kn.static_pods.get(component).map(String::as_str);
+                    if *instructions
+                        != super::manual::restart_instructions(target, component, manifest)
+                    {
+                        return Err(Reason::NotTheInstructions);
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
         }
         Op::Set {
             node: n,
@@ -1080,6 +1120,82 @@ mod tests {
             }],
         );
         none(vec![kubelet]);
+    }
+
+    #[test]
+    fn restarts_are_manual_exactly_where_trustform_cannot_run_commands() {
+        let kubelet = |op: Op| step("restart-kubelet", "w-1", vec![op]);
+        let manual = |instructions: Vec<String>| Op::ManualRestart {
+            node: "w-1".into(),
+            component: "kubelet".into(),
+            instructions,
+        };
+        let auto = Op::Restart {
+            node: "w-1".into(),
+            component: "kubelet".into(),
+        };
+        let ours = crate::plan::manual::restart_instructions("w-1", "kubelet", None);
+        let check = |s: Step, known: &Known| {
+            validate(
+                &plan(vec![s]),
+                known,
+                &crate::procedure::load_all().unwrap(),
+            )
+        };
+        // w-1 runs commands: a manual restart there is refused.
+        let r = check(kubelet(manual(ours.clone())), &known());
+        assert!(
+            matches!(&r[..], [r] if matches!(r.reason, Reason::Manual(_))),
+            "{r:?}"
+        );
+        // w-1 is reached through a directory: only the manual restart, with trustform's
+        // own instructions, is accepted.
+        let mut k = known();
+        k.nodes.get_mut("w-1").unwrap().manual = true;
+        assert!(check(kubelet(manual(ours.clone())), &k).is_empty());
+        let r = check(kubelet(auto), &k);
+        assert!(
+            matches!(&r[..], [r] if matches!(r.reason, Reason::Manual(_))),
+            "{r:?}"
+        );
+        let mut edited = ours;
+        edited[1] = "  rm -rf /etc/kubernetes".into();
+        let r = check(kubelet(manual(edited)), &k);
+        assert!(
+            matches!(&r[..], [r] if r.reason == Reason::NotTheInstructions),
+            "{r:?}"
+        );
+        // The other checks of a restart still hold: its component, its template.
+        let mut k2 = k.clone();
+        k2.nodes.get_mut("cp-1").unwrap().manual = true;
+        let s = step(
+            "restart-kcm",
+            "cp-1",
+            vec![Op::ManualRestart {
+                node: "cp-1".into(),
+                component: "sshd".into(),
+                instructions: crate::plan::manual::restart_instructions("cp-1", "sshd", None),
+            }],
+        );
+        let r = check(s, &k2);
+        assert!(
+            matches!(&r[..], [r] if r.reason == Reason::UnknownComponent("sshd".into())),
+            "{r:?}"
+        );
+        let s = step(
+            "restart-kcm",
+            "cp-1",
+            vec![Op::ManualRestart {
+                node: "cp-1".into(),
+                component: "kube-controller-manager".into(),
+                instructions: crate::plan::manual::restart_instructions(
+                    "cp-1",
+                    "kube-controller-manager",
+                    Some("/etc/kubernetes/manifests/kube-controller-manager.yaml"),
+                ),
+            }],
+        );
+        assert!(check(s, &k2).is_empty());
     }
 
     #[test]

@@ -38,16 +38,22 @@ pub fn dot(plan: &Plan) -> String {
     );
     for (i, s) in plan.steps.iter().enumerate() {
         let style = match s.kind {
+            _ if s.manual().is_some() => "rounded,bold",
             ActionKind::Write => "solid",
             ActionKind::Restart => "rounded",
             ActionKind::Wait => "dashed",
         };
         writeln!(
             o,
-            "  s{i} [label=\"[{}] {}\\n{}\", style=\"{style}\"];",
+            "  s{i} [label=\"[{}] {}\\n{}{}\", style=\"{style}\"];",
             esc(&doc_label(s)),
             esc(&s.template),
-            esc(&s.target)
+            esc(&s.target),
+            if s.manual().is_some() {
+                " (manual)"
+            } else {
+                ""
+            }
         )
         .unwrap();
     }
@@ -63,7 +69,13 @@ pub fn mermaid(plan: &Plan) -> String {
     let mut o = String::with_capacity(plan.steps.len() * 80);
     o.push_str("flowchart TD\n");
     for (i, s) in plan.steps.iter().enumerate() {
-        let label = format!("[{}] {} @ {}", doc_label(s), s.template, s.target).replace('"', "'");
+        let manual = if s.manual().is_some() {
+            " (manual)"
+        } else {
+            ""
+        };
+        let label =
+            format!("[{}] {} @ {}{manual}", doc_label(s), s.template, s.target).replace('"', "'");
         writeln!(o, "  s{i}[\"{label}\"]").unwrap();
     }
     for (j, i) in arcs(plan) {

@@ -1,7 +1,9 @@
 //! Markdown for a pull-request comment: summary first, destructive steps bannered,
 //! details folded per stage.
 
-use super::{continuity_lines, destructive, diff_lines, doc_label, mark, summary_line};
+use super::{
+    continuity_lines, destructive, diff_lines, doc_label, manual_nodes, mark, summary_line,
+};
 use crate::plan::Plan;
 use std::fmt::Write;
 
@@ -37,6 +39,17 @@ pub fn markdown(plan: &Plan) -> String {
         )
         .unwrap();
     }
+    if plan.summary.manual > 0 {
+        writeln!(o).unwrap();
+        writeln!(o, "> [!IMPORTANT]").unwrap();
+        writeln!(
+            o,
+            "> **{} manual steps** ✋: trustform cannot run commands on {}. `apply` pauses at each and prints what to do; the operator does it and confirms it with `trustform apply --confirm STEP-ID`.",
+            plan.summary.manual,
+            manual_nodes(plan)
+        )
+        .unwrap();
+    }
     let bad: Vec<_> = plan.steps.iter().filter(|s| destructive(s)).collect();
     if !bad.is_empty() {
         writeln!(o).unwrap();
@@ -68,7 +81,10 @@ pub fn markdown(plan: &Plan) -> String {
         .unwrap();
         writeln!(o).unwrap();
         for s in steps {
-            let flag = if destructive(s) { " ⚠️" } else { "" };
+            let mut flag = if destructive(s) { " ⚠️" } else { "" }.to_string();
+            if s.manual().is_some() {
+                flag.push_str(" ✋ **manual**");
+            }
             writeln!(
                 o,
                 "- `{}` **[{}] {}**{flag}: {}",
@@ -83,6 +99,13 @@ pub fn markdown(plan: &Plan) -> String {
                 .iter()
                 .flat_map(|c| std::iter::once(format!("# {}", c.what)).chain(diff_lines(c)))
                 .collect();
+            if let Some(lines) = s.manual() {
+                writeln!(o, "  ```text").unwrap();
+                for l in lines {
+                    writeln!(o, "  {l}").unwrap();
+                }
+                writeln!(o, "  ```").unwrap();
+            }
             if !body.is_empty() {
                 writeln!(o, "  ```diff").unwrap();
                 for l in body {

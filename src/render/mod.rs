@@ -52,8 +52,13 @@ pub fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
     let plural =
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let manual = if s.manual > 0 {
+        format!(" ({} manual)", s.manual)
+    } else {
+        String::new()
+    };
     format!(
-        "Plan: {} ({}, {}, {}) across {}.",
+        "Plan: {} ({}, {}{manual}, {}) across {}.",
         plural(s.steps, "step", "steps"),
         plural(s.writes, "write", "writes"),
         plural(s.restarts, "restart", "restarts"),
@@ -119,6 +124,19 @@ pub fn mark(kind: ActionKind) -> char {
         ActionKind::Restart => '!',
         ActionKind::Wait => '?',
     }
+}
+
+/// The nodes a plan's manual steps are on, joined: `w-1, w-2`.
+pub fn manual_nodes(plan: &Plan) -> String {
+    let mut v: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| s.manual().is_some())
+        .map(|s| s.target.as_str())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v.join(", ")
 }
 
 /// A step that takes something away (trust, a certificate, a key) or disrupts.

@@ -1,6 +1,6 @@
 //! Text: legend, authorities, one block per step grouped by stage, the summary line.
 
-use super::{continuity_lines, diff_lines, doc_label, mark, summary_line};
+use super::{continuity_lines, diff_lines, doc_label, manual_nodes, mark, summary_line};
 use crate::plan::Plan;
 use std::fmt::Write;
 
@@ -19,6 +19,14 @@ pub fn text(plan: &Plan) -> String {
     .unwrap();
     writeln!(o).unwrap();
     writeln!(o, "Legend:  ~ write   ! restart   ? wait or verify   [n] documented step n   [+] step trustform adds").unwrap();
+    if plan.summary.manual > 0 {
+        writeln!(
+            o,
+            "         (manual) a step you carry out: trustform cannot run commands on {}; apply pauses there until you confirm it",
+            manual_nodes(plan)
+        )
+        .unwrap();
+    }
     writeln!(o).unwrap();
     for a in &plan.authorities {
         writeln!(o, "Authority {}:", a.authority).unwrap();
@@ -50,8 +58,21 @@ pub fn text(plan: &Plan) -> String {
             .unwrap();
         }
         writeln!(o).unwrap();
-        writeln!(o, "  {} [{}] {}", mark(s.kind), doc_label(s), s.id).unwrap();
+        let manual = s.manual();
+        let tag = if manual.is_some() { " (manual)" } else { "" };
+        writeln!(o, "  {} [{}] {}{tag}", mark(s.kind), doc_label(s), s.id).unwrap();
         writeln!(o, "      {}", s.title).unwrap();
+        if let Some(lines) = manual {
+            writeln!(
+                o,
+                "      manual: apply pauses here; do this, then `trustform apply --confirm {}`:",
+                s.id
+            )
+            .unwrap();
+            for l in lines {
+                writeln!(o, "        {l}").unwrap();
+            }
+        }
         if let Some(d) = &s.disruption {
             writeln!(o, "      ⚠ disruption: {d}").unwrap();
         }

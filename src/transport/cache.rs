@@ -99,6 +99,10 @@ impl Transport for Cached {
         self.inner.read_link(abs)
     }
 
+    fn can_run(&self) -> bool {
+        self.inner.can_run()
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<(String, FileType)>, TransportError> {
         if !self.covers(dir) {
             return self.inner.list(dir);

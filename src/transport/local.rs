@@ -313,6 +313,10 @@ impl Transport for Local {
             .collect())
     }
 
+    fn can_run(&self) -> bool {
+        self.is_machine()
+    }
+
     fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output, TransportError> {
         if !self.is_machine() {
             return Err(self.not_here(&format!("run `{}`", argv.join(" "))));
@@ -363,6 +367,15 @@ mod tests {
             assert!(normal(p).is_err(), "{p:?} is refused");
         }
         assert!(normal("/etc/kubernetes/pki/ca.crt").is_ok());
+    }
+
+    #[test]
+    fn only_this_machine_runs_commands() {
+        assert!(Local::new("self", Path::new("/")).can_run());
+        let copy = Local::new("w-1", Path::new("/srv/nodes/w-1"));
+        assert!(!copy.can_run());
+        let e = copy.run(&["true"], Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(e, TransportError::Unsupported { .. }), "{e:?}");
     }
 
     #[test]

@@ -271,6 +271,13 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Returns their names.
     fn remove_leftovers(&self, dir: &str) -> Result<Vec<String>, TransportError>;
 
+    /// Whether [`Transport::run`] can run commands on the node at all. `false` for a
+    /// node reached through a directory that is not this machine's `/`: trustform cannot
+    /// restart anything there, so the plan makes its restarts manual steps.
+    fn can_run(&self) -> bool {
+        true
+    }
+
     /// Run a command on the node (as root: through `sudo -n` where the login is not
     /// root), with a time limit.
     fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output, TransportError>;
