@@ -75,7 +75,11 @@ fn kubectl_client_cert(kubeconfig: &Path, out: &Path) {
 fn a_layout_made_with_openssl_and_kubectl_is_observed_planned_and_rotated() {
     let w = common::sandbox_restarting(1, 2, "0");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kubeadm-openssl.sh");
-    for (n, role) in [("cp-1", "control-plane"), ("w-1", "worker"), ("w-2", "worker")] {
+    for (n, role) in [
+        ("cp-1", "control-plane"),
+        ("w-1", "worker"),
+        ("w-2", "worker"),
+    ] {
         sh(&[
             "bash",
             script.to_str().unwrap(),
@@ -102,12 +106,27 @@ fn a_layout_made_with_openssl_and_kubectl_is_observed_planned_and_rotated() {
     }
     for n in ["cp-1", "w-1", "w-2"] {
         w.ok(&[
-            "sandbox", "node-exec", "cluster", n, "--", "systemctl", "restart", "kubelet",
+            "sandbox",
+            "node-exec",
+            "cluster",
+            n,
+            "--",
+            "systemctl",
+            "restart",
+            "kubelet",
         ]);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, out, _) = w.run(&["sandbox", "node-exec", "cluster", "cp-1", "--", "crictl", "ps"]);
+        let (_, out, _) = w.run(&[
+            "sandbox",
+            "node-exec",
+            "cluster",
+            "cp-1",
+            "--",
+            "crictl",
+            "ps",
+        ]);
         if out.matches("Running").count() == 4 {
             break;
         }
@@ -128,10 +147,7 @@ fn a_layout_made_with_openssl_and_kubectl_is_observed_planned_and_rotated() {
     assert!(w.ok(&["plan"]).contains("No changes."));
 
     let (kube, fp) = (new_ca(&w, "kubernetes"), new_ca(&w, "front-proxy"));
-    for leaf in [
-        "apiserver.crt",
-        "apiserver-kubelet-client.crt",
-    ] {
+    for leaf in ["apiserver.crt", "apiserver-kubelet-client.crt"] {
         verify(&kube, &pki.join(leaf));
     }
     verify(&fp, &pki.join("front-proxy-client.crt"));
@@ -163,7 +179,8 @@ fn a_layout_made_with_openssl_and_kubectl_is_observed_planned_and_rotated() {
             to.display()
         );
         assert!(
-            kpki.join("kubelet-client-2025-06-01-12-00-00.pem").is_file(),
+            kpki.join("kubelet-client-2025-06-01-12-00-00.pem")
+                .is_file(),
             "{n}: the old dated file is kept"
         );
         verify(&kube, &w.node(n).join(to.strip_prefix("/").unwrap()));
@@ -173,7 +190,10 @@ fn a_layout_made_with_openssl_and_kubectl_is_observed_planned_and_rotated() {
             "config",
             "view",
             "--kubeconfig",
-            w.node(n).join("etc/kubernetes/kubelet.conf").to_str().unwrap(),
+            w.node(n)
+                .join("etc/kubernetes/kubelet.conf")
+                .to_str()
+                .unwrap(),
             "-o",
             "jsonpath={.users[0].user.client-certificate}",
         ]);

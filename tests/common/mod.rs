@@ -125,6 +125,8 @@ pub fn initialised(cps: usize, workers: usize) -> Workdir {
 pub fn redactions() -> Vec<(&'static str, &'static str)> {
     vec![
         (r"sha256:[0-9a-f]{64}", "sha256:[fingerprint]"),
+        // A sandbox node's address: each sandbox has its own random loopback block.
+        (r"\b127\.[1-9]\d{0,2}\.\d{1,3}\.\d{1,3}\b", "[node-ip]"),
         (r"sha256:[0-9a-f]{12}…", "sha256:[fp]…"),
         (r#"": "[0-9a-f]{16}""#, r#"": "[digest]""#),
         (r"\d{4}-\d{2}-\d{2}", "[date]"),
