@@ -101,7 +101,8 @@ pub fn run(
         retired,
         Bundles::Exact,
     );
-    let cps: Vec<&Node> = nodes.values().filter(|n| is_cp(n)).collect();
+    // Handshakes are made on sandbox nodes only: ask no other node what it is.
+    let cps: Vec<&Node> = nodes.values().filter(|n| n.sandbox && is_cp(n)).collect();
     handshakes(nodes, &cps, &mut r);
     r
 }

@@ -6,9 +6,10 @@
 //! `restore` walks the index backwards and puts every file back byte for byte.
 
 use super::{ExecError, Node};
+use crate::transport::Inspect;
 use crate::{atomic, input, layout};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -37,6 +38,11 @@ pub struct BackupEntry {
 pub struct Files {
     dir: PathBuf,
     seen: Mutex<HashSet<(String, String)>>,
+    /// What the last [`Files::read`] of a path found, for the [`Files::write`] of the same
+    /// path that usually follows (an operation reads what is there, then writes): the
+    /// write then needs no other round trip to the node before it. Taken by the write;
+    /// a link swap or a removal on the node drops the node's entries.
+    looked: Mutex<HashMap<(String, String), Inspect>>,
 }
 
 const INDEX: &str = "index.jsonl";
@@ -55,6 +61,7 @@ impl Files {
             .map(|e| (e.node, e.path))
             .collect();
         Ok(Self {
+            looked: Mutex::new(HashMap::new()),
             dir: dir.to_path_buf(),
             seen: Mutex::new(seen),
         })
@@ -62,10 +69,59 @@ impl Files {
 
     /// The bytes of a file, `None` if it does not exist.
     pub fn read(&self, node: &Node, abs: &str) -> Result<Option<Vec<u8>>, ExecError> {
-        read(node, abs)
+        let found = node
+            .transport
+            .inspect(abs, input::Kind::NodeFile)
+            .map_err(err(node))?;
+        let bytes = match (&found.stat, &found.bytes) {
+            (None, _) => None,
+            (Some(_), Some(b)) => Some(b.clone()),
+            // Not a regular file, or too large: the read says why.
+            (Some(_), None) => read(node, &found.target(abs))?,
+        };
+        self.looked
+            .lock()
+            .expect("looked lock")
+            .insert((node.name.clone(), abs.to_string()), found);
+        Ok(bytes)
+    }
+
+    /// What the last read of `abs` found (taken), else a fresh look.
+    fn look(&self, node: &Node, abs: &str) -> Result<Inspect, ExecError> {
+        let cached = self
+            .looked
+            .lock()
+            .expect("looked lock")
+            .remove(&(node.name.clone(), abs.to_string()));
+        match cached {
+            Some(found) => Ok(found),
+            None => node
+                .transport
+                .inspect(abs, input::Kind::NodeFile)
+                .map_err(err(node)),
+        }
+    }
+
+    /// Forget what reads on `node` found (its links may have changed).
+    fn forget(&self, node: &Node) {
+        self.looked
+            .lock()
+            .expect("looked lock")
+            .retain(|(n, _), _| *n != node.name);
     }
 
     fn backup(&self, node: &Node, abs: &str) -> Result<(), ExecError> {
+        self.backup_with(node, abs, None)
+    }
+
+    /// Back up `abs`; `found` is what an inspect of it found, when it is the end of its
+    /// chain of links (no round trip to the node then, unless it must be read again).
+    fn backup_with(
+        &self,
+        node: &Node,
+        abs: &str,
+        found: Option<&Inspect>,
+    ) -> Result<(), ExecError> {
         let key = (node.name.clone(), abs.to_string());
         let mut seen = self.seen.lock().expect("backup index lock");
         if seen.contains(&key) {
@@ -73,8 +129,14 @@ impl Files {
         }
         let copy = self.dir.join(&node.name).join(layout::rel(abs));
         let t = &node.transport;
-        let link = t.read_link(abs).map_err(err(node))?;
-        let entry = match t.stat(abs).map_err(err(node))? {
+        let (link, stat) = match found {
+            Some(f) => (None, f.stat),
+            None => (
+                t.read_link(abs).map_err(err(node))?,
+                t.stat(abs).map_err(err(node))?,
+            ),
+        };
+        let entry = match stat {
             _ if link.is_some() => BackupEntry {
                 node: node.name.clone(),
                 path: abs.to_string(),
@@ -87,14 +149,16 @@ impl Files {
             Some(meta) => {
                 // A copy left by a crash before its index line is the original: keep it.
                 if !copy.exists() {
-                    let bytes = t
-                        .read(abs, input::Kind::NodeFile)
-                        .map_err(err(node))?
-                        .ok_or_else(|| ExecError::Io {
-                            node: node.name.clone(),
-                            path: abs.to_string(),
-                            source: std::io::ErrorKind::NotFound.into(),
-                        })?;
+                    let known = found.and_then(|f| f.bytes.clone());
+                    let bytes = match known {
+                        Some(b) => Some(b),
+                        None => t.read(abs, input::Kind::NodeFile).map_err(err(node))?,
+                    }
+                    .ok_or_else(|| ExecError::Io {
+                        node: node.name.clone(),
+                        path: abs.to_string(),
+                        source: std::io::ErrorKind::NotFound.into(),
+                    })?;
                     atomic::write(&copy, &bytes, meta.mode & 0o7777).map_err(io_err(node, abs))?;
                 }
                 BackupEntry {
@@ -142,10 +206,11 @@ impl Files {
         secret: bool,
     ) -> Result<(), ExecError> {
         // Through a symlink, the file it points at is what changes (and is backed up).
-        let target = resolve_links(node, abs)?;
+        let found = self.look(node, abs)?;
+        let target = found.target(abs);
         let abs = target.as_str();
-        self.backup(node, abs)?;
-        let (mode, owner) = match node.transport.stat(abs).map_err(err(node))? {
+        self.backup_with(node, abs, Some(&found))?;
+        let (mode, owner) = match found.stat {
             Some(m) => (m.mode & 0o7777, Some((m.uid, m.gid))),
             None => (new_mode, None),
         };
@@ -154,6 +219,11 @@ impl Files {
         } else {
             mode
         };
+        // Whatever an earlier read found at this file (through any link) is stale now.
+        self.looked
+            .lock()
+            .expect("looked lock")
+            .retain(|(n, p), f| !(*n == node.name && f.target(p) == target));
         node.transport
             .write(abs, bytes, mode, owner)
             .map_err(err(node))
@@ -161,12 +231,14 @@ impl Files {
 
     /// Back up (the link itself), then make `abs` a symlink to `target`, atomically.
     pub fn swap_link(&self, node: &Node, abs: &str, target: &str) -> Result<(), ExecError> {
+        self.forget(node);
         self.backup(node, abs)?;
         node.transport.symlink(abs, target).map_err(err(node))
     }
 
     /// Back up, then delete.
     pub fn remove(&self, node: &Node, abs: &str) -> Result<(), ExecError> {
+        self.forget(node);
         self.backup(node, abs)?;
         node.transport.remove(abs).map_err(err(node))
     }
@@ -175,26 +247,11 @@ impl Files {
 /// The node path a chain of symlinks at `abs` ends at (`abs` itself if it is none).
 pub fn resolve_links(node: &Node, abs: &str) -> Result<String, ExecError> {
     let mut at = abs.to_string();
-    for _ in 0..40 {
+    for _ in 0..crate::transport::MAX_LINKS {
         let Some(to) = node.transport.read_link(&at).map_err(err(node))? else {
             return Ok(at);
         };
-        let joined = if to.starts_with('/') {
-            to
-        } else {
-            format!("{}/{to}", at.rsplit_once('/').map_or("", |(d, _)| d))
-        };
-        let mut parts: Vec<&str> = vec![];
-        for c in joined.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    parts.pop();
-                }
-                c => parts.push(c),
-            }
-        }
-        at = format!("/{}", parts.join("/"));
+        at = crate::transport::follow(&at, &to);
     }
     Err(ExecError::Content {
         node: node.name.clone(),

@@ -10,8 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The trust directories of a kubeadm node, as observe reads them.
-pub const TRUST_DIRS: [&str; 2] = ["/etc/kubernetes", "/var/lib/kubelet/pki"];
+/// The trust directories of a kubeadm node, as observe reads them, and the kubelet's
+/// configuration (its `clientCAFile`).
+pub const TRUST_DIRS: [&str; 3] = [
+    "/etc/kubernetes",
+    "/var/lib/kubelet/pki",
+    "/var/lib/kubelet/config.yaml",
+];
 
 /// A node's files as read at one moment.
 #[derive(Debug)]

@@ -182,7 +182,8 @@ pub struct TreeFile {
 }
 
 /// Every entry below the directories `dirs` that is not a directory (symlinked
-/// directories below them are not followed), except `skip`: read with
+/// directories below them are not followed), except `skip` (a root that is a regular
+/// file is itself the entry): read with
 /// [`Transport::list`], [`Transport::stat`] and [`Transport::read`].
 pub fn read_tree_by_parts<T: Transport + ?Sized>(
     t: &T,
@@ -210,7 +211,11 @@ pub fn read_tree_by_parts<T: Transport + ?Sized>(
     }
     let mut paths = vec![];
     for d in dirs {
-        walk(t, d, skip, &mut paths)?;
+        // A root may be a single file.
+        match t.stat(d)? {
+            Some(s) if s.kind == FileType::File => paths.push(d.to_string()),
+            _ => walk(t, d, skip, &mut paths)?,
+        }
     }
     Ok(paths
         .into_iter()
@@ -228,6 +233,83 @@ pub fn read_tree_by_parts<T: Transport + ?Sized>(
             TreeFile { path, mode, bytes }
         })
         .collect())
+}
+
+/// What [`Transport::inspect`] found at a path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inspect {
+    /// The targets of the chain of symlinks that starts at the path, in order (empty: the
+    /// path is not a symlink). [`Inspect::target`] is where it ends.
+    pub links: Vec<String>,
+    /// The end of the chain's metadata (`None`: nothing there).
+    pub stat: Option<Stat>,
+    /// Its bytes, when it is a regular file within the cap (else [`Transport::read`] of
+    /// the target says why not).
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl Inspect {
+    /// The node path the chain of symlinks at `abs` ends at (`abs` itself if it is none),
+    /// resolved lexically (`..` drops the last component).
+    pub fn target(&self, abs: &str) -> String {
+        let mut at = abs.to_string();
+        for to in &self.links {
+            at = follow(&at, to);
+        }
+        at
+    }
+}
+
+/// Where a symlink at `at` pointing to `to` leads, lexically.
+pub fn follow(at: &str, to: &str) -> String {
+    let joined = if to.starts_with('/') {
+        to.to_string()
+    } else {
+        format!("{}/{to}", at.rsplit_once('/').map_or("", |(d, _)| d))
+    };
+    let mut parts: Vec<&str> = vec![];
+    for c in joined.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// The most symlinks a chain may have.
+pub const MAX_LINKS: usize = 40;
+
+/// [`Transport::inspect`] by parts: [`Transport::read_link`] along the chain, then
+/// [`Transport::stat`] and [`Transport::read`] of its end.
+pub fn inspect_by_parts<T: Transport + ?Sized>(
+    t: &T,
+    abs: &str,
+    kind: Kind,
+) -> Result<Inspect, TransportError> {
+    let mut found = Inspect::default();
+    let mut at = abs.to_string();
+    while let Some(to) = t.read_link(&at)? {
+        if found.links.len() == MAX_LINKS {
+            return Err(TransportError::Io {
+                path: abs.to_string(),
+                reason: "too many levels of symbolic links".into(),
+            });
+        }
+        at = follow(&at, &to);
+        found.links.push(to);
+    }
+    found.stat = t.stat(&at)?;
+    if found
+        .stat
+        .is_some_and(|s| s.kind == FileType::File && s.size <= kind.cap())
+    {
+        found.bytes = t.read(&at, kind)?;
+    }
+    Ok(found)
 }
 
 /// One way to reach a node.
@@ -285,6 +367,13 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// A TCP connection to `host:port` as the node reaches it (`127.0.0.1` is the node's
     /// own loopback).
     fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError>;
+
+    /// The chain of symlinks at `abs`, and the metadata and bytes (within `kind`'s cap)
+    /// of where it ends, in as few round trips as the transport can: what a write needs
+    /// to know (and back up) first.
+    fn inspect(&self, abs: &str, kind: Kind) -> Result<Inspect, TransportError> {
+        inspect_by_parts(self, abs, kind)
+    }
 
     /// Every file below the directories `dirs` (not `skip`), with its mode and bytes, in
     /// as few round trips as the transport can (observe reads whole trees this way).

@@ -388,6 +388,41 @@ exec head -c "$((cap + 1))" -- "$p""#;
 const STAT: &str = r#"[ -e "$1" ] || exit 3
 exec stat -L -c '%f %a %u %g %s' -- "$1""#;
 
+/// `stat -L -c '%f %a %u %g %s'`: raw mode (hex), permissions (octal), uid, gid, size.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let raw = u32::from_str_radix(f.first()?, 16).ok()?;
+    let kind = match raw & 0o170000 {
+        0o100000 => FileType::File,
+        0o040000 => FileType::Dir,
+        _ => FileType::Other,
+    };
+    Some(Stat {
+        kind,
+        mode: u32::from_str_radix(f.get(1)?, 8).ok()?,
+        uid: f.get(2)?.parse().ok()?,
+        gid: f.get(3)?.parse().ok()?,
+        size: f.get(4)?.parse().ok()?,
+    })
+}
+
+/// The chain of symlinks (`L target`), then `M` (nothing there) or `S stat`, then, for a
+/// regular file within the cap, `C` and its bytes; records end with NUL.
+const INSPECT: &str = r#"p=$1; cap=$2; n=0
+while [ -L "$p" ]; do
+  n=$((n + 1)); [ "$n" -le 40 ] || exit 7
+  t=$(readlink -- "$p") || exit 1
+  printf 'L %s\000' "$t"
+  case $t in /*) p=$t ;; *) p=${p%/*}/$t ;; esac
+done
+if [ ! -e "$p" ]; then printf 'M\000'; exit 0; fi
+st=$(stat -L -c '%f %a %u %g %s' -- "$p") || exit 1
+printf 'S %s\000' "$st"
+[ -f "$p" ] || exit 0
+[ "${st##* }" -le "$cap" ] || exit 0
+printf 'C\000'
+exec head -c "$((cap + 1))" -- "$p""#;
+
 const READ_LINK: &str = r#"[ -L "$1" ] || exit 3
 exec readlink -- "$1""#;
 
@@ -420,34 +455,35 @@ ln -s -- "$2" "$t" || exit 6
 mv -Tf -- "$t" "$p" || { rm -f -- "$t"; exit 6; }"#;
 
 const TREE: &str = r#"cap=$1; skip=$2; shift 2
+one() {
+  f=$1
+  if [ -f "$f" ]; then
+    s=$(stat -L -c '%s %a' -- "$f") || return 0
+    size=${s% *}; mode=${s#* }
+    if [ "$size" -le "$cap" ]; then
+      printf 'f %s %s\n' "$mode" "$f"; base64 -w0 -- "$f"; printf '\n'
+    else
+      printf 'b %s %s\n' "$mode" "$f"
+    fi
+  elif [ ! -e "$f" ]; then
+    printf 'm - %s\n' "$f"
+  else
+    if [ -d "$f" ]; then w=directory; elif [ -p "$f" ]; then w=FIFO; elif [ -c "$f" ]; then w=character-device;
+    elif [ -b "$f" ]; then w=block-device; elif [ -S "$f" ]; then w=socket; else w=other; fi
+    printf 'o %s %s\n' "$w" "$f"
+  fi
+}
 walk() {
   for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do
     [ -e "$f" ] || [ -L "$f" ] || continue
     case " $skip " in *" $f "*) continue;; esac
     if [ -d "$f" ] && [ ! -L "$f" ]; then walk "$f"; continue; fi
-    if [ -f "$f" ]; then
-      s=$(stat -L -c '%s %a' -- "$f") || continue
-      size=${s% *}; mode=${s#* }
-      if [ "$size" -le "$cap" ]; then
-        printf 'f %s %s
-' "$mode" "$f"; base64 -w0 -- "$f"; printf '
-'
-      else
-        printf 'b %s %s
-' "$mode" "$f"
-      fi
-    elif [ ! -e "$f" ]; then
-      printf 'm - %s
-' "$f"
-    else
-      if [ -d "$f" ]; then w=directory; elif [ -p "$f" ]; then w=FIFO; elif [ -c "$f" ]; then w=character-device;
-      elif [ -b "$f" ]; then w=block-device; elif [ -S "$f" ]; then w=socket; else w=other; fi
-      printf 'o %s %s
-' "$w" "$f"
-    fi
+    one "$f"
   done
 }
-for d in "$@"; do [ -d "$d" ] && walk "$d"; done
+for d in "$@"; do
+  if [ -d "$d" ]; then walk "$d"; elif [ -f "$d" ]; then one "$d"; fi
+done
 exit 0"#;
 
 const LEFTOVERS: &str = r#"for f in "$1"/.trustform-??????; do
@@ -489,29 +525,54 @@ impl Transport for Ssh {
         super::normal(abs)?;
         let out = self.sh(STAT, &[abs], None, OP_TIMEOUT)?;
         match out.code {
-            Some(0) => {
-                let text = out.text();
-                let f: Vec<&str> = text.split_whitespace().collect();
-                let parse = || -> Option<Stat> {
-                    let raw = u32::from_str_radix(f.first()?, 16).ok()?;
-                    let kind = match raw & 0o170000 {
-                        0o100000 => FileType::File,
-                        0o040000 => FileType::Dir,
-                        _ => FileType::Other,
-                    };
-                    Some(Stat {
-                        kind,
-                        mode: u32::from_str_radix(f.get(1)?, 8).ok()?,
-                        uid: f.get(2)?.parse().ok()?,
-                        gid: f.get(3)?.parse().ok()?,
-                        size: f.get(4)?.parse().ok()?,
-                    })
-                };
-                parse().map(Some).ok_or_else(|| Self::fail(abs, &out))
-            }
+            Some(0) => parse_stat(&out.text())
+                .map(Some)
+                .ok_or_else(|| Self::fail(abs, &out)),
             Some(MISSING) => Ok(None),
             _ => Err(Self::fail(abs, &out)),
         }
+    }
+
+    /// One round trip: the script [`INSPECT`].
+    fn inspect(&self, abs: &str, kind: Kind) -> Result<super::Inspect, TransportError> {
+        super::normal(abs)?;
+        let cap = kind.cap().to_string();
+        let out = self.sh(INSPECT, &[abs, &cap], None, OP_TIMEOUT)?;
+        match out.code {
+            Some(0) => {}
+            Some(7) => {
+                return Err(TransportError::Io {
+                    path: abs.to_string(),
+                    reason: "too many levels of symbolic links".into(),
+                });
+            }
+            _ => return Err(Self::fail(abs, &out)),
+        }
+        let mut found = super::Inspect::default();
+        let mut rest: &[u8] = &out.stdout;
+        let bad = || Self::fail(abs, &out);
+        while !rest.is_empty() {
+            let end = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
+            let record = String::from_utf8_lossy(&rest[..end]).into_owned();
+            rest = &rest[end + 1..];
+            if record.is_empty() || !record.is_char_boundary(1) {
+                return Err(bad());
+            }
+            match record.split_at(1) {
+                ("L", t) => found.links.push(t.trim_start_matches(' ').to_string()),
+                ("M", _) => break,
+                ("S", st) => found.stat = Some(parse_stat(st).ok_or_else(bad)?),
+                ("C", _) => {
+                    if rest.len() as u64 > kind.cap() {
+                        break;
+                    }
+                    found.bytes = Some(rest.to_vec());
+                    break;
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(found)
     }
 
     fn read_link(&self, abs: &str) -> Result<Option<String>, TransportError> {
