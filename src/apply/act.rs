@@ -112,8 +112,12 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
             } => {
                 let report = gate::run(ctx.nodes, ctx.material, *authority, issuer, trust, retired);
                 let ok = report.failures.is_empty();
+                let unverified = match report.unverified {
+                    0 => String::new(),
+                    n => format!(" ({n} unverified)"),
+                };
                 let summary = format!(
-                    "gate {authority}: {} checks, {} handshakes, {} failures",
+                    "gate {authority}: {} checks, {} handshakes{unverified}, {} failures",
                     report.checks,
                     report.handshakes,
                     report.failures.len()

@@ -11,27 +11,28 @@
 //!   roots, resolved from fingerprints through the CA map.
 //!
 //! The server side is the listener of `endpoints.json`, verified under a name from the
-//! server's held certificate (127.0.0.1 when present). Pods come and go with rollouts:
+//! server's held certificate (127.0.0.1 when present) — unless the client does not
+//! verify it: an API server without `--kubelet-certificate-authority` (kubeadm's
+//! default) takes any certificate a kubelet serves, so that edge's handshakes check only
+//! that the kubelet accepts the API server's client certificate, and the report labels
+//! the edge unverified. Pods come and go with rollouts:
 //! they are listed at the start of every round that probes them; a vanished pod's edge
 //! stops (not a failure, nor is a failed attempt of a pod deleted during that round), a
 //! new pod gets its own edge. After each step, apply waits on [`Settle`] for a round over
 //! the edges the step can change ([`Affects`]). The [`Report`] gives, per edge, attempts,
 //! failures, the longest outage and the first error.
 
-use super::tls::{Proc, client_of, parse_kubeconfig};
+use super::tls::{Proc, client_config, client_of, parse_kubeconfig};
 use crate::exec::kube::Access;
 use crate::exec::kube::cluster::{self, PodTrust};
 use crate::exec::{self, Node};
-use crate::pki::tls::{Identity, provider, roots, server_name_of};
+use crate::pki::tls::{Identity, server_name_of};
 use crate::pki::{Fingerprint, parse_certs};
 use crate::plan::edges::{Client, Edge, Server};
 use crate::sandbox::listeners::Endpoints;
 use crate::sandbox::runtime;
 use miette::Diagnostic;
-use rustls::ClientConfig;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -194,8 +195,11 @@ impl EdgeKind {
 ///
 /// ```json
 /// { "duration_ms": 41200, "handshakes": 11890, "failures": 0, "longest_outage_ms": 0,
+///   "unverified": 3,
 ///   "edges": [ { "name": "kubelet on w-1 → kube-apiserver on cp-1", "kind": "api-server",
-///                "managed": true, "attempts": 180, "failures": 0, "longest_outage_ms": 0 }, … ] }
+///                "managed": true, "attempts": 180, "failures": 0, "longest_outage_ms": 0 },
+///              { "name": "kube-apiserver on cp-1 → kubelet on w-1", "kind": "kubelet", …,
+///                "unverified": "the API server does not verify kubelet serving certificates: …" }, … ] }
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -207,8 +211,16 @@ pub struct Report {
     pub failures: u64,
     /// The longest outage of any edge.
     pub longest_outage_ms: u64,
+    /// Edges whose client does not verify the server's certificate (handshaken all the
+    /// same, the client presenting its certificate).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unverified: u64,
     /// Every edge probed, in the order they were first probed.
     pub edges: Vec<EdgeReport>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One edge's result.
@@ -233,6 +245,11 @@ pub struct EdgeReport {
     /// The pod went away while probing (its edge stopped there).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub vanished: bool,
+    /// Why its client does not verify the server's certificate (an API server without
+    /// `--kubelet-certificate-authority` → a kubelet): its handshakes checked only that
+    /// the server accepts the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
 }
 
 impl Report {
@@ -256,6 +273,19 @@ impl Report {
             format!("  {:<22} {}", "longest outage", ms(self.longest_outage_ms)),
             format!("  {:<22} {}", "time", ms(self.duration_ms)),
         ];
+        let mut reasons: Vec<(&str, usize)> = vec![];
+        for why in self.edges.iter().filter_map(|e| e.unverified.as_deref()) {
+            match reasons.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((why, 1)),
+            }
+        }
+        for (why, n) in reasons {
+            out.push(format!(
+                "  {:<22} {n} ({why}; the server still verified the client)",
+                "unverified edges"
+            ));
+        }
         let failing: Vec<&EdgeReport> = self.failing().collect();
         if !failing.is_empty() {
             out.push(format!("Edges with failed handshakes ({}):", failing.len()));
@@ -501,6 +531,8 @@ struct Probe {
     managed: bool,
     client: Side,
     server: Server,
+    /// Why the client does not verify the server ([`Edge::unverified`]).
+    unverified: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -557,6 +589,7 @@ impl Track {
             longest_outage_ms: self.longest.as_millis() as u64,
             first_error: self.first_error.clone(),
             vanished: self.vanished,
+            unverified: self.probe.unverified.map(str::to_string),
         }
     }
 }
@@ -692,7 +725,8 @@ impl Ctx {
             }
             Server::Kubelet { node } => {
                 let p = self.proc(node, "kubelet")?;
-                let name = named(p.file(runtime::KUBELET_SERVING), "the kubelet")?;
+                let cert = p.held.kubelet_serving().ok().map(|(c, _)| c);
+                let name = named(cert, "the kubelet")?;
                 Ok((listener(node, "kubelet")?, name, None))
             }
             Server::Etcd { node, peer } => {
@@ -722,22 +756,9 @@ impl Ctx {
 async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), String> {
     let (own_roots, identity) = ctx.client(&probe.client)?;
     let (address, name, server_roots) = ctx.server(&probe.server)?;
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = match own_roots.or(server_roots) {
-        Some(pem) => builder.with_root_certificates(roots(&pem)?),
-        // kube-apiserver without --kubelet-certificate-authority does not verify kubelets.
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider()))),
-    };
-    let config = match identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.chain, id.key)
-            .map_err(|e| format!("client identity: {e}"))?,
-        None => builder.with_no_client_auth(),
-    };
+    // kube-apiserver without --kubelet-certificate-authority does not verify kubelets
+    // (the edge is unverified); it still presents its client certificate.
+    let config = client_config(own_roots.or(server_roots).as_deref(), identity)?;
     let t = ctx.timeout;
     let tcp = tokio::time::timeout(t, tokio::net::TcpStream::connect(&address))
         .await
@@ -759,53 +780,6 @@ async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), String> {
     match read {
         Err(e) => Err(format!("the server refused the client: {e}")),
         Ok(_) => Err("the server closed the connection without answering".into()),
-    }
-}
-
-/// Accepts any server certificate (checking only the handshake signatures): what a
-/// client that does not verify its server does.
-#[derive(Debug)]
-struct NoServerVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoServerVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -851,6 +825,7 @@ async fn run(
         .into_iter()
         .map(|e| {
             let kind = EdgeKind::of(&e.client, &e.server);
+            let unverified = e.unverified();
             let client = match e.client {
                 Client::Pod { name, .. } => Side::Pod(name),
                 c => Side::Edge(c),
@@ -861,6 +836,7 @@ async fn run(
                 managed: e.managed,
                 client,
                 server: e.server,
+                unverified,
             })
         })
         .collect();
@@ -956,6 +932,7 @@ async fn run(
         handshakes: edges.iter().map(|e| e.attempts).sum(),
         failures: edges.iter().map(|e| e.failures).sum(),
         longest_outage_ms: edges.iter().map(|e| e.longest_outage_ms).max().unwrap_or(0),
+        unverified: edges.iter().filter(|e| e.unverified.is_some()).count() as u64,
         edges,
     }
 }
@@ -998,6 +975,7 @@ fn apply_listing(
                 managed: *owned,
                 client: Side::Pod(name.clone()),
                 server,
+                unverified: None,
             }));
         }
     }
@@ -1016,6 +994,7 @@ mod tests {
             managed: true,
             client,
             server,
+            unverified: None,
         }
     }
 
@@ -1108,6 +1087,7 @@ mod tests {
             managed: true,
             client: Side::Pod("ns/p".into()),
             server: Server::Aggregated,
+            unverified: None,
         });
         let t0 = Instant::now();
         t.record(t0, Ok(()));

@@ -126,6 +126,8 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             // default (0.2–2 s) makes a 3 + 3 demo take over a minute.
             restart_time: crate::sandbox::node::RestartTime::parse("0.1s-0.5s")
                 .expect("a restart time"),
+            // kubeadm's default: self-signed kubelet serving certificates.
+            kubelet_serving: crate::sandbox::KubeletServing::default(),
             // No bare pods: no rollout could restart them, so their edges would break
             // (rehearse warns about them; the continuity promise covers owned pods).
             seed: super::sandbox::SeedArgs {
