@@ -312,5 +312,12 @@ fn closing_table(applied: &super::apply::Applied, total: std::time::Duration) ->
         r.longest_outage_ms,
         total.as_secs_f64()
     );
+    if r.unverified > 0 {
+        let _ = writeln!(
+            o,
+            "{} API server → kubelet edges are unverified, as kubeadm leaves them: the API server has no --kubelet-certificate-authority and does not verify the kubelets' self-signed kubelet.crt; each handshake still proved the kubelet accepts its client certificate.",
+            r.unverified
+        );
+    }
     o
 }
