@@ -91,10 +91,7 @@ pub struct CreateArgs {
     /// variable overrides what the sandbox keeps.
     #[arg(long, default_value = crate::sandbox::node::timing::DEFAULT, value_parser = crate::sandbox::node::RestartTime::parse)]
     pub restart_time: crate::sandbox::node::RestartTime,
-    /// How the kubelets serve TLS: `self-signed` is kubeadm's default (a `kubelet.crt`
-    /// each kubelet makes itself; the API server has no `--kubelet-certificate-authority`
-    /// and does not verify it); `ca` serves `kubelet-server-current.pem` from the cluster
-    /// CA (`serverTLSBootstrap: true`), verified with `--kubelet-certificate-authority`.
+    /// How the kubelets serve TLS.
     #[arg(long, value_enum, default_value = "self-signed")]
     pub kubelet_serving: crate::sandbox::KubeletServing,
     /// API objects to seed.
