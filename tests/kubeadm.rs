@@ -379,3 +379,43 @@ fn a_verifying_api_server_and_a_self_signed_kubelet_is_a_break_named_before_the_
         "the API server verifies: {plan}"
     );
 }
+
+/// Older kubelets made `kubelet.crt` as one self-signed certificate that is its own CA
+/// (no separate leaf): still the kubelet's own serving certificate, unverified, no break.
+#[test]
+fn an_older_kubelets_single_self_signed_certificate_is_no_break() {
+    let w = common::sandbox(1, 1, false);
+    let pki = w.node("w-1").join("var/lib/kubelet/pki");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-subj",
+            "/CN=w-1@1700000000",
+            "-addext",
+            "subjectAltName=DNS:w-1",
+        ])
+        .args(["-days", "365", "-keyout"])
+        .arg(pki.join("kubelet.key"))
+        .arg("-out")
+        .arg(pki.join("kubelet.crt"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (issuer, subject) = openssl_issuer_subject(&pki.join("kubelet.crt"));
+    assert_eq!(issuer, subject, "self-signed");
+    trustform::sandbox::runtime::restart(&w.node("w-1"), "kubelet").unwrap();
+    w.ok(&["init", "--sandbox", "cluster"]);
+    w.ok(&["rotate", "kubernetes", "--to-end"]);
+    let plan = w.ok(&["plan"]);
+    assert!(!plan.contains("broken before the plan starts"), "{plan}");
+    assert!(plan.contains("; 2 edges unverified ("), "{plan}");
+}

@@ -394,6 +394,9 @@ impl<'a> World<'a> {
                 };
                 let issuer = match (files.get(serving.cert()), serving) {
                     (Some(Content::Leaf(i)), _) => i.clone(),
+                    // A certificate that is its own CA (older kubelets made kubelet.crt
+                    // so): issued by itself.
+                    (Some(Content::Cas(v)), _) if !v.is_empty() => Some(v[0].clone()),
                     // The kubelet makes a self-signed one at start, from a new CA of its
                     // own: nobody's trust holds it.
                     (None, crate::kubelet::Serving::SelfSigned { .. }) => None,
