@@ -13,6 +13,7 @@ pub mod config;
 pub mod diff;
 pub mod exec;
 pub mod input;
+pub mod kubelet;
 pub mod layout;
 pub mod manifest;
 pub mod observe;

@@ -226,6 +226,10 @@ pub struct Kubelet {
     pub rotate_certificates: bool,
     /// `serverTLSBootstrap`.
     pub server_tls_bootstrap: bool,
+    /// Where its serving certificate comes from: the self-signed `kubelet.crt` it makes
+    /// itself (kubeadm's default), `tlsCertFile`, or the rotated
+    /// `kubelet-server-current.pem` (`serverTLSBootstrap`).
+    pub serving: crate::kubelet::Serving,
     /// The kubeconfig it uses to reach the API server.
     pub kubeconfig: String,
     /// Files it reads, sorted.

@@ -27,6 +27,7 @@ impl Cluster {
             workers,
             algorithm: KeyAlgorithm::EcdsaP256,
             seed,
+            kubelet_serving: Default::default(),
         };
         let (_, report) = sandbox::create_seeded(&dir, &spec).expect("sandbox");
         Self {

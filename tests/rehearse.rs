@@ -34,9 +34,20 @@ fn plan_proves_every_edge_stays_live() {
     assert_eq!(r.steps, plan.steps.len());
     assert!(r.breaks.is_empty() && r.broken_before.is_empty(), "{r:?}");
     assert!(r.gaps.is_empty(), "two API servers: no gap: {:?}", r.gaps);
+    // kubeadm sets no --kubelet-certificate-authority: the API servers → kubelets edges
+    // are unverified on the server side (their client side is judged).
+    assert_eq!(r.unverified.len(), 6, "{r:?}");
+    assert!(
+        r.unverified
+            .iter()
+            .all(|u| u.edge.starts_with("kube-apiserver on cp-")
+                && u.edge.contains(" → kubelet on ")
+                && u.why.contains("no --kubelet-certificate-authority")),
+        "{r:?}"
+    );
     assert!(
         out.contains(&format!(
-            "Continuity: 28 edges stay live through all {} steps.",
+            "Continuity: 28 edges stay live through all {} steps; 6 edges unverified (the API server does not verify kubelet serving certificates: no --kubelet-certificate-authority, as kubeadm leaves it).",
             plan.steps.len()
         )),
         "{out}"
@@ -51,6 +62,11 @@ fn plan_proves_every_edge_stays_live() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["edges"], 28);
     assert_eq!(v["breaks"].as_array().unwrap().len(), 0);
+    assert_eq!(v["unverified"].as_array().unwrap().len(), 6);
+    assert!(
+        again.contains("\n    kube-apiserver on cp-2 → kubelet on w-1\n"),
+        "rehearse lists the unverified edges:\n{again}"
+    );
 }
 
 #[test]

@@ -26,6 +26,35 @@ fn openssl_verify(ca: &std::path::Path, leaf: &std::path::Path) {
     );
 }
 
+/// `openssl verify` fails: `leaf` does not chain to `ca`.
+fn openssl_rejects(ca: &std::path::Path, leaf: &std::path::Path) {
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(ca)
+        .arg(leaf)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        !out.status.success(),
+        "openssl verify {} against {} should fail",
+        leaf.display(),
+        ca.display()
+    );
+}
+
+/// The second PEM block of the self-signed `kubelet.crt`: the kubelet's own CA.
+fn kubelet_own_ca(crt: &std::path::Path, to: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(crt).unwrap();
+    let second = text
+        .match_indices("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .expect("kubelet.crt holds its CA after the leaf")
+        .0;
+    std::fs::write(to, &text[second..]).unwrap();
+    to.to_path_buf()
+}
+
 #[test]
 fn openssl_accepts_every_leaf_against_its_ca() {
     let w = common::sandbox(3, 2, true);
@@ -35,15 +64,17 @@ fn openssl_accepts_every_leaf_against_its_ca() {
         let root = w.node(node);
         let pki = root.join("etc/kubernetes/pki");
         let ca = pki.join("ca.crt");
+        // kubeadm's default: the kubelet serves a kubelet.crt from a CA of its own, not
+        // from the cluster CA.
+        let serving = root.join("var/lib/kubelet/pki/kubelet.crt");
+        openssl_rejects(&ca, &serving);
+        let own_ca = kubelet_own_ca(&serving, &tmp.path().join(format!("{node}-kubelet-ca.crt")));
         let mut leaves: Vec<(std::path::PathBuf, std::path::PathBuf)> = vec![
             (
                 ca.clone(),
                 root.join("var/lib/kubelet/pki/kubelet-client-current.pem"),
             ),
-            (
-                ca.clone(),
-                root.join("var/lib/kubelet/pki/kubelet-server-current.pem"),
-            ),
+            (own_ca, serving),
         ];
         if node.starts_with("cp") {
             for l in ["apiserver", "apiserver-kubelet-client"] {
@@ -77,6 +108,32 @@ fn openssl_accepts_every_leaf_against_its_ca() {
         }
     }
     assert_eq!(verified, 3 * 12 + 2 * 2);
+}
+
+/// `--kubelet-serving ca`: serving certificates from the cluster CA, as with
+/// `serverTLSBootstrap: true`.
+#[test]
+fn with_the_ca_option_kubelets_serve_certificates_from_the_cluster_ca() {
+    let w = common::sandbox_serving(1, 1, false, trustform::sandbox::KubeletServing::Ca);
+    for node in ["cp-1", "w-1"] {
+        let root = w.node(node);
+        let ca = root.join("etc/kubernetes/pki/ca.crt");
+        openssl_verify(
+            &ca,
+            &root.join("var/lib/kubelet/pki/kubelet-server-current.pem"),
+        );
+        assert!(!root.join("var/lib/kubelet/pki/kubelet.crt").exists());
+        let config = std::fs::read_to_string(root.join("var/lib/kubelet/config.yaml")).unwrap();
+        assert!(config.contains("\nserverTLSBootstrap: true\n"));
+    }
+    let apiserver = std::fs::read_to_string(
+        w.node("cp-1")
+            .join("etc/kubernetes/manifests/kube-apiserver.yaml"),
+    )
+    .unwrap();
+    assert!(
+        apiserver.contains("    - --kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt\n")
+    );
 }
 
 #[test]
@@ -133,9 +190,19 @@ fn leaves_carry_kubeadm_identities() {
         .collect();
     assert_eq!(
         worker_files.len(),
-        5,
-        "ca.crt, kubelet.conf, config.yaml, two kubelet pems"
+        6,
+        "ca.crt, kubelet.conf, config.yaml, kubelet-client-current.pem, kubelet.crt, kubelet.key"
     );
+    // The self-signed serving certificate, as the kubelet makes it.
+    let serving = parse_certs(
+        &std::fs::read_to_string(worker.join("var/lib/kubelet/pki/kubelet.crt")).unwrap(),
+        "kubelet.crt",
+    )
+    .unwrap();
+    assert_eq!(serving.len(), 2, "the leaf, then its CA");
+    assert!(serving[0].facts.common_name.starts_with("w-1@"));
+    assert!(serving[1].facts.common_name.starts_with("w-1-ca@") && serving[1].facts.is_ca);
+    assert_eq!(serving[0].facts.sans, ["DNS:w-1"]);
     // The only simulated process on a worker is its kubelet, holding what it read.
     let held = trustform::sandbox::runtime::held(&worker, "kubelet").expect("kubelet started");
     assert_eq!(held.generation, 1);
@@ -158,9 +225,11 @@ fn key_files_are_0600_and_manifests_carry_kubeadm_flags() {
     }
     let apiserver =
         std::fs::read_to_string(root.join("etc/kubernetes/manifests/kube-apiserver.yaml")).unwrap();
+    // kubeadm sets no --kubelet-certificate-authority.
+    assert!(!apiserver.contains("--kubelet-certificate-authority"));
     for flag in [
         "--client-ca-file=/etc/kubernetes/pki/ca.crt",
-        "--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt",
+        "--kubelet-client-certificate=/etc/kubernetes/pki/apiserver-kubelet-client.crt",
         "--requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt",
         "--tls-cert-file=/etc/kubernetes/pki/apiserver.crt",
         "--service-account-key-file=/etc/kubernetes/pki/sa.pub",
@@ -182,6 +251,13 @@ fn key_files_are_0600_and_manifests_carry_kubeadm_flags() {
     assert!(
         kubelet.contains("clientCAFile: /etc/kubernetes/pki/ca.crt")
             && kubelet.contains("rotateCertificates: true")
+            && !kubelet.contains("serverTLSBootstrap"),
+        "kubeadm's KubeletConfiguration has no serverTLSBootstrap"
+    );
+    let key = root.join("var/lib/kubelet/pki/kubelet.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
     );
 }
 

@@ -729,11 +729,13 @@ fn failed_handshakes_are_logged_by_the_server_process() {
             .map(str::to_string)
     });
     assert!(line.contains("remote error: tls: "), "{line}");
-    // The kubelet refuses a stranger's client certificate, in its journal.
+    // The kubelet refuses a stranger's client certificate, in its journal. The client
+    // trusts the kubelet's self-signed kubelet.crt (its own CA is in it), so the refusal
+    // is the kubelet's.
     let kubelet = endpoints.process("w-1", "kubelet").unwrap();
     let _ = handshake(
         kubelet,
-        &w.node("w-1").join("etc/kubernetes/pki/ca.crt"),
+        &w.node("w-1").join("var/lib/kubelet/pki/kubelet.crt"),
         true,
     );
     let journal = poll(

@@ -113,6 +113,7 @@ fn init_output_validates_against_the_cluster_schema() {
         workers: 1,
         algorithm: trustform::pki::KeyAlgorithm::EcdsaP256,
         seed: Default::default(),
+        kubelet_serving: Default::default(),
     };
     trustform::sandbox::create(&dir.path().join("c"), &spec).unwrap();
     let out = assert_cmd::Command::cargo_bin("trustform")

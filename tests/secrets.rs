@@ -125,7 +125,20 @@ fn snapshot_is_canonical_and_detects_edits() {
         kubelet.client_ca_file.as_deref(),
         Some("/etc/kubernetes/pki/ca.crt")
     );
-    assert!(kubelet.rotate_certificates && kubelet.server_tls_bootstrap);
+    assert!(kubelet.rotate_certificates && !kubelet.server_tls_bootstrap);
+    // kubeadm's default: the kubelet serves the kubelet.crt it makes itself.
+    assert_eq!(
+        kubelet.serving,
+        trustform::kubelet::Serving::SelfSigned {
+            cert: "/var/lib/kubelet/pki/kubelet.crt".into(),
+            key: "/var/lib/kubelet/pki/kubelet.key".into(),
+        }
+    );
+    assert!(
+        kubelet
+            .inputs
+            .contains(&"/var/lib/kubelet/pki/kubelet.crt".to_string())
+    );
     let kc = cp.kubeconfig("/etc/kubernetes/admin.conf").unwrap();
     assert_eq!(kc.ca, std::slice::from_ref(&ca.fingerprint));
     assert_eq!(

@@ -140,8 +140,12 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                         .map(|h| format!("a TLS error in a log since the stage began: {h}")),
                 );
                 let ok = report.failures.is_empty();
+                let unverified = match report.unverified {
+                    0 => String::new(),
+                    n => format!(" ({n} unverified)"),
+                };
                 let summary = format!(
-                    "gate {authority}: {} checks, {} handshakes, {} logs read, {} failures",
+                    "gate {authority}: {} checks, {} handshakes{unverified}, {} logs read, {} failures",
                     report.checks,
                     report.handshakes,
                     report.logs,

@@ -4,15 +4,18 @@
 //! - every kubeconfig's client certificate is accepted by the API server's
 //!   `--client-ca-file` bundle, and its CA data accepts the API server's serving cert;
 //! - on sandbox nodes, a real TLS handshake over loopback TCP for every trust edge, with
-//!   each side holding what its process read at its last restart.
+//!   each side holding what its process read at its last restart (an API server without
+//!   `--kubelet-certificate-authority` does not verify a kubelet: that handshake checks
+//!   the kubelet's acceptance of its client certificate only, and counts as unverified).
 
 use super::material::Material;
-use super::tls::{Proc, client_of};
+use super::tls::{Proc, client_config, client_of};
 use crate::config::Authority;
 use crate::exec::{Node, files::read};
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
 use crate::pki::tls::{Identity, provider, roots, server_name_of};
 use crate::pki::{Fingerprint, ParsedCert, parse_certs};
+use crate::plan::edges::UNVERIFIED_KUBELET;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -29,6 +32,11 @@ pub struct Report {
     pub checks: usize,
     /// TLS handshakes made.
     pub handshakes: usize,
+    /// Of those, handshakes whose client does not verify the server's certificate (an
+    /// API server without `--kubelet-certificate-authority` → a kubelet): only the
+    /// server's check of the client certificate counts.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unverified: usize,
     /// Logs read for TLS errors (see [`super::logscan`]).
     #[serde(skip_serializing_if = "is_zero")]
     pub logs: usize,
@@ -328,7 +336,8 @@ fn pem_of(der: &CertificateDer) -> String {
 struct Edge {
     name: String,
     server: Result<(Identity, Option<Vec<u8>>), String>,
-    client: Result<(Vec<u8>, Option<Identity>), String>,
+    /// The client's roots (`None`: it does not verify the server) and identity.
+    client: Result<(Option<Vec<u8>>, Option<Identity>), String>,
     server_name: String,
 }
 
@@ -392,11 +401,14 @@ fn handshakes(nodes: &BTreeMap<String, Node>, cps: &[&Node], r: &mut Report) {
             edges.push(Edge {
                 name: format!("{}:{path} → kube-apiserver on {}", node.name, api_node.name),
                 server: api_server(),
-                client: client.map(|c| (c.ca, c.identity)),
+                client: client.map(|c| (Some(c.ca), c.identity)),
                 server_name,
             });
         }
-        // The API server → this node's kubelet.
+        // The API server → this node's kubelet. Without --kubelet-certificate-authority
+        // (kubeadm's default) the API server does not verify the kubelet's serving
+        // certificate: the handshake still proves the kubelet accepts its client
+        // certificate, and the edge is counted unverified.
         if let Some(kubelet) = Proc::of(node, "kubelet") {
             let server = (|| {
                 Ok((
@@ -404,18 +416,31 @@ fn handshakes(nodes: &BTreeMap<String, Node>, cps: &[&Node], r: &mut Report) {
                     Some(kubelet.kubelet_client_ca()?),
                 ))
             })();
+            let verifies = api.flags.contains_key("kubelet-certificate-authority");
             let client = (|| {
+                let roots = if verifies {
+                    Some(
+                        api.flag_file("kubelet-certificate-authority")
+                            .ok_or("no --kubelet-certificate-authority file")?,
+                    )
+                } else {
+                    None
+                };
                 Ok((
-                    api.flag_file("kubelet-certificate-authority")
-                        .ok_or("no --kubelet-certificate-authority")?,
+                    roots,
                     Some(api.identity("kubelet-client-certificate", "kubelet-client-key")?),
                 ))
             })();
+            let name = format!(
+                "kube-apiserver on {} → kubelet on {}",
+                api_node.name, node.name
+            );
             edges.push(Edge {
-                name: format!(
-                    "kube-apiserver on {} → kubelet on {}",
-                    api_node.name, node.name
-                ),
+                name: if verifies {
+                    name
+                } else {
+                    format!("{name} (unverified: {UNVERIFIED_KUBELET})")
+                },
                 server,
                 client,
                 server_name: node.name.clone(),
@@ -448,7 +473,7 @@ fn handshakes(nodes: &BTreeMap<String, Node>, cps: &[&Node], r: &mut Report) {
             let client = api.identity("proxy-client-cert-file", "proxy-client-key-file")?;
             Ok::<_, String>((
                 (id, Some(requestheader)),
-                (ca.cert_pem.into_bytes(), Some(client)),
+                (Some(ca.cert_pem.into_bytes()), Some(client)),
             ))
         })();
         let (server, client) = match aggregated {
@@ -478,7 +503,7 @@ fn handshakes(nodes: &BTreeMap<String, Node>, cps: &[&Node], r: &mut Report) {
                 })(),
                 client: (|| {
                     Ok((
-                        api.flag_file("etcd-cafile").ok_or("no --etcd-cafile")?,
+                        Some(api.flag_file("etcd-cafile").ok_or("no --etcd-cafile")?),
                         Some(api.identity("etcd-certfile", "etcd-keyfile")?),
                     ))
                 })(),
@@ -505,6 +530,10 @@ fn handshakes(nodes: &BTreeMap<String, Node>, cps: &[&Node], r: &mut Report) {
             .flat_map(|h| h.join().expect("handshake thread"))
             .collect()
     });
+    r.unverified += edges
+        .iter()
+        .filter(|e| matches!(e.client, Ok((None, _))))
+        .count();
     for (name, res) in results {
         r.handshakes += 1;
         r.check(|| format!("handshake {name}"), res);
@@ -532,16 +561,7 @@ fn handshake(e: &Edge) -> Result<(), String> {
             .with_single_cert(server_id.chain.clone(), server_id.key.clone_key())
             .map_err(|x| format!("server identity: {x}"))?,
     );
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|x| x.to_string())?
-        .with_root_certificates(roots(server_roots)?);
-    let client_cfg = Arc::new(match client_id {
-        Some(id) => builder
-            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-            .map_err(|x| format!("client identity: {x}"))?,
-        None => builder.with_no_client_auth(),
-    });
+    let client_cfg = Arc::new(client_config(server_roots.as_deref(), client_id.clone())?);
     let name = ServerName::try_from(e.server_name.clone()).map_err(|x| x.to_string())?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|x| x.to_string())?;
     let addr = listener.local_addr().map_err(|x| x.to_string())?;

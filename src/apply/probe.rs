@@ -11,24 +11,27 @@
 //!   roots, resolved from fingerprints through the CA map.
 //!
 //! The server side is the listener of `endpoints.json`, verified under a name from the
-//! server's held certificate (127.0.0.1 when present). Pods come and go with rollouts:
+//! server's held certificate (127.0.0.1 when present) — unless the client does not
+//! verify it: an API server without `--kubelet-certificate-authority` (kubeadm's
+//! default) takes any certificate a kubelet serves, so that edge's handshakes check only
+//! that the kubelet accepts the API server's client certificate, and the report labels
+//! the edge unverified. Pods come and go with rollouts:
 //! they are listed at the start of every round that probes them; a vanished pod's edge
 //! stops (not a failure, nor is a failed attempt of a pod deleted during that round), a
 //! new pod gets its own edge. After each step, apply waits on [`Settle`] for a round over
 //! the edges the step can change ([`Affects`]). The [`Report`] gives, per edge, attempts,
 //! failures, the longest outage and the first error.
 
-use super::tls::{Proc, client_of, parse_kubeconfig};
+use super::tls::{Proc, client_config, client_of, parse_kubeconfig};
 use crate::exec::kube::Access;
 use crate::exec::kube::cluster::{self, PodTrust};
 use crate::exec::{self, Node};
-use crate::pki::tls::{Identity, NoServerVerification, provider, roots, server_name_of};
+use crate::pki::tls::{Identity, server_name_of};
 use crate::pki::{Fingerprint, parse_certs};
 use crate::plan::edges::{Client, Edge, Server};
 use crate::sandbox::listeners::Endpoints;
 use crate::sandbox::runtime;
 use miette::Diagnostic;
-use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -192,8 +195,11 @@ impl EdgeKind {
 ///
 /// ```json
 /// { "duration_ms": 41200, "handshakes": 11890, "failures": 0, "longest_outage_ms": 0,
+///   "unverified": 3,
 ///   "edges": [ { "name": "kubelet on w-1 → kube-apiserver on cp-1", "kind": "api-server",
-///                "managed": true, "attempts": 180, "failures": 0, "longest_outage_ms": 0 }, … ] }
+///                "managed": true, "attempts": 180, "failures": 0, "longest_outage_ms": 0 },
+///              { "name": "kube-apiserver on cp-1 → kubelet on w-1", "kind": "kubelet", …,
+///                "unverified": "the API server does not verify kubelet serving certificates: …" }, … ] }
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -205,8 +211,16 @@ pub struct Report {
     pub failures: u64,
     /// The longest outage of any edge.
     pub longest_outage_ms: u64,
+    /// Edges whose client does not verify the server's certificate (handshaken all the
+    /// same, the client presenting its certificate).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unverified: u64,
     /// Every edge probed, in the order they were first probed.
     pub edges: Vec<EdgeReport>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One edge's result.
@@ -231,6 +245,11 @@ pub struct EdgeReport {
     /// The pod went away while probing (its edge stopped there).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub vanished: bool,
+    /// Why its client does not verify the server's certificate (an API server without
+    /// `--kubelet-certificate-authority` → a kubelet): its handshakes checked only that
+    /// the server accepts the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
 }
 
 impl Report {
@@ -254,6 +273,19 @@ impl Report {
             format!("  {:<22} {}", "longest outage", ms(self.longest_outage_ms)),
             format!("  {:<22} {}", "time", ms(self.duration_ms)),
         ];
+        let mut reasons: Vec<(&str, usize)> = vec![];
+        for why in self.edges.iter().filter_map(|e| e.unverified.as_deref()) {
+            match reasons.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((why, 1)),
+            }
+        }
+        for (why, n) in reasons {
+            out.push(format!(
+                "  {:<22} {n} ({why}; the server still verified the client)",
+                "unverified edges"
+            ));
+        }
         let failing: Vec<&EdgeReport> = self.failing().collect();
         if !failing.is_empty() {
             out.push(format!("Edges with failed handshakes ({}):", failing.len()));
@@ -502,6 +534,8 @@ struct Probe {
     managed: bool,
     client: Side,
     server: Server,
+    /// Why the client does not verify the server ([`Edge::unverified`]).
+    unverified: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -558,6 +592,7 @@ impl Track {
             longest_outage_ms: self.longest.as_millis() as u64,
             first_error: self.first_error.clone(),
             vanished: self.vanished,
+            unverified: self.probe.unverified.map(str::to_string),
         }
     }
 }
@@ -693,7 +728,8 @@ impl Ctx {
             }
             Server::Kubelet { node } => {
                 let p = self.proc(node, "kubelet")?;
-                let name = named(p.file(runtime::KUBELET_SERVING), "the kubelet")?;
+                let cert = p.held.kubelet_serving().ok().map(|(c, _)| c);
+                let name = named(cert, "the kubelet")?;
                 Ok((listener(node, "kubelet")?, name, None))
             }
             Server::Etcd { node, peer } => {
@@ -723,22 +759,9 @@ impl Ctx {
 async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), String> {
     let (own_roots, identity) = ctx.client(&probe.client)?;
     let (address, name, server_roots) = ctx.server(&probe.server)?;
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = match own_roots.or(server_roots) {
-        Some(pem) => builder.with_root_certificates(roots(&pem)?),
-        // kube-apiserver without --kubelet-certificate-authority does not verify kubelets.
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification::new())),
-    };
-    let config = match identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.chain, id.key)
-            .map_err(|e| format!("client identity: {e}"))?,
-        None => builder.with_no_client_auth(),
-    };
+    // kube-apiserver without --kubelet-certificate-authority does not verify kubelets
+    // (the edge is unverified); it still presents its client certificate.
+    let config = client_config(own_roots.or(server_roots).as_deref(), identity)?;
     let t = ctx.timeout;
     let tcp = tokio::time::timeout(t, tokio::net::TcpStream::connect(&address))
         .await
@@ -805,6 +828,7 @@ async fn run(
         .into_iter()
         .map(|e| {
             let kind = EdgeKind::of(&e.client, &e.server);
+            let unverified = e.unverified();
             let client = match e.client {
                 Client::Pod { name, .. } => Side::Pod(name),
                 c => Side::Edge(c),
@@ -815,6 +839,7 @@ async fn run(
                 managed: e.managed,
                 client,
                 server: e.server,
+                unverified,
             })
         })
         .collect();
@@ -910,6 +935,7 @@ async fn run(
         handshakes: edges.iter().map(|e| e.attempts).sum(),
         failures: edges.iter().map(|e| e.failures).sum(),
         longest_outage_ms: edges.iter().map(|e| e.longest_outage_ms).max().unwrap_or(0),
+        unverified: edges.iter().filter(|e| e.unverified.is_some()).count() as u64,
         edges,
     }
 }
@@ -952,6 +978,7 @@ fn apply_listing(
                 managed: *owned,
                 client: Side::Pod(name.clone()),
                 server,
+                unverified: None,
             }));
         }
     }
@@ -970,6 +997,7 @@ mod tests {
             managed: true,
             client,
             server,
+            unverified: None,
         }
     }
 
@@ -1062,6 +1090,7 @@ mod tests {
             managed: true,
             client: Side::Pod("ns/p".into()),
             server: Server::Aggregated,
+            unverified: None,
         });
         let t0 = Instant::now();
         t.record(t0, Ok(()));

@@ -1,13 +1,20 @@
 //! Credentials as a client or server holds them, for the gates' and the prober's real
 //! handshakes: a kubeconfig's CA data and client identity (read through whatever holds
 //! the files: a process's memory, or the disk now), and a simulated process's flags and
-//! the files they name as it read them at its last start.
+//! the files they name as it read them at its last start; and the client side of a
+//! handshake, verifying its server or, as an API server without
+//! `--kubelet-certificate-authority` does to kubelets, not.
 
 use super::material::key_block;
 use crate::exec::{self, Node};
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
-use crate::pki::tls::Identity;
+use crate::pki::tls::{Identity, provider, roots};
+use rustls::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What a kubeconfig gives a client.
 #[derive(Clone, Debug)]
@@ -127,13 +134,11 @@ impl Proc {
         Identity::from_pem(&c, &k)
     }
 
-    /// The kubelet's serving identity (`kubelet-server-current.pem`, certificate and key
-    /// in one file) as it read it.
+    /// The kubelet's serving identity as it read it, whichever it serves (the
+    /// self-signed `kubelet.crt`, `tlsCertFile`, or `kubelet-server-current.pem`).
     pub fn kubelet_serving(&self) -> Result<Identity, String> {
-        let pem = self
-            .file(crate::sandbox::runtime::KUBELET_SERVING)
-            .ok_or("no kubelet-server-current.pem")?;
-        Identity::from_pem(&pem, &pem)
+        let (cert, key) = self.held.kubelet_serving()?;
+        Identity::from_pem(&cert, &key)
     }
 
     /// The kubelet's `authentication.x509.clientCAFile` bundle as it read it.
@@ -141,5 +146,77 @@ impl Proc {
         self.held
             .kubelet_client_ca()
             .ok_or_else(|| "no clientCAFile".to_string())
+    }
+}
+
+/// A client's TLS configuration: it verifies the server against `roots` (PEM) or, with
+/// `None`, does not verify it at all (an API server without
+/// `--kubelet-certificate-authority` → a kubelet: the edge is unverified), and presents
+/// `identity` when it has one (the kubelet still verifies that).
+pub fn client_config(
+    roots_pem: Option<&[u8]>,
+    identity: Option<Identity>,
+) -> Result<ClientConfig, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match roots_pem {
+        Some(pem) => builder.with_root_certificates(roots(pem)?),
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider()))),
+    };
+    match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|e| format!("client identity: {e}")),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// Accepts any server certificate (checking only the handshake signatures): what a
+/// client that does not verify its server does.
+#[derive(Debug)]
+struct NoServerVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoServerVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -126,6 +126,8 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             // default (0.2–2 s) makes a 3 + 3 demo take over a minute.
             restart_time: crate::sandbox::node::RestartTime::parse("0.1s-0.5s")
                 .expect("a restart time"),
+            // kubeadm's default: self-signed kubelet serving certificates.
+            kubelet_serving: crate::sandbox::KubeletServing::default(),
             // No bare pods: no rollout could restart them, so their edges would break
             // (rehearse warns about them; the continuity promise covers owned pods).
             seed: super::sandbox::SeedArgs {
@@ -312,5 +314,12 @@ fn closing_table(applied: &super::apply::Applied, total: std::time::Duration) ->
         r.longest_outage_ms,
         total.as_secs_f64()
     );
+    if r.unverified > 0 {
+        let _ = writeln!(
+            o,
+            "{} API server → kubelet edges are unverified, as kubeadm leaves them: the API server has no --kubelet-certificate-authority and does not verify the kubelets' self-signed kubelet.crt; each handshake still proved the kubelet accepts its client certificate.",
+            r.unverified
+        );
+    }
     o
 }

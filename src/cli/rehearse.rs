@@ -72,6 +72,9 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
             for l in crate::render::rehearsal_lines(&r, usize::MAX) {
                 println!("{l}");
             }
+            for l in crate::render::unverified_lines(&r) {
+                println!("{l}");
+            }
         }
     }
     r.verdict(format!(

@@ -91,6 +91,9 @@ pub struct CreateArgs {
     /// variable overrides what the sandbox keeps.
     #[arg(long, default_value = crate::sandbox::node::timing::DEFAULT, value_parser = crate::sandbox::node::RestartTime::parse)]
     pub restart_time: crate::sandbox::node::RestartTime,
+    /// How the kubelets serve TLS.
+    #[arg(long, value_enum, default_value = "self-signed")]
+    pub kubelet_serving: crate::sandbox::KubeletServing,
     /// API objects to seed.
     #[command(flatten)]
     pub seed: SeedArgs,
@@ -165,6 +168,7 @@ pub fn run(c: Command) -> miette::Result<Exit> {
                     legacy_token_secrets: a.seed.legacy_token_secrets,
                     webhooks: a.seed.webhooks,
                 },
+                kubelet_serving: a.kubelet_serving,
             };
             let (mut sb, report) = sandbox::create_seeded(&a.dir, &spec)?;
             sb.restart_time = a.restart_time;

@@ -13,7 +13,6 @@ use crate::snapshot::{
 };
 use crate::transport::{FileType, Stat, Transport, TransportError};
 use crate::{input, layout};
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
 struct Reader<'a> {
@@ -428,28 +427,8 @@ impl Reader<'_> {
         text: &str,
         files: &BTreeMap<String, FileFact>,
     ) -> Result<Kubelet, ObserveError> {
-        #[derive(Deserialize, Default)]
-        #[serde(rename_all = "camelCase")]
-        struct Config {
-            #[serde(default)]
-            authentication: Authn,
-            #[serde(default)]
-            rotate_certificates: bool,
-            #[serde(default, rename = "serverTLSBootstrap")]
-            server_tls_bootstrap: bool,
-        }
-        #[derive(Deserialize, Default)]
-        struct Authn {
-            #[serde(default)]
-            x509: X509,
-        }
-        #[derive(Deserialize, Default)]
-        struct X509 {
-            #[serde(default, rename = "clientCAFile")]
-            client_ca_file: Option<String>,
-        }
         let abs = Self::abs(layout::KUBELET_CONFIG);
-        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
+        let cfg = crate::kubelet::Config::parse(text).map_err(|e| {
             let line = e.location().map_or(1, |l| l.line() as usize);
             self.corrupt(
                 &abs,
@@ -461,23 +440,30 @@ impl Reader<'_> {
         })?;
         let kubeconfig = Self::abs(layout::KUBELET_CONF);
         let mut inputs = vec![abs.clone(), kubeconfig.clone()];
-        inputs.extend(cfg.authentication.x509.client_ca_file.clone());
+        inputs.extend(cfg.client_ca_file().map(str::to_string));
         if let Some(FileFact::Kubeconfig(k)) = files.get(&kubeconfig)
             && let Some(src) = k.client_source.as_ref().filter(|s| s.starts_with('/'))
         {
             inputs.push(src.clone());
         }
-        let serving = format!("/{}/kubelet-server-current.pem", layout::KUBELET_PKI);
-        if files.contains_key(&serving) {
-            inputs.push(serving);
-        }
+        // Its serving certificate, whichever it serves (a self-signed kubelet.crt not
+        // made yet is made at its next start: not an input until then).
+        let serving = cfg.serving();
+        inputs.extend(
+            serving
+                .files()
+                .into_iter()
+                .filter(|p| files.contains_key(*p) || self.exists(p))
+                .map(str::to_string),
+        );
         inputs.sort();
         inputs.dedup();
         Ok(Kubelet {
             config: abs,
-            client_ca_file: cfg.authentication.x509.client_ca_file,
+            client_ca_file: cfg.client_ca_file().map(str::to_string),
             rotate_certificates: cfg.rotate_certificates,
             server_tls_bootstrap: cfg.server_tls_bootstrap,
+            serving,
             kubeconfig,
             inputs,
         })

@@ -48,7 +48,8 @@ pub enum Client {
         /// Static pod.
         component: String,
         /// Flag naming the CA bundle it verifies the server with; `None`: it does not
-        /// verify this server against the cluster's CAs (an aggregated server's own CA).
+        /// verify this server against the cluster's CAs (an aggregated server's own CA;
+        /// a kubelet, without `--kubelet-certificate-authority`: see [`Edge::unverified`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ca: Option<String>,
         /// Flag naming its client certificate.
@@ -75,8 +76,9 @@ pub enum Server {
         /// Node.
         node: String,
     },
-    /// The kubelet: `kubelet-server-current.pem`, verifies clients with its
-    /// `authentication.x509.clientCAFile`.
+    /// The kubelet: its serving certificate (the self-signed `kubelet.crt` it makes,
+    /// kubeadm's default; `tlsCertFile`; or `kubelet-server-current.pem` with
+    /// `serverTLSBootstrap`), verifies clients with its `authentication.x509.clientCAFile`.
     Kubelet {
         /// Node.
         node: String,
@@ -92,6 +94,24 @@ pub enum Server {
     /// verifies the front proxy with `requestheader-client-ca-file` of
     /// kube-system/extension-apiserver-authentication, which it reloads when it changes.
     Aggregated,
+}
+
+/// Why an API server → kubelet edge is unverified on the server side.
+pub const UNVERIFIED_KUBELET: &str = "the API server does not verify kubelet serving certificates: no --kubelet-certificate-authority, as kubeadm leaves it";
+
+impl Edge {
+    /// Why the client does not verify the server's certificate, when it does not: an API
+    /// server without `--kubelet-certificate-authority` (kubeadm's default) accepts any
+    /// certificate a kubelet serves. Such an edge is *unverified* on the server side; its
+    /// client side (the API server's kubelet client certificate against the kubelet's
+    /// `clientCAFile`) is still checked. An aggregated API server is not one: the front
+    /// proxy verifies it with the APIService's caBundle, outside the cluster's CAs.
+    pub fn unverified(&self) -> Option<&'static str> {
+        match (&self.client, &self.server) {
+            (Client::Flags { ca: None, .. }, Server::Kubelet { .. }) => Some(UNVERIFIED_KUBELET),
+            _ => None,
+        }
+    }
 }
 
 impl Server {

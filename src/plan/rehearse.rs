@@ -8,7 +8,10 @@
 //! API server publishes `extension-apiserver-authentication` from what it read at start.
 //! After each step, every edge touched by it is judged: the server's certificate must
 //! chain to a CA the client trusts, and the client's certificate (if any) to a CA the
-//! server accepts, both as the processes hold them.
+//! server accepts, both as the processes hold them. A client that does not verify its
+//! server (an API server without `--kubelet-certificate-authority`, kubeadm's default,
+//! → a kubelet serving its self-signed `kubelet.crt`) leaves the edge *unverified*: only
+//! its client side is judged, and the rehearsal lists it.
 //!
 //! Rehearse never stops early: it reports the first break of every edge, so the plan's
 //! refusal names the first step, and a forced apply can be compared edge by edge with
@@ -42,6 +45,20 @@ pub struct Rehearsal {
     pub warnings: Vec<Break>,
     /// Steps with an inherent outage (the only API server or etcd member restarts).
     pub gaps: Vec<Gap>,
+    /// Edges whose client does not verify the server's certificate (an API server
+    /// without `--kubelet-certificate-authority` → a kubelet, as kubeadm leaves it): only
+    /// their client side is judged. Counted in `edges` too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unverified: Vec<Unverified>,
+}
+
+/// An edge judged on its client side only: its client does not verify the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unverified {
+    /// The edge's name.
+    pub edge: String,
+    /// Why the server's certificate goes unverified.
+    pub why: String,
 }
 
 /// An edge that stops verifying.
@@ -91,20 +108,35 @@ impl Rehearsal {
         }
     }
 
-    /// `Continuity: 412 edges stay live through all 135 steps.`
+    /// `Continuity: 412 edges stay live through all 135 steps.`, with the unverified
+    /// edges counted: `…; 3 edges unverified (the API server does not verify …).`
     pub fn line(&self) -> String {
         let mut s = format!(
-            "Continuity: {} edges stay live through all {} steps.",
+            "Continuity: {} edges stay live through all {} steps",
             self.edges, self.steps
         );
         if !self.holds() {
             s = format!(
-                "Continuity: {} of {} edges break (first: {}).",
+                "Continuity: {} of {} edges break (first: {})",
                 distinct(&self.breaks),
                 self.edges,
                 self.breaks[0].at
             );
         }
+        // One count per reason, in order of first appearance.
+        let mut reasons: Vec<(&str, usize)> = vec![];
+        for u in &self.unverified {
+            match reasons.iter_mut().find(|(w, _)| *w == u.why) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((&u.why, 1)),
+            }
+        }
+        for (i, (why, n)) in reasons.into_iter().enumerate() {
+            let sep = if i == 0 { ";" } else { "," };
+            let edges = if n == 1 { "edge" } else { "edges" };
+            s.push_str(&format!("{sep} {n} {edges} unverified ({why})"));
+        }
+        s.push('.');
         s
     }
 }
@@ -136,8 +168,12 @@ enum Content {
     Kubeconfig { ca: Vec<Fingerprint>, client: Cred },
     /// A static pod manifest's flags.
     Manifest(BTreeMap<String, String>),
-    /// The kubelet's config: its client CA file.
-    KubeletConfig(Option<String>),
+    /// The kubelet's config: its client CA file, and where its serving certificate
+    /// comes from.
+    KubeletConfig {
+        client_ca: Option<String>,
+        serving: crate::kubelet::Serving,
+    },
 }
 
 /// A kubeconfig's client certificate.
@@ -160,8 +196,6 @@ enum Key {
     Pods,
     ExtensionAuth,
 }
-
-const KUBELET_SERVING: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
 
 struct World<'a> {
     disk: HashMap<String, Files>,
@@ -219,7 +253,10 @@ impl<'a> World<'a> {
             if let Some(k) = &n.kubelet {
                 files.insert(
                     k.config.clone(),
-                    Content::KubeletConfig(k.client_ca_file.clone()),
+                    Content::KubeletConfig {
+                        client_ca: k.client_ca_file.clone(),
+                        serving: k.serving.clone(),
+                    },
                 );
                 w.kubelet_config.insert(n.name.clone(), k.config.clone());
             }
@@ -351,23 +388,33 @@ impl<'a> World<'a> {
                 let files = self
                     .proc_files(node, "kubelet")
                     .ok_or(format!("{who} is not running"))?;
-                let serving = match files.get(KUBELET_SERVING) {
-                    Some(Content::Leaf(i)) => i.clone(),
+                let cfg = self.kubelet_config.get(node).and_then(|p| files.get(p));
+                let Some(Content::KubeletConfig { client_ca, serving }) = cfg else {
+                    return Err(format!("{who} has no configuration"));
+                };
+                let issuer = match (files.get(serving.cert()), serving) {
+                    (Some(Content::Leaf(i)), _) => i.clone(),
+                    // A certificate that is its own CA (older kubelets made kubelet.crt
+                    // so): issued by itself.
+                    (Some(Content::Cas(v)), _) if !v.is_empty() => Some(v[0].clone()),
+                    // The kubelet makes a self-signed one at start, from a new CA of its
+                    // own: nobody's trust holds it.
+                    (None, crate::kubelet::Serving::SelfSigned { .. }) => None,
                     _ => {
                         return Err(format!(
-                            "{who} has no serving certificate {KUBELET_SERVING}"
+                            "{who} has no serving certificate {}",
+                            serving.describe()
                         ));
                     }
                 };
-                let cfg = self.kubelet_config.get(node).and_then(|p| files.get(p));
-                let Some(Content::KubeletConfig(Some(path))) = cfg else {
+                let Some(path) = client_ca else {
                     return Err(format!("{who} has no authentication.x509.clientCAFile"));
                 };
                 let Some(Content::Cas(cas)) = files.get(path) else {
                     return Err(format!("{who}'s clientCAFile {path} holds no CA"));
                 };
                 return Ok((
-                    Some(serving),
+                    Some(issuer),
                     cas.clone(),
                     format!("its clientCAFile {path} as it read it at its last start"),
                 ));
@@ -683,6 +730,15 @@ pub fn rehearse(snap: &Snapshot, plan: &Plan, label: &dyn Fn(&Fingerprint) -> St
         edges: edges.iter().filter(|e| e.managed).count(),
         unmanaged: edges.iter().filter(|e| !e.managed).count(),
         steps: plan.steps.len(),
+        unverified: edges
+            .iter()
+            .filter_map(|e| {
+                Some(Unverified {
+                    edge: e.name.clone(),
+                    why: e.unverified()?.to_string(),
+                })
+            })
+            .collect(),
         ..Default::default()
     };
     // Per edge: broken now? and the index of its open break in `out`.

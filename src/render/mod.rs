@@ -117,6 +117,30 @@ pub fn rehearsal_lines(r: &Rehearsal, shown: usize) -> Vec<String> {
     out
 }
 
+/// The unverified edges of a rehearsal, under their reason (`trustform rehearse`; a
+/// plan only counts them in its continuity line).
+pub fn unverified_lines(r: &Rehearsal) -> Vec<String> {
+    let mut reasons: Vec<&str> = vec![];
+    for u in &r.unverified {
+        if !reasons.contains(&u.why.as_str()) {
+            reasons.push(&u.why);
+        }
+    }
+    let mut out = vec![];
+    for why in reasons {
+        out.push(format!(
+            "  unverified ({why}; the client certificate is still checked):"
+        ));
+        out.extend(
+            r.unverified
+                .iter()
+                .filter(|u| u.why == why)
+                .map(|u| format!("    {}", u.edge)),
+        );
+    }
+    out
+}
+
 /// The one-character mark of a step kind.
 pub fn mark(kind: ActionKind) -> char {
     match kind {

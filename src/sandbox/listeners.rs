@@ -6,8 +6,10 @@
 //!   certificate is optional, as pods come with a token, but one presented must chain to
 //!   its held `--client-ca-file`), `etcd` (`--cert-file`, client certificates required
 //!   from `--trusted-ca-file`) and `etcd-peer` (the `--peer-` ones);
-//! - per node with a kubelet: `kubelet` (its held `kubelet-server-current.pem`, client
-//!   certificates required from its held `authentication.x509.clientCAFile`);
+//! - per node with a kubelet: `kubelet` (the serving certificate it holds: the
+//!   self-signed `kubelet.crt` it made, kubeadm's default, or `tlsCertFile`, or
+//!   `kubelet-server-current.pem` with `serverTLSBootstrap`; client certificates
+//!   required from its held `authentication.x509.clientCAFile`);
 //! - one aggregated API server, serving with a CA and certificate generated at start
 //!   (kept in memory only) and requiring client certificates that chain to
 //!   `requestheader-client-ca-file` of kube-system/extension-apiserver-authentication as
@@ -245,11 +247,9 @@ impl Serve {
                 ))
             }
             Serve::Kubelet => {
-                let pem = held
-                    .file(runtime::KUBELET_SERVING)
-                    .ok_or("the kubelet holds no kubelet-server-current.pem")?;
+                let (cert, key) = held.kubelet_serving()?;
                 Ok((
-                    Identity::from_pem(&pem, &pem)?,
+                    Identity::from_pem(&cert, &key)?,
                     held.kubelet_client_ca()
                         .ok_or("the kubelet holds no clientCAFile")?,
                     true,

@@ -86,54 +86,56 @@ fn flags(component: &str, list: &[(&str, String)]) -> Vec<String> {
         .collect()
 }
 
-/// kube-apiserver.yaml for a control-plane node.
-pub fn apiserver(ip: &str, etcd_servers: &str) -> String {
+/// kube-apiserver.yaml for a control-plane node; `verify_kubelets`: with
+/// `--kubelet-certificate-authority` (kubeadm sets none).
+pub fn apiserver(ip: &str, etcd_servers: &str, verify_kubelets: bool) -> String {
     let p = |f: &str| format!("/etc/kubernetes/pki/{f}");
-    let cmd = flags(
-        "kube-apiserver",
-        &[
-            ("advertise-address", ip.to_string()),
-            ("allow-privileged", "true".into()),
-            ("authorization-mode", "Node,RBAC".into()),
-            ("client-ca-file", p("ca.crt")),
-            ("enable-admission-plugins", "NodeRestriction".into()),
-            ("enable-bootstrap-token-auth", "true".into()),
-            ("etcd-cafile", p("etcd/ca.crt")),
-            ("etcd-certfile", p("apiserver-etcd-client.crt")),
-            ("etcd-keyfile", p("apiserver-etcd-client.key")),
-            ("etcd-servers", etcd_servers.into()),
-            ("kubelet-certificate-authority", p("ca.crt")),
-            (
-                "kubelet-client-certificate",
-                p("apiserver-kubelet-client.crt"),
-            ),
-            ("kubelet-client-key", p("apiserver-kubelet-client.key")),
-            (
-                "kubelet-preferred-address-types",
-                "InternalIP,ExternalIP,Hostname".into(),
-            ),
-            ("proxy-client-cert-file", p("front-proxy-client.crt")),
-            ("proxy-client-key-file", p("front-proxy-client.key")),
-            ("requestheader-allowed-names", "front-proxy-client".into()),
-            ("requestheader-client-ca-file", p("front-proxy-ca.crt")),
-            (
-                "requestheader-extra-headers-prefix",
-                "X-Remote-Extra-".into(),
-            ),
-            ("requestheader-group-headers", "X-Remote-Group".into()),
-            ("requestheader-username-headers", "X-Remote-User".into()),
-            ("secure-port", "6443".into()),
-            (
-                "service-account-issuer",
-                "https://kubernetes.default.svc.cluster.local".into(),
-            ),
-            ("service-account-key-file", p("sa.pub")),
-            ("service-account-signing-key-file", p("sa.key")),
-            ("service-cluster-ip-range", "10.96.0.0/12".into()),
-            ("tls-cert-file", p("apiserver.crt")),
-            ("tls-private-key-file", p("apiserver.key")),
-        ],
-    );
+    let mut list: Vec<(&str, String)> = vec![
+        ("advertise-address", ip.to_string()),
+        ("allow-privileged", "true".into()),
+        ("authorization-mode", "Node,RBAC".into()),
+        ("client-ca-file", p("ca.crt")),
+        ("enable-admission-plugins", "NodeRestriction".into()),
+        ("enable-bootstrap-token-auth", "true".into()),
+        ("etcd-cafile", p("etcd/ca.crt")),
+        ("etcd-certfile", p("apiserver-etcd-client.crt")),
+        ("etcd-keyfile", p("apiserver-etcd-client.key")),
+        ("etcd-servers", etcd_servers.into()),
+        ("kubelet-certificate-authority", p("ca.crt")),
+        (
+            "kubelet-client-certificate",
+            p("apiserver-kubelet-client.crt"),
+        ),
+        ("kubelet-client-key", p("apiserver-kubelet-client.key")),
+        (
+            "kubelet-preferred-address-types",
+            "InternalIP,ExternalIP,Hostname".into(),
+        ),
+        ("proxy-client-cert-file", p("front-proxy-client.crt")),
+        ("proxy-client-key-file", p("front-proxy-client.key")),
+        ("requestheader-allowed-names", "front-proxy-client".into()),
+        ("requestheader-client-ca-file", p("front-proxy-ca.crt")),
+        (
+            "requestheader-extra-headers-prefix",
+            "X-Remote-Extra-".into(),
+        ),
+        ("requestheader-group-headers", "X-Remote-Group".into()),
+        ("requestheader-username-headers", "X-Remote-User".into()),
+        ("secure-port", "6443".into()),
+        (
+            "service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local".into(),
+        ),
+        ("service-account-key-file", p("sa.pub")),
+        ("service-account-signing-key-file", p("sa.key")),
+        ("service-cluster-ip-range", "10.96.0.0/12".into()),
+        ("tls-cert-file", p("apiserver.crt")),
+        ("tls-private-key-file", p("apiserver.key")),
+    ];
+    if !verify_kubelets {
+        list.retain(|(k, _)| *k != "kubelet-certificate-authority");
+    }
+    let cmd = flags("kube-apiserver", &list);
     let ann =
         format!("    kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint: {ip}:6443\n");
     pod(
@@ -254,17 +256,25 @@ pub fn etcd(name: &str, ip: &str, initial_cluster: &str) -> String {
     )
 }
 
-/// /var/lib/kubelet/config.yaml (KubeletConfiguration), as kubeadm writes it.
-pub fn kubelet_config(ip: &str) -> String {
-    "apiVersion: kubelet.config.k8s.io/v1beta1\n\
+/// /var/lib/kubelet/config.yaml (KubeletConfiguration), as kubeadm writes it, its
+/// `healthzBindAddress` the node's own loopback address; `server_tls_bootstrap`: with
+/// `serverTLSBootstrap: true` (kubeadm writes no such line).
+pub fn kubelet_config(ip: &str, server_tls_bootstrap: bool) -> String {
+    format!(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\n\
 authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    cacheTTL: 0s\n    enabled: true\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\n\
 authorization:\n  mode: Webhook\n  webhook:\n    cacheAuthorizedTTL: 0s\n    cacheUnauthorizedTTL: 0s\n\
 cgroupDriver: systemd\nclusterDNS:\n- 10.96.0.10\nclusterDomain: cluster.local\n\
 containerRuntimeEndpoint: \"\"\ncpuManagerReconcilePeriod: 0s\nevictionPressureTransitionPeriod: 0s\n\
 fileCheckFrequency: 0s\nhealthzBindAddress: {ip}\nhealthzPort: 10248\nhttpCheckFrequency: 0s\n\
 imageMaximumGCAge: 0s\nimageMinimumGCAge: 0s\nkind: KubeletConfiguration\nlogging:\n  flushFrequency: 0\n  options:\n    json:\n      infoBufferSize: \"0\"\n    text:\n      infoBufferSize: \"0\"\n  verbosity: 0\n\
-memorySwap: {}\nnodeStatusReportFrequency: 0s\nnodeStatusUpdateFrequency: 0s\nrotateCertificates: true\n\
-runtimeRequestTimeout: 0s\nserverTLSBootstrap: true\nshutdownGracePeriod: 0s\nshutdownGracePeriodCriticalPods: 0s\n\
-staticPodPath: /etc/kubernetes/manifests\nstreamingConnectionIdleTimeout: 0s\nsyncFrequency: 0s\nvolumeStatsAggPeriod: 0s\n"
-        .replace("{ip}", ip)
+memorySwap: {{}}\nnodeStatusReportFrequency: 0s\nnodeStatusUpdateFrequency: 0s\nrotateCertificates: true\n\
+runtimeRequestTimeout: 0s\n{bootstrap}shutdownGracePeriod: 0s\nshutdownGracePeriodCriticalPods: 0s\n\
+staticPodPath: /etc/kubernetes/manifests\nstreamingConnectionIdleTimeout: 0s\nsyncFrequency: 0s\nvolumeStatsAggPeriod: 0s\n",
+        bootstrap = if server_tls_bootstrap {
+            "serverTLSBootstrap: true\n"
+        } else {
+            ""
+        }
+    )
 }

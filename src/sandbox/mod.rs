@@ -6,6 +6,7 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod kubelet_pki;
 pub mod listeners;
 mod manifests;
 pub mod node;
@@ -20,6 +21,7 @@ use crate::layout;
 use crate::pki::issue::{generate_key, issue_leaf, new_ca};
 use crate::pki::kubeconfig::{Kubeconfig, User};
 use crate::pki::{CaMaterial, KeyAlgorithm, LeafSpec, PkiError, SecretPem};
+pub use kubelet_pki::KubeletServing;
 use miette::Diagnostic;
 use seed::SeedReport;
 use serde::{Deserialize, Serialize};
@@ -97,6 +99,8 @@ pub struct Spec {
     pub algorithm: KeyAlgorithm,
     /// API objects to seed beyond the system ones (default: none).
     pub seed: seed::Seed,
+    /// How the kubelets serve TLS (default: self-signed, as kubeadm leaves them).
+    pub kubelet_serving: KubeletServing,
 }
 
 /// One node of a sandbox.
@@ -250,6 +254,7 @@ pub fn create_seeded(dir: &Path, spec: &Spec) -> Result<(Sandbox, SeedReport), S
         initial_cluster,
         first_cp: cps[0].name.clone(),
         server: "https://127.0.0.1:6443".into(),
+        kubelet_serving: spec.kubelet_serving,
     };
     // RSA key generation dominates: spread the nodes over every core.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -299,6 +304,7 @@ struct ClusterCtx<'a> {
     initial_cluster: String,
     first_cp: String,
     server: String,
+    kubelet_serving: KubeletServing,
 }
 
 fn put(path: &Path, text: &str, mode: u32) -> Result<(), SandboxError> {
@@ -354,34 +360,14 @@ fn write_node(node: &SandboxNode, ctx: &ClusterCtx) -> Result<(), SandboxError> 
     let alg = ctx.alg;
     put(&pki.join("ca.crt"), &cas.kubernetes.cert_pem, PUBLIC_MODE)?;
 
-    // The kubelet: client certificate (kubelet-client-current.pem holds cert + key, as
-    // the kubelet writes it) and a serving certificate from the cluster CA
-    // (serverTLSBootstrap), so the API server can verify it with
-    // --kubelet-certificate-authority.
-    let kubelet_pki = root.join(layout::KUBELET_PKI);
-    let node_cn = format!("system:node:{}", node.name);
-    let client_key = generate_key(alg)?;
-    let client = issue_leaf(
-        &LeafSpec::client(&node_cn, &["system:nodes"]),
-        &client_key,
+    // The kubelet: its client certificate and its serving certificate.
+    kubelet_pki::write(
+        root,
+        &node.name,
+        &node.ip,
         &cas.kubernetes,
-    )?;
-    put(
-        &kubelet_pki.join("kubelet-client-current.pem"),
-        &format!("{client}{}", client_key.serialize_pem()),
-        KEY_MODE,
-    )?;
-    let serving_key = generate_key(alg)?;
-    let mut serving_spec = LeafSpec::server(
-        &node_cn,
-        vec![format!("DNS:{}", node.name), format!("IP:{}", node.ip)],
-    );
-    serving_spec.organizations = vec!["system:nodes".into()];
-    let serving = issue_leaf(&serving_spec, &serving_key, &cas.kubernetes)?;
-    put(
-        &kubelet_pki.join("kubelet-server-current.pem"),
-        &format!("{serving}{}", serving_key.serialize_pem()),
-        KEY_MODE,
+        alg,
+        ctx.kubelet_serving,
     )?;
     let kubelet_user = User {
         client_certificate: Some("/var/lib/kubelet/pki/kubelet-client-current.pem".into()),
@@ -402,7 +388,7 @@ fn write_node(node: &SandboxNode, ctx: &ClusterCtx) -> Result<(), SandboxError> 
     )?;
     put(
         &root.join(layout::KUBELET_CONFIG),
-        &manifests::kubelet_config(&node.ip),
+        &manifests::kubelet_config(&node.ip, ctx.kubelet_serving == KubeletServing::Ca),
         PUBLIC_MODE,
     )?;
     std::fs::create_dir_all(root.join(layout::MANIFESTS)).map_err(|source| SandboxError::Io {
@@ -545,7 +531,11 @@ fn write_node(node: &SandboxNode, ctx: &ClusterCtx) -> Result<(), SandboxError> 
     let m = root.join(layout::MANIFESTS);
     put(
         &m.join("kube-apiserver.yaml"),
-        &manifests::apiserver(ip, &ctx.etcd_servers),
+        &manifests::apiserver(
+            ip,
+            &ctx.etcd_servers,
+            ctx.kubelet_serving == KubeletServing::Ca,
+        ),
         PUBLIC_MODE,
     )?;
     put(

@@ -15,9 +15,6 @@ use std::path::{Path, PathBuf};
 /// Where the processes' memories live, relative to the node root.
 pub const RUN_DIR: &str = "run/trustform-sandbox";
 
-/// The kubelet's serving certificate and key (one file), as an absolute node path.
-pub const KUBELET_SERVING: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
-
 /// What a simulated process holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Held {
@@ -60,6 +57,26 @@ impl Held {
     pub fn kubelet_client_ca(&self) -> Option<Vec<u8>> {
         let config = String::from_utf8(self.file(&abs(layout::KUBELET_CONFIG))?).ok()?;
         self.file(&kubelet_client_ca_file(&config)?)
+    }
+
+    /// Where the kubelet's serving certificate comes from, by its configuration as it
+    /// read it.
+    pub fn kubelet_serving_source(&self) -> Option<crate::kubelet::Serving> {
+        let config = String::from_utf8(self.file(&abs(layout::KUBELET_CONFIG))?).ok()?;
+        Some(crate::kubelet::Config::parse(&config).ok()?.serving())
+    }
+
+    /// The kubelet's serving certificate and key (PEM, the same bytes for
+    /// `kubelet-server-current.pem`) as it read them, whichever it serves.
+    pub fn kubelet_serving(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let source = self
+            .kubelet_serving_source()
+            .ok_or("the kubelet holds no readable configuration")?;
+        let read = |p: &str| {
+            self.file(p)
+                .ok_or_else(|| format!("the kubelet holds no serving certificate {p}"))
+        };
+        Ok((read(source.cert())?, read(source.key())?))
     }
 }
 
@@ -106,8 +123,12 @@ pub fn inputs(root: &Path, component: &str) -> std::io::Result<Vec<String>> {
         out.push(abs(layout::KUBELET_CONFIG));
         out.extend(kubelet_client_ca_file(&config));
         out.push(abs(layout::KUBELET_CONF));
-        for pem in ["kubelet-client-current.pem", "kubelet-server-current.pem"] {
-            out.push(format!("/{}/{pem}", layout::KUBELET_PKI));
+        out.push(format!(
+            "/{}/kubelet-client-current.pem",
+            layout::KUBELET_PKI
+        ));
+        if let Ok(c) = crate::kubelet::Config::parse(&config) {
+            out.extend(c.serving().files().into_iter().map(str::to_string));
         }
     } else {
         let manifest = manifest_path(component);
@@ -129,28 +150,39 @@ pub fn inputs(root: &Path, component: &str) -> std::io::Result<Vec<String>> {
 
 /// `authentication.x509.clientCAFile` of a KubeletConfiguration.
 pub fn kubelet_client_ca_file(config: &str) -> Option<String> {
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct Cfg {
-        authentication: Authn,
+    crate::kubelet::Config::parse(config)
+        .ok()?
+        .authentication
+        .x509
+        .client_ca_file
+}
+
+/// A kubelet that serves a self-signed certificate makes `kubelet.crt`/`kubelet.key`
+/// at start when it cannot read them (RSA-2048, as the kubelet does; the node's name is
+/// its hostname).
+fn kubelet_makes_its_certificate(root: &Path) -> std::io::Result<()> {
+    let Ok(config) = std::fs::read_to_string(host(root, &abs(layout::KUBELET_CONFIG))) else {
+        return Ok(()); // it will not start: the fit check says why
+    };
+    let Ok(c) = crate::kubelet::Config::parse(&config) else {
+        return Ok(());
+    };
+    if !matches!(c.serving(), crate::kubelet::Serving::SelfSigned { .. }) {
+        return Ok(());
     }
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct Authn {
-        x509: X509,
-    }
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct X509 {
-        #[serde(rename = "clientCAFile")]
-        client_ca_file: Option<String>,
-    }
-    let cfg: Cfg = serde_saphyr::from_str(config).ok()?;
-    cfg.authentication.x509.client_ca_file
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "localhost".into());
+    super::kubelet_pki::ensure_self_signed(root, &name, crate::pki::KeyAlgorithm::Rsa2048)?;
+    Ok(())
 }
 
 /// (Re)start a component: it reads its files now.
 pub fn restart(root: &Path, component: &str) -> std::io::Result<Held> {
+    if component == "kubelet" {
+        kubelet_makes_its_certificate(root)?;
+    }
     let before = held(root, component);
     let mut files = BTreeMap::new();
     for abs in inputs(root, component)? {

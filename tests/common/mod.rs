@@ -64,8 +64,21 @@ impl Workdir {
     }
 }
 
-/// A fresh sandbox (ECDSA unless `rsa`, for speed) in a temp dir.
+/// A fresh sandbox (ECDSA unless `rsa`, for speed) in a temp dir, its kubelets serving
+/// as kubeadm leaves them (self-signed `kubelet.crt`, no
+/// `--kubelet-certificate-authority`).
 pub fn sandbox(cps: usize, workers: usize, rsa: bool) -> Workdir {
+    sandbox_serving(cps, workers, rsa, sandbox::KubeletServing::SelfSigned)
+}
+
+/// [`sandbox`] with the kubelets serving as `serving` says (`Ca`: `kubelet-server-current.pem`
+/// from the cluster CA, verified with `--kubelet-certificate-authority`).
+pub fn sandbox_serving(
+    cps: usize,
+    workers: usize,
+    rsa: bool,
+    serving: sandbox::KubeletServing,
+) -> Workdir {
     let tmp = tempfile::tempdir().expect("tempdir");
     let spec = Spec {
         control_planes: cps,
@@ -76,6 +89,7 @@ pub fn sandbox(cps: usize, workers: usize, rsa: bool) -> Workdir {
             KeyAlgorithm::EcdsaP256
         },
         seed: Default::default(),
+        kubelet_serving: serving,
     };
     let dir = tmp.path().join("cluster");
     let mut sb = sandbox::create(&dir, &spec).expect("sandbox");

@@ -5,7 +5,8 @@
 //! - a file a flag names (under `/etc/kubernetes/`) is missing;
 //! - a certificate and its key do not match (`--tls-cert-file`/`--tls-private-key-file`,
 //!   `--cert-file`/`--key-file`, the etcd, kubelet-client, proxy-client and signing pairs,
-//!   a kubeconfig's client certificate and key, the kubelet's own certificates);
+//!   a kubeconfig's client certificate and key, the kubelet's own certificates, its
+//!   serving certificate from whichever source its configuration names);
 //! - a CA file or a kubeconfig's CA data holds no certificate;
 //! - the controller manager's `--cluster-signing-cert-file` holds more than one
 //!   certificate (kubeadm#1350);
@@ -236,13 +237,35 @@ pub fn kubelet(held: &Held) -> Result<(), String> {
     })?;
     kubeconfig(&conf, &bytes, &|p| held.file(p))
         .map_err(|e| format!("failed to run Kubelet: {e}"))?;
-    if let Some(pem) = held.file(runtime::KUBELET_SERVING) {
-        key_pair(&pem, &pem).map_err(|e| {
+    // Its serving certificate, whichever it serves: a self-signed kubelet.crt it made at
+    // start, tlsCertFile, or kubelet-server-current.pem (absent until its CSR is
+    // approved: it starts without one).
+    let serving = crate::kubelet::Config::parse(&text)
+        .map(|c| c.serving())
+        .unwrap_or(crate::kubelet::Serving::Rotated {
+            pem: crate::kubelet::SERVER_CURRENT.into(),
+        });
+    let (cert, key) = (held.file(serving.cert()), held.file(serving.key()));
+    match (cert, key, &serving) {
+        (Some(c), Some(k), _) => key_pair(&c, &k).map_err(|e| {
             format!(
                 "failed to run Kubelet: invalid serving certificate {}: {e}",
-                runtime::KUBELET_SERVING
+                serving.cert()
             )
-        })?;
+        })?,
+        (_, _, crate::kubelet::Serving::Rotated { .. }) => {}
+        (c, _, _) => {
+            let gone = if c.is_none() {
+                serving.cert()
+            } else {
+                serving.key()
+            };
+            return Err(format!(
+                "failed to run Kubelet: invalid serving certificate {}: {}",
+                serving.cert(),
+                missing(gone)
+            ));
+        }
     }
     Ok(())
 }
