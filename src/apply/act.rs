@@ -95,12 +95,36 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
             },
             Op::Restart { node, component } => {
                 let node = ctx.node(node)?;
-                let seen = if component == "kubelet" {
+                let since = k8s_openapi::jiff::Timestamp::now();
+                let mut seen = if component == "kubelet" {
                     exec::restart::kubelet(node, ctx.restart)
                 } else {
                     exec::restart::static_pod(ctx.files, node, component, ctx.restart)
                 }
                 .map_err(|e| e.to_string())?;
+                // For the cluster, a kubelet is back when its Node is Ready again with a
+                // heartbeat from the new process.
+                if component == "kubelet"
+                    && let Some(access) = ctx.kube
+                {
+                    let t = std::time::Instant::now();
+                    let ready = kube::block(kube::node::ready_after(
+                        access,
+                        &node.name,
+                        since,
+                        ctx.restart.timeout,
+                    ))
+                    .map_err(|last| {
+                        format!(
+                            "{}: kubelet restarted ({}), but its Node was not Ready with a heartbeat from the new kubelet within {}: last seen {last}",
+                            node.name,
+                            seen.what,
+                            humantime::format_duration(ctx.restart.timeout)
+                        )
+                    })?;
+                    seen.waited += t.elapsed();
+                    seen.what = format!("{}; {ready}", seen.what);
+                }
                 out.did.push(format!(
                     "{}: {component} restarted; waited {:.1} s: {}",
                     node.name,

@@ -292,7 +292,9 @@ fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: Option<&Path>
             keys.push((key, name.clone()));
         }
     }
-    for node in nodes.values() {
+    // Every node's CA files: its trust trees, read in one go per node.
+    let views = exec::read_views(nodes);
+    for node in views.values() {
         for auth in Authority::ALL {
             for (path, is_key) in [(auth.ca_file(), false), (auth.key_file(), true)] {
                 let mut texts = vec![];

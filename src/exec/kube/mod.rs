@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod lease;
+pub mod node;
 pub mod publish;
 pub mod rollout;
 
