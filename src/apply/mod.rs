@@ -4,7 +4,7 @@
 //! `manual` pauses at the steps the operator carries out; `journal`, `lock`, `progress`
 //! and `status` keep the operator informed; `material` holds the CA certificates and keys the steps write; `tls` resolves
 //! credentials as their holders hold them; `preflight` checks everything it can before
-//! the first write.
+//! the first write; `prepare` holds what an apply sets up before its walk.
 
 pub mod act;
 pub mod cluster_lock;
@@ -15,6 +15,7 @@ pub mod logscan;
 pub mod manual;
 pub mod material;
 pub mod preflight;
+pub mod prepare;
 pub mod probe;
 pub mod progress;
 pub mod status;

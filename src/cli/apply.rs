@@ -3,10 +3,9 @@
 use super::Exit;
 use crate::apply::cluster_lock::{self, ClusterLock, Refused};
 use crate::apply::journal::{self, Event, Journal, Progress as Journaled};
-use crate::apply::material::{Material, key_block};
 use crate::apply::progress::{Mode, Progress};
-use crate::apply::{self, lock, preflight, probe, status};
-use crate::config::{self, Authority, Loaded};
+use crate::apply::{self, lock, preflight, prepare, probe, status};
+use crate::config::{self, Loaded};
 use crate::exec::{self, Files, Node};
 use crate::plan::{self, FORMAT_VERSION, Op, Plan};
 use crate::{observe, render};
@@ -221,209 +220,6 @@ pub fn load_plan_text(path: &Path) -> Result<(Plan, String), BadPlan> {
     Ok((plan, text))
 }
 
-/// What changed since the plan was made; empty if nothing.
-fn staleness(plan: &Plan, loaded: &Loaded, snap: &crate::snapshot::Snapshot) -> Vec<String> {
-    let mut out = vec![];
-    if plan.config_hash != loaded.hash {
-        out.push(format!(
-            "{} changed since the plan was made",
-            loaded.path.display()
-        ));
-    }
-    if plan.snapshot_fingerprint != snap.fingerprint {
-        let now = plan::observed(snap);
-        let mut changed: Vec<String> = vec![];
-        for (k, v) in &now {
-            match plan.observed.get(k) {
-                Some(old) if old == v => {}
-                Some(_) => changed.push(format!("{k} changed")),
-                None => changed.push(format!("{k} is new")),
-            }
-        }
-        for k in plan.observed.keys().filter(|k| !now.contains_key(*k)) {
-            changed.push(format!("{k} is gone"));
-        }
-        if changed.is_empty() {
-            changed.push("the cluster's snapshot differs".into());
-        }
-        let more = changed.len().saturating_sub(8);
-        changed.truncate(8);
-        if more > 0 {
-            changed.push(format!("and {more} more"));
-        }
-        out.extend(changed);
-    }
-    out
-}
-
-fn nodes_of(loaded: &Loaded) -> miette::Result<BTreeMap<String, Node>> {
-    Ok(loaded
-        .node_targets()?
-        .into_iter()
-        .map(|t| {
-            let copies = t.kubeconfigs.into_iter().map(|k| k.path).collect();
-            (
-                t.name.clone(),
-                Node::new(&t.name, t.transport, t.root).with_kubeconfigs(copies),
-            )
-        })
-        .collect())
-}
-
-/// CA certificates and keys: trustform.yaml's `cas`, the nodes' CA files and keys, and
-/// this plan's backups.
-fn gather(loaded: &Loaded, nodes: &BTreeMap<String, Node>, backup: Option<&Path>) -> Material {
-    let mut m = Material::default();
-    for (name, ca) in &loaded.config.cas {
-        if let Some(c) = &ca.cert
-            && let Ok(t) =
-                crate::input::read_text(&loaded.resolve_path(&c.value), crate::input::Kind::Config)
-        {
-            m.add_certs(&t, name);
-        }
-    }
-    let mut keys = vec![];
-    for (name, ca) in &loaded.config.cas {
-        if let Some(k) = &ca.key
-            && let Ok(t) =
-                crate::input::read_text(&loaded.resolve_path(k), crate::input::Kind::Config)
-            && let Some(key) = key_block(&t, name)
-        {
-            keys.push((key, name.clone()));
-        }
-    }
-    // Every node's CA files: its trust trees, read in one go per node.
-    let views = exec::read_views(nodes);
-    for node in views.values() {
-        for auth in Authority::ALL {
-            for (path, is_key) in [(auth.ca_file(), false), (auth.key_file(), true)] {
-                let mut texts = vec![];
-                if let Ok(Some(b)) = exec::files::read(node, path) {
-                    texts.push(b);
-                }
-                if let Some(backup) = backup
-                    && let Ok(b) = crate::input::read(
-                        &backup.join(&node.name).join(crate::layout::rel(path)),
-                        crate::input::Kind::NodeFile,
-                    )
-                {
-                    texts.push(b);
-                }
-                for b in texts {
-                    let Ok(t) = String::from_utf8(b) else {
-                        continue;
-                    };
-                    if is_key {
-                        if let Some(k) = key_block(&t, path) {
-                            keys.push((k, format!("{}:{path}", node.name)));
-                        }
-                    } else {
-                        m.add_certs(&t, path);
-                    }
-                }
-            }
-        }
-    }
-    for (k, what) in keys {
-        m.add_key(k, &what);
-    }
-    m
-}
-
-fn unfinished(state: &Path) -> Option<String> {
-    journal::list(state)
-        .into_iter()
-        .filter(|(_, id)| {
-            let p = Journaled::of(&journal::read(&journal::path(state, id)).unwrap_or_default());
-            p.finished != Some(true) && !p.rolled_back && p.runs > 0
-        })
-        .max()
-        .map(|(_, id)| id)
-}
-
-/// When the plan moves the kubernetes authority to a new issuer: the
-/// `--discovery-token-ca-cert-hash` that `kubeadm join` needs from then on (`sha256:` of
-/// the issuer's SubjectPublicKeyInfo, as `kubeadm token create --print-join-command`
-/// prints it).
-fn discovery_hash(plan: &Plan, material: &Material) -> Option<String> {
-    let issuer = plan
-        .steps
-        .iter()
-        .flat_map(|s| &s.ops)
-        .filter_map(|op| match op {
-            Op::Verify {
-                authority: Authority::Kubernetes,
-                issuer,
-                ..
-            } => Some(issuer),
-            _ => None,
-        })
-        .next_back()?;
-    let changes = plan
-        .authorities
-        .iter()
-        .any(|a| a.authority == "kubernetes" && a.from.issuer != a.to.issuer);
-    changes.then(|| {
-        material
-            .get(issuer)
-            .map(|ca| ca.cert.facts.public_key.0.clone())
-    })?
-}
-
-/// Under the lock, nothing of ours is being written: remove the temp files a killed
-/// apply or rotate left in the state directory, beside trustform.yaml, and in the node
-/// directories this plan writes.
-fn remove_leftovers(
-    loaded: &Loaded,
-    state: &Path,
-    nodes: &BTreeMap<String, Node>,
-    plan: &Plan,
-) -> Vec<String> {
-    let shown = |p: PathBuf| p.display().to_string();
-    let mut out: Vec<String> = crate::atomic::remove_leftovers(state, true)
-        .into_iter()
-        .chain(crate::atomic::remove_leftovers(&loaded.dir, false))
-        .map(shown)
-        .collect();
-    let mut dirs: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
-    for op in plan.steps.iter().flat_map(|s| &s.ops) {
-        let (node, path) = match op {
-            Op::Set {
-                node: Some(n),
-                path,
-                ..
-            } => (n.as_str(), path.as_str()),
-            Op::Restart { node, .. } => (node.as_str(), "/etc/kubernetes/manifests/x"),
-            // Cluster objects, gates, and manual restarts (trustform writes nothing there).
-            _ => continue,
-        };
-        if let Some((dir, _)) = path.rsplit_once('/') {
-            dirs.entry(node).or_default().insert(dir);
-        }
-    }
-    for (name, dirs) in dirs {
-        if let Some(node) = nodes.get(name) {
-            out.extend(exec::files::remove_leftovers(node, dirs));
-        }
-    }
-    out
-}
-
-/// Move an old journal and backup of the same plan id aside (a plan made again after a
-/// rollback has the same id).
-fn archive(state: &Path, id: &str) -> std::io::Result<()> {
-    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let j = journal::path(state, id);
-    if j.exists() {
-        std::fs::rename(&j, j.with_extension(format!("jsonl.{stamp}")))?;
-    }
-    let b = state.join("backup").join(id);
-    if b.exists() {
-        std::fs::rename(&b, state.join("backup").join(format!("{id}.{stamp}")))?;
-    }
-    Ok(())
-}
-
 /// Run `apply`.
 pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
     run_reporting(a, config_path).map(|r| r.exit)
@@ -447,7 +243,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     let nothing = || Applied::default();
     let loaded = config::load(config_path)?;
     let state = state_dir(&loaded);
-    let nodes = nodes_of(&loaded)?;
+    let nodes = prepare::nodes_of(&loaded)?;
     // The prober needs the sandbox's listeners: fail before anything else if they are not up.
     // The prober's view of the nodes: the sandbox's own directories, where processes
     // hold their state (nodes reached over SSH have no local root).
@@ -496,7 +292,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                 }
                 Some(pr) if pr.runs > 0 && !pr.rolled_back => (p, true, file, observe_now()?, None),
                 _ => {
-                    if let Some(other) = unfinished(&state) {
+                    if let Some(other) = prepare::unfinished(&state) {
                         return Err(miette::miette!(
                             code = "trustform::apply::unfinished",
                             help = format!(
@@ -507,12 +303,12 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                         ));
                     }
                     let snap = observe_now()?;
-                    let changes = staleness(&p, &loaded, &snap);
+                    let changes = prepare::staleness(&p, &loaded, &snap);
                     (p, false, file, snap, Some(changes))
                 }
             }
         }
-        None => match unfinished(&state) {
+        None => match prepare::unfinished(&state) {
             Some(id) => {
                 // The saved copy is a file too: the same checks as a plan passed in.
                 let path = journal::plan_path(&state, &id);
@@ -607,7 +403,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     let confirmed_before: HashSet<String> =
         prior.confirmed.iter().map(|(s, _)| s.clone()).collect();
     let confirms = apply::manual::check(&plan, &done_before, &confirmed_before, &a.confirm)?;
-    let material = gather(&loaded, &nodes, resume.then_some(backup.as_path()));
+    let material = prepare::material(&loaded, &nodes, resume.then_some(backup.as_path()));
     // Pre-flight: everything checkable before the first write; nothing written if not.
     let desired = crate::diff::resolve(&loaded, &snap)?;
     let procedures = crate::procedure::load_all()?;
@@ -637,7 +433,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
             dead.id, dead.who, dead.pid
         );
     }
-    let leftovers = remove_leftovers(&loaded, &state, &nodes, &plan);
+    let leftovers = prepare::remove_leftovers(&loaded, &state, &nodes, &plan);
     if !leftovers.is_empty() {
         eprintln!(
             "Note: removed {} temp file(s) an interrupted write left behind: {}.",
@@ -671,7 +467,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         None => None,
     };
     if !resume {
-        archive(&state, &id).map_err(io("cannot archive an earlier journal"))?;
+        prepare::archive(&state, &id).map_err(io("cannot archive an earlier journal"))?;
     }
     let saved = journal::plan_path(&state, &id);
     if !saved.exists() {
@@ -699,7 +495,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     let files = Files::open(&backup).map_err(io(format!("cannot open {}", backup.display())))?;
     // The prober runs beside the whole walk (started before anything is journaled).
     let prober = match endpoints {
-        Some(endpoints) => Some(start_probe(
+        Some(endpoints) => Some(prepare::start_probe(
             &loaded,
             probed_nodes.as_ref().unwrap_or(&nodes),
             endpoints,
@@ -744,7 +540,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         .ok()
         .and_then(|f| apply::Fault::parse(&f));
     let total = plan.steps.len();
-    let join_hash = discovery_hash(&plan, &material);
+    let join_hash = prepare::discovery_hash(&plan, &material);
     let world = Arc::new(apply::World {
         files,
         nodes,
@@ -960,21 +756,6 @@ fn ask_at_prompt(progress: Arc<Progress>, who: String) -> apply::Ask {
     })
 }
 
-/// Start the live prober beside an apply on the sandbox: the edges of the cluster as
-/// observed now, the CAs the apply knows (to resolve what pods trust), and the API to
-/// re-list pods.
-pub fn start_probe(
-    loaded: &Loaded,
-    nodes: &BTreeMap<String, Node>,
-    endpoints: crate::sandbox::listeners::Endpoints,
-    material: &Material,
-) -> miette::Result<probe::Prober> {
-    let access = loaded.kube_access();
-    let snap = observe::observe_with(&loaded.node_targets()?, access.as_ref())?;
-    let input = probe::Input::new(&snap, nodes.clone(), endpoints, material.pems(), access);
-    Ok(probe::Prober::start(input, probe::Options::default())?)
-}
-
 fn lock_error(e: lock::LockError, state: &Path) -> miette::Report {
     match e {
         lock::LockError::Held(h) => miette::miette!(
@@ -1007,7 +788,7 @@ fn lock_error(e: lock::LockError, state: &Path) -> miette::Report {
 pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
     let loaded = config::load(config_path)?;
     let state = state_dir(&loaded);
-    let nodes = nodes_of(&loaded)?;
+    let nodes = prepare::nodes_of(&loaded)?;
     let id = a.plan_id;
     let backup = state.join("backup").join(&id);
     if !backup.is_dir() {

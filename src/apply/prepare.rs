@@ -1,0 +1,237 @@
+//! What an apply prepares before its walk, and what it reports after, apart from the
+//! command line: whether a saved plan is stale, the nodes and their transports, the CA
+//! material, the leftovers of a killed run, an earlier journal of the same plan id, the
+//! live prober, and the join hash to print.
+
+use super::journal::{self, Progress as Journaled};
+use super::material::{Material, key_block};
+use super::probe;
+use crate::config::{Authority, Loaded};
+use crate::exec::{self, Node};
+use crate::observe;
+use crate::plan::{self, Op, Plan};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What changed since the plan was made; empty if nothing.
+pub fn staleness(plan: &Plan, loaded: &Loaded, snap: &crate::snapshot::Snapshot) -> Vec<String> {
+    let mut out = vec![];
+    if plan.config_hash != loaded.hash {
+        out.push(format!(
+            "{} changed since the plan was made",
+            loaded.path.display()
+        ));
+    }
+    if plan.snapshot_fingerprint != snap.fingerprint {
+        let now = plan::observed(snap);
+        let mut changed: Vec<String> = vec![];
+        for (k, v) in &now {
+            match plan.observed.get(k) {
+                Some(old) if old == v => {}
+                Some(_) => changed.push(format!("{k} changed")),
+                None => changed.push(format!("{k} is new")),
+            }
+        }
+        for k in plan.observed.keys().filter(|k| !now.contains_key(*k)) {
+            changed.push(format!("{k} is gone"));
+        }
+        if changed.is_empty() {
+            changed.push("the cluster's snapshot differs".into());
+        }
+        let more = changed.len().saturating_sub(8);
+        changed.truncate(8);
+        if more > 0 {
+            changed.push(format!("and {more} more"));
+        }
+        out.extend(changed);
+    }
+    out
+}
+
+pub fn nodes_of(loaded: &Loaded) -> miette::Result<BTreeMap<String, Node>> {
+    Ok(loaded
+        .node_targets()?
+        .into_iter()
+        .map(|t| {
+            let copies = t.kubeconfigs.into_iter().map(|k| k.path).collect();
+            (
+                t.name.clone(),
+                Node::new(&t.name, t.transport, t.root).with_kubeconfigs(copies),
+            )
+        })
+        .collect())
+}
+
+/// CA certificates and keys: trustform.yaml's `cas`, the nodes' CA files and keys, and
+/// this plan's backups.
+pub fn material(
+    loaded: &Loaded,
+    nodes: &BTreeMap<String, Node>,
+    backup: Option<&Path>,
+) -> Material {
+    let mut m = Material::default();
+    for (name, ca) in &loaded.config.cas {
+        if let Some(c) = &ca.cert
+            && let Ok(t) =
+                crate::input::read_text(&loaded.resolve_path(&c.value), crate::input::Kind::Config)
+        {
+            m.add_certs(&t, name);
+        }
+    }
+    let mut keys = vec![];
+    for (name, ca) in &loaded.config.cas {
+        if let Some(k) = &ca.key
+            && let Ok(t) =
+                crate::input::read_text(&loaded.resolve_path(k), crate::input::Kind::Config)
+            && let Some(key) = key_block(&t, name)
+        {
+            keys.push((key, name.clone()));
+        }
+    }
+    // Every node's CA files: its trust trees, read in one go per node.
+    let views = exec::read_views(nodes);
+    for node in views.values() {
+        for auth in Authority::ALL {
+            for (path, is_key) in [(auth.ca_file(), false), (auth.key_file(), true)] {
+                let mut texts = vec![];
+                if let Ok(Some(b)) = exec::files::read(node, path) {
+                    texts.push(b);
+                }
+                if let Some(backup) = backup
+                    && let Ok(b) = crate::input::read(
+                        &backup.join(&node.name).join(crate::layout::rel(path)),
+                        crate::input::Kind::NodeFile,
+                    )
+                {
+                    texts.push(b);
+                }
+                for b in texts {
+                    let Ok(t) = String::from_utf8(b) else {
+                        continue;
+                    };
+                    if is_key {
+                        if let Some(k) = key_block(&t, path) {
+                            keys.push((k, format!("{}:{path}", node.name)));
+                        }
+                    } else {
+                        m.add_certs(&t, path);
+                    }
+                }
+            }
+        }
+    }
+    for (k, what) in keys {
+        m.add_key(k, &what);
+    }
+    m
+}
+
+/// The newest apply that ran and neither finished nor was rolled back.
+pub fn unfinished(state: &Path) -> Option<String> {
+    journal::list(state)
+        .into_iter()
+        .filter(|(_, id)| {
+            let p = Journaled::of(&journal::read(&journal::path(state, id)).unwrap_or_default());
+            p.finished != Some(true) && !p.rolled_back && p.runs > 0
+        })
+        .max()
+        .map(|(_, id)| id)
+}
+
+/// When the plan moves the kubernetes authority to a new issuer: the
+/// `--discovery-token-ca-cert-hash` that `kubeadm join` needs from then on (`sha256:` of
+/// the issuer's SubjectPublicKeyInfo, as `kubeadm token create --print-join-command`
+/// prints it).
+pub fn discovery_hash(plan: &Plan, material: &Material) -> Option<String> {
+    let issuer = plan
+        .steps
+        .iter()
+        .flat_map(|s| &s.ops)
+        .filter_map(|op| match op {
+            Op::Verify {
+                authority: Authority::Kubernetes,
+                issuer,
+                ..
+            } => Some(issuer),
+            _ => None,
+        })
+        .next_back()?;
+    let changes = plan
+        .authorities
+        .iter()
+        .any(|a| a.authority == "kubernetes" && a.from.issuer != a.to.issuer);
+    changes.then(|| {
+        material
+            .get(issuer)
+            .map(|ca| ca.cert.facts.public_key.0.clone())
+    })?
+}
+
+/// Under the lock, nothing of ours is being written: remove the temp files a killed
+/// apply or rotate left in the state directory, beside trustform.yaml, and in the node
+/// directories this plan writes.
+pub fn remove_leftovers(
+    loaded: &Loaded,
+    state: &Path,
+    nodes: &BTreeMap<String, Node>,
+    plan: &Plan,
+) -> Vec<String> {
+    let shown = |p: PathBuf| p.display().to_string();
+    let mut out: Vec<String> = crate::atomic::remove_leftovers(state, true)
+        .into_iter()
+        .chain(crate::atomic::remove_leftovers(&loaded.dir, false))
+        .map(shown)
+        .collect();
+    let mut dirs: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for op in plan.steps.iter().flat_map(|s| &s.ops) {
+        let (node, path) = match op {
+            Op::Set {
+                node: Some(n),
+                path,
+                ..
+            } => (n.as_str(), path.as_str()),
+            Op::Restart { node, .. } => (node.as_str(), "/etc/kubernetes/manifests/x"),
+            // Cluster objects, gates, and manual restarts (trustform writes nothing there).
+            _ => continue,
+        };
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            dirs.entry(node).or_default().insert(dir);
+        }
+    }
+    for (name, dirs) in dirs {
+        if let Some(node) = nodes.get(name) {
+            out.extend(exec::files::remove_leftovers(node, dirs));
+        }
+    }
+    out
+}
+
+/// Move an old journal and backup of the same plan id aside (a plan made again after a
+/// rollback has the same id).
+pub fn archive(state: &Path, id: &str) -> std::io::Result<()> {
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let j = journal::path(state, id);
+    if j.exists() {
+        std::fs::rename(&j, j.with_extension(format!("jsonl.{stamp}")))?;
+    }
+    let b = state.join("backup").join(id);
+    if b.exists() {
+        std::fs::rename(&b, state.join("backup").join(format!("{id}.{stamp}")))?;
+    }
+    Ok(())
+}
+
+/// Start the live prober beside an apply on the sandbox: the edges of the cluster as
+/// observed now, the CAs the apply knows (to resolve what pods trust), and the API to
+/// re-list pods.
+pub fn start_probe(
+    loaded: &Loaded,
+    nodes: &BTreeMap<String, Node>,
+    endpoints: crate::sandbox::listeners::Endpoints,
+    material: &Material,
+) -> miette::Result<probe::Prober> {
+    let access = loaded.kube_access();
+    let snap = observe::observe_with(&loaded.node_targets()?, access.as_ref())?;
+    let input = probe::Input::new(&snap, nodes.clone(), endpoints, material.pems(), access);
+    Ok(probe::Prober::start(input, probe::Options::default())?)
+}
