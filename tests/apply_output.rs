@@ -14,6 +14,9 @@ fn settings() -> insta::Settings {
         (r"T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "T[time]Z"),
         (r"\(\d+ ms\)", "([ms])"),
         (r"\d+\.\d s\)", "[s])"),
+        // How long a restart took depends on the machine's load.
+        (r"waited \d+\.\d s:", "waited [s]:"),
+        (r"\(\d+\.\d s: ", "([s]: "),
         (r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{12}\b", "[lock-id]"),
         (r"\b[0-9a-f]{12}\b", "[plan-id]"),
         (r"pid \d+", "pid [pid]"),
