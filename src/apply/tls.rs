@@ -8,11 +8,8 @@
 use super::material::key_block;
 use crate::exec::{self, Node};
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
-use crate::pki::tls::{Identity, provider, roots};
+use crate::pki::tls::{Identity, NoServerVerification, provider, roots};
 use rustls::ClientConfig;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -164,59 +161,12 @@ pub fn client_config(
         Some(pem) => builder.with_root_certificates(roots(pem)?),
         None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider()))),
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification::new())),
     };
     match identity {
         Some(id) => builder
             .with_client_auth_cert(id.chain, id.key)
             .map_err(|e| format!("client identity: {e}")),
         None => Ok(builder.with_no_client_auth()),
-    }
-}
-
-/// Accepts any server certificate (checking only the handshake signatures): what a
-/// client that does not verify its server does.
-#[derive(Debug)]
-struct NoServerVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoServerVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
