@@ -63,21 +63,6 @@ fn pem_lines(path: &Path) -> Vec<String> {
     out
 }
 
-fn openssl_verify(ca: &Path, leaf: &Path) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(ca)
-        .arg(leaf)
-        .output()
-        .expect("openssl runs");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr))
-    }
-}
-
 /// Everything a finished rotation must satisfy.
 fn assert_rotated(w: &Workdir, auths: &[&str]) {
     // The plan has nothing left to do.
@@ -142,11 +127,11 @@ fn assert_rotated(w: &Workdir, auths: &[&str]) {
                 && name != "kubelet.crt"
                 && name != "kubelet.key");
         if auths.contains(&"kubernetes") && is_k8s_leaf {
-            openssl_verify(&k8s, &f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            common::openssl_verify(&k8s, &f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             verified += 1;
         }
         if auths.contains(&"front-proxy") && name == "front-proxy-client.crt" {
-            openssl_verify(&new_ca(w, "front-proxy"), &f)
+            common::openssl_verify(&new_ca(w, "front-proxy"), &f)
                 .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             verified += 1;
         }

@@ -530,17 +530,6 @@ fn client_cert_of(kubeconfig: &Path, out: &Path) -> trustform::pki::CertFacts {
         .facts
 }
 
-fn openssl_verify(ca: &Path, leaf: &Path) -> bool {
-    Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(ca)
-        .arg(leaf)
-        .output()
-        .expect("openssl runs")
-        .status
-        .success()
-}
-
 #[test]
 fn a_copied_admin_conf_rotates_with_it_and_stays_live() {
     use std::os::unix::fs::PermissionsExt;
@@ -619,9 +608,9 @@ fn a_copied_admin_conf_rotates_with_it_and_stays_live() {
     assert!(ok && out.trim() == "ok", "the copy stays live: {err}");
     let new_ca = w.node("cp-1").join("etc/kubernetes/pki/ca.crt");
     let after = client_cert_of(&copy, &w.path().join("after.crt"));
-    assert!(openssl_verify(&new_ca, &w.path().join("after.crt")));
-    assert!(!openssl_verify(&old_ca, &w.path().join("after.crt")));
-    assert!(!openssl_verify(&new_ca, &w.path().join("before.crt")));
+    assert!(common::openssl_verify(&new_ca, &w.path().join("after.crt")).is_ok());
+    assert!(common::openssl_verify(&old_ca, &w.path().join("after.crt")).is_err());
+    assert!(common::openssl_verify(&new_ca, &w.path().join("before.crt")).is_err());
     // Same identity, re-issued.
     assert_eq!(
         (&after.common_name, &after.organizations),

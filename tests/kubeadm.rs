@@ -140,18 +140,6 @@ fn openssl_issuer_subject(cert: &Path) -> (String, String) {
     (field("issuer"), field("subject"))
 }
 
-/// `openssl verify -CAfile ca leaf` succeeds.
-fn openssl_verifies(ca: &Path, leaf: &Path) -> bool {
-    std::process::Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(ca)
-        .arg(leaf)
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
 /// Every kubelet's `kubelet.crt` and `kubelet.key`, by path, with their bytes.
 fn self_signed_files(w: &common::Workdir, nodes: &[&str]) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -190,7 +178,7 @@ fn a_default_kubeadm_node_serves_a_self_signed_kubelet_certificate_that_stays_un
         );
         let ca = w.node(n).join("etc/kubernetes/pki/ca.crt");
         assert!(
-            !openssl_verifies(&ca, &pki.join("kubelet.crt")),
+            common::openssl_verify(&ca, &pki.join("kubelet.crt")).is_err(),
             "{n}: the cluster CA did not issue kubelet.crt"
         );
     }
@@ -240,11 +228,7 @@ fn a_default_kubeadm_node_serves_a_self_signed_kubelet_certificate_that_stays_un
     // handshaken (the kubelets accepting the API servers' client certificates) and
     // labelled unverified.
     let out = w.ok(&["apply", "--auto-approve", "--probe", "--format", "json"]);
-    let summary: Value = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v.get("probe").is_some())
-        .unwrap_or_else(|| panic!("a summary with the probe report:\n{out}"));
+    let summary: Value = common::probe_summary(&out);
     assert_eq!(summary["ok"], true, "{summary}");
     let report: probe::Report = serde_json::from_value(summary["probe"].clone()).unwrap();
     assert_eq!(report.failures, 0, "{:?}", report.lines());
@@ -339,7 +323,10 @@ fn with_ca_issued_serving_certificates_the_rotation_reissues_them() {
         let serving = w
             .node(n)
             .join("var/lib/kubelet/pki/kubelet-server-current.pem");
-        assert!(openssl_verifies(&new_ca, &serving), "{n}: from the new CA");
+        assert!(
+            common::openssl_verify(&new_ca, &serving).is_ok(),
+            "{n}: from the new CA"
+        );
     }
     assert!(w.ok(&["plan"]).contains("No changes."));
 }

@@ -24,20 +24,13 @@ fn sh(args: &[&str]) -> String {
 }
 
 fn verify(ca: &Path, cert: &Path) {
-    let out = Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(ca)
-        .arg(cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl verify {} against {}: {}{}",
-        cert.display(),
-        ca.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = common::openssl_verify(ca, cert) {
+        panic!(
+            "openssl verify {} against {}: {e}",
+            cert.display(),
+            ca.display()
+        );
+    }
 }
 
 fn new_ca(w: &common::Workdir, authority: &str) -> PathBuf {

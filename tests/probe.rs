@@ -204,11 +204,7 @@ fn a_full_rotation_under_the_prober_breaks_no_managed_edge() {
     let plan = w.ok(&["plan", "-out", "plan.json"]);
     assert!(plan.contains("edges stay live through all"), "{plan}");
     let out = w.ok(&["apply", "plan.json", "--probe", "--format", "json"]);
-    let summary: Value = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v.get("probe").is_some())
-        .unwrap_or_else(|| panic!("a summary with the probe report:\n{out}"));
+    let summary: Value = common::probe_summary(&out);
     assert_eq!(summary["ok"], true, "{summary}");
     let report: probe::Report = serde_json::from_value(summary["probe"].clone()).unwrap();
     assert!(report.handshakes > 0);
@@ -396,11 +392,7 @@ fn a_forced_plan_breaks_exactly_the_edges_rehearse_named() {
             && out.contains("TLS handshake error"),
         "the gate quotes the logged handshake errors:\n{out}"
     );
-    let summary: Value = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v.get("probe").is_some())
-        .unwrap_or_else(|| panic!("a summary with the probe report:\n{out}"));
+    let summary: Value = common::probe_summary(&out);
     let report: probe::Report = serde_json::from_value(summary["probe"].clone()).unwrap();
     let mut seen: Vec<String> = report.failing().map(|e| e.name.clone()).collect();
     seen.sort();

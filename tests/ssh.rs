@@ -8,7 +8,6 @@ mod common;
 use common::Workdir;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// `init --sandbox cluster --ssh`: every node over SSH, nothing local.
@@ -34,17 +33,6 @@ fn journal_events(w: &Workdir) -> Vec<Value> {
         }
     }
     out
-}
-
-fn openssl_verify(ca: &Path, leaf: &Path) -> bool {
-    std::process::Command::new("openssl")
-        .args(["verify", "-CAfile"])
-        .arg(ca)
-        .arg(leaf)
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 #[test]
@@ -167,14 +155,20 @@ fn a_3_plus_2_cluster_reached_only_over_ssh_rotates_with_every_restart_awaited()
             ("front-proxy-client.crt", &fp),
         ] {
             if pki.join(leaf).is_file() {
-                assert!(openssl_verify(ca, &pki.join(leaf)), "{node}:{leaf}");
+                assert!(
+                    common::openssl_verify(ca, &pki.join(leaf)).is_ok(),
+                    "{node}:{leaf}"
+                );
                 verified += 1;
             }
         }
         let current = w
             .node(node)
             .join("var/lib/kubelet/pki/kubelet-client-current.pem");
-        assert!(openssl_verify(&k8s, &current), "{node}: kubelet client");
+        assert!(
+            common::openssl_verify(&k8s, &current).is_ok(),
+            "{node}: kubelet client"
+        );
         verified += 1;
     }
     assert_eq!(verified, 3 * 3 + 5);

@@ -524,3 +524,29 @@ pub fn leaks(what: &str, text: &str, needles: &std::collections::BTreeSet<String
     }
     out
 }
+
+/// `openssl verify -CAfile ca leaf`: `Err` with what openssl said.
+#[allow(dead_code)]
+pub fn openssl_verify(ca: &Path, leaf: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(ca)
+        .arg(leaf)
+        .output()
+        .expect("openssl runs");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr))
+    }
+}
+
+/// The line of `apply --format json` that carries the live prober's report.
+#[allow(dead_code)]
+pub fn probe_summary(out: &str) -> serde_json::Value {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v.get("probe").is_some())
+        .unwrap_or_else(|| panic!("a summary with the probe report:\n{out}"))
+}
