@@ -66,8 +66,37 @@ fn url_address(url: &str) -> Option<(String, u16)> {
 impl Machine {
     /// Every TLS port its processes listen on, by what each read at its last start.
     pub fn live_endpoints(&self) -> Vec<LiveEndpoint> {
+        endpoints_of(&self.root)
+    }
+}
+
+/// [`Machine::live_endpoints`] of the node whose `/` is `root`, read again only when one
+/// of its processes restarted (every dial of the sandbox transport asks).
+fn endpoints_of(root: &Path) -> Vec<LiveEndpoint> {
+    type Cache = Mutex<HashMap<PathBuf, (Vec<Option<runtime::Stamp>>, Vec<LiveEndpoint>)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let stamps: Vec<_> = ["kube-apiserver", "etcd", "kubelet"]
+        .iter()
+        .map(|c| runtime::stamp(root, c))
+        .collect();
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some((s, e)) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(root)
+        && *s == stamps
+    {
+        return e.clone();
+    }
+    let found = read_endpoints(root);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(root.to_path_buf(), (stamps, found.clone()));
+    found
+}
+
+fn read_endpoints(root: &Path) -> Vec<LiveEndpoint> {
+    {
         let mut out = vec![];
-        if let Some(held) = runtime::held(&self.root, "kube-apiserver") {
+        if let Some(held) = runtime::held(root, "kube-apiserver") {
             let flags = held.flags("kube-apiserver");
             let host = flags
                 .get("bind-address")
@@ -86,7 +115,7 @@ impl Machine {
                 });
             }
         }
-        if let Some(held) = runtime::held(&self.root, "etcd") {
+        if let Some(held) = runtime::held(root, "etcd") {
             let flags = held.flags("etcd");
             for (flag, peer) in [("listen-client-urls", false), ("listen-peer-urls", true)] {
                 for url in flags.get(flag).map(String::as_str).unwrap_or("").split(',') {
@@ -100,7 +129,7 @@ impl Machine {
                 }
             }
         }
-        if let Some(config) = runtime::held(&self.root, "kubelet")
+        if let Some(config) = runtime::held(root, "kubelet")
             .and_then(|h| h.file(&format!("/{}", crate::layout::KUBELET_CONFIG)))
             .and_then(|b| crate::kubelet::Config::parse(&String::from_utf8_lossy(&b)).ok())
         {
@@ -115,7 +144,9 @@ impl Machine {
         }
         out
     }
+}
 
+impl Machine {
     /// The address of the kubeconfigs' `server` (the load balancer), by its kubelet.conf.
     fn load_balancer(&self) -> Option<(String, u16)> {
         let text = std::fs::read_to_string(self.root.join(crate::layout::KUBELET_CONF)).ok()?;
@@ -157,43 +188,43 @@ pub fn dial(
     let dir = from.root.parent()?.parent()?;
     let sandbox = crate::sandbox::Sandbox::load(dir).ok()?;
     // The nodes where they are now (a copied sandbox's sandbox.json names the original).
-    let root = |n: &crate::sandbox::SandboxNode| dir.join("nodes").join(&n.name);
-    let machines: Vec<Machine> = sandbox
+    let roots: Vec<PathBuf> = sandbox
         .nodes
         .iter()
-        .map(|n| Machine::open(&root(n)))
+        .map(|n| dir.join("nodes").join(&n.name))
         .collect();
     let loopback = host == "127.0.0.1" || host == "localhost" || host == "::1";
     let peer = sandbox
         .nodes
         .iter()
-        .find(|n| root(n) == from.root)
-        .map_or_else(|| "127.0.0.1".to_string(), |n| n.ip.clone());
-    for m in &machines {
+        .zip(&roots)
+        .find(|(_, r)| **r == from.root)
+        .map_or_else(|| "127.0.0.1".to_string(), |(n, _)| n.ip.clone());
+    for r in &roots {
         // A node's 127.0.0.1 is its own.
-        if loopback && m.root != from.root {
+        if loopback && *r != from.root {
             continue;
         }
-        if let Some(e) = m
-            .live_endpoints()
+        if let Some(e) = endpoints_of(r)
             .into_iter()
             .find(|e| e.host == host && e.port == port)
         {
-            return Some(connect(m, &e, &peer));
+            return Some(connect(&Machine::open(r), &e, &peer));
         }
     }
     if from.load_balancer() != Some((host.to_string(), port)) {
         return None;
     }
     // The load balancer: the first API server that is up.
-    for m in &machines {
-        if let Some(e) = m
-            .live_endpoints()
+    for r in &roots {
+        if let Some(e) = endpoints_of(r)
             .into_iter()
             .find(|e| e.serve == Serve::ApiServer)
-            && m.up("kube-apiserver")
         {
-            return Some(connect(m, &e, &peer));
+            let m = Machine::open(r);
+            if m.up("kube-apiserver") {
+                return Some(connect(&m, &e, &peer));
+            }
         }
     }
     Some(Err(refused()))
