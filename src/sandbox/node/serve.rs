@@ -94,56 +94,54 @@ fn endpoints_of(root: &Path) -> Vec<LiveEndpoint> {
 }
 
 fn read_endpoints(root: &Path) -> Vec<LiveEndpoint> {
-    {
-        let mut out = vec![];
-        if let Some(held) = runtime::held(root, "kube-apiserver") {
-            let flags = held.flags("kube-apiserver");
-            let host = flags
-                .get("bind-address")
-                .filter(|a| !unspecified(a))
-                .or(flags.get("advertise-address"))
-                .cloned();
-            let port = flags
-                .get("secure-port")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(6443);
-            if let Some(host) = host {
-                out.push(LiveEndpoint {
-                    serve: Serve::ApiServer,
-                    host,
-                    port,
-                });
-            }
+    let mut out = vec![];
+    if let Some(held) = runtime::held(root, "kube-apiserver") {
+        let flags = held.flags("kube-apiserver");
+        let host = flags
+            .get("bind-address")
+            .filter(|a| !unspecified(a))
+            .or(flags.get("advertise-address"))
+            .cloned();
+        let port = flags
+            .get("secure-port")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(6443);
+        if let Some(host) = host {
+            out.push(LiveEndpoint {
+                serve: Serve::ApiServer,
+                host,
+                port,
+            });
         }
-        if let Some(held) = runtime::held(root, "etcd") {
-            let flags = held.flags("etcd");
-            for (flag, peer) in [("listen-client-urls", false), ("listen-peer-urls", true)] {
-                for url in flags.get(flag).map(String::as_str).unwrap_or("").split(',') {
-                    if let Some((host, port)) = url_address(url) {
-                        out.push(LiveEndpoint {
-                            serve: Serve::Etcd { peer },
-                            host,
-                            port,
-                        });
-                    }
+    }
+    if let Some(held) = runtime::held(root, "etcd") {
+        let flags = held.flags("etcd");
+        for (flag, peer) in [("listen-client-urls", false), ("listen-peer-urls", true)] {
+            for url in flags.get(flag).map(String::as_str).unwrap_or("").split(',') {
+                if let Some((host, port)) = url_address(url) {
+                    out.push(LiveEndpoint {
+                        serve: Serve::Etcd { peer },
+                        host,
+                        port,
+                    });
                 }
             }
         }
-        if let Some(config) = runtime::held(root, "kubelet")
-            .and_then(|h| h.file(&format!("/{}", crate::layout::KUBELET_CONFIG)))
-            .and_then(|b| crate::kubelet::Config::parse(&String::from_utf8_lossy(&b)).ok())
-        {
-            out.push(LiveEndpoint {
-                serve: Serve::Kubelet,
-                host: config
-                    .address
-                    .filter(|a| !unspecified(a))
-                    .unwrap_or_else(|| "127.0.0.1".into()),
-                port: config.port.unwrap_or(10250),
-            });
-        }
-        out
     }
+    if let Some(config) = runtime::held(root, "kubelet")
+        .and_then(|h| h.file(&format!("/{}", crate::layout::KUBELET_CONFIG)))
+        .and_then(|b| crate::kubelet::Config::parse(&String::from_utf8_lossy(&b)).ok())
+    {
+        out.push(LiveEndpoint {
+            serve: Serve::Kubelet,
+            host: config
+                .address
+                .filter(|a| !unspecified(a))
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            port: config.port.unwrap_or(10250),
+        });
+    }
+    out
 }
 
 impl Machine {
