@@ -29,6 +29,10 @@ pub const SELF_SIGNED_KEY: &str = "/var/lib/kubelet/pki/kubelet.key";
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Config {
+    /// `address`: where it serves its port (default `0.0.0.0`: every address).
+    pub address: Option<String>,
+    /// `port`: its HTTPS port (default 10250).
+    pub port: Option<u16>,
     /// `authentication.x509.clientCAFile`.
     pub authentication: Authentication,
     /// `rotateCertificates`.

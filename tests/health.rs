@@ -69,10 +69,10 @@ fn a_crash_looping_component_fails_at_its_restart_wait_and_the_apply_resumes_onc
     common::fast_issuance(&w);
     w.ok(&["rotate", "front-proxy", "--to-end"]);
     // Between plan and apply, a key the API server reads (and the rotation does not
-    // touch) stops matching its certificate: the API server cannot start again.
-    let key = w
-        .node("cp-1")
-        .join("etc/kubernetes/pki/apiserver-etcd-client.key");
+    // touch) stops matching its certificate: the API server cannot start again. Its
+    // serving key: no client presents it, so the pre-flight's live handshakes (the
+    // server side is what the running process holds) do not see it first.
+    let key = w.node("cp-1").join("etc/kubernetes/pki/apiserver.key");
     let good = std::fs::read(&key).unwrap();
     let other = trustform::pki::issue::generate_key(trustform::pki::KeyAlgorithm::EcdsaP256)
         .unwrap()

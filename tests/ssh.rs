@@ -66,6 +66,30 @@ fn a_3_plus_2_cluster_reached_only_over_ssh_rotates_with_every_restart_awaited()
     assert!(probe["edges"].as_array().unwrap().len() > 40, "{probe}");
     assert_eq!(probe["failures"], 0, "{probe}");
     assert!(w.ok(&["plan"]).contains("No changes."));
+    // Every gate handshook live over SSH (`ssh -W` to each endpoint), and none failed.
+    let gates: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "step_done")
+        .flat_map(|v| v["did"].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| d.as_str().map(str::to_string))
+        .filter(|d| d.starts_with("gate "))
+        .collect();
+    assert!(gates.len() >= 4, "{gates:?}");
+    for g in &gates {
+        let handshakes: usize = g
+            .split(", ")
+            .find_map(|p| {
+                p.strip_suffix(" handshakes")
+                    .or_else(|| p.split_once(" handshakes (").map(|(n, _)| n))
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a handshake count: {g}"));
+        // 5 nodes' kubeconfigs, 3 API servers × 5 kubelets and × 3 etcds, 6 peer pairs.
+        assert!(handshakes >= 40, "{g}");
+        assert!(g.ends_with(", 0 failures"), "{g}");
+        assert!(!g.contains("not checked live"), "{g}");
+    }
 
     // Every restart waited at least the simulated downtime; a rolling restart never
     // started on a node before the one before it was seen back.

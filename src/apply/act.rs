@@ -168,8 +168,16 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                     0 => String::new(),
                     n => format!(" ({n} unverified)"),
                 };
+                let not_live = match report.not_live.len() {
+                    0 => String::new(),
+                    n => format!(
+                        " ({n} node{} not checked live: {})",
+                        if n == 1 { "" } else { "s" },
+                        report.not_live.join(", ")
+                    ),
+                };
                 let summary = format!(
-                    "gate {authority}: {} checks, {} handshakes{unverified}, {} logs read, {} failures",
+                    "gate {authority}: {} checks, {} handshakes{unverified}{not_live}, {} logs read, {} failures",
                     report.checks,
                     report.handshakes,
                     report.logs,

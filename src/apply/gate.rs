@@ -3,27 +3,25 @@
 //!   issued in the authority's lineage verifies against that set;
 //! - every kubeconfig's client certificate is accepted by the API server's
 //!   `--client-ca-file` bundle, and its CA data accepts the API server's serving cert;
-//! - on sandbox nodes, a real TLS handshake over loopback TCP for every trust edge, with
-//!   each side holding what its process read at its last restart (an API server without
-//!   `--kubelet-certificate-authority` does not verify a kubelet: that handshake checks
-//!   the kubelet's acceptance of its client certificate only, and counts as unverified).
+//! - live: a real TLS handshake with the real endpoint of every trust edge, through the
+//!   transport of the client's node, with the credentials the client holds on disk (see
+//!   [`super::live`]; an API server without `--kubelet-certificate-authority` does not
+//!   verify a kubelet: that handshake checks the kubelet's acceptance of its client
+//!   certificate only, and counts as unverified). Nodes whose transport cannot reach
+//!   ports are reported as not checked live.
 
 use super::material::Material;
-use super::tls::{Proc, client_config, client_of};
+use super::tls::client_of;
 use crate::config::Authority;
 use crate::exec::{Node, files::read};
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
-use crate::pki::tls::{Identity, provider, roots, server_name_of};
+use crate::pki::tls::{provider, roots, server_name_of};
 use crate::pki::{Fingerprint, ParsedCert, parse_certs};
-use crate::plan::edges::UNVERIFIED_KUBELET;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::sync::Arc;
-use std::time::Duration;
 
 /// A gate's result.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -42,6 +40,10 @@ pub struct Report {
     pub logs: usize,
     /// One line per failure.
     pub failures: Vec<String>,
+    /// Nodes whose transport cannot reach ports (a local directory other than `/`):
+    /// their edges were not checked live.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_live: Vec<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -100,8 +102,10 @@ pub fn run(
     trust: &[Fingerprint],
     retired: &[Fingerprint],
 ) -> Report {
-    let mut r = on_disk(
-        nodes,
+    // Every file of every node is read below: read each node's trees in one go.
+    let views = crate::exec::read_views(nodes);
+    let mut r = on_disk_views(
+        &views,
         material,
         auth,
         issuer,
@@ -109,19 +113,25 @@ pub fn run(
         retired,
         Bundles::Exact,
     );
-    // Handshakes are made on sandbox nodes only: ask no other node what it is.
-    let cps: Vec<&Node> = nodes.values().filter(|n| n.sandbox && is_cp(n)).collect();
-    handshakes(nodes, &cps, &mut r);
+    live(&views, &mut r);
     r
 }
 
-/// The handshakes of a gate alone (sandbox nodes; none elsewhere): every trust edge, each
-/// side holding what its process read at its last start.
+/// The live handshakes of a gate alone (see [`super::live`]): every trust edge, each
+/// client with the credentials it holds on disk, through its node's transport.
 pub fn handshakes_only(nodes: &BTreeMap<String, Node>) -> Report {
     let mut r = Report::default();
-    let cps: Vec<&Node> = nodes.values().filter(|n| is_cp(n)).collect();
-    handshakes(nodes, &cps, &mut r);
+    live(&crate::exec::read_views(nodes), &mut r);
     r
+}
+
+fn live(views: &BTreeMap<String, Node>, r: &mut Report) {
+    let l = super::live::check(views, &kubeconfigs);
+    r.checks += l.handshakes;
+    r.handshakes += l.handshakes;
+    r.unverified += l.unverified;
+    r.failures.extend(l.failures);
+    r.not_live = l.not_live;
 }
 
 /// The checks of a gate on the files on disk, without handshakes: bundles (judged as
@@ -137,7 +147,19 @@ pub fn on_disk(
 ) -> Report {
     // Every file of every node is read below: read each node's trees in one go.
     let views = crate::exec::read_views(nodes);
-    let nodes = &views;
+    on_disk_views(&views, material, auth, issuer, trust, retired, bundles_are)
+}
+
+/// [`on_disk`] on read views of the nodes.
+fn on_disk_views(
+    nodes: &BTreeMap<String, Node>,
+    material: &Material,
+    auth: Authority,
+    issuer: &Fingerprint,
+    trust: &[Fingerprint],
+    retired: &[Fingerprint],
+    bundles_are: Bundles,
+) -> Report {
     let mut r = Report::default();
     let lineage: Vec<&Fingerprint> = trust.iter().chain(retired).chain([issuer]).collect();
     let bundle = match material.bundle(trust) {
@@ -331,275 +353,6 @@ fn kubeconfig_against_disk(node: &Node, kc: &Kubeconfig, api: &Node) -> Result<(
 
 fn pem_of(der: &CertificateDer) -> String {
     crate::pki::cert::pem_block("CERTIFICATE", der.as_ref())
-}
-
-struct Edge {
-    name: String,
-    server: Result<(Identity, Option<Vec<u8>>), String>,
-    /// The client's roots (`None`: it does not verify the server) and identity.
-    client: Result<(Option<Vec<u8>>, Option<Identity>), String>,
-    server_name: String,
-}
-
-fn handshakes(nodes: &BTreeMap<String, Node>, cps: &[&Node], r: &mut Report) {
-    let mut edges: Vec<Edge> = vec![];
-    let sandbox_cps: Vec<&Node> = cps.iter().copied().filter(|n| n.sandbox).collect();
-    let Some(first) = sandbox_cps.first().copied() else {
-        return;
-    };
-    for node in nodes.values().filter(|n| n.sandbox) {
-        let api_node = if is_cp(node) { node } else { first };
-        let Some(api) = Proc::of(api_node, "kube-apiserver") else {
-            continue;
-        };
-        let api_server = || -> Result<(Identity, Option<Vec<u8>>), String> {
-            Ok((
-                api.identity("tls-cert-file", "tls-private-key-file")?,
-                Some(
-                    api.flag_file("client-ca-file")
-                        .ok_or("no --client-ca-file")?,
-                ),
-            ))
-        };
-        // Kubeconfig clients → the API server.
-        let mut clients: Vec<(String, Option<Proc>)> = vec![(
-            "/etc/kubernetes/kubelet.conf".into(),
-            Proc::of(node, "kubelet"),
-        )];
-        if is_cp(node) {
-            for (conf, comp) in [
-                ("admin.conf", None),
-                ("super-admin.conf", None),
-                ("controller-manager.conf", Some("kube-controller-manager")),
-                ("scheduler.conf", Some("kube-scheduler")),
-            ] {
-                let path = format!("/etc/kubernetes/{conf}");
-                if node.is_file(&path) {
-                    clients.push((path, comp.and_then(|c| Proc::of(node, c))));
-                }
-            }
-        }
-        // Copies of admin.conf: kubectl reads them at every use.
-        for path in &node.kubeconfigs {
-            if node.is_file(path) {
-                clients.push((path.clone(), None));
-            }
-        }
-        for (path, proc_) in clients {
-            let file = |p: &str| match &proc_ {
-                Some(pr) => pr.file(p),
-                None => read(node, p).ok().flatten(),
-            };
-            let Some(text) = file(&path).and_then(|b| String::from_utf8(b).ok()) else {
-                continue;
-            };
-            let Ok(kc) = serde_saphyr::from_str::<Kubeconfig>(&text) else {
-                continue;
-            };
-            let client = client_of(&kc, &file);
-            let server_name = client.as_ref().map(|c| c.host.clone()).unwrap_or_default();
-            edges.push(Edge {
-                name: format!("{}:{path} → kube-apiserver on {}", node.name, api_node.name),
-                server: api_server(),
-                client: client.map(|c| (Some(c.ca), c.identity)),
-                server_name,
-            });
-        }
-        // The API server → this node's kubelet. Without --kubelet-certificate-authority
-        // (kubeadm's default) the API server does not verify the kubelet's serving
-        // certificate: the handshake still proves the kubelet accepts its client
-        // certificate, and the edge is counted unverified.
-        if let Some(kubelet) = Proc::of(node, "kubelet") {
-            let server = (|| {
-                Ok((
-                    kubelet.kubelet_serving()?,
-                    Some(kubelet.kubelet_client_ca()?),
-                ))
-            })();
-            let verifies = api.flags.contains_key("kubelet-certificate-authority");
-            let client = (|| {
-                let roots = if verifies {
-                    Some(
-                        api.flag_file("kubelet-certificate-authority")
-                            .ok_or("no --kubelet-certificate-authority file")?,
-                    )
-                } else {
-                    None
-                };
-                Ok((
-                    roots,
-                    Some(api.identity("kubelet-client-certificate", "kubelet-client-key")?),
-                ))
-            })();
-            let name = format!(
-                "kube-apiserver on {} → kubelet on {}",
-                api_node.name, node.name
-            );
-            edges.push(Edge {
-                name: if verifies {
-                    name
-                } else {
-                    format!("{name} (unverified: {UNVERIFIED_KUBELET})")
-                },
-                server,
-                client,
-                server_name: node.name.clone(),
-            });
-        }
-        if !is_cp(node) {
-            continue;
-        }
-        // The API server → an aggregated API server trusting requestheader-client-ca-file
-        // (extension-apiserver-authentication), and → etcd.
-        let aggregated = (|| {
-            let ca = crate::pki::issue::new_ca(
-                "aggregated-apiserver",
-                crate::pki::KeyAlgorithm::EcdsaP256,
-                1,
-            )
-            .map_err(|e| e.to_string())?;
-            let key = crate::pki::issue::generate_key(crate::pki::KeyAlgorithm::EcdsaP256)
-                .map_err(|e| e.to_string())?;
-            let cert = crate::pki::issue::issue_leaf(
-                &crate::pki::LeafSpec::server("aggregated", vec!["DNS:aggregated".into()]),
-                &key,
-                &ca,
-            )
-            .map_err(|e| e.to_string())?;
-            let id = Identity::from_pem(cert.as_bytes(), key.serialize_pem().as_bytes())?;
-            let requestheader = api
-                .flag_file("requestheader-client-ca-file")
-                .ok_or("no --requestheader-client-ca-file")?;
-            let client = api.identity("proxy-client-cert-file", "proxy-client-key-file")?;
-            Ok::<_, String>((
-                (id, Some(requestheader)),
-                (Some(ca.cert_pem.into_bytes()), Some(client)),
-            ))
-        })();
-        let (server, client) = match aggregated {
-            Ok((s, c)) => (Ok(s), Ok(c)),
-            Err(e) => (Err(e.clone()), Err(e)),
-        };
-        edges.push(Edge {
-            name: format!(
-                "kube-apiserver on {} → aggregated API server (front-proxy)",
-                node.name
-            ),
-            server,
-            client,
-            server_name: "aggregated".into(),
-        });
-        if let Some(etcd) = Proc::of(node, "etcd") {
-            edges.push(Edge {
-                name: format!("kube-apiserver on {} → etcd on {}", node.name, node.name),
-                server: (|| {
-                    Ok((
-                        etcd.identity("cert-file", "key-file")?,
-                        Some(
-                            etcd.flag_file("trusted-ca-file")
-                                .ok_or("no --trusted-ca-file")?,
-                        ),
-                    ))
-                })(),
-                client: (|| {
-                    Ok((
-                        Some(api.flag_file("etcd-cafile").ok_or("no --etcd-cafile")?),
-                        Some(api.identity("etcd-certfile", "etcd-keyfile")?),
-                    ))
-                })(),
-                server_name: "127.0.0.1".into(),
-            });
-        }
-    }
-    // Handshakes in parallel, a few at a time.
-    let results: Vec<(String, Result<(), String>)> = std::thread::scope(|s| {
-        let chunks: Vec<&[Edge]> = edges.chunks(edges.len().div_ceil(8).max(1)).collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|e| (e.name.clone(), handshake(e)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("handshake thread"))
-            .collect()
-    });
-    r.unverified += edges
-        .iter()
-        .filter(|e| matches!(e.client, Ok((None, _))))
-        .count();
-    for (name, res) in results {
-        r.handshakes += 1;
-        r.check(|| format!("handshake {name}"), res);
-    }
-}
-
-/// A real TLS handshake over loopback TCP; the server answers "ok" once it accepted the
-/// client, so both directions of trust are proven.
-fn handshake(e: &Edge) -> Result<(), String> {
-    let (server_id, client_roots) = e.server.as_ref().map_err(|x| format!("server side: {x}"))?;
-    let (server_roots, client_id) = e.client.as_ref().map_err(|x| format!("client side: {x}"))?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|x| x.to_string())?;
-    let builder = match client_roots {
-        Some(pem) => builder.with_client_cert_verifier(
-            WebPkiClientVerifier::builder_with_provider(roots(pem)?, provider())
-                .build()
-                .map_err(|x| x.to_string())?,
-        ),
-        None => builder.with_no_client_auth(),
-    };
-    let server_cfg = Arc::new(
-        builder
-            .with_single_cert(server_id.chain.clone(), server_id.key.clone_key())
-            .map_err(|x| format!("server identity: {x}"))?,
-    );
-    let client_cfg = Arc::new(client_config(server_roots.as_deref(), client_id.clone())?);
-    let name = ServerName::try_from(e.server_name.clone()).map_err(|x| x.to_string())?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|x| x.to_string())?;
-    let addr = listener.local_addr().map_err(|x| x.to_string())?;
-    let timeout = Some(Duration::from_secs(5));
-    std::thread::scope(|s| {
-        let server = s.spawn(move || -> Result<(), String> {
-            let (mut sock, _) = listener.accept().map_err(|x| x.to_string())?;
-            sock.set_read_timeout(timeout).map_err(|x| x.to_string())?;
-            let mut conn = rustls::ServerConnection::new(server_cfg).map_err(|x| x.to_string())?;
-            while conn.is_handshaking() {
-                conn.complete_io(&mut sock)
-                    .map_err(|x| format!("the server rejected the client: {x}"))?;
-            }
-            let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-            tls.write_all(b"ok").map_err(|x| x.to_string())?;
-            tls.flush().map_err(|x| x.to_string())?;
-            Ok(())
-        });
-        let client = (|| -> Result<(), String> {
-            let mut sock = std::net::TcpStream::connect(addr).map_err(|x| x.to_string())?;
-            sock.set_read_timeout(timeout).map_err(|x| x.to_string())?;
-            let mut conn =
-                rustls::ClientConnection::new(client_cfg, name).map_err(|x| x.to_string())?;
-            let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-            let mut buf = [0u8; 2];
-            tls.read_exact(&mut buf)
-                .map_err(|x| format!("the client rejected the server, or was rejected: {x}"))?;
-            (buf == *b"ok").then_some(()).ok_or("no answer".into())
-        })();
-        let server = server
-            .join()
-            .unwrap_or(Err("server thread panicked".into()));
-        match (client, server) {
-            (Ok(()), Ok(())) => Ok(()),
-            (_, Err(s)) => Err(s),
-            (Err(c), Ok(())) => Err(c),
-        }
-    })
 }
 
 #[cfg(test)]

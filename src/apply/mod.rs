@@ -1,6 +1,6 @@
 //! `apply`: carry out a plan step by step through `exec`, journaled and resumable.
 //! `walk` runs the DAG; `act` does one step's operations; `gate` verifies trust between
-//! stages, and `logscan` reads the components' logs for TLS errors at each gate;
+//! stages (handshaking live with every endpoint through `live`), and `logscan` reads the components' logs for TLS errors at each gate;
 //! `manual` pauses at the steps the operator carries out; `journal`, `lock`, `progress`
 //! and `status` keep the operator informed; `material` holds the CA certificates and keys the steps write; `tls` resolves
 //! credentials as their holders hold them; `preflight` checks everything it can before
@@ -10,6 +10,7 @@ pub mod act;
 pub mod cluster_lock;
 pub mod gate;
 pub mod journal;
+pub mod live;
 pub mod lock;
 pub mod logscan;
 pub mod manual;

@@ -261,6 +261,11 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         let machines = sandbox::node::spawn(&a.dir, sandbox::node::RECONCILE_PERIOD);
         // Every process's health endpoint, where its manifest says (nodes reached over
         // SSH are health-checked through these).
+        // Every process's TLS ports where its configuration says (the gates' live
+        // handshakes over SSH reach them), then the other health endpoints.
+        for (what, why) in sandbox::node::serve::spawn(&a.dir) {
+            eprintln!("warning: the TLS port of {what} is not served: {why}");
+        }
         for (what, why) in sandbox::node::health::spawn(&a.dir) {
             eprintln!("warning: the health endpoint of {what} is not served: {why}");
         }

@@ -199,15 +199,19 @@ impl Drop for Listeners {
 }
 
 /// What a held process serves.
-#[derive(Clone, Copy, Debug)]
-enum Serve {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Serve {
+    /// kube-apiserver: client certificates optional.
     ApiServer,
+    /// etcd's client (or, `peer`, peer) port: client certificates required.
     Etcd { peer: bool },
+    /// The kubelet's port: client certificates required.
     Kubelet,
 }
 
 impl Serve {
-    fn component(self) -> &'static str {
+    /// The component that holds it.
+    pub(crate) fn component(self) -> &'static str {
         match self {
             Serve::ApiServer => "kube-apiserver",
             Serve::Etcd { .. } => "etcd",
@@ -215,7 +219,8 @@ impl Serve {
         }
     }
 
-    fn process(self) -> &'static str {
+    /// Its name as a process (`etcd-peer` for etcd's peer port).
+    pub(crate) fn process(self) -> &'static str {
         match self {
             Serve::Etcd { peer: true } => "etcd-peer",
             other => other.component(),
@@ -289,13 +294,77 @@ struct HeldCache {
     config: Option<Arc<ServerConfig>>,
 }
 
+/// The TLS configuration of what a process of a node holds now (cached per held
+/// generation): what its listeners here, and its live endpoints
+/// ([`crate::sandbox::node::serve`]), answer with.
+pub(crate) struct HeldTls {
+    root: PathBuf,
+    serve: Serve,
+    cache: Mutex<HeldCache>,
+}
+
+impl HeldTls {
+    /// `serve` of the node whose `/` is `root`.
+    pub(crate) fn new(root: &Path, serve: Serve) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            serve,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The configuration of what is held now.
+    pub(crate) fn config(&self) -> Result<Arc<ServerConfig>, String> {
+        let (root, serve) = (&self.root, self.serve);
+        let component = serve.component();
+        let stamp = runtime::stamp(root, component);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = &cache.config
+            && stamp.is_some()
+            && stamp == cache.stamp
+        {
+            return Ok(c.clone());
+        }
+        let held =
+            runtime::held(root, component).ok_or_else(|| format!("{component} is not running"))?;
+        if let Some(c) = cache.config.clone()
+            && held.generation == cache.generation
+        {
+            cache.stamp = stamp;
+            return Ok(c);
+        }
+        let (identity, ca, required) = serve.material(&held)?;
+        let config = server_config(identity, &ca, required)?;
+        *cache = HeldCache {
+            stamp,
+            generation: held.generation,
+            config: Some(config.clone()),
+        };
+        Ok(config)
+    }
+
+    /// Log a failed handshake in the serving process's log, as Go's `crypto/tls` words
+    /// it (nothing when the client just went away).
+    pub(crate) fn log_failure(&self, peer: &str, e: &std::io::Error) {
+        let Some(error) = go_tls_error(e) else {
+            return;
+        };
+        let component = self.serve.component();
+        let pid = if component == "kubelet" {
+            crate::sandbox::node::Machine::open(&self.root)
+                .load()
+                .kubelet
+                .main_pid
+        } else {
+            1
+        };
+        crate::sandbox::node::logs::handshake_error(&self.root, component, pid, peer, &error);
+    }
+}
+
 /// Where a listener's configuration comes from.
 enum Source {
-    Held {
-        root: PathBuf,
-        serve: Serve,
-        cache: Mutex<HeldCache>,
-    },
+    Held(HeldTls),
     Aggregated {
         identity: Identity,
         store: Store,
@@ -307,33 +376,7 @@ impl Source {
     /// The configuration of what is held now.
     fn config(&self) -> Result<Arc<ServerConfig>, String> {
         match self {
-            Source::Held { root, serve, cache } => {
-                let component = serve.component();
-                let stamp = runtime::stamp(root, component);
-                let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(c) = &cache.config
-                    && stamp.is_some()
-                    && stamp == cache.stamp
-                {
-                    return Ok(c.clone());
-                }
-                let held = runtime::held(root, component)
-                    .ok_or_else(|| format!("{component} is not running"))?;
-                if let Some(c) = cache.config.clone()
-                    && held.generation == cache.generation
-                {
-                    cache.stamp = stamp;
-                    return Ok(c);
-                }
-                let (identity, ca, required) = serve.material(&held)?;
-                let config = server_config(identity, &ca, required)?;
-                *cache = HeldCache {
-                    stamp,
-                    generation: held.generation,
-                    config: Some(config.clone()),
-                };
-                Ok(config)
-            }
+            Source::Held(h) => h.config(),
             Source::Aggregated {
                 identity,
                 store,
@@ -406,14 +449,7 @@ pub async fn start(dir: &Path, store: Store) -> Result<Listeners, ListenerError>
             endpoints
                 .processes
                 .insert(format!("{}/{}", node.name, serve.process()), addr);
-            sources.push((
-                l,
-                Source::Held {
-                    root: node.root.clone(),
-                    serve,
-                    cache: Mutex::default(),
-                },
-            ));
+            sources.push((l, Source::Held(HeldTls::new(&node.root, serve))));
         }
     }
     // The aggregated API server: its own CA, as an APIService's caBundle would hold it.
@@ -513,19 +549,9 @@ fn go_tls_error(e: &std::io::Error) -> Option<String> {
 impl Source {
     /// Log a failed handshake in the serving process's log.
     fn log_failure(&self, peer: &str, e: &std::io::Error) {
-        let (Source::Held { root, serve, .. }, Some(error)) = (self, go_tls_error(e)) else {
-            return;
-        };
-        let component = serve.component();
-        let pid = if component == "kubelet" {
-            crate::sandbox::node::Machine::open(root)
-                .load()
-                .kubelet
-                .main_pid
-        } else {
-            1
-        };
-        crate::sandbox::node::logs::handshake_error(root, component, pid, peer, &error);
+        if let Source::Held(h) = self {
+            h.log_failure(peer, e);
+        }
     }
 }
 

@@ -257,11 +257,12 @@ pub fn etcd(name: &str, ip: &str, initial_cluster: &str) -> String {
 }
 
 /// /var/lib/kubelet/config.yaml (KubeletConfiguration), as kubeadm writes it, its
-/// `healthzBindAddress` the node's own loopback address; `server_tls_bootstrap`: with
+/// `healthzBindAddress` and `address` (where it serves `:10250`; kubeadm leaves every
+/// address, `0.0.0.0`) the node's own loopback address; `server_tls_bootstrap`: with
 /// `serverTLSBootstrap: true` (kubeadm writes no such line).
 pub fn kubelet_config(ip: &str, server_tls_bootstrap: bool) -> String {
     format!(
-        "apiVersion: kubelet.config.k8s.io/v1beta1\n\
+        "address: {ip}\napiVersion: kubelet.config.k8s.io/v1beta1\n\
 authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    cacheTTL: 0s\n    enabled: true\n  x509:\n    clientCAFile: /etc/kubernetes/pki/ca.crt\n\
 authorization:\n  mode: Webhook\n  webhook:\n    cacheAuthorizedTTL: 0s\n    cacheUnauthorizedTTL: 0s\n\
 cgroupDriver: systemd\nclusterDNS:\n- 10.96.0.10\nclusterDomain: cluster.local\n\

@@ -80,10 +80,13 @@ impl Transport for SandboxTransport {
         Ok(self.machine.exec(argv))
     }
 
-    /// A health endpoint of this node's processes is answered by the simulated machine;
-    /// anything else is a real connection on this machine's loopback.
+    /// A TLS port of a process of this sandbox (or its load balancer, the kubeconfigs'
+    /// `server`) is answered in this process from what the process holds
+    /// ([`node::serve`]), a health endpoint of this node's processes by the simulated
+    /// machine; anything else is a real connection on this machine's loopback.
     fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError> {
-        if let Some(s) = self.machine.dial(host, port) {
+        let live = node::serve::dial(&self.machine, host, port);
+        if let Some(s) = live.or_else(|| self.machine.dial(host, port)) {
             return s.map(|s| Box::new(s) as Box<dyn Stream>).map_err(|e| {
                 TransportError::Unreachable {
                     node: self.machine.name.clone(),

@@ -8,6 +8,9 @@
 //! real TCP listeners that `sandbox up` starts ([`spawn`]), for nodes reached over SSH
 //! (`ssh -W` connects from the node's sshd).
 //!
+//! The API server's health endpoint is its secure port, served by
+//! [`super::serve`] with what it holds; the others are here.
+//!
 //! HTTPS endpoints serve a self-signed certificate made once per process, as
 //! kube-controller-manager and kube-scheduler make one in memory; health checks do not
 //! verify it (nor does the kubelet's prober).
@@ -169,8 +172,13 @@ pub fn spawn(dir: &Path) -> Vec<(String, String)> {
     let mut failed = vec![];
     for n in &sb.nodes {
         let machine = Machine::open(&n.root);
+        // The API server's port is its health endpoint too: served live.
+        let live = super::serve::served(&machine);
         for e in machine.health_endpoints() {
             let addr = format!("{}:{}", e.probe.host, e.probe.port);
+            if live.contains(&addr) {
+                continue;
+            }
             match std::net::TcpListener::bind(&addr) {
                 Ok(l) => {
                     let (m, e) = (machine.clone(), e.clone());

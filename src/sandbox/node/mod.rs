@@ -19,6 +19,7 @@ pub mod health;
 pub mod journalctl;
 pub mod kubelet;
 pub mod logs;
+pub mod serve;
 pub mod systemctl;
 pub mod timing;
 
