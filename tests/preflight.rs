@@ -67,6 +67,10 @@ fn tree(dir: &Path) -> BTreeMap<String, String> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
+            // The simulated machines' own state and logs (their processes write them).
+            if p.ends_with("run/trustform-sandbox") {
+                continue;
+            }
             let rel = p.strip_prefix(dir).unwrap().display().to_string();
             let meta = std::fs::symlink_metadata(&p).unwrap();
             let mode = meta.permissions().mode();

@@ -365,6 +365,11 @@ pub fn tree_state(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
+            // The simulated machines' own state and logs (the node's processes write
+            // them, not trustform).
+            if p.ends_with("run/trustform-sandbox") {
+                continue;
+            }
             let Ok(m) = std::fs::symlink_metadata(&p) else {
                 continue;
             };

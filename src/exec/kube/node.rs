@@ -48,6 +48,8 @@ pub async fn ready_after(
     // Heartbeats are kept to the second.
     let since = Timestamp::from_second(since.as_second()).unwrap_or(since);
     let start = Instant::now();
+    // The new kubelet posts its status as it starts: look again soon, then less often.
+    let mut pause = Duration::from_millis(20);
     loop {
         let seen = async {
             let node = nodes
@@ -76,7 +78,8 @@ pub async fn ready_after(
         if start.elapsed() >= timeout {
             return Err(last);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
