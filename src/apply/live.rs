@@ -300,7 +300,9 @@ pub fn check(
         live.failures.push(format!("handshake {b}"));
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let threads = dials.len().clamp(1, 8);
+    // Each dial waits on the network (over SSH, an `ssh -W` on the node's connection):
+    // many at once.
+    let threads = dials.len().clamp(1, 32);
     let results: Vec<(usize, Result<(), Fail>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {

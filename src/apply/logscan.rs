@@ -163,11 +163,12 @@ fn scan_node(node: &Node, since: Duration) -> Scan {
     scan
 }
 
-/// Read every node's logs of the last `since`, 16 nodes at a time.
+/// Read every node's logs of the last `since`, 32 nodes at a time (each waits on its
+/// node).
 pub fn scan(nodes: &BTreeMap<String, Node>, since: Duration) -> Scan {
     let list: Vec<&Node> = nodes.values().collect();
     let mut all = Scan::default();
-    for chunk in list.chunks(16) {
+    for chunk in list.chunks(32) {
         let found: Vec<Scan> = std::thread::scope(|s| {
             let handles: Vec<_> = chunk
                 .iter()

@@ -392,12 +392,29 @@ pub fn kubelet(node: &Node, wait: Wait) -> Result<Seen, ExecError> {
         .and_then(|b| health::of_kubelet_config(&String::from_utf8_lossy(&b)));
     run(node, "kubelet", &["systemctl", "restart", "kubelet"])?;
     let result = poll(wait, || {
-        let out = node.run(&["systemctl", "is-active", "kubelet"], CMD)?;
-        let state = out.text().trim().to_string();
+        // One look: the unit's state and when it last became active.
+        let text = run(
+            node,
+            "kubelet",
+            &[
+                "systemctl",
+                "show",
+                "kubelet",
+                "--property=ActiveState,ActiveEnterTimestampMonotonic",
+            ],
+        )?;
+        let prop = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let state = prop("ActiveState");
         if state != "active" {
             return Ok((false, format!("kubelet {state}")));
         }
-        let now = since(node)?;
+        let now = prop("ActiveEnterTimestampMonotonic");
         let seen = format!("kubelet active (started at {now} µs after boot)");
         Ok(match &probe {
             Some(p) if now != before => healthy(node, p, seen),
