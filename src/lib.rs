@@ -17,6 +17,7 @@ pub mod kubelet;
 pub mod layout;
 pub mod manifest;
 pub mod observe;
+pub mod parallel;
 pub mod pki;
 pub mod plan;
 pub mod procedure;

@@ -299,31 +299,11 @@ pub fn check(
         live.handshakes += 1;
         live.failures.push(format!("handshake {b}"));
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
     // Each dial waits on the network (over SSH, an `ssh -W` on the node's connection):
     // many at once.
-    let threads = dials.len().clamp(1, 32);
-    let results: Vec<(usize, Result<(), Fail>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = vec![];
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(d) = dials.get(i) else { break };
-                        out.push((i, timed(d)));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let mut results = results;
-    results.sort_by_key(|(i, _)| *i);
+    let results = crate::parallel::map(&dials, 32, timed)
+        .into_iter()
+        .enumerate();
     let mut not_live = BTreeSet::new();
     for (i, r) in results {
         let d = &dials[i];

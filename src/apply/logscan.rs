@@ -168,22 +168,10 @@ fn scan_node(node: &Node, since: Duration) -> Scan {
 pub fn scan(nodes: &BTreeMap<String, Node>, since: Duration) -> Scan {
     let list: Vec<&Node> = nodes.values().collect();
     let mut all = Scan::default();
-    for chunk in list.chunks(32) {
-        let found: Vec<Scan> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|n| s.spawn(move || scan_node(n, since)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        for f in found {
-            all.logs += f.logs;
-            all.hits.extend(f.hits);
-            all.unread.extend(f.unread);
-        }
+    for f in crate::parallel::map(&list, 32, |n| scan_node(n, since)) {
+        all.logs += f.logs;
+        all.hits.extend(f.hits);
+        all.unread.extend(f.unread);
     }
     all
 }

@@ -99,36 +99,18 @@ pub fn read_views(
     nodes: &std::collections::BTreeMap<String, Node>,
 ) -> std::collections::BTreeMap<String, Node> {
     let list: Vec<&Node> = nodes.values().collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let threads = list.len().clamp(1, 16);
-    let mut views: Vec<(String, Node)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = vec![];
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(n) = list.get(i) else { break };
-                        let mut view = (*n).clone();
-                        if let Ok(c) = crate::transport::cache::Cached::read(
-                            n.transport.clone(),
-                            &crate::transport::cache::TRUST_DIRS,
-                        ) {
-                            view.transport = Arc::new(c);
-                        }
-                        out.push((n.name.clone(), view));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    views.sort_by(|a, b| a.0.cmp(&b.0));
-    views.into_iter().collect()
+    crate::parallel::map(&list, 16, |n| {
+        let mut view = (*n).clone();
+        if let Ok(c) = crate::transport::cache::Cached::read(
+            n.transport.clone(),
+            &crate::transport::cache::TRUST_DIRS,
+        ) {
+            view.transport = Arc::new(c);
+        }
+        (n.name.clone(), view)
+    })
+    .into_iter()
+    .collect()
 }
 
 /// Errors of acting on a node.

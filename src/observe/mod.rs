@@ -267,29 +267,9 @@ pub fn observe_with(
 pub fn observe(targets: &[NodeTarget]) -> Result<Snapshot, ObserveError> {
     // Reading a node waits on its transport more than on the CPU (over SSH, mostly): up
     // to 16 nodes at once.
-    let threads = targets.len().clamp(1, 16);
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut raws: Vec<(usize, Result<RawNode, ObserveError>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(t) = targets.get(i) else { break };
-                        out.push((i, files::read_node(t)));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("observer panicked"))
-            .collect()
-    });
-    raws.sort_by_key(|(i, _)| *i);
-    let raws: Vec<RawNode> = raws.into_iter().map(|(_, r)| r).collect::<Result<_, _>>()?;
+    let raws: Vec<RawNode> = crate::parallel::map(targets, 16, files::read_node)
+        .into_iter()
+        .collect::<Result<_, _>>()?;
     Ok(assemble(raws))
 }
 
