@@ -80,6 +80,30 @@ struct Dial<'a> {
     path: &'static str,
 }
 
+/// A dial to an etcd endpoint (client or peer port): the client verifies etcd with `ca`
+/// and presents `id`; `Err`: the broken edge, and why.
+fn etcd_dial<'a>(
+    edge: String,
+    from: &'a Node,
+    (host, port): (String, u16),
+    id: &Result<Identity, String>,
+    ca: &Result<Vec<u8>, String>,
+) -> Result<Dial<'a>, String> {
+    match (id, ca) {
+        (Ok(id), Ok(ca)) => Ok(Dial {
+            edge,
+            from,
+            server_name: host.clone(),
+            host,
+            port,
+            roots: Some(ca.clone()),
+            identity: Some(id.clone()),
+            path: "/version",
+        }),
+        (Err(e), _) | (_, Err(e)) => Err(format!("{edge}: {e}")),
+    }
+}
+
 /// `https://host:port/…` → (host, port); the port defaults to 443.
 fn url_address(url: &str) -> Option<(String, u16)> {
     let rest = url.trim().strip_prefix("https://")?;
@@ -226,18 +250,9 @@ fn dials<'a>(
                 broken.push(format!("{edge}: not https://host:port"));
                 continue;
             };
-            match (&etcd_id, &etcd_ca) {
-                (Ok(id), Ok(ca)) => out.push(Dial {
-                    edge,
-                    from: cp,
-                    server_name: host.clone(),
-                    host,
-                    port,
-                    roots: Some(ca.clone()),
-                    identity: Some(id.clone()),
-                    path: "/version",
-                }),
-                (Err(e), _) | (_, Err(e)) => broken.push(format!("{edge}: {e}")),
+            match etcd_dial(edge, cp, (host, port), &etcd_id, &etcd_ca) {
+                Ok(d) => out.push(d),
+                Err(b) => broken.push(b),
             }
         }
     }
@@ -261,18 +276,9 @@ fn dials<'a>(
                 broken.push(format!("{edge}: no --initial-advertise-peer-urls"));
                 continue;
             };
-            match (&id, &ca) {
-                (Ok(id), Ok(ca)) => out.push(Dial {
-                    edge,
-                    from: a,
-                    server_name: host.clone(),
-                    host,
-                    port,
-                    roots: Some(ca.clone()),
-                    identity: Some(id.clone()),
-                    path: "/version",
-                }),
-                (Err(e), _) | (_, Err(e)) => broken.push(format!("{edge}: {e}")),
+            match etcd_dial(edge, a, (host, port), &id, &ca) {
+                Ok(d) => out.push(d),
+                Err(b) => broken.push(b),
             }
         }
     }

@@ -179,16 +179,9 @@ pub fn spawn(dir: &Path) -> Vec<(String, String)> {
             if live.contains(&addr) {
                 continue;
             }
-            match std::net::TcpListener::bind(&addr) {
-                Ok(l) => {
-                    let (m, e) = (machine.clone(), e.clone());
-                    std::thread::spawn(move || {
-                        for s in l.incoming().flatten() {
-                            let (m, c, https) = (m.clone(), e.component.clone(), e.probe.https);
-                            std::thread::spawn(move || answer(s, https, || m.up(&c)));
-                        }
-                    });
-                }
+            let (m, c, https) = (machine.clone(), e.component.clone(), e.probe.https);
+            match super::listen(&addr, move |s| answer(s, https, || m.up(&c))) {
+                Ok(()) => {}
                 Err(err) => failed.push((
                     format!("{}/{}", n.name, e.component),
                     format!("{addr}: {err}"),

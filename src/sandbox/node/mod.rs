@@ -60,6 +60,22 @@ pub fn spawn(dir: &Path, period: Duration) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Listen on `addr` for as long as the process lives, handling each connection on a
+/// thread of its own (`sandbox up`'s real listeners for nodes reached over SSH).
+pub fn listen(
+    addr: &str,
+    handle: impl Fn(std::net::TcpStream) + Clone + Send + 'static,
+) -> std::io::Result<()> {
+    let l = std::net::TcpListener::bind(addr)?;
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(s));
+        }
+    });
+    Ok(())
+}
+
 /// 64 random bits (std's per-process random keys, a counter and the clock).
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};

@@ -310,22 +310,18 @@ pub fn spawn(dir: &Path) -> Vec<(String, String)> {
                 continue;
             }
             let addr = e.address();
-            match std::net::TcpListener::bind(&addr) {
-                Ok(l) => {
-                    let m = machine.clone();
-                    let tls = held_tls(&n.root, e.serve);
-                    let component = e.serve.component();
-                    std::thread::spawn(move || {
-                        for s in l.incoming().flatten() {
-                            if !m.up(component) {
-                                continue; // closed: the process is down
-                            }
-                            let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                            let (m, tls) = (m.clone(), tls.clone());
-                            std::thread::spawn(move || answer(s, &tls, &peer, || m.up(component)));
-                        }
-                    });
+            let m = machine.clone();
+            let tls = held_tls(&n.root, e.serve);
+            let component = e.serve.component();
+            let handle = move |s: std::net::TcpStream| {
+                if !m.up(component) {
+                    return; // closed: the process is down
                 }
+                let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                answer(s, &tls, &peer, || m.up(component));
+            };
+            match super::listen(&addr, handle) {
+                Ok(()) => {}
                 Err(err) => failed.push((
                     format!("{}/{}", n.name, e.process()),
                     format!("{addr}: {err}"),
