@@ -84,8 +84,8 @@ fn sigkill_at_random_moments_always_resumes_to_the_same_end() {
                 .env("NO_COLOR", "1")
                 .env("TRUSTFORM_RESTART_SETTLE", "0s")
                 .args(["apply", "--auto-approve"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
+                .stdout(std::fs::File::create(w.path().join("apply.out")).unwrap())
+                .stderr(std::fs::File::create(w.path().join("apply.err")).unwrap())
                 .spawn()
                 .unwrap();
             // Every other try: anywhere from the process start (observe, plan, lock) to
@@ -109,7 +109,12 @@ fn sigkill_at_random_moments_always_resumes_to_the_same_end() {
             };
             match finished {
                 Some(status) => {
-                    assert!(status.success(), "run {run}: apply failed after a kill");
+                    assert!(
+                        status.success(),
+                        "run {run}: apply failed after a kill (seed {seed}):\n{}\n{}",
+                        std::fs::read_to_string(w.path().join("apply.out")).unwrap_or_default(),
+                        std::fs::read_to_string(w.path().join("apply.err")).unwrap_or_default()
+                    );
                     break;
                 }
                 None => {

@@ -174,16 +174,12 @@ pub fn acquire(
     };
     let mut took_over = None;
     loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                let body = serde_json::to_vec_pretty(&info).expect("lock info serialises");
-                f.write_all(&body).map_err(LockError::Io)?;
-                f.sync_all().map_err(LockError::Io)?;
+        // Written whole beside it, then linked into place only if no lock is there: a
+        // kill at any moment leaves either no lock or a complete one (and at most a temp
+        // file the next apply removes), never an empty lock.json in the way.
+        let body = serde_json::to_vec_pretty(&info).expect("lock info serialises");
+        match crate::atomic::write_new(&path, &body, crate::atomic::PUBLIC_MODE) {
+            Ok(()) => {
                 return Ok(Lock {
                     path,
                     info,
@@ -210,6 +206,11 @@ pub fn acquire(
                     Found::Unreadable { .. } => {}
                 }
                 std::thread::sleep(Duration::from_millis(100));
+            }
+            // Our temp file was removed before it was linked (by the holder's clean-up of
+            // leftovers): try again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => return Err(LockError::Io(e)),
         }
