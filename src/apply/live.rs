@@ -105,7 +105,7 @@ fn etcd_dial<'a>(
 }
 
 /// `https://host:port/…` → (host, port); the port defaults to 443.
-fn url_address(url: &str) -> Option<(String, u16)> {
+pub fn url_address(url: &str) -> Option<(String, u16)> {
     let rest = url.trim().strip_prefix("https://")?;
     let hostport = rest.split('/').next()?;
     if let Some(v6) = hostport.strip_prefix('[') {
@@ -408,6 +408,23 @@ fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_give_their_address() {
+        assert_eq!(
+            url_address("https://127.1.2.3:2379"),
+            Some(("127.1.2.3".into(), 2379))
+        );
+        assert_eq!(
+            url_address("https://[::1]:2380/"),
+            Some(("::1".into(), 2380))
+        );
+        assert_eq!(
+            url_address("https://lb.example"),
+            Some(("lb.example".into(), 443))
+        );
+        assert_eq!(url_address("http://127.0.0.1:2381"), None);
+    }
 
     #[test]
     fn server_urls_give_host_and_port() {

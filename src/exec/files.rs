@@ -244,22 +244,6 @@ impl Files {
     }
 }
 
-/// The node path a chain of symlinks at `abs` ends at (`abs` itself if it is none).
-pub fn resolve_links(node: &Node, abs: &str) -> Result<String, ExecError> {
-    let mut at = abs.to_string();
-    for _ in 0..crate::transport::MAX_LINKS {
-        let Some(to) = node.transport.read_link(&at).map_err(err(node))? else {
-            return Ok(at);
-        };
-        at = crate::transport::follow(&at, &to);
-    }
-    Err(ExecError::Content {
-        node: node.name.clone(),
-        path: abs.to_string(),
-        reason: "too many levels of symbolic links".into(),
-    })
-}
-
 fn err(node: &Node) -> impl FnOnce(crate::transport::TransportError) -> ExecError + '_ {
     move |cause| ExecError::Transport {
         node: node.name.clone(),

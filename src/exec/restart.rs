@@ -278,7 +278,7 @@ pub fn static_pod(
         crate::atomic::PUBLIC_MODE,
         false,
     )?;
-    new_pod(node, component, &was, wait)
+    awaited(node, component, &was, wait, health::of_manifest(&next))
 }
 
 /// Wait until a static pod's manifest change is seen: a ready pod that was not there
@@ -289,13 +289,24 @@ pub fn new_pod(
     before: &Before,
     wait: Wait,
 ) -> Result<Seen, ExecError> {
-    let (before_ids, before_hash) = (&before.ids, &before.hash);
     let probe = node
         .transport
         .read(&manifest_path(component), Kind::NodeFile)
         .ok()
         .flatten()
         .and_then(|b| health::of_manifest(&String::from_utf8_lossy(&b)));
+    awaited(node, component, before, wait, probe)
+}
+
+/// [`new_pod`], the manifest's health endpoint known.
+fn awaited(
+    node: &Node,
+    component: &str,
+    before: &Before,
+    wait: Wait,
+    probe: Option<health::Probe>,
+) -> Result<Seen, ExecError> {
+    let (before_ids, before_hash) = (&before.ids, &before.hash);
     let mut last_container = None;
     let result = poll(wait, || {
         let pods = pods(node, component)?;

@@ -8,9 +8,6 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
-/// How many symlinks one path may pass through (Linux's own limit).
-const MAX_LINKS: usize = 40;
-
 /// A node path that trustform refuses to touch.
 #[derive(Debug, Error, Diagnostic, PartialEq, Eq)]
 pub enum PathError {
@@ -100,7 +97,7 @@ pub fn resolve(root: &Path, abs: &str) -> Result<PathBuf, PathError> {
         match std::fs::symlink_metadata(&host) {
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
-                if links > MAX_LINKS {
+                if links > super::MAX_LINKS {
                     return Err(PathError::Loop {
                         path: abs.to_string(),
                     });

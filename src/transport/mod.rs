@@ -280,7 +280,7 @@ pub fn follow(at: &str, to: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// The most symlinks a chain may have.
+/// How many symlinks one path may pass through (Linux's own limit).
 pub const MAX_LINKS: usize = 40;
 
 /// [`Transport::inspect`] by parts: [`Transport::read_link`] along the chain, then

@@ -126,29 +126,47 @@ fn server_config() -> Option<Arc<rustls::ServerConfig>> {
         .clone()
 }
 
-/// Read one request from `stream` and answer it: `200 ok` if `up()` says so when it
-/// comes, else close without a word.
-fn answer<S: Read + Write>(stream: S, https: bool, up: impl FnOnce() -> bool) {
-    fn serve(s: impl Read + Write, up: impl FnOnce() -> bool) {
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        // The request line and headers, up to the empty line.
-        while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-            if line == "\r\n" || line == "\n" {
-                break;
-            }
-            line.clear();
+/// Read one HTTP request from `s` and answer it as a healthy component does, if `up()`
+/// says it is when the request has come, else say nothing: `200` with the API server's
+/// version for `/version`, `ok` for anything else (`/healthz`, `/readyz`, `/livez`).
+pub(super) fn respond(s: impl Read + Write, up: impl FnOnce() -> bool) {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    let mut path = String::new();
+    // The request line and headers, up to the empty line.
+    while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+        if path.is_empty() {
+            path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
         }
-        if up() {
-            let s = r.get_mut();
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-            );
-            let _ = s.flush();
+        if line == "\r\n" || line == "\n" {
+            break;
         }
+        line.clear();
     }
+    if !up() {
+        return;
+    }
+    let (kind, body) = if path.starts_with("/version") {
+        (
+            "application/json",
+            "{\"major\":\"1\",\"minor\":\"31\",\"gitVersion\":\"v1.31.0-sandbox\"}",
+        )
+    } else {
+        ("text/plain; charset=utf-8", "ok")
+    };
+    let s = r.get_mut();
+    let _ = write!(
+        s,
+        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.flush();
+}
+
+/// Answer one health check on `stream` ([`respond`]), over TLS when `https`.
+fn answer<S: Read + Write>(stream: S, https: bool, up: impl FnOnce() -> bool) {
     if !https {
-        return serve(stream, up);
+        return respond(stream, up);
     }
     let Some(config) = server_config() else {
         return;
@@ -157,7 +175,7 @@ fn answer<S: Read + Write>(stream: S, https: bool, up: impl FnOnce() -> bool) {
         return;
     };
     let mut tls = rustls::StreamOwned::new(conn, stream);
-    serve(&mut tls, up);
+    respond(&mut tls, up);
     tls.conn.send_close_notify();
     let _ = tls.flush();
 }

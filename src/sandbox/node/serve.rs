@@ -23,7 +23,7 @@ use super::Machine;
 use crate::sandbox::listeners::{HeldTls, Serve};
 use crate::sandbox::runtime;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -48,19 +48,6 @@ impl LiveEndpoint {
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
-}
-
-/// `https://host:port` → (host, port).
-fn url_address(url: &str) -> Option<(String, u16)> {
-    let rest = url.trim().strip_prefix("https://")?;
-    let hostport = rest.split('/').next()?;
-    let (host, port) = hostport.rsplit_once(':')?;
-    Some((
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port.parse().ok()?,
-    ))
 }
 
 impl Machine {
@@ -118,7 +105,7 @@ fn read_endpoints(root: &Path) -> Vec<LiveEndpoint> {
         let flags = held.flags("etcd");
         for (flag, peer) in [("listen-client-urls", false), ("listen-peer-urls", true)] {
             for url in flags.get(flag).map(String::as_str).unwrap_or("").split(',') {
-                if let Some((host, port)) = url_address(url) {
+                if let Some((host, port)) = crate::apply::live::url_address(url) {
                     out.push(LiveEndpoint {
                         serve: Serve::Etcd { peer },
                         host,
@@ -149,7 +136,7 @@ impl Machine {
     fn load_balancer(&self) -> Option<(String, u16)> {
         let text = std::fs::read_to_string(self.root.join(crate::layout::KUBELET_CONF)).ok()?;
         let kc: crate::pki::kubeconfig::Kubeconfig = serde_saphyr::from_str(&text).ok()?;
-        url_address(&kc.current().0?.cluster.server)
+        crate::apply::live::url_address(&kc.current().0?.cluster.server)
     }
 }
 
@@ -260,36 +247,7 @@ fn answer<S: Read + Write>(stream: S, tls: &HeldTls, peer: &str, up: impl FnOnce
             return;
         }
     }
-    let mut r = BufReader::new(&mut s);
-    let mut line = String::new();
-    let mut path = String::new();
-    while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-        if path.is_empty() {
-            path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        }
-        if line == "\r\n" || line == "\n" {
-            break;
-        }
-        line.clear();
-    }
-    if !up() {
-        return;
-    }
-    let body = if path.starts_with("/version") {
-        "{\"major\":\"1\",\"minor\":\"31\",\"gitVersion\":\"v1.31.0-sandbox\"}"
-    } else {
-        "ok"
-    };
-    let kind = if body.starts_with('{') {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let _ = write!(
-        s,
-        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    super::health::respond(&mut s, up);
     s.conn.send_close_notify();
     let _ = s.flush();
 }
@@ -339,22 +297,4 @@ pub(crate) fn served(machine: &Machine) -> Vec<String> {
         .iter()
         .map(LiveEndpoint::address)
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_give_their_address() {
-        assert_eq!(
-            url_address("https://127.1.2.3:2379"),
-            Some(("127.1.2.3".into(), 2379))
-        );
-        assert_eq!(
-            url_address("https://[::1]:2380/"),
-            Some(("::1".into(), 2380))
-        );
-        assert_eq!(url_address("http://127.0.0.1:2381"), None);
-    }
 }
