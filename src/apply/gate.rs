@@ -93,19 +93,18 @@ pub enum Bundles {
     Between,
 }
 
-/// Run the gate of one authority at one stage.
+/// Run the gate of one authority at one stage on `views` of the nodes (see
+/// [`crate::exec::read_views`]: every file of every node is read below).
 pub fn run(
-    nodes: &BTreeMap<String, Node>,
+    views: &BTreeMap<String, Node>,
     material: &Material,
     auth: Authority,
     issuer: &Fingerprint,
     trust: &[Fingerprint],
     retired: &[Fingerprint],
 ) -> Report {
-    // Every file of every node is read below: read each node's trees in one go.
-    let views = crate::exec::read_views(nodes);
     let mut r = on_disk_views(
-        &views,
+        views,
         material,
         auth,
         issuer,
@@ -113,7 +112,7 @@ pub fn run(
         retired,
         Bundles::Exact,
     );
-    live(&views, &mut r);
+    live(views, &mut r);
     r
 }
 

@@ -60,6 +60,35 @@ struct Containers {
 struct Container {
     id: String,
     metadata: Meta,
+    /// When it was created: nanoseconds since the epoch, as a string.
+    #[serde(rename = "createdAt")]
+    created_at: String,
+}
+
+/// How far a node's clock may be behind or ahead of this machine's.
+const SKEW: Duration = Duration::from_secs(5);
+
+/// The containers of the control-plane components whose logs may hold lines of the last
+/// `since`: all but those replaced (a newer container of the same name created) before
+/// the window began, give or take [`SKEW`]. A container stops before its successor
+/// starts, so a replaced one wrote nothing since.
+fn in_window(cs: &[Container], since: Duration) -> Vec<&Container> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let began = now.saturating_sub(since + SKEW).as_nanos();
+    let created = |c: &Container| c.created_at.parse::<u128>().ok();
+    cs.iter()
+        .filter(|c| COMPONENTS.contains(&c.metadata.name.as_str()))
+        .filter(|c| {
+            // Replaced before the window: a newer one of its name was made by then.
+            !cs.iter().any(|o| {
+                o.metadata.name == c.metadata.name
+                    && o.id != c.id
+                    && matches!((created(o), created(c)), (Some(o), Some(c)) if o > c && o < began)
+            })
+        })
+        .collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -95,16 +124,27 @@ fn scan_node(node: &Node, since: Duration) -> Scan {
             String::from_utf8_lossy(&o.stderr)
         )
     };
+    // A node with no static pod manifest (a worker) runs no control-plane container.
+    let manifests = node
+        .transport
+        .list(&format!("/{}", crate::layout::MANIFESTS))
+        .unwrap_or_default();
+    let control_plane = manifests
+        .iter()
+        .any(|(n, _)| n.ends_with(".yaml") || n.ends_with(".yml"));
     // Exited containers too: a restart replaces the container whose log holds the error.
-    match node.run(&["crictl", "ps", "-a", "-o", "json"], CMD) {
-        Ok(o) if o.success() => {
+    match control_plane.then(|| node.run(&["crictl", "ps", "-a", "-o", "json"], CMD)) {
+        None => {}
+        Some(Ok(o)) if o.success() => {
             let cs: Containers = serde_json::from_slice(&o.stdout).unwrap_or_default();
-            for c in cs
-                .containers
-                .iter()
-                .filter(|c| COMPONENTS.contains(&c.metadata.name.as_str()))
-            {
-                match node.run(&["crictl", "logs", "--since", &secs, &c.id], CMD) {
+            let read = crate::parallel::map(&in_window(&cs.containers, since), 4, |c| {
+                (
+                    *c,
+                    node.run(&["crictl", "logs", "--since", &secs, &c.id], CMD),
+                )
+            });
+            for (c, out) in read {
+                match out {
                     Ok(o) if o.success() => {
                         scan.logs += 1;
                         let found = tls_errors(&both(&o));
@@ -128,8 +168,8 @@ fn scan_node(node: &Node, since: Duration) -> Scan {
             }
         }
         // No container runtime CLI: a worker without crictl still has its kubelet.
-        Ok(_) => {}
-        Err(e) => {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
             scan.unread.push(format!("{}: {e}", node.name));
             return scan;
         }
@@ -164,7 +204,8 @@ fn scan_node(node: &Node, since: Duration) -> Scan {
 }
 
 /// Read every node's logs of the last `since`, 32 nodes at a time (each waits on its
-/// node).
+/// node). `nodes` are best read views ([`crate::exec::read_views`]): which nodes run
+/// control-plane containers is then known without asking.
 pub fn scan(nodes: &BTreeMap<String, Node>, since: Duration) -> Scan {
     let list: Vec<&Node> = nodes.values().collect();
     let mut all = Scan::default();
@@ -193,5 +234,43 @@ mod tests {
         assert!(tls_errors("all good\nhttp: TLS handshake error from x: EOF\n").is_empty());
         let many = "x509: certificate signed by unknown authority\n".repeat(5);
         assert_eq!(tls_errors(&many)[0], "(3 more lines like these)");
+    }
+
+    #[test]
+    fn containers_replaced_before_the_window_are_not_read() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let ago = |s: u64| (now - Duration::from_secs(s)).as_nanos().to_string();
+        let c = |id: &str, name: &str, created: String| Container {
+            id: id.into(),
+            metadata: Meta { name: name.into() },
+            created_at: created,
+        };
+        let cs = vec![
+            // Replaced an hour ago: wrote nothing in the last minute.
+            c("old", "kube-apiserver", ago(7200)),
+            c("mid", "kube-apiserver", ago(3600)),
+            // Replaced 30 s ago, inside the window: its last lines count.
+            c("prev", "kube-apiserver", ago(40)),
+            c("cur", "kube-apiserver", ago(30)),
+            // The only one of its name, however old: running.
+            c("kcm", "kube-controller-manager", ago(9000)),
+            // Not a control-plane component.
+            c("proxy", "kube-proxy", ago(10)),
+            // A creation time that does not parse: read, to be safe.
+            c("odd", "etcd", "yesterday".into()),
+        ];
+        let read: Vec<&str> = in_window(&cs, Duration::from_secs(60))
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(read, ["mid", "prev", "cur", "kcm", "odd"]);
+        // A window of ten seconds (plus the skew allowed): `prev` was replaced before it.
+        let read: Vec<&str> = in_window(&cs, Duration::from_secs(10))
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(read, ["cur", "kcm", "odd"]);
     }
 }

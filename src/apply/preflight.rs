@@ -50,7 +50,7 @@ pub struct Input<'a> {
     pub desired: &'a Desired,
     /// The embedded procedures.
     pub procedures: &'a [Procedure],
-    /// Nodes.
+    /// Nodes, as read views ([`crate::exec::read_views`]).
     pub nodes: &'a BTreeMap<String, Node>,
     /// CA certificates and keys the apply will use.
     pub material: &'a Material,
@@ -265,23 +265,9 @@ pub enum Problem {
     },
 }
 
-/// Run every check; `Err` lists every problem.
+/// Run every check; `Err` lists every problem. Every check reads node files: give it
+/// nodes whose trees were read in one go ([`crate::exec::read_views`]).
 pub fn run(input: &Input) -> Result<Passed, Failed> {
-    // Every check below reads node files: read each node's trees in one go.
-    let views = crate::exec::read_views(input.nodes);
-    let input = &Input {
-        plan: input.plan,
-        plan_file: input.plan_file.clone(),
-        loaded: input.loaded,
-        snap: input.snap,
-        desired: input.desired,
-        procedures: input.procedures,
-        nodes: &views,
-        material: input.material,
-        done: input.done,
-        stale: input.stale.clone(),
-        rehearse: input.rehearse,
-    };
     let mut passed = Passed::default();
     let mut problems: Vec<Problem> = Vec::new();
     let plan = input.plan;
@@ -414,6 +400,7 @@ pub fn run(input: &Input) -> Result<Passed, Failed> {
             }
         }
     }
+    files.check_tools();
     passed.files = files.checked.len();
     passed.restarts = files.restarts;
     problems.append(&mut files.problems);
@@ -680,9 +667,47 @@ struct Files {
     checked: BTreeSet<(String, String)>,
     restarts: usize,
     restarted: BTreeSet<(String, String)>,
-    /// (node, tool) whose presence was checked.
-    tools: BTreeSet<(String, &'static str)>,
+    /// (node, tool) whose presence is checked, with the first restart that needs it.
+    tools: BTreeMap<(String, &'static str), ToolUse>,
     problems: Vec<Problem>,
+}
+
+/// A restart that needs a tool on its node.
+struct ToolUse {
+    node: Node,
+    component: String,
+    step: String,
+}
+
+impl Files {
+    /// Run `tool --version` on every node whose restarts need it, many nodes at once.
+    fn check_tools(&mut self) {
+        let uses: Vec<(&(String, &'static str), &ToolUse)> = self.tools.iter().collect();
+        let seen = crate::parallel::map(&uses, 16, |((_, tool), u)| {
+            let out = u
+                .node
+                .run(&[tool, "--version"], std::time::Duration::from_secs(60));
+            let problem = match out {
+                Ok(o) if o.success() => None,
+                Ok(o) => Some((
+                    format!("`{tool} --version` failed on the node: {}", o.reason()),
+                    "trustform restarts and watches components with the node's own systemctl and crictl (cri-tools): install them",
+                )),
+                Err(e) => Some((
+                    e.to_string(),
+                    "give the node `access.ssh` in trustform.yaml (or run trustform on the node itself, `access.local.root: /`) so that trustform can restart and watch its components",
+                )),
+            };
+            problem.map(|(why, help)| Problem::Restart {
+                node: u.node.name.clone(),
+                component: u.component.clone(),
+                step: u.step.clone(),
+                why,
+                help: help.to_string(),
+            })
+        });
+        self.problems.extend(seen.into_iter().flatten());
+    }
 }
 
 /// A file's text, or why not.
@@ -1055,20 +1080,14 @@ impl Files {
         } else {
             "crictl"
         };
-        if !in_process && self.tools.insert((node.name.clone(), tool)) {
-            match node.run(&[tool, "--version"], std::time::Duration::from_secs(60)) {
-                Ok(o) if o.success() => {}
-                Ok(o) => fail(
-                    self,
-                    format!("`{tool} --version` failed on the node: {}", o.reason()),
-                    "trustform restarts and watches components with the node's own systemctl and crictl (cri-tools): install them",
-                ),
-                Err(e) => fail(
-                    self,
-                    e.to_string(),
-                    "give the node `access.ssh` in trustform.yaml (or run trustform on the node itself, `access.local.root: /`) so that trustform can restart and watch its components",
-                ),
-            }
+        if !in_process {
+            self.tools
+                .entry((node.name.clone(), tool))
+                .or_insert_with(|| ToolUse {
+                    node: node.clone(),
+                    component: component.to_string(),
+                    step: step.id.clone(),
+                });
         }
         if component == "kubelet" {
             return;

@@ -62,11 +62,26 @@ pub fn nodes_of(loaded: &Loaded) -> miette::Result<BTreeMap<String, Node>> {
         .collect())
 }
 
-/// CA certificates and keys: trustform.yaml's `cas`, the nodes' CA files and keys, and
-/// this plan's backups.
+/// The observe targets of `loaded`, each reached through its node in `views`
+/// ([`exec::read_views`]: what was read once is not read again).
+pub fn targets_on(
+    loaded: &Loaded,
+    views: &BTreeMap<String, Node>,
+) -> miette::Result<Vec<crate::observe::NodeTarget>> {
+    let mut targets = loaded.node_targets()?;
+    for t in &mut targets {
+        if let Some(v) = views.get(&t.name) {
+            t.transport = v.transport.clone();
+        }
+    }
+    Ok(targets)
+}
+
+/// CA certificates and keys: trustform.yaml's `cas`, the nodes' CA files and keys (from
+/// `views`, see [`exec::read_views`]), and this plan's backups.
 pub fn material(
     loaded: &Loaded,
-    nodes: &BTreeMap<String, Node>,
+    views: &BTreeMap<String, Node>,
     backup: Option<&Path>,
 ) -> Material {
     let mut m = Material::default();
@@ -88,8 +103,6 @@ pub fn material(
             keys.push((key, name.clone()));
         }
     }
-    // Every node's CA files: its trust trees, read in one go per node.
-    let views = exec::read_views(nodes);
     for node in views.values() {
         for auth in Authority::ALL {
             for (path, is_key) in [(auth.ca_file(), false), (auth.key_file(), true)] {
@@ -198,11 +211,18 @@ pub fn remove_leftovers(
             dirs.entry(node).or_default().insert(dir);
         }
     }
-    for (name, dirs) in dirs {
-        if let Some(node) = nodes.get(name) {
-            out.extend(exec::files::remove_leftovers(node, dirs));
-        }
-    }
+    // One round trip per node, many nodes at once.
+    let per_node: Vec<(&Node, Vec<&str>)> = dirs
+        .into_iter()
+        .filter_map(|(name, dirs)| Some((nodes.get(name)?, dirs.into_iter().collect())))
+        .collect();
+    out.extend(
+        crate::parallel::map(&per_node, 16, |(node, dirs)| {
+            exec::files::remove_leftovers(node, dirs)
+        })
+        .into_iter()
+        .flatten(),
+    );
     out
 }
 

@@ -269,9 +269,12 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         }
     };
     // Which plan, is it a resume, and the cluster as it is now.
+    // Every node's trust files as the apply starts, read once (one round trip per node):
+    // the staleness check, the material and the pre-flight all look at these.
+    let views = exec::read_views(&nodes);
     let observe_now = || -> miette::Result<crate::snapshot::Snapshot> {
         Ok(observe::observe_with(
-            &loaded.node_targets()?,
+            &prepare::targets_on(&loaded, &views)?,
             loaded.kube_access().as_ref(),
         )?)
     };
@@ -403,7 +406,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     let confirmed_before: HashSet<String> =
         prior.confirmed.iter().map(|(s, _)| s.clone()).collect();
     let confirms = apply::manual::check(&plan, &done_before, &confirmed_before, &a.confirm)?;
-    let material = prepare::material(&loaded, &nodes, resume.then_some(backup.as_path()));
+    let material = prepare::material(&loaded, &views, resume.then_some(backup.as_path()));
     // Pre-flight: everything checkable before the first write; nothing written if not.
     let desired = crate::diff::resolve(&loaded, &snap)?;
     let procedures = crate::procedure::load_all()?;
@@ -414,7 +417,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         snap: &snap,
         desired: &desired,
         procedures: &procedures,
-        nodes: &nodes,
+        nodes: &views,
         material: &material,
         done: &done_before,
         stale,

@@ -253,14 +253,13 @@ fn err(node: &Node) -> impl FnOnce(crate::transport::TransportError) -> ExecErro
 
 /// Remove the temp files a killed apply left in these node directories (only files
 /// named like trustform's own temp files). Returns them as `node:path`.
-pub fn remove_leftovers<'a>(node: &Node, dirs: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut out = vec![];
-    for dir in dirs {
-        for name in node.transport.remove_leftovers(dir).unwrap_or_default() {
-            out.push(format!("{}:{dir}/{name}", node.name));
-        }
-    }
-    out
+pub fn remove_leftovers(node: &Node, dirs: &[&str]) -> Vec<String> {
+    node.transport
+        .remove_leftovers(dirs)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|path| format!("{}:{path}", node.name))
+        .collect()
 }
 
 /// Read a file on a node (a regular file within the node file cap); `None` if it does

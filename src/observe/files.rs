@@ -11,6 +11,7 @@ use crate::sandbox::Role;
 use crate::snapshot::{
     CertEntry, Component, FileFact, KeyFact, KubeconfigFact, Kubelet, NodeSnapshot,
 };
+use crate::transport::cache::{self, Cached};
 use crate::transport::{FileType, Stat, Transport, TransportError};
 use crate::{input, layout};
 use std::collections::{BTreeMap, HashMap};
@@ -19,8 +20,9 @@ struct Reader<'a> {
     target: &'a NodeTarget,
     certs: HashMap<Fingerprint, ParsedCert>,
     keys: Vec<Fingerprint>,
-    /// The files read in one go ([`Transport::read_tree`]), by node path.
-    tree: HashMap<String, crate::transport::TreeFile>,
+    /// The node as its trust trees were read in one go ([`Transport::read_tree`]): reads,
+    /// stats and absences under them need no other round trip.
+    tree: Cached,
 }
 
 impl Reader<'_> {
@@ -29,7 +31,11 @@ impl Reader<'_> {
     }
 
     fn transport_error(&self, abs: &str, e: TransportError) -> ObserveError {
-        let node = self.target.name.clone();
+        Self::transport_error_of(&self.target.name, abs, e)
+    }
+
+    fn transport_error_of(node: &str, abs: &str, e: TransportError) -> ObserveError {
+        let node = node.to_string();
         match e {
             TransportError::Path(cause) => ObserveError::Path { node, cause },
             TransportError::Input { reason, help, .. } => ObserveError::Input {
@@ -49,8 +55,7 @@ impl Reader<'_> {
 
     /// A node path's metadata (symlinks followed); `None` if nothing is there.
     fn stat(&self, abs: &str) -> Result<Option<Stat>, ObserveError> {
-        self.target
-            .transport
+        self.tree
             .stat(abs)
             .map_err(|e| self.transport_error(abs, e))
     }
@@ -62,7 +67,7 @@ impl Reader<'_> {
 
     /// The bytes of a node file: a regular file, within the node file cap.
     fn bytes(&self, abs: &str) -> Result<Vec<u8>, ObserveError> {
-        if let Some(f) = self.tree.get(abs) {
+        if let Some(f) = self.tree.entry(abs) {
             return match &f.bytes {
                 Ok(b) => Ok(b.clone()),
                 Err(TransportError::Input { reason, help, .. }) if reason != "does not exist" => {
@@ -108,7 +113,7 @@ impl Reader<'_> {
 
     /// Permission bits of a node file that let others than its owner read it.
     fn loose_mode(&self, abs: &str) -> Option<u32> {
-        let mode = match self.tree.get(abs).and_then(|f| f.mode) {
+        let mode = match self.tree.entry(abs).and_then(|f| f.mode) {
             Some(m) => m,
             None => self.stat(abs).ok()??.mode,
         } & 0o777;
@@ -470,10 +475,6 @@ impl Reader<'_> {
     }
 }
 
-/// kubeadm's backups (`kubeadm upgrade` keeps old manifests, certificates and a copy of
-/// etcd's database here): not trust any component reads.
-const KUBEADM_TMP: &str = "/etc/kubernetes/tmp";
-
 /// Where people copy admin.conf (`kubeadm init` tells them to): `/root/.kube/config` and
 /// `/home/*/.kube/config` that exist on the node, as node paths, sorted.
 pub fn user_kubeconfigs(t: &dyn Transport) -> Vec<String> {
@@ -496,34 +497,48 @@ pub fn user_kubeconfigs(t: &dyn Transport) -> Vec<String> {
 
 /// Read one node.
 pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
+    let kubernetes = Reader::abs(layout::KUBERNETES);
+    let not_a_node = || ObserveError::NotANode {
+        node: target.name.clone(),
+        root: match &target.root {
+            Some(r) => r.display().to_string(),
+            None => target.transport.describe(),
+        },
+    };
+    // The node's trust trees and the kubelet's configuration, in one round trip.
+    let read =
+        target
+            .transport
+            .read_tree(&cache::TRUST_DIRS, &cache::SKIPPED, input::Kind::NodeFile);
+    let under = |t: &crate::transport::TreeFile| t.path.starts_with(&format!("{kubernetes}/"));
+    let files = match read {
+        Ok(files) if files.iter().any(under) => files,
+        // Nothing under /etc/kubernetes: no node there, or no access to it.
+        read => {
+            let err = |e| Reader::transport_error_of(&target.name, &kubernetes, e);
+            match target.transport.stat(&kubernetes).map_err(err)? {
+                Some(s) if s.kind == FileType::Dir => read.map_err(err)?,
+                _ => return Err(not_a_node()),
+            }
+        }
+    };
+    let mut paths: Vec<String> = files
+        .iter()
+        .filter(|f| f.path != Reader::abs(layout::KUBELET_CONFIG))
+        .map(|f| f.path.clone())
+        .collect();
+    paths.sort();
     let mut r = Reader {
         target,
         certs: HashMap::new(),
         keys: Vec::new(),
-        tree: HashMap::new(),
+        tree: Cached::of_tree(
+            target.transport.clone(),
+            &cache::TRUST_DIRS,
+            &cache::SKIPPED,
+            files,
+        ),
     };
-    let kubernetes = Reader::abs(layout::KUBERNETES);
-    if !matches!(r.stat(&kubernetes)?, Some(s) if s.kind == FileType::Dir) {
-        return Err(ObserveError::NotANode {
-            node: target.name.clone(),
-            root: match &target.root {
-                Some(r) => r.display().to_string(),
-                None => target.transport.describe(),
-            },
-        });
-    }
-    let kubelet_pki = Reader::abs(layout::KUBELET_PKI);
-    let tree = target
-        .transport
-        .read_tree(
-            &[kubernetes.as_str(), kubelet_pki.as_str()],
-            &[KUBEADM_TMP],
-            input::Kind::NodeFile,
-        )
-        .map_err(|e| r.transport_error(&kubernetes, e))?;
-    let mut paths: Vec<String> = tree.iter().map(|f| f.path.clone()).collect();
-    paths.sort();
-    r.tree = tree.into_iter().map(|f| (f.path.clone(), f)).collect();
     let manifests_dir = format!("{}/", Reader::abs(layout::MANIFESTS));
     let mut files = BTreeMap::new();
     let mut manifests = Vec::new();

@@ -71,8 +71,8 @@ impl Transport for SandboxTransport {
         self.files.symlink(abs, target)
     }
 
-    fn remove_leftovers(&self, dir: &str) -> Result<Vec<String>, TransportError> {
-        self.files.remove_leftovers(dir)
+    fn remove_leftovers(&self, dirs: &[&str]) -> Result<Vec<String>, TransportError> {
+        self.files.remove_leftovers(dirs)
     }
 
     /// The simulated machine answers at once; `timeout` never runs out.

@@ -18,36 +18,61 @@ pub const TRUST_DIRS: [&str; 3] = [
     "/var/lib/kubelet/config.yaml",
 ];
 
+/// What is not read with them: kubeadm's backups (`kubeadm upgrade` keeps old
+/// manifests, certificates and a copy of etcd's database here), not trust any component
+/// reads.
+pub const SKIPPED: [&str; 1] = ["/etc/kubernetes/tmp"];
+
 /// A node's files as read at one moment.
 #[derive(Debug)]
 pub struct Cached {
     inner: Arc<dyn Transport>,
     roots: Vec<String>,
+    skip: Vec<String>,
     files: BTreeMap<String, TreeFile>,
 }
 
+/// `abs` is `dir` or below it.
+fn within(abs: &str, dir: &str) -> bool {
+    abs == dir || abs.strip_prefix(dir).is_some_and(|t| t.starts_with('/'))
+}
+
 impl Cached {
-    /// Read `roots` of `inner` now (one round trip where the transport can).
+    /// Read `roots` of `inner` now (one round trip where the transport can), except
+    /// [`SKIPPED`].
     pub fn read(inner: Arc<dyn Transport>, roots: &[&str]) -> Result<Self, TransportError> {
-        let files = inner
-            .read_tree(roots, &[], Kind::NodeFile)?
-            .into_iter()
-            .map(|f| (f.path.clone(), f))
-            .collect();
-        Ok(Self {
+        let files = inner.read_tree(roots, &SKIPPED, Kind::NodeFile)?;
+        Ok(Self::of_tree(inner, roots, &SKIPPED, files))
+    }
+
+    /// A view of `inner` from a tree already read: `files`, what
+    /// [`Transport::read_tree`] of `roots` without `skip` returned.
+    pub fn of_tree(
+        inner: Arc<dyn Transport>,
+        roots: &[&str],
+        skip: &[&str],
+        files: Vec<TreeFile>,
+    ) -> Self {
+        Self {
             inner,
             roots: roots.iter().map(|r| r.to_string()).collect(),
-            files,
-        })
+            skip: skip.iter().map(|r| r.to_string()).collect(),
+            files: files.into_iter().map(|f| (f.path.clone(), f)).collect(),
+        }
+    }
+
+    /// Every entry read, by path.
+    pub fn files(&self) -> impl Iterator<Item = &TreeFile> {
+        self.files.values()
+    }
+
+    /// The entry read at `abs`, if any (its bytes, or why they were not read).
+    pub fn entry(&self, abs: &str) -> Option<&TreeFile> {
+        self.files.get(abs)
     }
 
     fn covers(&self, abs: &str) -> bool {
-        self.roots.iter().any(|r| {
-            abs == r
-                || abs
-                    .strip_prefix(r.as_str())
-                    .is_some_and(|t| t.starts_with('/'))
-        })
+        self.roots.iter().any(|r| within(abs, r)) && !self.skip.iter().any(|s| within(abs, s))
     }
 
     /// The prefetched file at `abs`, if its bytes were read.
@@ -144,8 +169,39 @@ impl Transport for Cached {
         self.inner.symlink(abs, target)
     }
 
-    fn remove_leftovers(&self, dir: &str) -> Result<Vec<String>, TransportError> {
-        self.inner.remove_leftovers(dir)
+    /// From memory when the tree asked for is within the one read (and skips at least
+    /// what it skipped); else part by part, through this view.
+    fn read_tree(
+        &self,
+        dirs: &[&str],
+        skip: &[&str],
+        kind: Kind,
+    ) -> Result<Vec<TreeFile>, TransportError> {
+        let within_ours = dirs.iter().all(|d| self.covers(d))
+            && self.skip.iter().all(|s| skip.contains(&s.as_str()));
+        if !within_ours {
+            return super::read_tree_by_parts(self, dirs, skip, kind);
+        }
+        Ok(self
+            .files
+            .values()
+            .filter(|f| {
+                dirs.iter().any(|d| within(&f.path, d)) && !skip.iter().any(|s| within(&f.path, s))
+            })
+            .map(|f| match &f.bytes {
+                Ok(b) if b.len() as u64 <= kind.cap() => TreeFile {
+                    path: f.path.clone(),
+                    mode: f.mode,
+                    bytes: Ok(b.clone()),
+                },
+                // Not read whole the first time: ask the node, for the full story.
+                _ => super::tree_file(&*self.inner, f.path.clone(), f.mode, kind),
+            })
+            .collect())
+    }
+
+    fn remove_leftovers(&self, dirs: &[&str]) -> Result<Vec<String>, TransportError> {
+        self.inner.remove_leftovers(dirs)
     }
 
     fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output, TransportError> {
@@ -198,5 +254,38 @@ mod tests {
         );
         assert!(c.stat("/etc/kubernetes/pki/etcd/ca.crt").unwrap().is_some());
         assert!(c.stat("/etc/kubernetes/pki/none.crt").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_tree_within_the_one_read_comes_from_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("etc/kubernetes/pki")).unwrap();
+        std::fs::create_dir_all(root.join("etc/kubernetes/tmp")).unwrap();
+        std::fs::write(root.join("etc/kubernetes/pki/ca.crt"), b"ca").unwrap();
+        std::fs::write(root.join("etc/kubernetes/tmp/old.crt"), b"backup").unwrap();
+        let local: Arc<dyn Transport> = Arc::new(super::super::Local::new("n", root));
+        let c = Cached::read(local, &TRUST_DIRS).unwrap();
+        std::fs::write(root.join("etc/kubernetes/pki/ca.crt"), b"changed").unwrap();
+        std::fs::write(root.join("etc/kubernetes/pki/new.crt"), b"new").unwrap();
+        let paths = |t: Vec<TreeFile>| -> Vec<(String, Vec<u8>)> {
+            t.into_iter().map(|f| (f.path, f.bytes.unwrap())).collect()
+        };
+        // Within the tree read (and skipping what it skipped): what was read then.
+        assert_eq!(
+            paths(
+                c.read_tree(&["/etc/kubernetes/pki"], &SKIPPED, Kind::NodeFile)
+                    .unwrap()
+            ),
+            vec![("/etc/kubernetes/pki/ca.crt".into(), b"ca".to_vec())]
+        );
+        // Asking for what it skipped: the node is asked (part by part).
+        let all = c
+            .read_tree(&["/etc/kubernetes"], &[], Kind::NodeFile)
+            .unwrap();
+        assert!(
+            all.iter().any(|f| f.path == "/etc/kubernetes/tmp/old.crt"),
+            "{all:?}"
+        );
     }
 }

@@ -302,12 +302,20 @@ impl Transport for Local {
         atomic::symlink(&parent.join(name), Path::new(target)).map_err(Self::io(abs))
     }
 
-    fn remove_leftovers(&self, dir: &str) -> Result<Vec<String>, TransportError> {
-        let host = self.host(dir)?;
-        Ok(atomic::remove_leftovers(&host, false)
-            .into_iter()
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect())
+    fn remove_leftovers(&self, dirs: &[&str]) -> Result<Vec<String>, TransportError> {
+        let mut out = vec![];
+        for dir in dirs {
+            let host = self.host(dir)?;
+            out.extend(
+                atomic::remove_leftovers(&host, false)
+                    .into_iter()
+                    .filter_map(|p| {
+                        p.file_name()
+                            .map(|n| format!("{dir}/{}", n.to_string_lossy()))
+                    }),
+            );
+        }
+        Ok(out)
     }
 
     fn can_run(&self) -> bool {

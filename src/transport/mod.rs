@@ -221,18 +221,28 @@ pub fn read_tree_by_parts<T: Transport + ?Sized>(
         .into_iter()
         .map(|path| {
             let mode = t.stat(&path).ok().flatten().map(|s| s.mode);
-            let bytes = match t.read(&path, kind) {
-                Ok(Some(b)) => Ok(b),
-                Ok(None) => Err(TransportError::Input {
-                    path: path.clone(),
-                    reason: "does not exist".into(),
-                    help: None,
-                }),
-                Err(e) => Err(e),
-            };
-            TreeFile { path, mode, bytes }
+            tree_file(t, path, mode, kind)
         })
         .collect())
+}
+
+/// The entry of a tree at `path` (mode `mode`), its bytes read now.
+pub(crate) fn tree_file<T: Transport + ?Sized>(
+    t: &T,
+    path: String,
+    mode: Option<u32>,
+    kind: Kind,
+) -> TreeFile {
+    let bytes = match t.read(&path, kind) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(TransportError::Input {
+            path: path.clone(),
+            reason: "does not exist".into(),
+            help: None,
+        }),
+        Err(e) => Err(e),
+    };
+    TreeFile { path, mode, bytes }
 }
 
 /// What [`Transport::inspect`] found at a path.
@@ -349,9 +359,10 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Make `abs` a symlink to `target`, atomically replacing what is there.
     fn symlink(&self, abs: &str, target: &str) -> Result<(), TransportError>;
 
-    /// Remove trustform's temp files (`.trustform-XXXXXX`) a killed write left in `dir`.
-    /// Returns their names.
-    fn remove_leftovers(&self, dir: &str) -> Result<Vec<String>, TransportError>;
+    /// Remove trustform's temp files (`.trustform-XXXXXX`) a killed write left in the
+    /// directories `dirs` (in one round trip where the transport can). Returns their
+    /// node paths.
+    fn remove_leftovers(&self, dirs: &[&str]) -> Result<Vec<String>, TransportError>;
 
     /// Whether [`Transport::run`] can run commands on the node at all. `false` for a
     /// node reached through a directory that is not this machine's `/`: trustform cannot

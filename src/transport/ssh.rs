@@ -486,8 +486,10 @@ for d in "$@"; do
 done
 exit 0"#;
 
-const LEFTOVERS: &str = r#"for f in "$1"/.trustform-??????; do
-  if { [ -f "$f" ] || [ -L "$f" ]; } && rm -f -- "$f"; then echo "${f##*/}"; fi
+const LEFTOVERS: &str = r#"for d in "$@"; do
+  for f in "$d"/.trustform-??????; do
+    if { [ -f "$f" ] || [ -L "$f" ]; } && rm -f -- "$f"; then echo "$f"; fi
+  done
 done"#;
 
 impl Transport for Ssh {
@@ -648,9 +650,14 @@ impl Transport for Ssh {
         }
     }
 
-    fn remove_leftovers(&self, dir: &str) -> Result<Vec<String>, TransportError> {
-        super::normal(dir)?;
-        let out = self.sh(LEFTOVERS, &[dir], None, OP_TIMEOUT)?;
+    fn remove_leftovers(&self, dirs: &[&str]) -> Result<Vec<String>, TransportError> {
+        for d in dirs {
+            super::normal(d)?;
+        }
+        if dirs.is_empty() {
+            return Ok(vec![]);
+        }
+        let out = self.sh(LEFTOVERS, dirs, None, OP_TIMEOUT)?;
         Ok(out.text().lines().map(str::to_string).collect())
     }
 
