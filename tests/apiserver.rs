@@ -784,8 +784,10 @@ spec:
     server.shutdown().await;
 }
 
+/// Functional only: the figures (seeding, listing time, memory) are
+/// `cargo bench --bench sandbox`'s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listing_twenty_thousand_secrets_in_pages_is_fast() {
+async fn listing_twenty_thousand_secrets_in_pages() {
     let w = common::sandbox(1, 0, false);
     let server = start(&w.cluster(), Faults::default()).await;
     let mut batch: Vec<(&'static str, Value)> = (0..100)
@@ -806,13 +808,10 @@ async fn listing_twenty_thousand_secrets_in_pages_is_fast() {
                             "namespace": "bnMtMDAw", "token": "ZXlKaGJHY2lPaUpTVXpJMU5pSXNJbXRwWkNJNklpSjk="}}),
         ));
     }
-    let t = Instant::now();
     server.store.create_many(batch).unwrap();
-    let seeded = t.elapsed();
     let client = admin(&w).await;
     let all: Api<Secret> = Api::all(client);
-    let t = Instant::now();
-    let mut count = 0;
+    let mut names = std::collections::BTreeSet::new();
     let mut token: Option<String> = None;
     loop {
         let mut lp = ListParams::default().limit(500);
@@ -820,26 +819,21 @@ async fn listing_twenty_thousand_secrets_in_pages_is_fast() {
             lp = lp.continue_token(c);
         }
         let page = all.list(&lp).await.unwrap();
-        count += page.items.len();
+        assert!(page.items.len() <= 500, "a page of {}", page.items.len());
+        for s in &page.items {
+            let id = format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap_or(""),
+                s.metadata.name.as_deref().unwrap_or("")
+            );
+            assert!(names.insert(id.clone()), "{id} listed twice");
+        }
         token = page.metadata.continue_.filter(|c| !c.is_empty());
         if token.is_none() {
             break;
         }
     }
-    let listed = t.elapsed();
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    eprintln!(
-        "seeded 20,000 secrets in {seeded:?}; listed them in pages of 500 via kube-rs in {listed:?}; test process {rss}"
-    );
-    assert_eq!(count, 20_000);
-    assert!(listed < Duration::from_secs(30), "{listed:?}");
+    assert_eq!(names.len(), 20_000);
     server.shutdown().await;
 }
 

@@ -781,49 +781,6 @@ async fn extension_apiserver_authentication_follows_the_apiserver() {
     .await;
 }
 
-/// The figures of the report: seeding a large sandbox, and the controller manager
-/// republishing its CA to 5,000 namespaces and 20,000 token secrets. Slow in debug:
-/// `cargo test --release --test controllers -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn large_sandbox_figures() {
-    let started = Instant::now();
-    let c = Cluster::new(
-        1,
-        1,
-        Seed {
-            namespaces: 5000,
-            workloads: 2000,
-            legacy_token_secrets: 20000,
-            webhooks: 20,
-            ..Seed::default()
-        },
-    );
-    let seeded = started.elapsed();
-    let t = Instant::now();
-    let store = Store::open(&c.dir).unwrap();
-    let opened = t.elapsed();
-    let _ctl = controllers::spawn(&c.dir, store.clone());
-    let bundle = c.append_ca("etc/kubernetes/pki/ca.crt", "kubernetes-next");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let t = Instant::now();
-    runtime::restart(&c.node("cp-1"), "kube-controller-manager").unwrap();
-    until_every(30, Duration::from_millis(100), "republished", || {
-        root_ca_everywhere(&store, &bundle) && tokens_hold(&store, &bundle)
-    })
-    .await;
-    let republished = t.elapsed();
-    eprintln!(
-        "create+seed {:.2}s ({}), reopen {:.2}s, republish to {} namespaces + {} token secrets {:.2}s",
-        seeded.as_secs_f64(),
-        c.report.summary(),
-        opened.as_secs_f64(),
-        c.report.namespaces,
-        c.report.token_secrets,
-        republished.as_secs_f64()
-    );
-}
-
 /// kubectl, the external witness: through the sandbox API server, `rollout restart` and
 /// `rollout status` behave as on a real cluster, and the restarted pods trust the bundle
 /// the restarted controller manager published.
