@@ -39,18 +39,27 @@ mod tests {
     #[test]
     fn results_keep_the_order_and_the_items_run_at_once() {
         let items: Vec<u64> = (0..40).collect();
-        let start = Instant::now();
+        // Each item waits until 20 items have run at once (a map that ran them one by one
+        // would never get there): the witness, instead of the wall time of 40 sleeps.
+        let running = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
         let out = map(&items, 20, |n| {
-            std::thread::sleep(Duration::from_millis(50));
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while peak.load(Ordering::SeqCst) < 20 {
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for 20 items at once (at most {} so far)",
+                    peak.load(Ordering::SeqCst)
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            running.fetch_sub(1, Ordering::SeqCst);
             n * 2
         });
         assert_eq!(out, items.iter().map(|n| n * 2).collect::<Vec<_>>());
-        // 40 sleeps of 50 ms, 20 at a time: about 100 ms, far from 2 s.
-        assert!(
-            start.elapsed() < Duration::from_millis(1500),
-            "{:?}",
-            start.elapsed()
-        );
+        assert_eq!(peak.into_inner(), 20, "at most `threads` at a time");
         assert!(map(&[] as &[u8], 4, |_| 0u8).is_empty());
     }
 }

@@ -75,6 +75,15 @@ fn kubeconfig_for(w: &common::Workdir, server: &Server, issuer: &CaMaterial, cn:
     path
 }
 
+/// Wait (polling) until `ok` holds; panics naming `what` after `secs` seconds.
+async fn until(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 fn api_code(e: kube::Error) -> u16 {
     match e {
         kube::Error::Api(s) => s.code,
@@ -427,10 +436,20 @@ async fn client_certificates_are_judged_by_the_held_client_ca() {
         .list(&ListParams::default())
         .await
         .unwrap();
+    // The admin connects now, before the restart below: its pooled connection belongs to
+    // the process generation held now.
+    let cp1 = w.node("cp-1");
+    let before = runtime::held(&cp1, "kube-apiserver").unwrap().generation;
+    let admin_before = Api::<Namespace>::all(admin(&w).await);
+    admin_before.list(&ListParams::default()).await.unwrap();
+    assert!(
+        server.connections().contains_key(&before),
+        "{:?}",
+        server.connections()
+    );
 
     // A new CA added to the bundle on disk is not trusted until the process restarts.
     let next = new_ca("kubernetes-next", KeyAlgorithm::EcdsaP256, 10).unwrap();
-    let cp1 = w.node("cp-1");
     let bundle = cp1.join("etc/kubernetes/pki/ca.crt");
     let both = format!(
         "{}{}",
@@ -449,13 +468,16 @@ async fn client_certificates_are_judged_by_the_held_client_ca() {
     let bob = Api::<Namespace>::all(client_from(&bob_conf).await);
     bob.list(&ListParams::default()).await.unwrap();
 
-    // The admin's pooled connection of the old generation was closed; its next request
-    // reconnects and is still accepted (the old CA is still in the bundle).
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    Api::<Namespace>::all(admin(&w).await)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
+    // The admin's pooled connection of the old generation is closed once the server has
+    // drained it; the same client's next request reconnects and is still accepted (the
+    // old CA is still in the bundle).
+    let after = runtime::held(&cp1, "kube-apiserver").unwrap().generation;
+    assert_ne!(after, before);
+    until(30, "the old generation's connections closed", || {
+        !server.connections().contains_key(&before)
+    })
+    .await;
+    admin_before.list(&ListParams::default()).await.unwrap();
 
     // openssl, the external witness: the serving chain verifies against the cluster CA.
     let key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
@@ -557,15 +579,18 @@ async fn faults_are_injected_before_anything_happens() {
     server.shutdown().await;
 }
 
-fn kubectl_available() -> bool {
-    let found = Command::new("sh")
-        .args(["-c", "command -v kubectl"])
+/// kubectl is the external witness: CI installs it (`.ci/run`); without it these tests
+/// fail, naming why, instead of passing without having looked.
+fn require_kubectl() {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("NOTICE: kubectl not found; skipping the kubectl witness");
-    }
-    found
+    assert!(
+        found,
+        "kubectl is not on PATH: this test uses it as the external witness; install it \
+         (`.ci/run` does; README: which versions)"
+    );
 }
 
 struct Kubectl {
@@ -611,9 +636,7 @@ impl Kubectl {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_talks_to_it_like_a_real_server() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let w = common::sandbox(1, 1, false);
     let server = start(&w.cluster(), Faults::default()).await;
     let store = server.store.clone();
@@ -742,31 +765,46 @@ spec:
     .await
     .unwrap();
     let (k, stdout, mut watch) = k;
-    // The initial list arrives first; then a new object.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every line the watch prints, as it prints it.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The lines up to the first one that starts with `name ` (at most 30 s).
+    let lines_until = |rx: std::sync::mpsc::Receiver<String>, name: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut out: Vec<String> = vec![];
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let line = rx.recv_timeout(left).unwrap_or_else(|e| {
+                    panic!("the watch printed no {name} row ({e}); it printed {out:?}")
+                });
+                let done = line.starts_with(&format!("{name} "));
+                out.push(line);
+                if done {
+                    return (rx, out);
+                }
+            }
+        })
+    };
+    // The initial list arrives first; only then is a new object created, so it reaches
+    // kubectl as a watch event.
+    let (rx, mut lines) = lines_until(rx, "settings").await.unwrap();
     store
         .create(
             "configmaps",
             json!({"metadata": {"name": "late", "namespace": "x"}}),
         )
         .unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        let mut out = vec![];
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let done = line.contains("late");
-            out.push(line);
-            if done {
-                break;
-            }
-        }
-        out
-    });
-    let lines = tokio::time::timeout(Duration::from_secs(15), lines)
-        .await
-        .expect("the watch delivers")
-        .unwrap();
+    let (_, more) = lines_until(rx, "late").await.unwrap();
+    lines.extend(more);
     let _ = watch.kill();
     let _ = watch.wait();
     assert!(
@@ -784,8 +822,10 @@ spec:
     server.shutdown().await;
 }
 
+/// Functional only: the figures (seeding, listing time, memory) are
+/// `cargo bench --bench sandbox`'s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listing_twenty_thousand_secrets_in_pages_is_fast() {
+async fn listing_twenty_thousand_secrets_in_pages() {
     let w = common::sandbox(1, 0, false);
     let server = start(&w.cluster(), Faults::default()).await;
     let mut batch: Vec<(&'static str, Value)> = (0..100)
@@ -806,13 +846,10 @@ async fn listing_twenty_thousand_secrets_in_pages_is_fast() {
                             "namespace": "bnMtMDAw", "token": "ZXlKaGJHY2lPaUpTVXpJMU5pSXNJbXRwWkNJNklpSjk="}}),
         ));
     }
-    let t = Instant::now();
     server.store.create_many(batch).unwrap();
-    let seeded = t.elapsed();
     let client = admin(&w).await;
     let all: Api<Secret> = Api::all(client);
-    let t = Instant::now();
-    let mut count = 0;
+    let mut names = std::collections::BTreeSet::new();
     let mut token: Option<String> = None;
     loop {
         let mut lp = ListParams::default().limit(500);
@@ -820,26 +857,21 @@ async fn listing_twenty_thousand_secrets_in_pages_is_fast() {
             lp = lp.continue_token(c);
         }
         let page = all.list(&lp).await.unwrap();
-        count += page.items.len();
+        assert!(page.items.len() <= 500, "a page of {}", page.items.len());
+        for s in &page.items {
+            let id = format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap_or(""),
+                s.metadata.name.as_deref().unwrap_or("")
+            );
+            assert!(names.insert(id.clone()), "{id} listed twice");
+        }
         token = page.metadata.continue_.filter(|c| !c.is_empty());
         if token.is_none() {
             break;
         }
     }
-    let listed = t.elapsed();
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    eprintln!(
-        "seeded 20,000 secrets in {seeded:?}; listed them in pages of 500 via kube-rs in {listed:?}; test process {rss}"
-    );
-    assert_eq!(count, 20_000);
-    assert!(listed < Duration::from_secs(30), "{listed:?}");
+    assert_eq!(names.len(), 20_000);
     server.shutdown().await;
 }
 

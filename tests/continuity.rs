@@ -4,8 +4,8 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// kubectl through `conf`, as a user runs it: Err(stderr) on failure.
 fn kubectl(conf: &Path, args: &[&str]) -> Result<(), String> {
@@ -40,8 +40,9 @@ fn a_kubectl_loop_through_the_rotating_admin_conf_never_fails() {
 
     // The machine's kubectl, reading admin.conf afresh at every call, as a user would.
     let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
     let looper = {
-        let stop = stop.clone();
+        let (stop, calls) = (stop.clone(), calls.clone());
         let conf = conf.clone();
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0usize, Vec::new());
@@ -52,12 +53,23 @@ fn a_kubectl_loop_through_the_rotating_admin_conf_never_fails() {
                     Ok(()) => ok += 1,
                     Err(e) => failed.push(e),
                 }
+                calls.fetch_add(1, Ordering::Relaxed);
             }
             (ok, failed, seen.len())
         })
     };
     let (code, out, err) = w.run(&["apply", "plan.json"]);
-    std::thread::sleep(Duration::from_millis(300));
+    // The loop goes on until a call that began after the apply ended (with the final
+    // admin.conf) has finished: two more calls.
+    let target = calls.load(Ordering::Relaxed) + 2;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while calls.load(Ordering::Relaxed) < target && !looper.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the kubectl loop's calls after the apply"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, versions) = looper.join().unwrap();
     assert_eq!(code, 0, "{out}{err}");

@@ -327,3 +327,59 @@ fn a_listed_file_that_is_not_a_kubeconfig_points_at_the_entry() {
     let line = 10; // the cp-1 line of the inventory
     assert!(err.contains(&format!("trustform.yaml:{line}:")), "{err}");
 }
+
+/// `trust: [x, x]` with `issuer: x`: refused when trustform.yaml is loaded, at the second
+/// entry, by every command that reads the file (`rotate` used to panic on it).
+#[test]
+fn a_ca_listed_twice_in_a_trust_set_points_at_the_second_entry() {
+    let w = common::initialised(1, 0);
+    edit(&w.config(), "    issuer: kubernetes\n", "    issuer: x\n");
+    edit(
+        &w.config(),
+        "    trust: [kubernetes]\n",
+        "    trust: [x, x]\n",
+    );
+    edit(
+        &w.config(),
+        "  kubernetes: { fingerprint",
+        "  x: { fingerprint",
+    );
+    let text = std::fs::read_to_string(w.config()).unwrap();
+    let (line, column) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| (l == "    trust: [x, x]").then(|| (i + 1, l.rfind('x').unwrap() + 1)))
+        .expect("the trust line");
+    assert_eq!(column, 16);
+    let before = common::tree_state(w.path());
+    for args in [
+        &["plan"][..],
+        &["rotate", "kubernetes"],
+        &["apply", "--auto-approve"],
+    ] {
+        let (code, out, err) = w.run(args);
+        assert_eq!(code, 1, "{args:?}: stdout:\n{out}\nstderr:\n{err}");
+        assert!(out.is_empty(), "{args:?}: nothing on stdout: {out}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.contains("trustform::config::invalid"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(
+                "trustform.yaml: authority kubernetes: CA x is listed twice in its trust set"
+            ),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!("[trustform.yaml:{line}:{column}]")),
+            "{args:?}: names line {line}, column {column}: {err}"
+        );
+        assert!(err.contains("listed twice"), "{args:?}: label: {err}");
+        assert!(
+            err.contains("help: list each CA once: remove this `x`"),
+            "{args:?}: {err}"
+        );
+        common::assert_unchanged(&before, &common::tree_state(w.path()));
+    }
+}

@@ -482,7 +482,25 @@ fn kube_rs_waits_and_rollouts_against_the_in_process_server() {
             }))
             .unwrap();
         pdbs.create(&Default::default(), &pdb).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The disruption controller has judged the new budget: no disruption allowed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let b = pdbs.get("hold").await.unwrap();
+            let judged = b.status.as_ref().is_some_and(|s| {
+                s.observed_generation.is_some()
+                    && s.observed_generation == b.metadata.generation
+                    && s.disruptions_allowed == Some(0)
+            });
+            if judged {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for the status of PodDisruptionBudget hold: {:?}",
+                b.status
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let e = rollout::restart_stale(&client, &want, Duration::from_millis(800))
             .await
             .unwrap_err()

@@ -315,10 +315,11 @@ fn at_a_terminal_apply_asks_whether_the_manual_step_was_done() {
     use std::io::Write;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: no `script` (util-linux) to give apply a terminal");
-        return;
-    }
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "no `script` on PATH: this test needs it to give apply a terminal (Debian's \
+         bsdutils, which every Debian system has)"
+    );
     let w = copied_worker();
     let bin = assert_cmd::cargo::cargo_bin!("trustform");
     let mut child = Command::new("script")

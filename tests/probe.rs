@@ -301,12 +301,29 @@ fn the_prober_sees_an_api_server_serving_from_an_unknown_ca() {
     assert_eq!(probe::endpoints_of(&nodes).unwrap(), *up.endpoints());
     let snap = trustform::observe::observe(&targets).unwrap();
     let input = Input::new(&snap, nodes, up.endpoints().clone(), BTreeMap::new(), None);
-    let prober = Prober::start(input, probe::Options::default()).unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    let options = probe::Options::default();
+    let interval = options.interval;
+    let prober = Prober::start(input, options).unwrap();
+    // Six full rounds: every edge tried six times. Rounds begin an interval apart (a
+    // timer never fires early; tokio lets a tick be a few ms late without moving the
+    // next one), so the edge that fails in every round has been out from its first
+    // attempt (in round 1, before round 2 began) to past the start of round 6: four
+    // intervals less a few ms, more than three.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while prober.rounds() < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for 6 rounds of the prober ({} so far)",
+            prober.rounds()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let report = prober.stop();
+    let outage_floor = 3 * interval.as_millis() as u64;
+    assert!(outage_floor >= 500, "{outage_floor}");
     assert!(report.edges.len() > 10, "{report:?}");
     for e in &report.edges {
-        assert!(e.attempts >= 2, "{}: {} attempts", e.name, e.attempts);
+        assert!(e.attempts >= 6, "{}: {} attempts", e.name, e.attempts);
         if e.name.ends_with("→ kube-apiserver on cp-1") {
             assert_eq!(e.failures, e.attempts, "{} never gets through", e.name);
             assert!(
@@ -318,7 +335,12 @@ fn the_prober_sees_an_api_server_serving_from_an_unknown_ca() {
                 e.name,
                 e.first_error
             );
-            assert!(e.longest_outage_ms >= 500, "{}", e.name);
+            assert!(
+                e.longest_outage_ms >= outage_floor,
+                "{}: {} ms",
+                e.name,
+                e.longest_outage_ms
+            );
         } else {
             assert_eq!(e.failures, 0, "{}: {:?}", e.name, e.first_error);
         }

@@ -496,6 +496,16 @@ impl Prober {
         self.settle.clone()
     }
 
+    /// How many rounds of handshakes have finished so far (each full round tries every
+    /// live edge once; rounds begin at least [`Options::interval`] apart): what a caller
+    /// waits on to know the prober has looked, instead of sleeping.
+    pub fn rounds(&self) -> u64 {
+        let (m, _) = &*self.settle.rounds;
+        let g = m.lock().unwrap_or_else(|e| e.into_inner());
+        // Once the prober has stopped, `finished` says so with u64::MAX.
+        g.finished.min(g.started)
+    }
+
     /// Stop (the round in flight finishes) and report.
     pub fn stop(mut self) -> Report {
         self.finish()

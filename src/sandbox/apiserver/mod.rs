@@ -143,6 +143,44 @@ impl Default for Options {
     }
 }
 
+/// The open connections, by the held generation of the kube-apiserver process that
+/// accepted them (what [`Server::connections`] reports).
+#[derive(Debug, Default)]
+struct Open(std::sync::Mutex<std::collections::BTreeMap<u64, usize>>);
+
+impl Open {
+    /// Count a connection of `generation` until the guard is dropped.
+    fn enter(self: &Arc<Self>, generation: u64) -> OpenGuard {
+        *self.lock().entry(generation).or_default() += 1;
+        OpenGuard {
+            open: self.clone(),
+            generation,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One open connection, counted in [`Open`] while it lives.
+struct OpenGuard {
+    open: Arc<Open>,
+    generation: u64,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let mut m = self.open.lock();
+        if let Some(n) = m.get_mut(&self.generation) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.generation);
+            }
+        }
+    }
+}
+
 /// A running API server. Dropping it without [`Server::shutdown`] leaves it serving until
 /// the runtime ends.
 pub struct Server {
@@ -153,9 +191,18 @@ pub struct Server {
     dir: PathBuf,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    open: Arc<Open>,
 }
 
 impl Server {
+    /// The connections open now, counted by the held generation of the kube-apiserver
+    /// process that accepted them ([`crate::sandbox::runtime::Held::generation`]). After a
+    /// restart, the old generation's connections are served a while and then closed, as a
+    /// real API server does on its way down: a test waits here for them to be gone.
+    pub fn connections(&self) -> std::collections::BTreeMap<u64, usize> {
+        self.open.lock().clone()
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
@@ -346,13 +393,22 @@ pub async fn serve(dir: &Path, opts: Options) -> Result<Server, ApiServerError> 
         address: format!("127.0.0.1:{port}"),
         stop: stop_rx.clone(),
     });
-    let task = tokio::spawn(accept_loop(listener, ctx, held, first.generation, stop_rx));
+    let open = Arc::new(Open::default());
+    let task = tokio::spawn(accept_loop(
+        listener,
+        ctx,
+        held,
+        first.generation,
+        stop_rx,
+        open.clone(),
+    ));
     Ok(Server {
         port,
         store,
         dir,
         stop,
         task,
+        open,
     })
 }
 
@@ -362,6 +418,7 @@ async fn accept_loop(
     held: Arc<tls::HeldTls>,
     generation: u64,
     mut stop: watch::Receiver<bool>,
+    open: Arc<Open>,
 ) {
     let (gen_tx, gen_rx) = watch::channel(generation);
     let mut conns = JoinSet::new();
@@ -377,7 +434,13 @@ async fn accept_loop(
             }
             r = listener.accept() => match r {
                 Ok((tcp, _)) => {
-                    conns.spawn(connection(ctx.clone(), held.clone(), tcp, gen_rx.clone()));
+                    conns.spawn(connection(
+                        ctx.clone(),
+                        held.clone(),
+                        tcp,
+                        gen_rx.clone(),
+                        open.clone(),
+                    ));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             },
@@ -393,10 +456,12 @@ async fn connection(
     held: Arc<tls::HeldTls>,
     tcp: TcpStream,
     mut generation: watch::Receiver<u64>,
+    open: Arc<Open>,
 ) {
     let _ = tcp.set_nodelay(true);
     // The process as it is held now: a restart since the last connection shows here.
     let Ok(cur) = held.current() else { return };
+    let _open = open.enter(cur.generation);
     let acceptor = tokio_rustls::TlsAcceptor::from(cur.config.clone());
     let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
     else {

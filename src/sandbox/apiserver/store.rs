@@ -1404,8 +1404,9 @@ mod tests {
         ));
     }
 
+    /// Functional only: how long it takes is `cargo bench --bench sandbox`'s figure.
     #[test]
-    fn seeding_twenty_thousand_is_fast() {
+    fn seeding_twenty_thousand_in_one_batch() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let mut batch: Vec<(&'static str, Value)> = (0..100)
@@ -1418,10 +1419,13 @@ mod tests {
                        "type": "kubernetes.io/service-account-token", "data": {"ca.crt": "QUJD"}}),
             ));
         }
-        let t = Instant::now();
         s.create_many(batch).unwrap();
-        let took = t.elapsed();
         assert_eq!(s.list("secrets", None).len(), 20_000);
-        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert_eq!(s.list("secrets", Some("ns-7")).len(), 200);
+        assert_eq!(s.resource_version(), 20_100);
+        // Durable: the same objects after a reopen.
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.list("secrets", None).len(), 20_000);
     }
 }

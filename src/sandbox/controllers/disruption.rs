@@ -6,14 +6,15 @@
 //! pods' controllers. `disruptionsAllowed = max(0, currentHealthy − desiredHealthy)`.
 
 use super::queue::{self, Reconciler};
-use super::{KCM, Options, by, warn};
+use super::{KCM, Options, Passes, by, warn};
 use crate::sandbox::apiserver::store::{Store, StoreError};
 use crate::sandbox::objects::{self, controller_uid, pod_ready, selects};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Instant;
 
-const NAME: &str = "disruption";
+/// The controller's name (its log lines, [`super::Controllers::passes`]).
+pub const NAME: &str = "disruption";
 
 /// The controllers' scale: workload uid → how many pods it wants.
 pub type Scales = HashMap<String, i64>;
@@ -193,7 +194,7 @@ impl Reconciler for Disruption {
 }
 
 /// Run until aborted.
-pub(super) async fn run(store: Store, options: Options) {
+pub(super) async fn run(store: Store, options: Options, passes: Passes) {
     let _ = options;
-    queue::run(store, Disruption, NAME).await;
+    queue::run(store, Disruption, NAME, passes).await;
 }

@@ -4,7 +4,7 @@
 //! servers and webhooks read it to trust the front proxy and client certificates).
 //! Rewritten each time that API server restarts; a hand edit is put back.
 
-use super::{Batch, HeldWatch, Options, by, drain, warn};
+use super::{Batch, HeldWatch, Options, Passes, by, drain, warn};
 use crate::sandbox::Role;
 use crate::sandbox::apiserver::store::{Store, StoreError};
 use crate::sandbox::objects::{self, EXTENSION_AUTH_CONFIGMAP};
@@ -13,7 +13,8 @@ use serde_json::{Map, Value};
 use std::path::PathBuf;
 
 const APISERVER: &str = "kube-apiserver";
-const NAME: &str = "extension-apiserver-authentication";
+/// The controller's name (its log lines, [`super::Controllers::passes`]).
+pub const NAME: &str = "extension-apiserver-authentication";
 
 /// The `data` an API server with this held state publishes.
 pub fn held_data(held: &Held) -> Map<String, Value> {
@@ -21,7 +22,7 @@ pub fn held_data(held: &Held) -> Map<String, Value> {
 }
 
 /// Run until aborted.
-pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
+pub(super) async fn run(dir: PathBuf, store: Store, options: Options, passes: Passes) {
     let nodes = super::nodes(&dir, options.poll).await;
     let Some(first) = nodes.iter().find(|n| n.role == Role::ControlPlane) else {
         return;
@@ -54,6 +55,7 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
         {
             ensure(&store, d);
         }
+        passes.done(NAME);
     }
 }
 

@@ -11,6 +11,10 @@
 //!   template changes, one at a time, respecting PodDisruptionBudgets;
 //! - [`disruption`]: PodDisruptionBudget status;
 //! - [`kubelet`]: every running kubelet keeps its Node object posted.
+//!
+//! Each controller counts its completed passes ([`Controllers::passes`],
+//! [`Controllers::reconciles`]): the witness a test waits for before it asserts that a
+//! controller, having had its chance, did *not* act.
 
 pub mod disruption;
 pub mod extension_auth;
@@ -22,8 +26,10 @@ pub mod root_ca;
 use super::apiserver::store::{Event, Manager, Store, WriteOptions};
 use super::runtime::{self, Held};
 use super::{Sandbox, SandboxNode};
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::task::JoinHandle;
@@ -49,13 +55,56 @@ impl Default for Options {
     }
 }
 
+/// How many passes each controller has completed, by key: a controller's name (see
+/// [`Controllers::passes`]) or `name/namespace` (see [`Controllers::reconciles`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Passes(Arc<Mutex<HashMap<String, u64>>>);
+
+impl Passes {
+    /// One more pass of `controller`.
+    fn done(&self, controller: &str) {
+        self.add(controller.to_string());
+    }
+
+    /// One more reconcile of `namespace` by `controller`.
+    fn reconciled(&self, controller: &str, namespace: &str) {
+        self.add(format!("{controller}/{namespace}"));
+    }
+
+    fn add(&self, key: String) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(key).or_default() += 1;
+    }
+
+    fn get(&self, key: &str) -> u64 {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key).copied().unwrap_or(0)
+    }
+}
+
 /// The running controllers. Dropping the handle stops them.
 #[derive(Debug)]
 pub struct Controllers {
     tasks: Vec<JoinHandle<()>>,
+    passes: Passes,
 }
 
 impl Controllers {
+    /// How many passes `controller` has completed since it started. A pass of
+    /// [`root_ca::NAME`] or [`extension_auth::NAME`] is one poll of the held process state
+    /// with the publishing it called for; of [`rollout::NAME`] or [`disruption::NAME`], one
+    /// batch of namespaces reconciled. Once the count has grown by two after a change, a
+    /// whole pass began after that change and has finished.
+    pub fn passes(&self, controller: &str) -> u64 {
+        self.passes.get(controller)
+    }
+
+    /// How many times `controller` ([`rollout::NAME`] or [`disruption::NAME`]) has
+    /// finished reconciling `namespace`.
+    pub fn reconciles(&self, controller: &str, namespace: &str) -> u64 {
+        self.passes.get(&format!("{controller}/{namespace}"))
+    }
+
     /// Stop every controller now (they finish in the background).
     pub fn abort(&self) {
         for t in &self.tasks {
@@ -89,18 +138,34 @@ pub fn spawn(dir: &Path, store: Store) -> Controllers {
 /// [`spawn`] with explicit timings.
 pub fn spawn_with(dir: &Path, store: Store, options: Options) -> Controllers {
     let dir = dir.to_path_buf();
+    let passes = Passes::default();
     let tasks = vec![
-        tokio::spawn(root_ca::run(dir.clone(), store.clone(), options.clone())),
+        tokio::spawn(root_ca::run(
+            dir.clone(),
+            store.clone(),
+            options.clone(),
+            passes.clone(),
+        )),
         tokio::spawn(extension_auth::run(
             dir.clone(),
             store.clone(),
             options.clone(),
+            passes.clone(),
         )),
-        tokio::spawn(rollout::run(dir.clone(), store.clone(), options.clone())),
-        tokio::spawn(disruption::run(store.clone(), options.clone())),
+        tokio::spawn(rollout::run(
+            dir.clone(),
+            store.clone(),
+            options.clone(),
+            passes.clone(),
+        )),
+        tokio::spawn(disruption::run(
+            store.clone(),
+            options.clone(),
+            passes.clone(),
+        )),
         tokio::spawn(kubelet::run(dir, store, options)),
     ];
-    Controllers { tasks }
+    Controllers { tasks, passes }
 }
 
 /// The sandbox's nodes; waits (polling) until `sandbox.json` is readable.

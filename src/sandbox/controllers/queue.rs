@@ -5,7 +5,7 @@
 //! it changes, or at the time its last reconcile asked for. A subscriber that lags behind
 //! the store's events reconciles everything. Reconciles run off the async threads.
 
-use super::{settle, warn};
+use super::{Passes, settle, warn};
 use crate::sandbox::apiserver::store::Store;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -40,8 +40,8 @@ fn all_namespaces(store: &Store, interests: &[&str]) -> BTreeSet<String> {
     out
 }
 
-/// Run `r` until aborted.
-pub(super) async fn run<R: Reconciler>(store: Store, mut r: R, name: &'static str) {
+/// Run `r` until aborted, counting its passes in `passes` (per batch and per namespace).
+pub(super) async fn run<R: Reconciler>(store: Store, mut r: R, name: &'static str, passes: Passes) {
     let interests = r.interests();
     let mut rx = store.subscribe();
     let mut due: HashMap<String, Instant> = HashMap::new();
@@ -67,6 +67,7 @@ pub(super) async fn run<R: Reconciler>(store: Store, mut r: R, name: &'static st
                 due.remove(ns);
             }
             let s = store.clone();
+            let done = batch.clone();
             let work = tokio::task::spawn_blocking(move || {
                 let later: Vec<(String, Instant)> = batch
                     .into_iter()
@@ -77,6 +78,10 @@ pub(super) async fn run<R: Reconciler>(store: Store, mut r: R, name: &'static st
             match work.await {
                 Ok((back, later)) => {
                     r = back;
+                    for ns in &done {
+                        passes.reconciled(name, ns);
+                    }
+                    passes.done(name);
                     for (ns, t) in later {
                         let e = due.entry(ns).or_insert(t);
                         *e = (*e).min(t);

@@ -13,7 +13,7 @@
 
 use super::disruption;
 use super::queue::{self, Reconciler};
-use super::{KCM, Options, by, warn};
+use super::{KCM, Options, Passes, by, warn};
 use crate::sandbox::apiserver::store::{Store, StoreError};
 use crate::sandbox::objects::{self, Owner, PodSpec, ROOT_CA_CONFIGMAP, Trust};
 use crate::sandbox::{Role, SandboxNode};
@@ -22,7 +22,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const NAME: &str = "rollout";
+/// The controller's name (its log lines, [`super::Controllers::passes`]).
+pub const NAME: &str = "rollout";
 
 /// The kinds of workload the controller runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -721,12 +722,12 @@ impl Reconciler for Rollout {
 }
 
 /// Run until aborted.
-pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
+pub(super) async fn run(dir: PathBuf, store: Store, options: Options, passes: Passes) {
     let nodes = super::nodes(&dir, options.poll).await;
     let r = Rollout {
         nodes,
         step: options.rollout_step,
         next_step: HashMap::new(),
     };
-    queue::run(store, r, NAME).await;
+    queue::run(store, r, NAME, passes).await;
 }

@@ -6,7 +6,7 @@
 //! controllers it also reacts at once to new namespaces, new token secrets and
 //! hand-edited or deleted `kube-root-ca.crt` ConfigMaps.
 
-use super::{HeldWatch, KCM as MANAGER, Options, by, settle, warn};
+use super::{HeldWatch, KCM as MANAGER, Options, Passes, by, settle, warn};
 use crate::sandbox::Role;
 use crate::sandbox::apiserver::store::{Event, EventKind, Store, StoreError};
 use crate::sandbox::objects::{self, ROOT_CA_CONFIGMAP, TOKEN_SECRET_TYPE};
@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 const KCM: &str = "kube-controller-manager";
-const NAME: &str = "root-ca-publisher";
+/// The controller's name (its log lines, [`super::Controllers::passes`]).
+pub const NAME: &str = "root-ca-publisher";
 
 /// What the leader publishes: its root CA as text and as base64.
 #[derive(Debug)]
@@ -33,7 +34,7 @@ pub fn held_root_ca(held: &Held) -> Option<String> {
 }
 
 /// Run until aborted.
-pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
+pub(super) async fn run(dir: PathBuf, store: Store, options: Options, passes: Passes) {
     let nodes = super::nodes(&dir, options.poll).await;
     let mut watches: Vec<HeldWatch> = nodes
         .iter()
@@ -65,6 +66,7 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
                         publish_all(&store, b).await;
                     }
                 }
+                passes.done(NAME);
             }
             first = rx.recv() => {
                 let batch = settle(first, &mut rx).await;
