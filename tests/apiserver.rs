@@ -579,20 +579,6 @@ async fn faults_are_injected_before_anything_happens() {
     server.shutdown().await;
 }
 
-/// kubectl is the external witness: CI installs it (`.ci/run`); without it these tests
-/// fail, naming why, instead of passing without having looked.
-fn require_kubectl() {
-    let found = Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "kubectl is not on PATH: this test uses it as the external witness; install it \
-         (`.ci/run` does; README: which versions)"
-    );
-}
-
 struct Kubectl {
     conf: PathBuf,
     cache: tempfile::TempDir,
@@ -636,7 +622,7 @@ impl Kubectl {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_talks_to_it_like_a_real_server() {
-    require_kubectl();
+    common::require_kubectl();
     let w = common::sandbox(1, 1, false);
     let server = start(&w.cluster(), Faults::default()).await;
     let store = server.store.clone();

@@ -1,6 +1,8 @@
 //! The sandbox's seeded API objects and its simulated controllers, in process: a seeded
 //! store, `controllers::spawn`, and the simulated processes restarted by hand.
 
+mod common;
+
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -89,20 +91,6 @@ async fn passes_after(secs: u64, n: u64, what: &str, passes: impl Fn() -> u64) {
 async fn controller_passes(ctl: &Controllers, controller: &str, n: u64) {
     let what = format!("{n} passes of the {controller} controller");
     passes_after(20, n, &what, || ctl.passes(controller)).await;
-}
-
-/// kubectl is the external witness: CI installs it (`.ci/run`); without it these tests
-/// fail, naming why, instead of passing without having looked.
-fn require_kubectl() {
-    let found = std::process::Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "kubectl is not on PATH: this test uses it as the external witness; install it \
-         (`.ci/run` does; README: which versions)"
-    );
 }
 
 fn count(store: &Store, plural: &str, f: impl Fn(&Value) -> bool) -> usize {
@@ -829,7 +817,7 @@ async fn extension_apiserver_authentication_follows_the_apiserver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rollout_restart_and_status_through_the_api_server() {
     use trustform::sandbox::apiserver;
-    require_kubectl();
+    common::require_kubectl();
     let c = Cluster::new(
         1,
         1,

@@ -170,7 +170,7 @@ impl Transport for Cached {
     }
 
     /// From memory when the tree asked for is within the one read (and skips at least
-    /// what it skipped); else part by part, through this view.
+    /// what it skipped); else from the node.
     fn read_tree(
         &self,
         dirs: &[&str],
@@ -180,7 +180,7 @@ impl Transport for Cached {
         let within_ours = dirs.iter().all(|d| self.covers(d))
             && self.skip.iter().all(|s| skip.contains(&s.as_str()));
         if !within_ours {
-            return super::read_tree_by_parts(self, dirs, skip, kind);
+            return self.inner.read_tree(dirs, skip, kind);
         }
         Ok(self
             .files
@@ -279,7 +279,7 @@ mod tests {
             ),
             vec![("/etc/kubernetes/pki/ca.crt".into(), b"ca".to_vec())]
         );
-        // Asking for what it skipped: the node is asked (part by part).
+        // Asking for what it skipped: the node is asked.
         let all = c
             .read_tree(&["/etc/kubernetes"], &[], Kind::NodeFile)
             .unwrap();

@@ -831,9 +831,10 @@ mod tests {
                 b"f .trustform-Ab3xY9"
             ]
         );
+        // Every directory in one go; the paths of what was removed.
         assert_eq!(
-            sh(LEFTOVERS, &[&format!("{d}/pki")], None).text(),
-            ".trustform-Ab3xY9\n"
+            sh(LEFTOVERS, &[&format!("{d}/pki"), &d], None).text(),
+            format!("{d}/pki/.trustform-Ab3xY9\n")
         );
         assert!(sh(REMOVE, &[&p], None).success());
         assert!(!std::path::Path::new(&p).exists());

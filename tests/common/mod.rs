@@ -555,3 +555,17 @@ pub fn probe_summary(out: &str) -> serde_json::Value {
         .find(|v| v.get("probe").is_some())
         .unwrap_or_else(|| panic!("a summary with the probe report:\n{out}"))
 }
+
+/// kubectl is the external witness: CI installs it (`.ci/run`); without it these tests
+/// fail, naming why, instead of passing without having looked.
+pub fn require_kubectl() {
+    let found = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "kubectl is not on PATH: this test uses it as the external witness; install it \
+         (`.ci/run` does; README: which versions)"
+    );
+}
