@@ -6,7 +6,7 @@
 
 use crate::pki::{Fingerprint, KeyAlgorithm};
 use crate::redact::Redacted;
-use crate::sandbox::Role;
+use crate::snapshot::Role;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@
 
 use crate::config::{Authority, ConfigError, Loaded};
 use crate::pki::{Fingerprint, parse_certs};
-use crate::sandbox::Role;
+use crate::snapshot::Role;
 use crate::snapshot::{FileFact, Snapshot};
 use std::collections::BTreeMap;
 

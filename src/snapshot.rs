@@ -15,10 +15,31 @@
 //! fingerprint of their public half.
 
 use crate::pki::{CertFacts, Fingerprint};
-use crate::sandbox::Role;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+
+/// A node's role.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Runs the static-pod control plane.
+    ControlPlane,
+    /// Runs only the kubelet.
+    Worker,
+}
 
 /// Current snapshot format.
 pub const FORMAT_VERSION: u32 = 1;

@@ -7,7 +7,7 @@ use crate::pki::{
     Fingerprint, ParsedCert, PkiError, SecretPem, parse_certs, public_key_fingerprint,
 };
 use crate::redact::Redacted;
-use crate::sandbox::Role;
+use crate::snapshot::Role;
 use crate::snapshot::{
     CertEntry, Component, FileFact, KeyFact, KubeconfigFact, Kubelet, NodeSnapshot,
 };

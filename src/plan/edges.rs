@@ -7,7 +7,7 @@
 //! last start) or a file read at every use (kubectl and its copies). The credentials
 //! themselves are resolved by the judge.
 
-use crate::sandbox::Role;
+use crate::snapshot::Role;
 use crate::snapshot::{FileFact, Snapshot};
 use serde::Serialize;
 

@@ -8,7 +8,7 @@ use crate::diff::{
     Consumer, Desired, Field, KCM_ROOT_CA_FLAG, SIGNER_COPY, State, Target, consumers, lineage,
 };
 use crate::procedure::{Action, ForEach, Procedure, Stage, StepTemplate};
-use crate::sandbox::Role;
+use crate::snapshot::Role;
 use crate::snapshot::Snapshot;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

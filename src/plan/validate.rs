@@ -30,7 +30,7 @@ use super::{Op, Plan, Step};
 use crate::config::Authority;
 use crate::diff::{Field, KCM_ROOT_CA_FLAG, KCM_SINGLE_CERT_FLAGS, SIGNER_COPY, State};
 use crate::procedure::{Action, ForEach, Procedure, StepTemplate};
-use crate::sandbox::Role;
+use crate::snapshot::Role;
 use crate::snapshot::Snapshot;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use std::collections::{BTreeMap, BTreeSet};

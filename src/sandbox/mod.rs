@@ -66,27 +66,8 @@ pub enum SandboxError {
 /// tells its user to.
 pub const ADMIN_COPY: &str = "/root/.kube/config";
 
-/// A node's role.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Runs the static-pod control plane.
-    ControlPlane,
-    /// Runs only the kubelet.
-    Worker,
-}
+/// A node's role (the cluster model's: the sandbox builds what it names).
+pub use crate::snapshot::Role;
 
 /// What to build.
 #[derive(Clone, Debug)]
