@@ -103,7 +103,7 @@ pub fn run(
     trust: &[Fingerprint],
     retired: &[Fingerprint],
 ) -> Report {
-    let mut r = on_disk_views(
+    let mut r = on_disk(
         views,
         material,
         auth,
@@ -117,10 +117,11 @@ pub fn run(
 }
 
 /// The live handshakes of a gate alone (see [`super::live`]): every trust edge, each
-/// client with the credentials it holds on disk, through its node's transport.
-pub fn handshakes_only(nodes: &BTreeMap<String, Node>) -> Report {
+/// client with the credentials it holds on disk, through its node's transport. `views`
+/// as for [`run`].
+pub fn handshakes_only(views: &BTreeMap<String, Node>) -> Report {
     let mut r = Report::default();
-    live(&crate::exec::read_views(nodes), &mut r);
+    live(views, &mut r);
     r
 }
 
@@ -135,22 +136,8 @@ fn live(views: &BTreeMap<String, Node>, r: &mut Report) {
 
 /// The checks of a gate on the files on disk, without handshakes: bundles (judged as
 /// `bundles` says), leaves against `trust`, kubeconfigs against the API server on disk.
+/// `nodes` as for [`run`]: read views.
 pub fn on_disk(
-    nodes: &BTreeMap<String, Node>,
-    material: &Material,
-    auth: Authority,
-    issuer: &Fingerprint,
-    trust: &[Fingerprint],
-    retired: &[Fingerprint],
-    bundles_are: Bundles,
-) -> Report {
-    // Every file of every node is read below: read each node's trees in one go.
-    let views = crate::exec::read_views(nodes);
-    on_disk_views(&views, material, auth, issuer, trust, retired, bundles_are)
-}
-
-/// [`on_disk`] on read views of the nodes.
-fn on_disk_views(
     nodes: &BTreeMap<String, Node>,
     material: &Material,
     auth: Authority,

@@ -506,13 +506,10 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
         },
     };
     // The node's trust trees and the kubelet's configuration, in one round trip.
-    let read =
-        target
-            .transport
-            .read_tree(&cache::TRUST_DIRS, &cache::SKIPPED, input::Kind::NodeFile);
+    let read = Cached::read(target.transport.clone(), &cache::TRUST_DIRS);
     let under = |t: &crate::transport::TreeFile| t.path.starts_with(&format!("{kubernetes}/"));
-    let files = match read {
-        Ok(files) if files.iter().any(under) => files,
+    let tree = match read {
+        Ok(tree) if tree.files().any(under) => tree,
         // Nothing under /etc/kubernetes: no node there, or no access to it.
         read => {
             let err = |e| Reader::transport_error_of(&target.name, &kubernetes, e);
@@ -522,22 +519,17 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
             }
         }
     };
-    let mut paths: Vec<String> = files
-        .iter()
+    // In path order (the tree is sorted).
+    let paths: Vec<String> = tree
+        .files()
         .filter(|f| f.path != Reader::abs(layout::KUBELET_CONFIG))
         .map(|f| f.path.clone())
         .collect();
-    paths.sort();
     let mut r = Reader {
         target,
         certs: HashMap::new(),
         keys: Vec::new(),
-        tree: Cached::of_tree(
-            target.transport.clone(),
-            &cache::TRUST_DIRS,
-            &cache::SKIPPED,
-            files,
-        ),
+        tree,
     };
     let manifests_dir = format!("{}/", Reader::abs(layout::MANIFESTS));
     let mut files = BTreeMap::new();

@@ -47,7 +47,7 @@ impl Cached {
 
     /// A view of `inner` from a tree already read: `files`, what
     /// [`Transport::read_tree`] of `roots` without `skip` returned.
-    pub fn of_tree(
+    fn of_tree(
         inner: Arc<dyn Transport>,
         roots: &[&str],
         skip: &[&str],
@@ -61,7 +61,7 @@ impl Cached {
         }
     }
 
-    /// Every entry read, by path.
+    /// Every entry read, in path order.
     pub fn files(&self) -> impl Iterator<Item = &TreeFile> {
         self.files.values()
     }
