@@ -1232,3 +1232,68 @@ fn kubeconfig_check(
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_is_checked_once_per_node_and_each_failure_names_its_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let on = |name: &str, root: &std::path::Path| {
+            Node::new(
+                name,
+                std::sync::Arc::new(crate::transport::Local::new(name, root)),
+                None,
+            )
+        };
+        let here = on("here", std::path::Path::new("/"));
+        let mounted = on("mounted", tmp.path());
+        let mut files = Files::default();
+        for (node, tool, component) in [
+            (&here, "true", "kubelet"),
+            (&here, "false", "kube-apiserver"),
+            (&mounted, "true", "kubelet"),
+        ] {
+            files.tools.insert(
+                (node.name.clone(), tool),
+                ToolUse {
+                    node: node.clone(),
+                    component: component.into(),
+                    step: format!("s/{component}@{}", node.name),
+                },
+            );
+        }
+        files.check_tools();
+        let mut seen: Vec<(String, String, String, String)> = files
+            .problems
+            .iter()
+            .map(|p| match p {
+                Problem::Restart {
+                    node,
+                    step,
+                    why,
+                    help,
+                    ..
+                } => (node.clone(), step.clone(), why.clone(), help.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        seen.sort();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        // A tool that answers with a failure.
+        assert_eq!(seen[0].0, "here");
+        assert_eq!(seen[0].1, "s/kube-apiserver@here");
+        assert!(
+            seen[0]
+                .2
+                .starts_with("`false --version` failed on the node"),
+            "{seen:?}"
+        );
+        assert!(seen[0].3.contains("install them"), "{seen:?}");
+        // A node where no command runs at all.
+        assert_eq!(seen[1].0, "mounted");
+        assert_eq!(seen[1].1, "s/kubelet@mounted");
+        assert!(seen[1].3.contains("access.ssh"), "{seen:?}");
+    }
+}
