@@ -1,7 +1,7 @@
 //! Gates handshake live: real TLS handshakes with the real endpoints, each made through
 //! the transport of the node the client runs on ([`crate::transport::Transport::dial`]:
-//! a direct connection on this machine, `ssh -W` over the node's SSH connection, or the
-//! sandbox's own endpoints), with the credentials the client holds on disk:
+//! a direct connection on this machine; over SSH, a direct connection when this machine
+//! reaches the address, else `ssh -W` through the node; or the sandbox's own endpoints), with the credentials the client holds on disk:
 //!
 //! - every kubeconfig of every node (`/etc/kubernetes/*.conf` and the copies
 //!   trustform.yaml lists) → the host:port of its `server` URL, dialed from that node,

@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod local;
 pub mod process;
+pub mod shell;
 pub mod ssh;
 
 pub use local::{Local, PathError, normal, resolve};

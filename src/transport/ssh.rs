@@ -6,8 +6,11 @@
 //! key is refused, with how to trust it). A login other than root runs every command
 //! through `sudo -n`. Only ssh's own failures (exit 255) are retried, with backoff.
 //! Nothing is installed on the node: each operation is a short POSIX shell script run
-//! with `sh -c`, its arguments quoted.
+//! with `sh -c`, its arguments quoted, in one of a few shells kept open on the node
+//! ([`super::shell`]). A port is dialed from this machine when it is an address other
+//! than the node's loopback and answers, else with `ssh -W` through the node.
 
+use super::shell::{Ended, Shell};
 use super::{FileType, Output, Stat, Stream, Transport, TransportError};
 use crate::input::Kind;
 use std::path::PathBuf;
@@ -73,7 +76,20 @@ pub struct Ssh {
     opts: SshOptions,
     /// The ControlMaster: its socket directory (removed on drop) and process.
     master: Mutex<Option<Master>>,
+    /// Open shells on the node that are not running a command now.
+    idle: Mutex<Vec<Shell>>,
+    /// Shells open (idle or busy).
+    shells: AtomicUsize,
+    /// Addresses this machine does not reach (see [`Ssh::direct`]).
+    tunnel_only: Mutex<std::collections::HashSet<(std::net::IpAddr, u16)>>,
 }
+
+/// How long a direct connection may take before the node's connection is used instead.
+const DIRECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The most shells open on one node at once; beyond, a command runs in its own session.
+/// (sshd's `MaxSessions` is 10 by default, and `ssh -W` streams share the connection.)
+const MAX_SHELLS: usize = 6;
 
 #[derive(Debug)]
 struct Master {
@@ -89,6 +105,9 @@ impl Master {
 
 impl Drop for Ssh {
     fn drop(&mut self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
         if let Ok(mut m) = self.master.lock()
             && let Some(mut m) = m.take()
         {
@@ -122,6 +141,9 @@ impl Ssh {
             name: name.to_string(),
             opts,
             master: Mutex::new(None),
+            idle: Mutex::new(vec![]),
+            shells: AtomicUsize::new(0),
+            tunnel_only: Mutex::default(),
         }
     }
 
@@ -307,8 +329,8 @@ impl Ssh {
         self.remote(&words.join(" "), stdin, timeout)
     }
 
-    /// Run a remote command line over the multiplexed connection; ssh failures (255) are
-    /// retried with backoff.
+    /// Run a remote command line over the multiplexed connection, in an open shell when
+    /// one is free (see [`super::shell`]); ssh failures (255) are retried with backoff.
     fn remote(
         &self,
         line: &str,
@@ -321,20 +343,104 @@ impl Ssh {
                 std::thread::sleep(Duration::from_millis(250 << attempt));
             }
             let socket = self.socket()?;
-            let mut c = self.base();
-            c.arg("-S")
-                .arg(&socket)
-                .args(["-o", "ControlMaster=no", "-T"])
-                .arg(self.opts.destination())
-                .arg("--")
-                .arg(line);
-            let out = super::process::run(c, stdin, timeout).map_err(|r| self.unreachable(&r))?;
+            let out = match self.shell(&socket) {
+                Some(mut shell) => match shell.run(line, stdin, timeout) {
+                    Ok(out) => {
+                        self.idle.lock().expect("ssh shells lock").push(shell);
+                        out
+                    }
+                    Err(ended) => {
+                        drop(shell);
+                        self.shells.fetch_sub(1, Ordering::Relaxed);
+                        match ended {
+                            Ended::TimedOut => {
+                                return Err(self.unreachable(&format!(
+                                    "did not finish within {}",
+                                    humantime::format_duration(timeout)
+                                )));
+                            }
+                            Ended::Exited(code, said) => Output {
+                                code,
+                                stdout: vec![],
+                                stderr: said,
+                            },
+                        }
+                    }
+                },
+                None => {
+                    let mut c = self.session(&socket);
+                    c.arg(line);
+                    super::process::run(c, stdin, timeout).map_err(|r| self.unreachable(&r))?
+                }
+            };
             if out.code != Some(255) {
                 return self.check_sudo(out);
             }
             last = out.reason();
         }
         Err(self.unreachable(&last))
+    }
+
+    /// `ssh` for a new session on the connection at `socket`; the remote command follows.
+    fn session(&self, socket: &std::path::Path) -> Command {
+        let mut c = self.base();
+        c.arg("-S")
+            .arg(socket)
+            .args(["-o", "ControlMaster=no", "-T"])
+            .arg(self.opts.destination())
+            .arg("--");
+        c
+    }
+
+    /// An idle shell, or a new one while there are fewer than [`MAX_SHELLS`].
+    fn shell(&self, socket: &std::path::Path) -> Option<Shell> {
+        if let Some(s) = self.idle.lock().expect("ssh shells lock").pop() {
+            return Some(s);
+        }
+        let open = self.shells.fetch_add(1, Ordering::Relaxed);
+        let started = (open < MAX_SHELLS)
+            .then(|| {
+                let mut c = self.session(socket);
+                c.args(["exec", "sh"]);
+                Shell::start(c).ok()
+            })
+            .flatten();
+        if started.is_none() {
+            self.shells.fetch_sub(1, Ordering::Relaxed);
+        }
+        started
+    }
+
+    /// A connection made from this machine to `host:port`, when `host` is an IP address
+    /// other than the node's own loopback (`127.0.0.1`, `::1`) and this machine reaches
+    /// it: the same server, without a round trip through the node. An address that did
+    /// not answer in time is dialed through the node from then on; one that refused is
+    /// tried again next time (the server may have been restarting).
+    fn direct(&self, host: &str, port: u16) -> Option<std::net::TcpStream> {
+        let ip: std::net::IpAddr = host.parse().ok()?;
+        let own = ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST;
+        if own || ip.is_unspecified() {
+            return None;
+        }
+        let key = (ip, port);
+        if self.tunnel_only.lock().ok()?.contains(&key) {
+            return None;
+        }
+        match std::net::TcpStream::connect_timeout(&key.into(), DIRECT_TIMEOUT) {
+            Ok(s) => {
+                s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+                s.set_write_timeout(Some(Duration::from_secs(30))).ok()?;
+                Some(s)
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::ConnectionRefused
+                    && let Ok(mut t) = self.tunnel_only.lock()
+                {
+                    t.insert(key);
+                }
+                None
+            }
+        }
     }
 
     fn check_sudo(&self, out: Output) -> Result<Output, TransportError> {
@@ -454,43 +560,153 @@ t=$(mktemp -u "$d/.trustform-XXXXXX") || exit 6
 ln -s -- "$2" "$t" || exit 6
 mv -Tf -- "$t" "$p" || { rm -f -- "$t"; exit 6; }"#;
 
+/// Every file under the directories (and the files) given: a header line per entry
+/// (`f MODE SIZE PATH` for a regular file within the cap, `b MODE PATH` beyond it, `m -
+/// PATH` for a dangling link, `o WHAT PATH` for anything else), a line `--`, then the
+/// bytes of the `f` files one after another. One `find` lists the entries (GNU find;
+/// elsewhere the shell walks them) and one `cat` reads them all: a few processes per
+/// node instead of two per file. Symlinks are followed to files, not into directories.
 const TREE: &str = r#"cap=$1; skip=$2; shift 2
-one() {
-  f=$1
-  if [ -f "$f" ]; then
-    s=$(stat -L -c '%s %a' -- "$f") || return 0
-    size=${s% *}; mode=${s#* }
-    if [ "$size" -le "$cap" ]; then
-      printf 'f %s %s\n' "$mode" "$f"; base64 -w0 -- "$f"; printf '\n'
-    else
-      printf 'b %s %s\n' "$mode" "$f"
-    fi
-  elif [ ! -e "$f" ]; then
-    printf 'm - %s\n' "$f"
-  else
-    if [ -d "$f" ]; then w=directory; elif [ -p "$f" ]; then w=FIFO; elif [ -c "$f" ]; then w=character-device;
-    elif [ -b "$f" ]; then w=block-device; elif [ -S "$f" ]; then w=socket; else w=other; fi
-    printf 'o %s %s\n' "$w" "$f"
-  fi
+what() { case $1 in d) w=directory;; p) w=FIFO;; c) w=character-device;;
+  b) w=block-device;; s) w=socket;; *) w=other;; esac; }
+entry() {
+  if [ -f "$1" ]; then Y=f; elif [ ! -e "$1" ]; then Y=N; elif [ -d "$1" ]; then Y=d;
+  elif [ -p "$1" ]; then Y=p; elif [ -c "$1" ]; then Y=c; elif [ -b "$1" ]; then Y=b;
+  elif [ -S "$1" ]; then Y=s; else Y=o; fi
+  if [ -L "$1" ]; then y=l; else y=$Y; fi
+  st='0 0'; [ "$y$Y" != ff ] || st=$(stat -c '%a %s' -- "$1") || return 0
+  printf '%s%s %s %s\n' "$y" "$Y" "$st" "$1"
 }
 walk() {
   for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do
     [ -e "$f" ] || [ -L "$f" ] || continue
     case " $skip " in *" $f "*) continue;; esac
-    if [ -d "$f" ] && [ ! -L "$f" ]; then walk "$f"; continue; fi
-    one "$f"
+    if [ -d "$f" ] && [ ! -L "$f" ]; then walk "$f"; else entry "$f"; fi
   done
 }
-for d in "$@"; do
-  if [ -d "$d" ]; then walk "$d"; elif [ -f "$d" ]; then one "$d"; fi
-done
-exit 0"#;
+if find / -maxdepth 0 -printf '' 2>/dev/null; then
+  prune=; set -f
+  for s in $skip; do prune="$prune -path $s -prune -o"; done
+  list=$(find -H "$@" $prune -printf '%y%Y %m %s %p\n' 2>/dev/null); set +f
+else
+  list=$(for d in "$@"; do if [ -d "$d" ]; then walk "$d"; elif [ -f "$d" ]; then entry "$d"; fi; done)
+fi
+set --
+while IFS= read -r line; do
+  [ -n "$line" ] || continue
+  t=${line%% *}; r=${line#* }; m=${r%% *}; r=${r#* }; s=${r%% *}; p=${r#* }
+  case $t in
+    d*) continue ;;
+    f*) ;;
+    lf) st=$(stat -L -c '%a %s' -- "$p") || continue; m=${st% *}; s=${st#* } ;;
+    lN|lL) printf 'm - %s\n' "$p"; continue ;;
+    l*) what "${t#l}"; printf 'o %s %s\n' "$w" "$p"; continue ;;
+    *) what "${t%?}"; printf 'o %s %s\n' "$w" "$p"; continue ;;
+  esac
+  if [ "$s" -le "$cap" ]; then printf 'f %s %s %s\n' "$m" "$s" "$p"; set -- "$@" "$p"
+  else printf 'b %s %s\n' "$m" "$p"; fi
+done <<EOF
+$list
+EOF
+printf -- '--\n'
+[ "$#" -eq 0 ] || exec cat -- "$@""#;
 
 const LEFTOVERS: &str = r#"for d in "$@"; do
   for f in "$d"/.trustform-??????; do
     if { [ -f "$f" ] || [ -L "$f" ]; } && rm -f -- "$f"; then echo "$f"; fi
   done
 done"#;
+
+/// Why [`TREE`]'s answer could not be read.
+#[derive(Debug)]
+struct TreeError {
+    reason: String,
+    /// The bytes do not add up to the sizes listed: a file changed while it was read.
+    changed: bool,
+}
+
+/// The files of [`TREE`]'s answer.
+fn parse_tree(stdout: &[u8], kind: Kind) -> Result<Vec<super::TreeFile>, TreeError> {
+    let garbled = |what: &str| TreeError {
+        reason: format!("the listing came back garbled ({what})"),
+        changed: false,
+    };
+    let input = |path: &str, reason: String, help: Option<&str>| TransportError::Input {
+        path: path.to_string(),
+        reason,
+        help: help.map(str::to_string),
+    };
+    let mut files = vec![];
+    let mut sizes = vec![];
+    let mut rest = stdout;
+    loop {
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| garbled("no end of the listing"))?;
+        let header = String::from_utf8_lossy(&rest[..nl]).into_owned();
+        rest = &rest[nl + 1..];
+        if header == "--" {
+            break;
+        }
+        let mut parts = header.splitn(3, ' ');
+        let (Some(t), Some(info), Some(after)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(garbled(&header));
+        };
+        let mode = u32::from_str_radix(info, 8).ok();
+        let (path, bytes) = match t {
+            "f" => {
+                let (size, path) = after.split_once(' ').ok_or_else(|| garbled(&header))?;
+                let size: usize = size.parse().map_err(|_| garbled(&header))?;
+                sizes.push((files.len(), size));
+                (path, Ok(vec![]))
+            }
+            "b" => (
+                after,
+                Err(input(
+                    after,
+                    format!(
+                        "is larger than {} bytes, the most trustform reads for this kind of file",
+                        kind.cap()
+                    ),
+                    None,
+                )),
+            ),
+            "m" => (after, Err(input(after, "does not exist".into(), None))),
+            _ => (
+                after,
+                Err(input(
+                    after,
+                    if info == "other" {
+                        "is not a regular file".to_string()
+                    } else {
+                        format!("is a {}, not a regular file", info.replace('-', " "))
+                    },
+                    Some(
+                        "trustform reads only regular files (a FIFO or a device could block or never end)",
+                    ),
+                )),
+            ),
+        };
+        files.push(super::TreeFile {
+            path: path.to_string(),
+            mode: if t == "f" || t == "b" { mode } else { None },
+            bytes,
+        });
+    }
+    if sizes.iter().map(|(_, n)| n).sum::<usize>() != rest.len() {
+        return Err(TreeError {
+            reason: "its files changed while they were read; run trustform again".into(),
+            changed: true,
+        });
+    }
+    for (i, n) in sizes {
+        let (head, tail) = rest.split_at(n);
+        files[i].bytes = Ok(head.to_vec());
+        rest = tail;
+    }
+    Ok(files)
+}
 
 impl Transport for Ssh {
     fn describe(&self) -> String {
@@ -667,7 +883,6 @@ impl Transport for Ssh {
         skip: &[&str],
         kind: Kind,
     ) -> Result<Vec<super::TreeFile>, TransportError> {
-        use base64::Engine;
         for d in dirs.iter().chain(skip) {
             super::normal(d)?;
         }
@@ -675,60 +890,25 @@ impl Transport for Ssh {
         let skip = skip.join(" ");
         let mut args = vec![cap.as_str(), skip.as_str()];
         args.extend(dirs.iter().copied());
-        let out = self.sh(TREE, &args, None, OP_TIMEOUT)?;
-        if !out.success() {
-            return Err(Self::fail(dirs.first().copied().unwrap_or("/"), &out));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut lines = text.lines();
-        let mut files = vec![];
-        let input = |path: &str, reason: String, help: Option<&str>| TransportError::Input {
-            path: path.to_string(),
-            reason,
-            help: help.map(str::to_string),
-        };
-        while let Some(header) = lines.next() {
-            let mut parts = header.splitn(3, ' ');
-            let (t, info, path) = (parts.next(), parts.next(), parts.next());
-            let (Some(t), Some(info), Some(path)) = (t, info, path) else {
-                return Err(Self::fail(header, &out));
-            };
-            let mode = u32::from_str_radix(info, 8).ok();
-            let bytes = match t {
-                "f" => {
-                    let data = lines.next().unwrap_or_default();
-                    base64::engine::general_purpose::STANDARD
-                        .decode(data)
-                        .map_err(|e| input(path, format!("came back garbled: {e}"), None))
+        let at = dirs.first().copied().unwrap_or("/");
+        // A file that changed between the listing and its reading: read again, once.
+        let mut again = true;
+        loop {
+            let out = self.sh(TREE, &args, None, OP_TIMEOUT)?;
+            if !out.success() {
+                return Err(Self::fail(at, &out));
+            }
+            match parse_tree(&out.stdout, kind) {
+                Ok(files) => return Ok(files),
+                Err(why) if again && why.changed => again = false,
+                Err(why) => {
+                    return Err(TransportError::Io {
+                        path: at.to_string(),
+                        reason: why.reason,
+                    });
                 }
-                "b" => Err(input(
-                    path,
-                    format!(
-                        "is larger than {} bytes, the most trustform reads for this kind of file",
-                        kind.cap()
-                    ),
-                    None,
-                )),
-                "m" => Err(input(path, "does not exist".into(), None)),
-                _ => Err(input(
-                    path,
-                    if info == "other" {
-                        "is not a regular file".to_string()
-                    } else {
-                        format!("is a {}, not a regular file", info.replace('-', " "))
-                    },
-                    Some(
-                        "trustform reads only regular files (a FIFO or a device could block or never end)",
-                    ),
-                )),
-            };
-            files.push(super::TreeFile {
-                path: path.to_string(),
-                mode: if t == "f" || t == "b" { mode } else { None },
-                bytes,
-            });
+            }
         }
-        Ok(files)
     }
 
     fn run(&self, argv: &[&str], timeout: Duration) -> Result<Output, TransportError> {
@@ -741,6 +921,9 @@ impl Transport for Ssh {
     }
 
     fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError> {
+        if let Some(s) = self.direct(host, port) {
+            return Ok(Box::new(s));
+        }
         let socket = self.socket()?;
         let mut c = self.base();
         c.arg("-S")
@@ -783,6 +966,24 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             "[plain][a b][it's][][$(echo no)][x;y][*]"
         );
+    }
+
+    #[test]
+    fn addresses_this_machine_reaches_are_dialed_from_here_and_the_nodes_own_never() {
+        let ssh = Ssh::new("n", SshOptions::default());
+        let here = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = here.local_addr().unwrap().port();
+        assert!(ssh.direct("127.0.0.2", port).is_some());
+        // The node's own loopback, names and the unspecified address go through the node.
+        let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let own_port = own.local_addr().unwrap().port();
+        assert!(ssh.direct("127.0.0.1", own_port).is_none());
+        assert!(ssh.direct("localhost", own_port).is_none());
+        assert!(ssh.direct("0.0.0.0", own_port).is_none());
+        // Refused (nothing listens on port 1): through the node this time, tried
+        // directly again the next.
+        assert!(ssh.direct("127.0.0.2", 1).is_none());
+        assert!(ssh.tunnel_only.lock().unwrap().is_empty());
     }
 
     #[test]
@@ -838,11 +1039,18 @@ mod tests {
         );
         assert!(sh(REMOVE, &[&p], None).success());
         assert!(!std::path::Path::new(&p).exists());
-        // The whole tree in one go: files with mode and base64 bytes, a dangling link, a
-        // FIFO never opened, the skipped directory left out.
+        // The whole tree in one go: files with mode and bytes, a dangling link, a link
+        // to a file followed, a link to a directory not entered, a FIFO never opened,
+        // the skipped directory left out, a file given by name, a missing one ignored.
         std::fs::create_dir_all(format!("{d}/pki/tmp")).unwrap();
         std::fs::write(format!("{d}/pki/tmp/x"), b"skipped").unwrap();
         std::fs::write(format!("{d}/pki/big"), vec![b'a'; 200]).unwrap();
+        std::fs::create_dir_all(format!("{d}/pki/sub")).unwrap();
+        std::fs::write(format!("{d}/pki/sub/a.crt"), b"A\n").unwrap();
+        std::os::unix::fs::symlink(format!("{d}/pki/sub/a.crt"), format!("{d}/pki/link.crt"))
+            .unwrap();
+        std::os::unix::fs::symlink(format!("{d}/pki/sub"), format!("{d}/pki/dirlink")).unwrap();
+        std::fs::write(format!("{d}/config.yaml"), b"kind: x").unwrap();
         assert!(
             std::process::Command::new("mkfifo")
                 .arg(format!("{d}/pki/fifo"))
@@ -851,19 +1059,76 @@ mod tests {
                 .success()
         );
         let skip = format!("{d}/pki/tmp");
-        let o = sh(TREE, &["100", &skip, &format!("{d}/pki")], None);
-        assert!(o.success(), "{o:?}");
-        let text = o.text();
-        assert!(text.contains(&format!("b 644 {d}/pki/big\n")), "{text}");
-        assert!(text.contains(&format!("o FIFO {d}/pki/fifo\n")), "{text}");
-        assert!(
-            text.contains(&format!("m - {d}/pki/current.pem\n")),
-            "{text}"
+        let pki = format!("{d}/pki");
+        let config = format!("{d}/config.yaml");
+        let missing = format!("{d}/none");
+        let args = ["100", &skip, &pki, &config, &missing];
+        let tree = |o: Output| {
+            assert!(o.success(), "{o:?}");
+            type Seen = (String, Option<u32>, Result<Vec<u8>, String>);
+            let mut files: Vec<Seen> = parse_tree(&o.stdout, Kind::Config)
+                .unwrap()
+                .into_iter()
+                .map(|f| (f.path, f.mode, f.bytes.map_err(|e| e.to_string())))
+                .collect();
+            files.sort_by(|a, b| a.0.cmp(&b.0));
+            files
+        };
+        let fast = tree(sh(TREE, &args, None));
+        let p = |n: &str| format!("{d}/{n}");
+        let shown: Vec<(String, Option<u32>, bool)> = fast
+            .iter()
+            .map(|(p, m, b)| (p.clone(), *m, b.is_ok()))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                (p("config.yaml"), Some(0o644), true),
+                (p("pki/.hidden"), Some(0o644), true),
+                (p("pki/big"), Some(0o644), false),
+                (p("pki/current.pem"), None, false),
+                (p("pki/dirlink"), None, false),
+                (p("pki/fifo"), None, false),
+                (p("pki/link.crt"), Some(0o644), true),
+                (p("pki/sub/a.crt"), Some(0o644), true),
+            ]
         );
+        let bytes = |name: &str| fast.iter().find(|f| f.0 == p(name)).unwrap().2.clone();
+        assert_eq!(bytes("pki/.hidden"), Ok(b"x".to_vec()));
+        assert_eq!(bytes("pki/link.crt"), Ok(b"A\n".to_vec()));
+        assert_eq!(bytes("config.yaml"), Ok(b"kind: x".to_vec()));
+        assert!(bytes("pki/fifo").unwrap_err().contains("FIFO"));
+        assert!(bytes("pki/dirlink").unwrap_err().contains("directory"));
         assert!(
-            text.contains(&format!("f 644 {d}/pki/.hidden\neA==\n")),
-            "{text}"
+            bytes("pki/current.pem")
+                .unwrap_err()
+                .contains("does not exist")
         );
-        assert!(!text.contains("tmp/x"), "{text}");
+        assert!(bytes("pki/big").unwrap_err().contains("larger than"));
+        // Without GNU find (busybox), the shell walks the tree: the same answer.
+        let bin = format!("{d}/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(format!("{bin}/find"), "#!/bin/sh\nexit 1\n").unwrap();
+        std::fs::set_permissions(
+            format!("{bin}/find"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let mut c = Command::new("sh");
+        c.env("PATH", format!("{bin}:{}", std::env::var("PATH").unwrap()))
+            .arg("-c")
+            .arg(TREE)
+            .arg("trustform")
+            .args(args);
+        let walked = tree(super::super::process::run(c, None, Duration::from_secs(10)).unwrap());
+        assert_eq!(walked, fast);
+        // Bytes that do not add up to the sizes listed: changed while read.
+        let e = parse_tree(b"f 644 3 /a\n--\nab", Kind::Config).unwrap_err();
+        assert!(e.changed, "{e:?}");
+        assert!(
+            !parse_tree(b"f 644 3 /a\n", Kind::Config)
+                .unwrap_err()
+                .changed
+        );
     }
 }
