@@ -94,7 +94,7 @@ fn plan_on_sandbox(bin: &Path, workers: usize) {
     // In-process breakdown (best of 3).
     let config = dir.path().join("trustform.yaml");
     let loaded = trustform::config::load(&config).unwrap();
-    let targets = loaded.node_targets().unwrap();
+    let targets = trustform::observe::targets(&loaded).unwrap();
     let (t_obs, snap) = best_of(3, || trustform::observe::observe(&targets).unwrap());
     let (t_res, desired) = best_of(3, || trustform::diff::resolve(&loaded, &snap).unwrap());
     let procs = trustform::procedure::load_all().unwrap();

@@ -84,8 +84,8 @@ fn main() {
     let loaded = trustform::config::load(&config).unwrap();
     let t = Instant::now();
     let snap = trustform::observe::observe_with(
-        &loaded.node_targets().unwrap(),
-        loaded.kube_access().as_ref(),
+        &trustform::observe::targets(&loaded).unwrap(),
+        trustform::exec::kube::Access::of(&loaded).as_ref(),
     )
     .unwrap();
     let observe = t.elapsed();

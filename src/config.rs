@@ -360,8 +360,17 @@ fn span_of(loc: serde_saphyr::Location, text: &str) -> SourceSpan {
     match (s.byte_offset(), s.byte_len()) {
         (Some(o), Some(l)) if l > 0 => (o as usize, l as usize).into(),
         (Some(o), _) => (o as usize, 1).into(),
-        _ => crate::observe::line_span(text, loc.line() as usize),
+        _ => crate::redact::line_span(text, loc.line() as usize),
     }
+}
+
+/// A place in trustform.yaml, for errors raised outside `config`.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The file and its text.
+    pub src: miette::NamedSource<String>,
+    /// Where.
+    pub span: SourceSpan,
 }
 
 impl Loaded {
@@ -390,9 +399,9 @@ impl Loaded {
     }
 
     /// The place of `loc` in this file, for errors raised outside `config`.
-    pub fn origin(&self, loc: serde_saphyr::Location) -> crate::observe::Origin {
+    pub fn origin(&self, loc: serde_saphyr::Location) -> Origin {
         let shown = self.shown();
-        crate::observe::Origin {
+        Origin {
             src: shown.source(self.path.display().to_string()),
             span: shown.span(span_of(loc, &self.text)),
         }
@@ -402,15 +411,6 @@ impl Loaded {
     pub fn resolve_path(&self, p: &str) -> PathBuf {
         let p = expand_home(p);
         if p.is_absolute() { p } else { self.dir.join(p) }
-    }
-
-    /// The Kubernetes API access of `inventory.kube`, resolved; `None` when not set.
-    pub fn kube_access(&self) -> Option<crate::exec::kube::Access> {
-        self.config
-            .inventory
-            .kube
-            .as_ref()
-            .map(|k| crate::exec::kube::Access::resolve(k, &self.dir))
     }
 
     /// How each node is reached, in inventory order (made at the first call, shared by
@@ -454,31 +454,6 @@ impl Loaded {
             .zip(self.transports()?)
             .filter(|(_, t)| !t.can_run())
             .map(|(n, _)| n.name.clone())
-            .collect())
-    }
-
-    /// The nodes to observe, in inventory order.
-    pub fn node_targets(&self) -> Result<Vec<crate::observe::NodeTarget>, ConfigError> {
-        let transports = self.transports()?;
-        Ok(self
-            .config
-            .inventory
-            .nodes
-            .iter()
-            .zip(transports)
-            .map(|(n, transport)| crate::observe::NodeTarget {
-                name: n.name.clone(),
-                transport,
-                root: n.access.local.as_ref().map(|l| self.resolve_path(&l.root)),
-                kubeconfigs: n
-                    .kubeconfigs
-                    .iter()
-                    .map(|k| crate::observe::Listed {
-                        path: k.value.clone(),
-                        origin: Some(self.origin(k.referenced)),
-                    })
-                    .collect(),
-            })
             .collect())
     }
 
@@ -915,4 +890,137 @@ pub fn spanned(s: impl Into<String>) -> Spanned<String> {
 pub fn schema() -> String {
     let schema = schemars::schema_for!(Config);
     serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "sha256:011c84fd78b924a1208ab9d2a6ff0f9648bc39507c885b8576295c0beb7f510e";
+
+    fn text(authorities: &str, cas: &str, nodes: &str) -> String {
+        format!(
+            "apiVersion: trustform.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: t\ninventory:\n  layout: kubeadm\n  nodes:\n{nodes}authorities:\n{authorities}cas:\n{cas}"
+        )
+    }
+
+    const NODE: &str =
+        "    - { name: cp-1, role: control-plane, access: { local: { root: nodes/cp-1 } } }\n";
+
+    fn good() -> String {
+        text(
+            "  kubernetes:\n    issuer: old\n    trust: [old]\n",
+            &format!("  old: {{ fingerprint: \"{FP}\" }}\n"),
+            NODE,
+        )
+    }
+
+    /// Load `text` from a file; on error, its message and the text it points at.
+    fn load_text(text: &str) -> Result<Loaded, (String, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trustform.yaml");
+        std::fs::write(&path, text).unwrap();
+        load(&path).map_err(|e| {
+            let span = match &e {
+                ConfigError::Invalid { span, .. } | ConfigError::Syntax { span, .. } => *span,
+                other => panic!("not an error with a place: {other:?}"),
+            };
+            let at = text[span.offset()..span.offset() + span.len()].to_string();
+            (e.to_string(), at)
+        })
+    }
+
+    #[test]
+    fn a_minimal_config_loads_and_hashes_its_bytes() {
+        let l = load_text(&good()).unwrap();
+        assert_eq!(l.config.metadata.name, "t");
+        assert_eq!(l.config.inventory.nodes.len(), 1);
+        let again = load_text(&good()).unwrap();
+        assert_eq!(l.hash, again.hash);
+        assert!(l.hash.starts_with("sha256:") && l.hash.len() == 7 + 64);
+        let other = load_text(&good().replace("name: t\n", "name: u\n")).unwrap();
+        assert_ne!(l.hash, other.hash);
+    }
+
+    #[test]
+    fn each_mistake_is_refused_where_it_is() {
+        let node2 = format!("{NODE}{NODE}");
+        for (t, why, at) in [
+            (
+                good().replace("trustform.dev/v1alpha1", "trustform.dev/v9"),
+                "apiVersion \"trustform.dev/v9\" is not trustform.dev/v1alpha1",
+                "apiVersion",
+            ),
+            (
+                text(
+                    "  kubernetes:\n    issuer: old\n    trust: [old, nope]\n",
+                    &format!("  old: {{ fingerprint: \"{FP}\" }}\n"),
+                    NODE,
+                ),
+                "names CA \"nope\", which is not in `cas`",
+                "nope",
+            ),
+            (
+                text(
+                    "  kubernetes:\n    issuer: old\n    trust: [old, old]\n",
+                    &format!("  old: {{ fingerprint: \"{FP}\" }}\n"),
+                    NODE,
+                ),
+                "CA old is listed twice in its trust set",
+                "old",
+            ),
+            (
+                text(
+                    "  kubernetes:\n    issuer: new\n    trust: [old]\n",
+                    &format!(
+                        "  old: {{ fingerprint: \"{FP}\" }}\n  new: {{ fingerprint: \"{FP}\" }}\n"
+                    ),
+                    NODE,
+                ),
+                "issuer new is not in its trust set",
+                "new",
+            ),
+            (
+                text(
+                    "  kubernetes:\n    issuer: old\n    trust: [old]\n",
+                    "  old: { fingerprint: \"sha256:abc\" }\n",
+                    NODE,
+                ),
+                "\"sha256:abc\" is not a SHA-256 fingerprint",
+                "sha256:abc",
+            ),
+            (
+                text(
+                    "  kubernetes:\n    issuer: old\n    trust: [old]\n",
+                    &format!("  old: {{ fingerprint: \"{FP}\" }}\n"),
+                    &node2,
+                ),
+                "node cp-1 is listed twice (first at line 8)",
+                "cp-1",
+            ),
+            (
+                good().replace("layout: kubeadm", "layout: kubeadm\n  colour: red"),
+                "unknown field `colour`",
+                "colour",
+            ),
+        ] {
+            let (message, place) = match load_text(&t) {
+                Ok(_) => panic!("accepted:\n{t}"),
+                Err(e) => e,
+            };
+            assert!(message.contains(why), "{message} (wanted {why:?})");
+            assert!(
+                place.contains(at),
+                "{message}: points at {place:?}, not {at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_rendered_config_loads_back_to_the_same_config() {
+        let l = load_text(&good()).unwrap();
+        let again = load_text(&render(&l.config)).unwrap();
+        assert_eq!(render(&again.config), render(&l.config));
+        assert_eq!(again.config.authorities.len(), l.config.authorities.len());
+    }
 }

@@ -65,6 +65,11 @@ pub struct X509 {
     pub client_ca_file: Option<String>,
 }
 
+/// `authentication.x509.clientCAFile` of the `KubeletConfiguration` `text`.
+pub fn client_ca_file(text: &str) -> Option<String> {
+    Config::parse(text).ok()?.authentication.x509.client_ca_file
+}
+
 impl Config {
     /// Parse a `KubeletConfiguration` (YAML or JSON).
     pub fn parse(text: &str) -> Result<Self, serde_saphyr::Error> {

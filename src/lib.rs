@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod diff;
 pub mod exec;
+pub mod held;
 pub mod input;
 pub mod kubelet;
 pub mod layout;

@@ -344,3 +344,125 @@ pub fn schema() -> String {
     serde_json::to_string_pretty(&schemars::schema_for!(Procedure)).expect("schema serialises")
         + "\n"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A procedure of two steps; `extra` is added to the second.
+    fn two_steps(second: &str) -> String {
+        format!(
+            "procedure: p\nauthority: kubernetes\nsource: test\nsteps:\n  - id: distribute\n    doc: \"1\"\n    title: t\n    stage: pre-rotate\n    for_each: control-plane-node\n    action: write-ca-files\n  - id: second\n{second}"
+        )
+    }
+
+    fn refused(text: &str) -> (String, String) {
+        let e = parse("p.yaml", text).expect_err("refused");
+        let at = &text[e.span.offset()..e.span.offset() + e.span.len()];
+        (e.reason, at.to_string())
+    }
+
+    #[test]
+    fn documented_numbers_compare_as_numbers() {
+        assert!(doc_key("8.3") < doc_key("10.1"));
+        assert!(doc_key("8.1") < doc_key("8.3"));
+        assert!(doc_key("11") > doc_key("8.4"));
+        assert!(doc_key("3") < doc_key("3.1"));
+    }
+
+    #[test]
+    fn a_well_formed_procedure_parses_in_file_order() {
+        let p = parse(
+            "p.yaml",
+            &two_steps("    doc: \"3\"\n    title: t\n    stage: pre-rotate\n    for_each: control-plane-node\n    action: restart-static-pod\n    component: kube-apiserver\n    rolling: true\n    after: [distribute]\n"),
+        )
+        .unwrap();
+        let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["distribute", "second"]);
+        assert_eq!(p.steps[1].after, ["distribute"]);
+        assert!(p.steps[1].rolling);
+    }
+
+    #[test]
+    fn each_rule_refuses_its_step_and_points_at_it() {
+        let restart = "    title: t\n    stage: pre-rotate\n    for_each: control-plane-node\n    action: restart-static-pod\n    component: kube-apiserver\n";
+        for (second, why) in [
+            (format!("    doc: \"1\"\n{restart}"), "keep their documented order"),
+            (format!("    doc: \"0.5\"\n{restart}"), "keep their documented order"),
+            (restart.to_string(), "say `why` trustform adds it"),
+            (
+                format!("    doc: \"2\"\n{restart}    after: [later]\n"),
+                "which is not an earlier step",
+            ),
+            (
+                "    doc: \"2\"\n    title: t\n    stage: pre-rotate\n    for_each: control-plane-node\n    action: restart-static-pod\n".into(),
+                "`component` goes with restart-static-pod",
+            ),
+            (
+                "    doc: \"2\"\n    title: t\n    stage: pre-rotate\n    for_each: node\n    action: restart-kubelet\n    component: kubelet\n".into(),
+                "`component` goes with restart-static-pod",
+            ),
+            (
+                "    doc: \"2\"\n    title: t\n    stage: pre-rotate\n    for_each: control-plane-node\n    action: write-kubeconfigs\n".into(),
+                "`files` goes with write-kubeconfigs",
+            ),
+            (
+                "    doc: \"2\"\n    title: t\n    stage: pre-rotate\n    for_each: control-plane-node\n    action: write-ca-files\n    copies: true\n".into(),
+                "`copies` goes with write-kubeconfigs",
+            ),
+            (
+                "    doc: \"2\"\n    title: t\n    stage: pre-rotate\n    for_each: control-plane-node\n    action: verify-trust\n".into(),
+                "runs for_each: cluster",
+            ),
+            (
+                "    doc: \"2\"\n    title: t\n    stage: pre-rotate\n    for_each: cluster\n    action: write-ca-files\n".into(),
+                "runs on nodes",
+            ),
+        ] {
+            let (reason, at) = refused(&two_steps(&second));
+            assert!(reason.contains(why), "{second}: {reason}");
+            assert_eq!(at, "id: second", "{second}: points at {at:?}");
+        }
+        // The same id twice.
+        let text = two_steps("    doc: \"2\"\n    title: t\n    stage: pre-rotate\n    for_each: control-plane-node\n    action: write-ca-files\n")
+            .replace("id: second", "id: distribute");
+        assert!(refused(&text).0.contains("is used twice"));
+        // A field no procedure has.
+        let text = two_steps(
+            "    doc: \"2\"\n    title: t\n    stage: pre-rotate\n    for_each: control-plane-node\n    action: write-ca-files\n    color: red\n",
+        );
+        assert!(refused(&text).0.contains("color"));
+    }
+
+    #[test]
+    fn every_embedded_procedure_keeps_its_documented_order() {
+        let all = load_all().unwrap();
+        assert!(all.len() >= 2);
+        for p in &all {
+            let docs: Vec<Vec<u32>> = p
+                .steps
+                .iter()
+                .filter_map(|s| s.doc.as_deref())
+                .map(doc_key)
+                .collect();
+            assert!(
+                docs.len() >= 3,
+                "{}: {} documented steps",
+                p.procedure,
+                docs.len()
+            );
+            assert!(
+                docs.windows(2).all(|w| w[0] < w[1]),
+                "{}: {docs:?}",
+                p.procedure
+            );
+            // Every stage is there, in order.
+            let stages: Vec<Stage> = p.steps.iter().map(|s| s.stage).collect();
+            assert!(
+                stages.windows(2).all(|w| w[0] <= w[1]),
+                "{}: stages out of order",
+                p.procedure
+            );
+        }
+    }
+}

@@ -402,7 +402,7 @@ fn config(s: &Scratch, data: &[u8], _: u64) -> Vec<String> {
     std::fs::write(&path, data).expect("write");
     match trustform::config::load(&path) {
         Err(e) => vec![render(e)],
-        Ok(l) => match l.node_targets() {
+        Ok(l) => match trustform::observe::targets(&l) {
             Err(e) => vec![render(e)],
             Ok(_) => vec![],
         },

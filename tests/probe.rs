@@ -271,6 +271,9 @@ fn a_full_rotation_under_the_prober_breaks_no_managed_edge() {
 
 #[test]
 fn the_prober_sees_an_api_server_serving_from_an_unknown_ca() {
+    // The product reaches sandbox nodes through the transport the sandbox registers (the
+    // binary does it at start).
+    trustform::sandbox::transport::install();
     let w = common::sandbox(2, 1, false);
     let up = InProcess::start(&w);
     // cp-1's kube-apiserver restarts with a serving certificate nobody trusts.

@@ -619,7 +619,10 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
         .values()
         .filter(|n| n.is_file("/etc/kubernetes/manifests/kube-apiserver.yaml"))
         .collect();
-    let all_sandbox = !cps.is_empty() && cps.iter().all(|n| n.sandbox);
+    // Where the nodes can tell what their processes hold (simulated ones can), what they
+    // publish is checked from that; else nothing can be checked without the API.
+    let held_known =
+        |component: &str| !cps.is_empty() && cps.iter().all(|n| exec::held(n, component).is_some());
     // Which process publishes it, from which flag.
     let publisher = match field {
         Field::KubeRootCa => Some((
@@ -634,7 +637,7 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
         )),
         _ => None,
     };
-    match (publisher, all_sandbox) {
+    match (publisher, publisher.is_some_and(|(c, ..)| held_known(c))) {
         (Some((component, flag, object)), true) => {
             for n in &cps {
                 let held = exec::held(n, component)
@@ -662,7 +665,7 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
         (Some((_, _, object)), false) => out.warnings.push(format!(
             "{object} not checked: no API access (set `inventory.kube` in trustform.yaml); check with `kubectl get configmap -A --field-selector metadata.name={object} -o yaml`"
         )),
-        (None, sandbox) => {
+        (None, _) => {
             let (what, how) = match field {
                 Field::PodTrust => (
                     "pods holding stale trust",
@@ -674,14 +677,9 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
                 ),
                 _ => ("this object", "update it by hand"),
             };
-            if sandbox {
-                out.did.push(format!(
-                    "{what}: the sandbox runs no API server or pods yet: nothing to change"
-                ));
-            } else {
-                out.warnings
-                    .push(format!("{what}: no API access (set `inventory.kube` in trustform.yaml): {how}"));
-            }
+            out.warnings.push(format!(
+                "{what}: no API access (set `inventory.kube` in trustform.yaml): {how}"
+            ));
         }
     }
     Ok(())

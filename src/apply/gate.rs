@@ -174,7 +174,7 @@ pub fn on_disk(
         if auth == Authority::Kubernetes
             && let Some(ca) = file("/var/lib/kubelet/config.yaml")
                 .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|t| crate::sandbox::runtime::kubelet_client_ca_file(&t))
+                .and_then(|t| crate::kubelet::client_ca_file(&t))
             && !bundles.contains(&ca)
         {
             bundles.push(ca);

@@ -8,6 +8,7 @@
 
 pub mod act;
 pub mod cluster_lock;
+pub mod endpoints;
 pub mod gate;
 pub mod journal;
 pub mod live;

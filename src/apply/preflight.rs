@@ -1074,21 +1074,18 @@ impl Files {
             });
         };
         // The restart is watched with the node's own tools: they must be there.
-        let in_process = node.sandbox && node.root.is_some();
         let tool = if component == "kubelet" {
             "systemctl"
         } else {
             "crictl"
         };
-        if !in_process {
-            self.tools
-                .entry((node.name.clone(), tool))
-                .or_insert_with(|| ToolUse {
-                    node: node.clone(),
-                    component: component.to_string(),
-                    step: step.id.clone(),
-                });
-        }
+        self.tools
+            .entry((node.name.clone(), tool))
+            .or_insert_with(|| ToolUse {
+                node: node.clone(),
+                component: component.to_string(),
+                step: step.id.clone(),
+            });
         if component == "kubelet" {
             return;
         }

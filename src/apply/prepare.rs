@@ -49,8 +49,7 @@ pub fn staleness(plan: &Plan, loaded: &Loaded, snap: &crate::snapshot::Snapshot)
 }
 
 pub fn nodes_of(loaded: &Loaded) -> miette::Result<BTreeMap<String, Node>> {
-    Ok(loaded
-        .node_targets()?
+    Ok(crate::observe::targets(loaded)?
         .into_iter()
         .map(|t| {
             let copies = t.kubeconfigs.into_iter().map(|k| k.path).collect();
@@ -68,7 +67,7 @@ pub fn targets_on(
     loaded: &Loaded,
     views: &BTreeMap<String, Node>,
 ) -> miette::Result<Vec<crate::observe::NodeTarget>> {
-    let mut targets = loaded.node_targets()?;
+    let mut targets = crate::observe::targets(loaded)?;
     for t in &mut targets {
         if let Some(v) = views.get(&t.name) {
             t.transport = v.transport.clone();
@@ -247,11 +246,11 @@ pub fn archive(state: &Path, id: &str) -> std::io::Result<()> {
 pub fn start_probe(
     loaded: &Loaded,
     nodes: &BTreeMap<String, Node>,
-    endpoints: crate::sandbox::listeners::Endpoints,
+    endpoints: super::endpoints::Endpoints,
     material: &Material,
 ) -> miette::Result<probe::Prober> {
-    let access = loaded.kube_access();
-    let snap = observe::observe_with(&loaded.node_targets()?, access.as_ref())?;
+    let access = crate::exec::kube::Access::of(loaded);
+    let snap = observe::observe_with(&crate::observe::targets(loaded)?, access.as_ref())?;
     let input = probe::Input::new(&snap, nodes.clone(), endpoints, material.pems(), access);
     Ok(probe::Prober::start(input, probe::Options::default())?)
 }

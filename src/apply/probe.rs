@@ -1,7 +1,7 @@
 //! The live trust prober (`trustform apply --probe`): beside an apply on the sandbox,
 //! every trust edge of the cluster ([`crate::plan::edges`]) does one real TLS handshake
-//! every [`Options::interval`] against the sandbox's listeners
-//! ([`crate::sandbox::listeners`]), each side using its credentials *as it holds them*:
+//! every [`Options::interval`] against the listeners `sandbox up` publishes
+//! ([`super::endpoints`]), each side using its credentials *as it holds them*:
 //!
 //! - a kubeconfig read by a process: the bytes that process read at its last start (and
 //!   a client-certificate file it names, from the same memory); a kubeconfig read at each
@@ -22,6 +22,7 @@
 //! the edges the step can change ([`Affects`]). The [`Report`] gives, per edge, attempts,
 //! failures, the longest outage and the first error.
 
+use super::endpoints::Endpoints;
 use super::tls::{Proc, client_config, client_of, parse_kubeconfig};
 use crate::exec::kube::Access;
 use crate::exec::kube::cluster::{self, PodTrust};
@@ -29,8 +30,6 @@ use crate::exec::{self, Node};
 use crate::pki::tls::{Identity, server_name_of};
 use crate::pki::{Fingerprint, parse_certs};
 use crate::plan::edges::{Client, Edge, Server};
-use crate::sandbox::listeners::Endpoints;
-use crate::sandbox::runtime;
 use miette::Diagnostic;
 use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
@@ -78,7 +77,6 @@ pub enum ProbeError {
 pub fn sandbox_dir(nodes: &BTreeMap<String, Node>) -> Option<PathBuf> {
     nodes
         .values()
-        .filter(|n| n.sandbox)
         .filter_map(|n| n.root.as_ref()?.parent()?.parent().map(Path::to_path_buf))
         .find(|d| d.join("sandbox.json").is_file())
 }
@@ -608,7 +606,7 @@ impl Track {
 }
 
 /// A process as last read, and the identity of the state file it was read from.
-type HeldProc = (runtime::Stamp, Arc<Proc>);
+type HeldProc = (crate::held::Stamp, Arc<Proc>);
 
 /// Everything a handshake resolves through, shared by the probes.
 struct Ctx {
@@ -631,8 +629,7 @@ impl Ctx {
     fn proc(&self, node: &str, component: &str) -> Result<Arc<Proc>, String> {
         let n = self.node(node)?;
         let not_running = || format!("{component} on {node} is not running");
-        let root = n.root.as_ref().ok_or_else(not_running)?;
-        let stamp = runtime::stamp(root, component).ok_or_else(not_running)?;
+        let stamp = n.transport.held_stamp(component).ok_or_else(not_running)?;
         let key = (node.to_string(), component.to_string());
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((s, p)) = procs.get(&key)

@@ -96,7 +96,7 @@ pub fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
 /// A simulated process as it holds itself: what it read at its last start.
 pub struct Proc {
     /// Its memory.
-    pub held: crate::sandbox::runtime::Held,
+    pub held: crate::held::Held,
     /// Its flags (static pods), from the manifest as it read it.
     pub flags: BTreeMap<String, String>,
 }
@@ -109,7 +109,7 @@ impl Proc {
     }
 
     /// From held state already read.
-    pub fn from_held(held: crate::sandbox::runtime::Held, component: &str) -> Self {
+    pub fn from_held(held: crate::held::Held, component: &str) -> Self {
         let flags = held.flags(component);
         Self { held, flags }
     }

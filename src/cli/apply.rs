@@ -245,15 +245,14 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     let state = state_dir(&loaded);
     let nodes = prepare::nodes_of(&loaded)?;
     // The prober needs the sandbox's listeners: fail before anything else if they are not up.
-    // The prober's view of the nodes: the sandbox's own directories, where processes
-    // hold their state (nodes reached over SSH have no local root).
+    // The prober's view of the nodes: the sandbox's own directories, through the
+    // transport that can tell what its processes hold (nodes reached over SSH cannot).
     let probed_nodes = a.probe.then(|| {
         let mut v = nodes.clone();
         if let Some(dir) = &a.probe_sandbox {
             for n in v.values_mut().filter(|n| n.root.is_none()) {
                 let root = dir.join("nodes").join(&n.name);
-                *n = Node::new(&n.name, n.transport.clone(), Some(root))
-                    .with_kubeconfigs(n.kubeconfigs.clone());
+                *n = Node::local(&n.name, &root).with_kubeconfigs(n.kubeconfigs.clone());
             }
         }
         v
@@ -275,7 +274,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     let observe_now = || -> miette::Result<crate::snapshot::Snapshot> {
         Ok(observe::observe_with(
             &prepare::targets_on(&loaded, &views)?,
-            loaded.kube_access().as_ref(),
+            crate::exec::kube::Access::of(&loaded).as_ref(),
         )?)
     };
     let (plan, resume, plan_file, snap, stale) = match &a.plan {
@@ -444,7 +443,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
             exec::kube::laggards(&leftovers)
         );
     }
-    let cluster_lock = match loaded.kube_access() {
+    let cluster_lock = match crate::exec::kube::Access::of(&loaded) {
         Some(access) => match ClusterLock::acquire(&access, &held.info, &state) {
             Ok(Some(l)) => Some(l),
             Ok(None) => {
@@ -549,7 +548,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         nodes,
         material,
         issuance: loaded.config.issuance.clone(),
-        kube: loaded.kube_access(),
+        kube: crate::exec::kube::Access::of(&loaded),
         wait_timeout: a.wait_timeout,
         restart: exec::restart::Wait {
             timeout: a.restart_timeout,
@@ -900,7 +899,7 @@ pub fn status(a: StatusArgs, config_path: &Path) -> miette::Result<Exit> {
     let state = state_dir(&loaded);
     let Some(id) = a.plan_id.clone().or_else(|| status::latest(&state)) else {
         // No apply from this machine: ask the cluster.
-        if let Some(access) = loaded.kube_access() {
+        if let Some(access) = crate::exec::kube::Access::of(&loaded) {
             let (s, holder) = cluster_lock::read(&access)?;
             if let Some(mut s) = s {
                 if s.lock.is_none() {
@@ -966,7 +965,7 @@ pub fn status(a: StatusArgs, config_path: &Path) -> miette::Result<Exit> {
 pub fn force_unlock(a: UnlockArgs, config_path: &Path) -> miette::Result<Exit> {
     let loaded = config::load(config_path)?;
     let state = state_dir(&loaded);
-    if let Some(access) = loaded.kube_access()
+    if let Some(access) = crate::exec::kube::Access::of(&loaded)
         && let Ok(Some(h)) = cluster_lock::force_release(&access, &a.id)
     {
         println!(

@@ -8,7 +8,6 @@ use crate::config::{
 use crate::diff::current_target;
 use crate::observe::{self, Listed, NodeTarget};
 use crate::pki::kubeconfig::Kubeconfig;
-use crate::sandbox::Sandbox;
 use crate::snapshot::FileFact;
 use miette::{Context, IntoDiagnostic};
 use std::collections::BTreeMap;
@@ -166,51 +165,6 @@ fn parse_ssh(spec: &str, a: &Args) -> miette::Result<config::SshAccess> {
     })
 }
 
-/// The SSH access `sandbox up --ssh` publishes in `DIR/run/ssh.json`.
-fn sandbox_ssh(sb: &Path) -> miette::Result<Vec<config::SshAccess>> {
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        host: String,
-        port: u16,
-        user: String,
-        identity_file: PathBuf,
-        known_hosts_file: PathBuf,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum File {
-        List(Vec<Entry>),
-        Nodes { nodes: Vec<Entry> },
-    }
-    let path = sb.join("run/ssh.json");
-    let text = std::fs::read_to_string(&path).map_err(|_| {
-        miette::miette!(
-            code = "trustform::init::no_sandbox_ssh",
-            help = format!(
-                "start it with `trustform sandbox up {} --ssh`",
-                sb.display()
-            ),
-            "the sandbox's sshd is not running ({} is missing)",
-            path.display()
-        )
-    })?;
-    let entries = match serde_json::from_str::<File>(&text).into_diagnostic()? {
-        File::List(v) | File::Nodes { nodes: v } => v,
-    };
-    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
-    Ok(entries
-        .into_iter()
-        .map(|e| config::SshAccess {
-            host: e.host,
-            port: Some(e.port),
-            user: Some(e.user),
-            identity_file: Some(abs(e.identity_file)),
-            known_hosts_file: Some(abs(e.known_hosts_file)),
-            ..Default::default()
-        })
-        .collect())
-}
-
 /// Paths in an SSH access relative to the config's directory, as trustform.yaml keeps
 /// them.
 fn relative_access(mut a: config::SshAccess, dir: &Path) -> config::SshAccess {
@@ -293,16 +247,14 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     let (targets, default_name): (Vec<NodeTarget>, String) = match (&a.sandbox, a.roots.is_empty())
     {
         (Some(sb), _) if by_ssh => {
-            let s = Sandbox::load(sb)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("{} is not a sandbox (no sandbox.json); create one with `trustform sandbox create`", sb.display()))?;
+            let (name, _) = super::sandbox::inventory(sb)?;
             let mut targets = vec![];
-            for access in sandbox_ssh(sb)? {
+            for access in super::sandbox::ssh_access(sb)? {
                 let (name, t) = over_ssh(&access, &dir)?;
                 target_ssh.insert(name.clone(), relative_access(access, &dir));
                 targets.push(t);
             }
-            (targets, s.name)
+            (targets, name)
         }
         (None, true) if by_ssh => {
             let mut targets = vec![];
@@ -328,15 +280,13 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             )
         }
         (Some(sb), _) => {
-            let s = Sandbox::load(sb)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("{} is not a sandbox (no sandbox.json); create one with `trustform sandbox create`", sb.display()))?;
+            let (name, nodes) = super::sandbox::inventory(sb)?;
             (
-                s.nodes
+                nodes
                     .iter()
-                    .map(|n| NodeTarget::local(&n.name, &n.root))
+                    .map(|(n, root)| NodeTarget::local(n, root))
                     .collect(),
-                s.name,
+                name,
             )
         }
         (None, false) => (
@@ -354,12 +304,10 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             ));
         }
     };
-    let kubeconfig = a.kubeconfig.clone().or_else(|| {
-        let sb = a.sandbox.as_ref()?;
-        sb.join("apiserver/endpoint.json")
-            .is_file()
-            .then(|| sb.join("nodes/cp-1/etc/kubernetes/admin.conf"))
-    });
+    let kubeconfig = a
+        .kubeconfig
+        .clone()
+        .or_else(|| super::sandbox::admin_kubeconfig(a.sandbox.as_ref()?));
     let kube = kubeconfig.map(|k| config::KubeAccess {
         kubeconfig: Some(relative_to(
             &std::path::absolute(&k).unwrap_or(k.clone()),
@@ -367,9 +315,9 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         )),
         context: a.context.clone(),
     });
-    let access = kube
-        .as_ref()
-        .map(|k| crate::exec::kube::Access::resolve(k, &dir));
+    let access = kube.as_ref().map(|k| {
+        crate::exec::kube::Access::resolve(k.kubeconfig.as_deref(), k.context.as_deref(), &dir)
+    });
     let targets: Vec<NodeTarget> = targets
         .into_iter()
         .map(|mut t| {

@@ -65,7 +65,10 @@ pub struct Made {
 
 /// Observe the cluster of a loaded trustform.yaml and plan.
 pub fn make_on(loaded: &config::Loaded, no_stages: bool) -> miette::Result<Made> {
-    let snap = observe::observe_with(&loaded.node_targets()?, loaded.kube_access().as_ref())?;
+    let snap = observe::observe_with(
+        &crate::observe::targets(loaded)?,
+        crate::exec::kube::Access::of(loaded).as_ref(),
+    )?;
     let desired = diff::resolve(loaded, &snap)?;
     let notes = notes(&snap, &desired);
     let procedures = procedure::load_all()?;

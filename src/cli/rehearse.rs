@@ -32,8 +32,8 @@ pub fn on(
 pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
     let (plan, text) = super::apply::load_plan_text(&a.plan)?;
     let loaded = config::load(config_path)?;
-    let targets = loaded.node_targets()?;
-    let snap = observe::observe_with(&targets, loaded.kube_access().as_ref())?;
+    let targets = crate::observe::targets(&loaded)?;
+    let snap = observe::observe_with(&targets, crate::exec::kube::Access::of(&loaded).as_ref())?;
     // Only what the procedures make: a plan is data from a file.
     let copies = targets
         .iter()

@@ -6,7 +6,7 @@ use crate::sandbox::apiserver::{self, ApiServerError, Faults, Options};
 use crate::sandbox::seed::Seed;
 use crate::sandbox::{self, Spec};
 use crate::sandbox::{controllers, listeners};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Sandbox commands.
 #[derive(Debug, clap::Subcommand)]
@@ -360,4 +360,76 @@ impl Signals {
 /// `crate::transport::register_local_override`).
 pub fn install_transport() {
     crate::sandbox::transport::install();
+}
+
+/// A sandbox for `init --sandbox DIR`: its name, and its nodes (name, root).
+pub(super) fn inventory(dir: &Path) -> miette::Result<(String, Vec<(String, PathBuf)>)> {
+    use miette::{IntoDiagnostic, WrapErr};
+    let s = sandbox::Sandbox::load(dir)
+        .into_diagnostic()
+        .wrap_err_with(|| {
+            format!(
+                "{} is not a sandbox (no sandbox.json); create one with `trustform sandbox create`",
+                dir.display()
+            )
+        })?;
+    let nodes = s
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.root.clone()))
+        .collect();
+    Ok((s.name, nodes))
+}
+
+/// The admin kubeconfig of sandbox `dir`, once its API server has been started.
+pub(super) fn admin_kubeconfig(dir: &Path) -> Option<PathBuf> {
+    dir.join("apiserver/endpoint.json")
+        .is_file()
+        .then(|| dir.join("nodes/cp-1/etc/kubernetes/admin.conf"))
+}
+
+/// The SSH access `sandbox up --ssh` publishes in `DIR/run/ssh.json`.
+pub(super) fn ssh_access(sb: &Path) -> miette::Result<Vec<crate::config::SshAccess>> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        host: String,
+        port: u16,
+        user: String,
+        identity_file: PathBuf,
+        known_hosts_file: PathBuf,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum File {
+        List(Vec<Entry>),
+        Nodes { nodes: Vec<Entry> },
+    }
+    let path = sb.join("run/ssh.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        miette::miette!(
+            code = "trustform::init::no_sandbox_ssh",
+            help = format!(
+                "start it with `trustform sandbox up {} --ssh`",
+                sb.display()
+            ),
+            "the sandbox's sshd is not running ({} is missing)",
+            path.display()
+        )
+    })?;
+    let entries =
+        match miette::IntoDiagnostic::into_diagnostic(serde_json::from_str::<File>(&text))? {
+            File::List(v) | File::Nodes { nodes: v } => v,
+        };
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
+    Ok(entries
+        .into_iter()
+        .map(|e| crate::config::SshAccess {
+            host: e.host,
+            port: Some(e.port),
+            user: Some(e.user),
+            identity_file: Some(abs(e.identity_file)),
+            known_hosts_file: Some(abs(e.known_hosts_file)),
+            ..Default::default()
+        })
+        .collect())
 }

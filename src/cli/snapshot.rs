@@ -46,7 +46,10 @@ pub fn parse_roots(roots: &[String]) -> Vec<NodeTarget> {
 pub fn run(a: Args, config: &Path) -> miette::Result<Exit> {
     let snap = if a.roots.is_empty() {
         let loaded = crate::config::load(config)?;
-        observe::observe_with(&loaded.node_targets()?, loaded.kube_access().as_ref())?
+        observe::observe_with(
+            &crate::observe::targets(&loaded)?,
+            crate::exec::kube::Access::of(&loaded).as_ref(),
+        )?
     } else {
         observe::observe(&parse_roots(&a.roots))?
     };

@@ -1,7 +1,7 @@
 //! How a step touches the world. `files`: local node roots (backup first, atomic writes);
 //! restarts: a static pod's `trustform.dev/restarted-at` annotation (the kubelet
-//! recreates the pod), `systemctl restart kubelet`, or, on a sandbox node, the simulated
-//! process re-reading its files.
+//! recreates the pod), `systemctl restart kubelet`: commands run through the node's
+//! transport, whatever answers them.
 
 pub mod files;
 pub mod health;
@@ -10,7 +10,6 @@ pub mod restart;
 
 pub use files::{BackupEntry, Files};
 
-use crate::sandbox::runtime;
 use crate::transport::{Output, Transport, TransportError};
 use miette::Diagnostic;
 use std::path::{Path, PathBuf};
@@ -27,8 +26,6 @@ pub struct Node {
     pub transport: Arc<dyn Transport>,
     /// Where its `/` is on this machine, when it is reached through a local directory.
     pub root: Option<PathBuf>,
-    /// A sandbox node: processes are simulated.
-    pub sandbox: bool,
     /// Kubeconfig copies outside `/etc/kubernetes` (trustform.yaml's `kubeconfigs`).
     pub kubeconfigs: Vec<String>,
 }
@@ -40,7 +37,6 @@ impl Node {
             name: name.to_string(),
             transport: crate::transport::local(name, root),
             root: Some(root.to_path_buf()),
-            sandbox: runtime::is_sandbox(root),
             kubeconfigs: vec![],
         }
     }
@@ -51,7 +47,6 @@ impl Node {
         Self {
             name: name.to_string(),
             transport,
-            sandbox: root.as_deref().is_some_and(runtime::is_sandbox),
             root,
             kubeconfigs: vec![],
         }
@@ -171,10 +166,8 @@ pub enum ExecError {
     },
 }
 
-/// What a running component holds in memory (sandbox nodes only; `None` elsewhere).
-pub fn held(node: &Node, component: &str) -> Option<runtime::Held> {
-    match (node.sandbox, &node.root) {
-        (true, Some(root)) => runtime::held(root, component),
-        _ => None,
-    }
+/// What a running component holds in memory, where its node can tell (see
+/// [`crate::held`]; `None` on a real node).
+pub fn held(node: &Node, component: &str) -> Option<crate::held::Held> {
+    node.transport.held(component)
 }

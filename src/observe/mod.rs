@@ -38,6 +38,37 @@ impl NodeTarget {
     }
 }
 
+/// The nodes to observe, in inventory order.
+pub fn targets(
+    loaded: &crate::config::Loaded,
+) -> Result<Vec<NodeTarget>, crate::config::ConfigError> {
+    let transports = loaded.transports()?;
+    Ok(loaded
+        .config
+        .inventory
+        .nodes
+        .iter()
+        .zip(transports)
+        .map(|(n, transport)| NodeTarget {
+            name: n.name.clone(),
+            transport,
+            root: n
+                .access
+                .local
+                .as_ref()
+                .map(|l| loaded.resolve_path(&l.root)),
+            kubeconfigs: n
+                .kubeconfigs
+                .iter()
+                .map(|k| Listed {
+                    path: k.value.clone(),
+                    origin: Some(loaded.origin(k.referenced)),
+                })
+                .collect(),
+        })
+        .collect())
+}
+
 /// A kubeconfig file trustform.yaml lists under a node's `kubeconfigs`.
 #[derive(Clone, Debug)]
 pub struct Listed {
@@ -47,14 +78,7 @@ pub struct Listed {
     pub origin: Option<Origin>,
 }
 
-/// A place in trustform.yaml.
-#[derive(Clone, Debug)]
-pub struct Origin {
-    /// The file and its text.
-    pub src: NamedSource<String>,
-    /// Where.
-    pub span: SourceSpan,
-}
+pub use crate::config::Origin;
 
 /// Errors of observation. Each names the node, the file and, where there is one, the line.
 #[derive(Debug, Error, Diagnostic)]

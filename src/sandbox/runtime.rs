@@ -7,78 +7,13 @@
 
 use crate::atomic;
 use crate::layout;
-use base64::Engine;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Where the processes' memories live, relative to the node root.
 pub const RUN_DIR: &str = "run/trustform-sandbox";
 
-/// What a simulated process holds.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Held {
-    /// RFC 3339 time of the last (re)start.
-    pub restarted_at: String,
-    /// How many times it has started.
-    pub generation: u64,
-    /// Absolute path → content (base64) as read at that start.
-    files: BTreeMap<String, String>,
-}
-
-impl Held {
-    /// The content of `abs` as the process read it.
-    pub fn file(&self, abs: &str) -> Option<Vec<u8>> {
-        self.files
-            .get(abs)
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-    }
-
-    /// The paths it read.
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.files.keys().map(String::as_str)
-    }
-
-    /// Its flags (static pods), from the manifest as it read it.
-    pub fn flags(&self, component: &str) -> BTreeMap<String, String> {
-        self.file(&manifest_path(component))
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|t| crate::manifest::parse(&t).ok())
-            .map(|m| m.flags)
-            .unwrap_or_default()
-    }
-
-    /// The file a flag of `component` names, as the process read it.
-    pub fn flag_file(&self, component: &str, flag: &str) -> Option<Vec<u8>> {
-        self.file(self.flags(component).get(flag)?)
-    }
-
-    /// The kubelet's `authentication.x509.clientCAFile` bundle, as it read it.
-    pub fn kubelet_client_ca(&self) -> Option<Vec<u8>> {
-        let config = String::from_utf8(self.file(&abs(layout::KUBELET_CONFIG))?).ok()?;
-        self.file(&kubelet_client_ca_file(&config)?)
-    }
-
-    /// Where the kubelet's serving certificate comes from, by its configuration as it
-    /// read it.
-    pub fn kubelet_serving_source(&self) -> Option<crate::kubelet::Serving> {
-        let config = String::from_utf8(self.file(&abs(layout::KUBELET_CONFIG))?).ok()?;
-        Some(crate::kubelet::Config::parse(&config).ok()?.serving())
-    }
-
-    /// The kubelet's serving certificate and key (PEM, the same bytes for
-    /// `kubelet-server-current.pem`) as it read them, whichever it serves.
-    pub fn kubelet_serving(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
-        let source = self
-            .kubelet_serving_source()
-            .ok_or("the kubelet holds no readable configuration")?;
-        let read = |p: &str| {
-            self.file(p)
-                .ok_or_else(|| format!("the kubelet holds no serving certificate {p}"))
-        };
-        Ok((read(source.cert())?, read(source.key())?))
-    }
-}
+pub use crate::held::{Held, Stamp};
 
 /// Whether `root` is a sandbox node.
 pub fn is_sandbox(root: &Path) -> bool {
@@ -96,10 +31,6 @@ fn abs(rel: &str) -> String {
 fn state_path(root: &Path, component: &str) -> PathBuf {
     root.join(RUN_DIR).join(format!("{component}.json"))
 }
-
-/// Identity of a process's held-state file (inode, size, mtime): a restart changes it,
-/// so a follower re-reads the state only then.
-pub type Stamp = (u64, u64, i64, i64);
 
 /// The [`Stamp`] of `component`'s held state; `None` if it never started.
 pub fn stamp(root: &Path, component: &str) -> Option<Stamp> {
@@ -150,11 +81,7 @@ pub fn inputs(root: &Path, component: &str) -> std::io::Result<Vec<String>> {
 
 /// `authentication.x509.clientCAFile` of a KubeletConfiguration.
 pub fn kubelet_client_ca_file(config: &str) -> Option<String> {
-    crate::kubelet::Config::parse(config)
-        .ok()?
-        .authentication
-        .x509
-        .client_ca_file
+    crate::kubelet::client_ca_file(config)
 }
 
 /// A kubelet that serves a self-signed certificate makes `kubelet.crt`/`kubelet.key`
@@ -187,13 +114,13 @@ pub fn restart(root: &Path, component: &str) -> std::io::Result<Held> {
     let mut files = BTreeMap::new();
     for abs in inputs(root, component)? {
         let bytes = std::fs::read(host(root, &abs))?;
-        files.insert(abs, base64::engine::general_purpose::STANDARD.encode(bytes));
+        files.insert(abs, bytes);
     }
-    let held = Held {
-        restarted_at: crate::clock::now(),
-        generation: before.map_or(1, |b| b.generation + 1),
+    let held = Held::new(
+        crate::clock::now(),
+        before.map_or(1, |b| b.generation + 1),
         files,
-    };
+    );
     let json = serde_json::to_vec(&held).expect("held state serialises");
     atomic::write(&state_path(root, component), &json, atomic::KEY_MODE)?;
     Ok(held)

@@ -84,6 +84,14 @@ impl Transport for SandboxTransport {
     /// `server`) is answered in this process from what the process holds
     /// ([`node::serve`]), a health endpoint of this node's processes by the simulated
     /// machine; anything else is a real connection on this machine's loopback.
+    fn held(&self, component: &str) -> Option<crate::held::Held> {
+        runtime::held(&self.machine.root, component)
+    }
+
+    fn held_stamp(&self, component: &str) -> Option<crate::held::Stamp> {
+        runtime::stamp(&self.machine.root, component)
+    }
+
     fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError> {
         let live = node::serve::dial(&self.machine, host, port);
         if let Some(s) = live.or_else(|| self.machine.dial(host, port)) {

@@ -211,6 +211,14 @@ impl Transport for Cached {
     fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError> {
         self.inner.dial(host, port)
     }
+
+    fn held(&self, component: &str) -> Option<crate::held::Held> {
+        self.inner.held(component)
+    }
+
+    fn held_stamp(&self, component: &str) -> Option<crate::held::Stamp> {
+        self.inner.held_stamp(component)
+    }
 }
 
 #[cfg(test)]

@@ -380,6 +380,17 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     /// own loopback).
     fn dial(&self, host: &str, port: u16) -> Result<Box<dyn Stream>, TransportError>;
 
+    /// What `component` holds in memory (see [`crate::held`]): `None` where it cannot be
+    /// known, as on every real node.
+    fn held(&self, _component: &str) -> Option<crate::held::Held> {
+        None
+    }
+
+    /// The [`crate::held::Stamp`] of what `component` holds (changed by a restart).
+    fn held_stamp(&self, _component: &str) -> Option<crate::held::Stamp> {
+        None
+    }
+
     /// The chain of symlinks at `abs`, and the metadata and bytes (within `kind`'s cap)
     /// of where it ends, in as few round trips as the transport can: what a write needs
     /// to know (and back up) first.

@@ -12,7 +12,6 @@ pub mod node;
 pub mod publish;
 pub mod rollout;
 
-use crate::config::KubeAccess;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{ListParams, ObjectList};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -109,7 +108,7 @@ pub struct Access {
 impl Access {
     /// Resolve `inventory.kube`: a relative path is relative to `base` (trustform.yaml's
     /// folder), `~/` is the home folder; no path means `KUBECONFIG`, then `~/.kube/config`.
-    pub fn resolve(kube: &KubeAccess, base: &Path) -> Self {
+    pub fn resolve(kubeconfig: Option<&str>, context: Option<&str>, base: &Path) -> Self {
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let expand = |p: &str| -> PathBuf {
             match (p.strip_prefix("~/"), &home) {
@@ -117,7 +116,7 @@ impl Access {
                 _ => base.join(p),
             }
         };
-        let kubeconfigs = match &kube.kubeconfig {
+        let kubeconfigs = match kubeconfig {
             Some(p) => vec![expand(p)],
             None => match std::env::var("KUBECONFIG") {
                 Ok(v) if !v.trim().is_empty() => {
@@ -128,8 +127,18 @@ impl Access {
         };
         Self {
             kubeconfigs,
-            context: kube.context.clone(),
+            context: context.map(str::to_string),
         }
+    }
+
+    /// The access of trustform.yaml's `inventory.kube`, resolved; `None` when not set.
+    pub fn of(loaded: &crate::config::Loaded) -> Option<Self> {
+        let k = loaded.config.inventory.kube.as_ref()?;
+        Some(Self::resolve(
+            k.kubeconfig.as_deref(),
+            k.context.as_deref(),
+            &loaded.dir,
+        ))
     }
 
     /// "admin.conf, context kubernetes-admin@kubernetes", for messages.
