@@ -569,3 +569,12 @@ pub fn require_kubectl() {
          (`.ci/run` does; README: which versions)"
     );
 }
+
+/// Whether a run stopped where `TRUSTFORM_FAULT` said: it said so on stderr, and the
+/// process ended at once, with the fault's code 99, or killed by a signal when another
+/// of its threads died during the exit (the crash the fault stands for, all the same).
+pub fn fault_fired(out: &std::process::Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    String::from_utf8_lossy(&out.stderr).contains("TRUSTFORM_FAULT: exiting")
+        && (out.status.code() == Some(99) || out.status.signal().is_some())
+}
