@@ -126,7 +126,7 @@ pub fn handshakes_only(views: &BTreeMap<String, Node>) -> Report {
 }
 
 fn live(views: &BTreeMap<String, Node>, r: &mut Report) {
-    let l = super::live::check(views, &kubeconfigs);
+    let l = super::live::check(views);
     r.checks += l.handshakes;
     r.handshakes += l.handshakes;
     r.unverified += l.unverified;

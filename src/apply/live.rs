@@ -1,17 +1,22 @@
-//! Gates handshake live: real TLS handshakes with the real endpoints, each made through
-//! the transport of the node the client runs on ([`crate::transport::Transport::dial`]:
-//! a direct connection on this machine; over SSH, a direct connection when this machine
-//! reaches the address, else `ssh -W` through the node; or the sandbox's own endpoints), with the credentials the client holds on disk:
+//! Gates handshake live: a real TLS handshake over every edge of the cluster's edge list
+//! ([`crate::plan::edges`]: the list rehearse judges and the prober probes, observed from
+//! the gate's read views), each made through the transport of the node the client runs
+//! on ([`crate::transport::Transport::dial`]: a direct connection on this machine; over
+//! SSH, a direct connection when this machine reaches the address, else `ssh -W` through
+//! the node; or the sandbox's own endpoints), with the credentials the client holds on
+//! disk:
 //!
-//! - every kubeconfig of every node (`/etc/kubernetes/*.conf` and the copies
-//!   trustform.yaml lists) → the host:port of its `server` URL, dialed from that node,
-//!   the server verified with the kubeconfig's CA data (server name: the URL's host), its
-//!   client certificate and key presented (embedded, or files on that node);
+//! - a kubeconfig (a component's, or one read at each use: admin.conf, super-admin.conf,
+//!   the copies trustform.yaml lists) → each API server the edge list gives it, dialed
+//!   from the kubeconfig's node at that API server's `--advertise-address`:
+//!   `--secure-port`, verified with the kubeconfig's CA data under the name of its
+//!   `server` URL (what the client would verify behind a load balancer), its client
+//!   certificate and key presented (embedded, or files on that node);
 //! - every API server → every kubelet, with `--kubelet-client-certificate`/`-key`, the
 //!   kubelet verified with `--kubelet-certificate-authority` when it is set (else not:
 //!   the edge is counted unverified);
-//! - every API server → every `--etcd-servers` URL, dialed from the control plane, with
-//!   `--etcd-certfile`/`--etcd-keyfile`/`--etcd-cafile`;
+//! - an API server → its etcd's `--advertise-client-urls`, dialed from the control
+//!   plane, with `--etcd-certfile`/`--etcd-keyfile`/`--etcd-cafile`;
 //! - every etcd member → every other member's `--initial-advertise-peer-urls`, with its
 //!   peer certificate.
 //!
@@ -28,18 +33,18 @@
 //! against its node name, as an API server with `--kubelet-preferred-address-types`
 //! starting at `Hostname` does.
 //!
-//! There is no aggregated API server edge: on a real cluster it is a Service behind an
-//! APIService, not a node's port (the prober, `apply --probe`, handshakes with the
-//! sandbox's one).
+//! Pods (they hold a token, not a certificate) and the aggregated API server (on a real
+//! cluster a Service behind an APIService, not a node's port) are left to the prober,
+//! `apply --probe`, on the sandbox.
 //!
 //! A node whose transport cannot reach ports (a local directory other than `/`) is not
 //! checked live: its edges are named in [`Live::not_live`], not failed.
 
-use super::tls::{client_config, client_of};
+use super::tls::{client_config, client_of, parse_kubeconfig};
 use crate::exec::{Node, files::read};
-use crate::pki::kubeconfig::Kubeconfig;
+use crate::observe::{Listed, NodeTarget};
 use crate::pki::tls::Identity;
-use crate::plan::edges::UNVERIFIED_KUBELET;
+use crate::plan::edges::{Client, Edge, Server};
 use crate::transport::TransportError;
 use rustls::pki_types::ServerName;
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +69,8 @@ pub struct Live {
     pub failures: Vec<String>,
     /// Nodes whose transport cannot reach ports: their edges were not checked live.
     pub not_live: Vec<String>,
+    /// The edges dialed, by name (as rehearse and the prober name them).
+    pub edges: Vec<String>,
 }
 
 /// One client → server connection to make.
@@ -78,30 +85,6 @@ struct Dial<'a> {
     roots: Option<Vec<u8>>,
     identity: Option<Identity>,
     path: &'static str,
-}
-
-/// A dial to an etcd endpoint (client or peer port): the client verifies etcd with `ca`
-/// and presents `id`; `Err`: the broken edge, and why.
-fn etcd_dial<'a>(
-    edge: String,
-    from: &'a Node,
-    (host, port): (String, u16),
-    id: &Result<Identity, String>,
-    ca: &Result<Vec<u8>, String>,
-) -> Result<Dial<'a>, String> {
-    match (id, ca) {
-        (Ok(id), Ok(ca)) => Ok(Dial {
-            edge,
-            from,
-            server_name: host.clone(),
-            host,
-            port,
-            roots: Some(ca.clone()),
-            identity: Some(id.clone()),
-            path: "/version",
-        }),
-        (Err(e), _) | (_, Err(e)) => Err(format!("{edge}: {e}")),
-    }
 }
 
 /// `https://host:port/…` → (host, port); the port defaults to 443.
@@ -150,139 +133,143 @@ fn kubelet_config(node: &Node) -> Option<crate::kubelet::Config> {
     crate::kubelet::Config::parse(&String::from_utf8_lossy(&b)).ok()
 }
 
-/// Every connection to make, and the edges that cannot even be set up (why).
-fn dials<'a>(
-    nodes: &'a BTreeMap<String, Node>,
-    kubeconfigs: &dyn Fn(&Node) -> Vec<(String, Kubeconfig)>,
-) -> (Vec<Dial<'a>>, Vec<String>) {
+/// `--advertise-address` (else `--bind-address`) and `--secure-port` of the API server
+/// on `node`.
+fn apiserver_address(node: &Node) -> Option<(String, u16)> {
+    let f = flags(node, "kube-apiserver")?;
+    let host = f
+        .get("advertise-address")
+        .or_else(|| f.get("bind-address"))
+        .filter(|a| !matches!(a.as_str(), "" | "0.0.0.0" | "::"))?
+        .clone();
+    let port = f
+        .get("secure-port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(6443);
+    Some((host, port))
+}
+
+/// The connection of each edge of the cluster's edge list ([`crate::plan::edges`], the
+/// list rehearse judges and the prober handshakes), and the edges that cannot even be
+/// set up (why). Pods (they hold a token, not a certificate) and the aggregated API
+/// server (a Service, not a node's port) are not node ports: the prober handshakes with
+/// those on the sandbox.
+fn dials<'a>(nodes: &'a BTreeMap<String, Node>, edges: &[Edge]) -> (Vec<Dial<'a>>, Vec<String>) {
     let (mut out, mut broken) = (vec![], vec![]);
-    let apiservers: Vec<(&Node, BTreeMap<String, String>)> = nodes
-        .values()
-        .filter_map(|n| Some((n, flags(n, "kube-apiserver")?)))
-        .collect();
-    let etcds: Vec<(&Node, BTreeMap<String, String>)> = nodes
-        .values()
-        .filter_map(|n| Some((n, flags(n, "etcd")?)))
-        .collect();
-    // Kubeconfigs → their server.
-    for node in nodes.values() {
-        for (path, kc) in kubeconfigs(node) {
+    for e in edges {
+        let mut edge = e.name.clone();
+        if let Some(why) = e.unverified() {
+            edge.push_str(&format!(" (unverified: {why})"));
+        }
+        match dial_of(nodes, e, &edge) {
+            Ok(Some(d)) => out.push(d),
+            Ok(None) => {}
+            Err(why) => broken.push(format!("{edge}: {why}")),
+        }
+    }
+    (out, broken)
+}
+
+/// The connection of one edge (`None`: not a node's port).
+fn dial_of<'a>(
+    nodes: &'a BTreeMap<String, Node>,
+    e: &Edge,
+    edge: &str,
+) -> Result<Option<Dial<'a>>, String> {
+    let node = |name: &str| {
+        nodes
+            .get(name)
+            .ok_or_else(|| format!("{name} is not in the inventory"))
+    };
+    match (&e.client, &e.server) {
+        (Client::Kubeconfig { node: at, path, .. }, Server::ApiServer { node: api }) => {
+            let from = node(at)?;
+            let text = file(from, path).ok_or_else(|| format!("{path} cannot be read"))?;
+            let kc = parse_kubeconfig(&text)?;
             let server = kc
                 .current()
                 .0
                 .map(|c| c.cluster.server.clone())
                 .unwrap_or_default();
-            let edge = format!("{}:{path} → {server}", node.name);
-            let Some((host, port)) = url_address(&server) else {
-                broken.push(format!("{edge}: the server URL is not https://host:port"));
-                continue;
-            };
-            match client_of(&kc, &|p| file(node, p)) {
-                Ok(c) => out.push(Dial {
-                    edge,
-                    from: node,
-                    server_name: host.clone(),
-                    host,
-                    port,
-                    roots: Some(c.ca),
-                    identity: c.identity,
-                    path: "/version",
-                }),
-                Err(e) => broken.push(format!("{edge}: {e}")),
-            }
+            let (name, _) = url_address(&server)
+                .ok_or_else(|| format!("its server {server:?} is not https://host:port"))?;
+            let (host, port) =
+                apiserver_address(node(api)?).ok_or("the API server has no --advertise-address")?;
+            let c = client_of(&kc, &|p| file(from, p))?;
+            Ok(Some(Dial {
+                edge: edge.to_string(),
+                from,
+                host,
+                port,
+                server_name: name,
+                roots: Some(c.ca),
+                identity: c.identity,
+                path: "/version",
+            }))
         }
-    }
-    for (cp, f) in &apiservers {
-        // → every kubelet.
-        let kubelet_id = identity(cp, f, "kubelet-client-certificate", "kubelet-client-key");
-        let roots = match f.get("kubelet-certificate-authority") {
-            Some(p) => match file(cp, p) {
-                Some(b) => Ok(Some(b)),
-                None => Err(format!(
-                    "--kubelet-certificate-authority {p} cannot be read"
-                )),
+        (
+            Client::Flags {
+                node: at,
+                component,
+                ca,
+                cert,
+                key,
             },
-            None => Ok(None),
-        };
-        for node in nodes.values() {
-            let Some(config) = kubelet_config(node) else {
-                continue;
+            server,
+        ) => {
+            let from = node(at)?;
+            let f = flags(from, component).ok_or_else(|| format!("no {component} manifest"))?;
+            let identity = identity(from, &f, cert, key)?;
+            let roots = match ca {
+                Some(flag) => {
+                    let p = f.get(flag).ok_or_else(|| format!("no --{flag}"))?;
+                    Some(file(from, p).ok_or_else(|| format!("--{flag} {p} cannot be read"))?)
+                }
+                None => None,
             };
-            let host = config
-                .address
-                .filter(|a| !matches!(a.as_str(), "" | "0.0.0.0" | "::"))
-                .unwrap_or_else(|| "127.0.0.1".into());
-            let mut edge = format!("kube-apiserver on {} → kubelet on {}", cp.name, node.name);
-            if matches!(roots, Ok(None)) {
-                edge.push_str(&format!(" (unverified: {UNVERIFIED_KUBELET})"));
-            }
-            match (&kubelet_id, &roots) {
-                (Ok(id), Ok(roots)) => out.push(Dial {
-                    edge,
-                    from: node,
-                    host,
-                    port: config.port.unwrap_or(10250),
-                    server_name: node.name.clone(),
-                    roots: roots.clone(),
-                    identity: Some(id.clone()),
-                    path: "/healthz",
-                }),
-                (Err(e), _) | (_, Err(e)) => broken.push(format!("{edge}: {e}")),
-            }
-        }
-        // → etcd.
-        let etcd_id = identity(cp, f, "etcd-certfile", "etcd-keyfile");
-        let etcd_ca = f
-            .get("etcd-cafile")
-            .ok_or("no --etcd-cafile".to_string())
-            .and_then(|p| file(cp, p).ok_or(format!("--etcd-cafile {p} cannot be read")));
-        for url in f
-            .get("etcd-servers")
-            .map(String::as_str)
-            .unwrap_or("")
-            .split(',')
-        {
-            if url.trim().is_empty() {
-                continue;
-            }
-            let edge = format!("kube-apiserver on {} → etcd {url}", cp.name);
-            let Some((host, port)) = url_address(url) else {
-                broken.push(format!("{edge}: not https://host:port"));
-                continue;
+            let (from, host, port, server_name, path) = match server {
+                Server::Kubelet { node: k } => {
+                    let kn = node(k)?;
+                    let config = kubelet_config(kn).ok_or("the kubelet has no configuration")?;
+                    let host = config
+                        .address
+                        .filter(|a| !matches!(a.as_str(), "" | "0.0.0.0" | "::"))
+                        .unwrap_or_else(|| "127.0.0.1".into());
+                    (
+                        kn,
+                        host,
+                        config.port.unwrap_or(10250),
+                        k.clone(),
+                        "/healthz",
+                    )
+                }
+                Server::Etcd { node: m, peer } => {
+                    let flag = if *peer {
+                        "initial-advertise-peer-urls"
+                    } else {
+                        "advertise-client-urls"
+                    };
+                    let (host, port) = flags(node(m)?, "etcd")
+                        .and_then(|ef| ef.get(flag).cloned())
+                        .and_then(|u| u.split(',').next().and_then(url_address))
+                        .ok_or_else(|| format!("etcd on {m} has no --{flag}"))?;
+                    (from, host.clone(), port, host, "/version")
+                }
+                Server::ApiServer { .. } | Server::Aggregated => return Ok(None),
             };
-            match etcd_dial(edge, cp, (host, port), &etcd_id, &etcd_ca) {
-                Ok(d) => out.push(d),
-                Err(b) => broken.push(b),
-            }
+            Ok(Some(Dial {
+                edge: edge.to_string(),
+                from,
+                host,
+                port,
+                server_name,
+                roots,
+                identity: Some(identity),
+                path,
+            }))
         }
+        _ => Ok(None),
     }
-    // etcd peers → each other.
-    for (a, fa) in &etcds {
-        let id = identity(a, fa, "peer-cert-file", "peer-key-file");
-        let ca = fa
-            .get("peer-trusted-ca-file")
-            .ok_or("no --peer-trusted-ca-file".to_string())
-            .and_then(|p| file(a, p).ok_or(format!("--peer-trusted-ca-file {p} cannot be read")));
-        for (b, fb) in &etcds {
-            if a.name == b.name {
-                continue;
-            }
-            let edge = format!("etcd on {} → etcd on {} (peer)", a.name, b.name);
-            let Some((host, port)) = fb
-                .get("initial-advertise-peer-urls")
-                .and_then(|u| u.split(',').next())
-                .and_then(url_address)
-            else {
-                broken.push(format!("{edge}: no --initial-advertise-peer-urls"));
-                continue;
-            };
-            match etcd_dial(edge, a, (host, port), &id, &ca) {
-                Ok(d) => out.push(d),
-                Err(b) => broken.push(b),
-            }
-        }
-    }
-    (out, broken)
 }
 
 /// Why one connection failed.
@@ -293,14 +280,37 @@ enum Fail {
     Failed(String),
 }
 
-/// Handshake with every endpoint of `nodes` (read views, see [`crate::exec::read_views`]),
-/// a few at a time; `kubeconfigs` lists a node's kubeconfigs.
-pub fn check(
-    nodes: &BTreeMap<String, Node>,
-    kubeconfigs: &dyn Fn(&Node) -> Vec<(String, Kubeconfig)>,
-) -> Live {
-    let (dials, broken) = dials(nodes, kubeconfigs);
+/// Handshake over every edge of the cluster that is a node's port, a few at a time.
+/// `nodes`: read views (see [`crate::exec::read_views`]), observed here for the edge list.
+pub fn check(nodes: &BTreeMap<String, Node>) -> Live {
     let mut live = Live::default();
+    let targets: Vec<NodeTarget> = nodes
+        .values()
+        .map(|n| NodeTarget {
+            name: n.name.clone(),
+            transport: n.transport.clone(),
+            root: n.root.clone(),
+            kubeconfigs: n
+                .kubeconfigs
+                .iter()
+                .map(|p| Listed {
+                    path: p.clone(),
+                    origin: None,
+                })
+                .collect(),
+        })
+        .collect();
+    let snap = match crate::observe::observe(&targets) {
+        Ok(s) => s,
+        Err(e) => {
+            live.failures.push(format!(
+                "the edges cannot be listed: the nodes cannot be read: {e}"
+            ));
+            return live;
+        }
+    };
+    let (dials, broken) = dials(nodes, &crate::plan::edges::edges(&snap));
+    live.edges = dials.iter().map(|d| d.edge.clone()).collect();
     for b in broken {
         live.handshakes += 1;
         live.failures.push(format!("handshake {b}"));
