@@ -175,6 +175,29 @@ fn check(plan: &Value) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The plan `trustform plan` saves for a sandbox of `control_planes` + `workers` where
+/// each authority is asked what `asks` says.
+fn planned(control_planes: usize, workers: usize, asks: &[(&str, &Ask)]) -> Value {
+    let w = common::sandbox(control_planes, workers, false);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    for (authority, a) in asks {
+        let times = match a {
+            Ask::Leave => 0,
+            Ask::Stages(n) => *n,
+            Ask::ToEnd => 1,
+        };
+        for _ in 0..times {
+            let mut args = vec!["rotate", authority, "--algorithm", "ecdsa-p256"];
+            if matches!(a, Ask::ToEnd) {
+                args.push("--to-end");
+            }
+            w.ok(&args);
+        }
+    }
+    w.ok(&["plan", "-out", "plan.json"]);
+    serde_json::from_slice(&std::fs::read(w.path().join("plan.json")).unwrap()).unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
 
@@ -185,30 +208,11 @@ proptest! {
         kubernetes in ask(),
         front_proxy in ask(),
     ) {
-        let w = common::Workdir { tmp: tempfile::tempdir().unwrap() };
-        w.ok(&[
-            "sandbox", "create", "cluster",
-            "--control-planes", &control_planes.to_string(),
-            "--workers", &workers.to_string(),
-            "--key-algorithm", "ecdsa-p256",
-        ]);
-        w.ok(&["init", "--sandbox", "cluster"]);
-        for (authority, a) in [("kubernetes", &kubernetes), ("front-proxy", &front_proxy)] {
-            match a {
-                Ask::Leave => {}
-                Ask::Stages(n) => {
-                    for _ in 0..*n {
-                        w.ok(&["rotate", authority, "--algorithm", "ecdsa-p256"]);
-                    }
-                }
-                Ask::ToEnd => {
-                    w.ok(&["rotate", authority, "--to-end", "--algorithm", "ecdsa-p256"]);
-                }
-            }
-        }
-        w.ok(&["plan", "-out", "plan.json"]);
-        let plan: Value =
-            serde_json::from_slice(&std::fs::read(w.path().join("plan.json")).unwrap()).unwrap();
+        let plan = planned(
+            control_planes,
+            workers,
+            &[("kubernetes", &kubernetes), ("front-proxy", &front_proxy)],
+        );
         let asked = !matches!((&kubernetes, &front_proxy), (Ask::Leave, Ask::Leave));
         prop_assert_eq!(
             plan["steps"].as_array().unwrap().is_empty(),
@@ -224,31 +228,7 @@ proptest! {
 /// dependency on a later step) fails.
 #[test]
 fn the_checks_fail_on_a_plan_that_breaks_them() {
-    let w = common::Workdir {
-        tmp: tempfile::tempdir().unwrap(),
-    };
-    w.ok(&[
-        "sandbox",
-        "create",
-        "cluster",
-        "--control-planes",
-        "2",
-        "--workers",
-        "1",
-        "--key-algorithm",
-        "ecdsa-p256",
-    ]);
-    w.ok(&["init", "--sandbox", "cluster"]);
-    w.ok(&[
-        "rotate",
-        "kubernetes",
-        "--to-end",
-        "--algorithm",
-        "ecdsa-p256",
-    ]);
-    w.ok(&["plan", "-out", "plan.json"]);
-    let plan: Value =
-        serde_json::from_slice(&std::fs::read(w.path().join("plan.json")).unwrap()).unwrap();
+    let plan = planned(2, 1, &[("kubernetes", &Ask::ToEnd)]);
     assert!(check(&plan).is_ok());
     let fails = |p: &Value| {
         let p = p.clone();
