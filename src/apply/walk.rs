@@ -106,6 +106,42 @@ enum St {
     Paused,
 }
 
+/// Why a walk could not go on (a step's own failure is not one: it is a result).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum WalkError {
+    /// The plan's steps do not form a DAG.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    /// The runtime that runs the steps could not start.
+    #[error("cannot start the step runner: {0}")]
+    #[diagnostic(
+        code(trustform::apply::runtime),
+        help(
+            "the machine is out of threads or memory; nothing was changed by this run: run `trustform apply` again"
+        )
+    )]
+    Runtime(#[source] std::io::Error),
+    /// A step's task ended without an answer.
+    #[error("a step's task ended without an answer: {0}")]
+    #[diagnostic(
+        code(trustform::apply::task),
+        help(
+            "the journal holds every step done; run `trustform apply` again to resume, and report this"
+        )
+    )]
+    Task(String),
+    /// The journal could not be written.
+    #[error("cannot write the journal: {0}")]
+    #[diagnostic(
+        code(trustform::apply::journal),
+        help(
+            "check that .trustform/journal is writable and the disk has room, then run `trustform apply` again to resume"
+        )
+    )]
+    Journal(#[source] std::io::Error),
+}
+
 /// Walk the plan.
 pub fn walk(
     plan: Arc<Plan>,
@@ -115,8 +151,8 @@ pub fn walk(
     parallelism: usize,
     fault: Option<Fault>,
     progress: Arc<Progress>,
-) -> Result<RunResult, String> {
-    let graph = plan.graph().map_err(|e| e.to_string())?;
+) -> Result<RunResult, WalkError> {
+    let graph = plan.graph()?;
     let started = Instant::now();
     let n = plan.steps.len();
     let mut st = vec![St::Pending; n];
@@ -142,7 +178,7 @@ pub fn walk(
         .max_blocking_threads(parallelism.max(1))
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(WalkError::Runtime)?;
     let (after, during) = match &fault {
         Some(Fault::After(s)) => (Some(s.clone()), None),
         Some(Fault::During(s)) => (None, Some(s.clone())),
@@ -271,7 +307,7 @@ pub fn walk(
             let Some(joined) = running.join_next().await else {
                 break;
             };
-            let (i, res, ms) = joined.map_err(|e| e.to_string())?;
+            let (i, res, ms) = joined.map_err(|e| WalkError::Task(e.to_string()))?;
             result.busy_ms += ms;
             let id = plan.steps[i].id.clone();
             let Some(res) = res else {
@@ -281,7 +317,7 @@ pub fn walk(
                     step: id.clone(),
                     instructions: instructions.clone(),
                 };
-                journal.record(&e).map_err(|e| e.to_string())?;
+                journal.record(&e).map_err(WalkError::Journal)?;
                 progress.event(&e);
                 st[i] = St::Paused;
                 result.paused.push((id, instructions));
@@ -306,7 +342,7 @@ pub fn walk(
                     checks: g.checks,
                     failures: shown(&g.failures),
                 };
-                journal.record(&e).map_err(|e| e.to_string())?;
+                journal.record(&e).map_err(WalkError::Journal)?;
                 progress.event(&e);
             }
             match res {
@@ -319,7 +355,7 @@ pub fn walk(
                         did: shown(&o.did),
                         warnings: warnings.clone(),
                     };
-                    journal.record(&e).map_err(|e| e.to_string())?;
+                    journal.record(&e).map_err(WalkError::Journal)?;
                     progress.event(&e);
                     result
                         .warnings
@@ -345,14 +381,14 @@ pub fn walk(
                         step: id.clone(),
                         error: error.clone(),
                     };
-                    journal.record(&e).map_err(|e| e.to_string())?;
+                    journal.record(&e).map_err(WalkError::Journal)?;
                     progress.event(&e);
                     st[i] = St::Failed;
                     result.failed.push((id, error));
                 }
             }
         }
-        Ok::<(), String>(())
+        Ok::<(), WalkError>(())
     })?;
     // Whatever is still pending waits on a failed step (name the nearest one) or on a
     // manual step (it waits for `--confirm`: not skipped).
@@ -381,10 +417,50 @@ pub fn walk(
             step: plan.steps[i].id.clone(),
             upstream: upstream.clone(),
         };
-        journal.record(&e).map_err(|e| e.to_string())?;
+        journal.record(&e).map_err(WalkError::Journal)?;
         progress.event(&e);
         result.skipped.push((plan.steps[i].id.clone(), upstream));
     }
     result.wall_ms = started.elapsed().as_millis() as u64;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miette::Diagnostic;
+
+    #[test]
+    fn faults_parse_and_nothing_else_does() {
+        assert_eq!(
+            Fault::parse("after:a/b@c"),
+            Some(Fault::After("a/b@c".into()))
+        );
+        assert_eq!(Fault::parse("during:x"), Some(Fault::During("x".into())));
+        assert_eq!(Fault::parse("fail:y"), Some(Fault::Fail("y".into())));
+        assert_eq!(Fault::parse("crash:y"), None);
+        assert_eq!(Fault::parse(""), None);
+    }
+
+    #[test]
+    fn every_walk_error_has_a_code_and_a_help_line() {
+        let io = || std::io::Error::other("disk full");
+        for (e, code) in [
+            (WalkError::Runtime(io()), "trustform::apply::runtime"),
+            (
+                WalkError::Task("cancelled".into()),
+                "trustform::apply::task",
+            ),
+            (WalkError::Journal(io()), "trustform::apply::journal"),
+        ] {
+            assert_eq!(e.code().map(|c| c.to_string()).as_deref(), Some(code));
+            let help = e.help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(help.contains("trustform apply"), "{code}: {help}");
+            assert!(!e.to_string().is_empty());
+        }
+        assert!(
+            WalkError::Journal(io()).to_string().contains("disk full"),
+            "the cause is named"
+        );
+    }
 }

@@ -572,8 +572,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         a.parallelism as usize,
         fault,
         progress.clone(),
-    )
-    .map_err(|e| miette::miette!(code = "trustform::apply::walk", "{e}"))?;
+    )?;
     let probed = prober.map(probe::Prober::stop);
     let done = result.already + result.done.len();
     let ok = result.failed.is_empty() && done == total;
