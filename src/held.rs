@@ -53,7 +53,7 @@ impl Held {
 
     /// Its flags (static pods), from the manifest as it read it.
     pub fn flags(&self, component: &str) -> BTreeMap<String, String> {
-        self.file(&format!("/{}/{component}.yaml", layout::MANIFESTS))
+        self.file(&layout::manifest(component))
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|t| crate::manifest::parse(&t).ok())
             .map(|m| m.flags)

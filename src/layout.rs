@@ -24,6 +24,12 @@ pub const STATIC_PODS: [&str; 4] = [
 /// The manifest that marks a node as a control plane.
 pub const APISERVER_MANIFEST: &str = "etc/kubernetes/manifests/kube-apiserver.yaml";
 
+/// The static pod manifest of `component`, as an absolute node path
+/// (`/etc/kubernetes/manifests/kube-apiserver.yaml`).
+pub fn manifest(component: &str) -> String {
+    format!("/{MANIFESTS}/{component}.yaml")
+}
+
 /// Turn an absolute node path (`/etc/kubernetes/pki/ca.crt`) into a root-relative one.
 pub fn rel(abs: &str) -> &str {
     abs.trim_start_matches('/')

@@ -619,10 +619,6 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
         .values()
         .filter(|n| n.is_file("/etc/kubernetes/manifests/kube-apiserver.yaml"))
         .collect();
-    // Where the nodes can tell what their processes hold (simulated ones can), what they
-    // publish is checked from that; else nothing can be checked without the API.
-    let held_known =
-        |component: &str| !cps.is_empty() && cps.iter().all(|n| exec::held(n, component).is_some());
     // Which process publishes it, from which flag.
     let publisher = match field {
         Field::KubeRootCa => Some((
@@ -637,11 +633,19 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
         )),
         _ => None,
     };
-    match (publisher, publisher.is_some_and(|(c, ..)| held_known(c))) {
-        (Some((component, flag, object)), true) => {
-            for n in &cps {
-                let held = exec::held(n, component)
-                    .ok_or_else(|| format!("{}: {component} is not running", n.name))?;
+    // What the publisher holds on every control plane, where the nodes can tell
+    // (simulated ones can): what it publishes is checked from that; else nothing can be
+    // checked without the API.
+    let held: Option<Vec<(&Node, crate::held::Held)>> = publisher
+        .filter(|_| !cps.is_empty())
+        .and_then(|(component, ..)| {
+            cps.iter()
+                .map(|n| Some((*n, exec::held(n, component)?)))
+                .collect()
+        });
+    match (publisher, held) {
+        (Some((component, flag, object)), Some(held)) => {
+            for (n, held) in &held {
                 let file = held.flags(component).get(flag).cloned().unwrap_or_default();
                 let have = held
                     .file(&file)
@@ -662,7 +666,7 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
                 short_list(want)
             ));
         }
-        (Some((_, _, object)), false) => out.warnings.push(format!(
+        (Some((_, _, object)), None) => out.warnings.push(format!(
             "{object} not checked: no API access (set `inventory.kube` in trustform.yaml); check with `kubectl get configmap -A --field-selector metadata.name={object} -o yaml`"
         )),
         (None, _) => {

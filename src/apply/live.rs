@@ -109,7 +109,7 @@ fn file(node: &Node, abs: &str) -> Option<Vec<u8>> {
 }
 
 fn flags(node: &Node, component: &str) -> Option<BTreeMap<String, String>> {
-    let text = file(node, &format!("/etc/kubernetes/manifests/{component}.yaml"))?;
+    let text = file(node, &crate::layout::manifest(component))?;
     crate::manifest::parse(&String::from_utf8_lossy(&text))
         .ok()
         .map(|m| m.flags)

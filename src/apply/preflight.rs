@@ -1089,7 +1089,7 @@ impl Files {
         if component == "kubelet" {
             return;
         }
-        let path = format!("/{}/{component}.yaml", crate::layout::MANIFESTS);
+        let path = crate::layout::manifest(component);
         match text_of(node, &path) {
             Ok(Some(t)) => {
                 if crate::manifest::set_annotation(&t, crate::manifest::RESTARTED_AT, "x").is_none()

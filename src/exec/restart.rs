@@ -259,7 +259,7 @@ pub fn static_pod(
     wait: Wait,
 ) -> Result<Seen, ExecError> {
     let was = before(node, component)?;
-    let path = manifest_path(component);
+    let path = layout::manifest(component);
     let content = |reason: &str| ExecError::Content {
         node: node.name.clone(),
         path: path.clone(),
@@ -291,7 +291,7 @@ pub fn new_pod(
 ) -> Result<Seen, ExecError> {
     let probe = node
         .transport
-        .read(&manifest_path(component), Kind::NodeFile)
+        .read(&layout::manifest(component), Kind::NodeFile)
         .ok()
         .flatten()
         .and_then(|b| health::of_manifest(&String::from_utf8_lossy(&b)));
@@ -467,10 +467,6 @@ pub fn kubelet(node: &Node, wait: Wait) -> Result<Seen, ExecError> {
             ))
         }
     }
-}
-
-fn manifest_path(component: &str) -> String {
-    format!("/{}/{component}.yaml", layout::MANIFESTS)
 }
 
 /// How long one health check may take.

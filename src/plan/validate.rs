@@ -751,8 +751,7 @@ mod tests {
             cp.files.insert(f.into());
         }
         for c in ["kube-apiserver", "kube-controller-manager", "etcd"] {
-            cp.static_pods
-                .insert(c.into(), format!("/etc/kubernetes/manifests/{c}.yaml"));
+            cp.static_pods.insert(c.into(), crate::layout::manifest(c));
         }
         let w = KnownNode {
             kubelet: true,

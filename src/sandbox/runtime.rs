@@ -20,10 +20,6 @@ pub fn is_sandbox(root: &Path) -> bool {
     root.join(RUN_DIR).is_dir()
 }
 
-fn manifest_path(component: &str) -> String {
-    format!("/{}/{component}.yaml", layout::MANIFESTS)
-}
-
 fn abs(rel: &str) -> String {
     format!("/{rel}")
 }
@@ -62,7 +58,7 @@ pub fn inputs(root: &Path, component: &str) -> std::io::Result<Vec<String>> {
             out.extend(c.serving().files().into_iter().map(str::to_string));
         }
     } else {
-        let manifest = manifest_path(component);
+        let manifest = layout::manifest(component);
         let text = read(&manifest)?;
         out.push(manifest);
         if let Ok(m) = crate::manifest::parse(&text) {

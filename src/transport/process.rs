@@ -90,16 +90,23 @@ pub fn connect(host: &str, port: u16) -> std::io::Result<std::net::TcpStream> {
     use std::net::ToSocketAddrs;
     let mut last = None;
     for addr in (host, port).to_socket_addrs()? {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
-            Ok(s) => {
-                s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                s.set_write_timeout(Some(Duration::from_secs(30)))?;
-                return Ok(s);
-            }
+        match connect_within(addr, Duration::from_secs(10)) {
+            Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
+}
+
+/// A TCP connection to `addr` within `limit`, with 30 s read/write limits.
+pub fn connect_within(
+    addr: std::net::SocketAddr,
+    limit: Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    let s = std::net::TcpStream::connect_timeout(&addr, limit)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    Ok(s)
 }
 
 /// A child process's stdin and stdout as one byte stream (`ssh -W host:port`); the

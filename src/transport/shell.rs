@@ -54,19 +54,12 @@ impl Drop for Shell {
     }
 }
 
-/// A mark no command prints by chance (128 random bits).
+/// A mark no command prints by chance (128 bits of [`crate::unique::digest`]).
 fn mark() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let half = || {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.finish()
-    };
-    format!("trustform-{:016x}{:016x}", half(), half())
+    format!(
+        "trustform-{}",
+        hex::encode(&crate::unique::digest(b"shell mark")[..16])
+    )
 }
 
 /// Read `pipe` and send each part that ends with `{before}{mark}\n`; at the end of the

@@ -426,12 +426,8 @@ impl Ssh {
         if self.tunnel_only.lock().ok()?.contains(&key) {
             return None;
         }
-        match std::net::TcpStream::connect_timeout(&key.into(), DIRECT_TIMEOUT) {
-            Ok(s) => {
-                s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-                s.set_write_timeout(Some(Duration::from_secs(30))).ok()?;
-                Some(s)
-            }
+        match super::process::connect_within(key.into(), DIRECT_TIMEOUT) {
+            Ok(s) => Some(s),
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::ConnectionRefused
                     && let Ok(mut t) = self.tunnel_only.lock()

@@ -154,7 +154,7 @@ fn kubeconfig(
 /// Why static pod `component` cannot start with what it read (its held manifest's
 /// flags and files); `root` is the node (to skip flags that name directories).
 pub fn static_pod(root: &Path, component: &str, held: &Held) -> Result<(), String> {
-    let manifest = format!("/{}/{component}.yaml", layout::MANIFESTS);
+    let manifest = layout::manifest(component);
     let text = held.file(&manifest).ok_or_else(|| missing(&manifest))?;
     let text = String::from_utf8(text).map_err(|_| format!("{manifest}: not UTF-8"))?;
     let flags = crate::manifest::parse(&text)

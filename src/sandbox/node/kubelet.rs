@@ -406,7 +406,7 @@ impl Machine {
     }
 
     fn manifest_path(component: &str) -> String {
-        format!("/{}/{component}.yaml", layout::MANIFESTS)
+        layout::manifest(component)
     }
 
     fn manifest(&self, component: &str) -> Option<Vec<u8>> {
