@@ -337,3 +337,299 @@ pub fn edges(snap: &Snapshot) -> Vec<Edge> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::tests::{ADMIN, KUBELET_CONF, cluster, k_old, kubeconfig};
+    use crate::snapshot::{KubeSnapshot, PodGroup};
+
+    fn names(snap: &Snapshot) -> Vec<String> {
+        edges(snap).into_iter().map(|e| e.name).collect()
+    }
+
+    /// What a kubeadm cluster of `cps` stacked control planes and `workers` workers has,
+    /// counted from its shape.
+    fn expected(cps: usize, workers: usize) -> usize {
+        let own_api = 3; // controller-manager, scheduler, kubelet → their own API server
+        let kubectl = 2 * cps; // admin.conf and super-admin.conf → every API server
+        let per_cp = own_api + kubectl;
+        let per_worker = cps; // the kubelet → every API server
+        let per_api = (cps + workers) + 1 + 1; // → every kubelet, its etcd, aggregated
+        let peers = cps * (cps - 1);
+        cps * per_cp + workers * per_worker + cps * per_api + peers
+    }
+
+    #[test]
+    fn the_edge_count_follows_the_cluster_shape() {
+        for (cps, workers) in [(1, 0), (1, 1), (2, 0), (3, 2)] {
+            assert_eq!(
+                edges(&cluster(cps, workers)).len(),
+                expected(cps, workers),
+                "{cps}+{workers}"
+            );
+        }
+        assert_eq!(expected(1, 1), 10);
+        assert_eq!(expected(3, 2), 60);
+    }
+
+    #[test]
+    fn every_edge_has_a_distinct_name_and_is_managed_without_pods() {
+        let all = edges(&cluster(3, 2));
+        let mut n: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+        n.sort_unstable();
+        n.dedup();
+        assert_eq!(n.len(), all.len());
+        assert!(all.iter().all(|e| e.managed));
+    }
+
+    #[test]
+    fn worker_kubelet_reaches_every_api_server() {
+        let n = names(&cluster(3, 2));
+        for cp in ["cp-1", "cp-2", "cp-3"] {
+            assert!(n.contains(&format!("kubelet on w-2 → kube-apiserver on {cp}")));
+        }
+        let from_w2 = n
+            .iter()
+            .filter(|e| e.starts_with("kubelet on w-2 "))
+            .count();
+        assert_eq!(from_w2, 3);
+    }
+
+    #[test]
+    fn control_plane_components_reach_only_their_own_api_server() {
+        let n = names(&cluster(3, 0));
+        for c in ["kubelet", "kube-controller-manager", "kube-scheduler"] {
+            let to: Vec<&String> = n
+                .iter()
+                .filter(|e| e.starts_with(&format!("{c} on cp-2 → kube-apiserver")))
+                .collect();
+            assert_eq!(
+                to,
+                [&format!("{c} on cp-2 → kube-apiserver on cp-2")],
+                "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn kubectl_reaches_every_api_server_from_its_file() {
+        let all = edges(&cluster(2, 1));
+        let admin: Vec<&Edge> = all
+            .iter()
+            .filter(|e| matches!(&e.client, Client::Kubeconfig { node, path, component: None } if node == "cp-1" && path == ADMIN))
+            .collect();
+        assert_eq!(admin.len(), 2);
+        assert_eq!(
+            admin[1].name,
+            "kubectl (cp-1:/etc/kubernetes/admin.conf) → kube-apiserver on cp-2"
+        );
+    }
+
+    #[test]
+    fn every_api_server_reaches_every_kubelet_unverified() {
+        let all = edges(&cluster(3, 2));
+        let to_kubelets: Vec<&Edge> = all
+            .iter()
+            .filter(|e| matches!(e.server, Server::Kubelet { .. }))
+            .collect();
+        assert_eq!(to_kubelets.len(), 3 * 5);
+        assert!(
+            to_kubelets
+                .iter()
+                .all(|e| e.unverified() == Some(UNVERIFIED_KUBELET))
+        );
+        assert!(
+            to_kubelets
+                .iter()
+                .any(|e| e.name == "kube-apiserver on cp-3 → kubelet on w-1")
+        );
+        let unverified = all.iter().filter(|e| e.unverified().is_some()).count();
+        assert_eq!(unverified, to_kubelets.len());
+    }
+
+    #[test]
+    fn kubelet_certificate_authority_makes_the_kubelet_edges_verified() {
+        let mut snap = cluster(1, 1);
+        snap.nodes[0]
+            .components
+            .get_mut("kube-apiserver")
+            .unwrap()
+            .flags
+            .insert(
+                "kubelet-certificate-authority".into(),
+                "/etc/kubernetes/pki/ca.crt".into(),
+            );
+        assert!(edges(&snap).iter().all(|e| e.unverified().is_none()));
+    }
+
+    #[test]
+    fn a_stacked_api_server_reaches_only_its_own_etcd() {
+        let n = names(&cluster(3, 0));
+        let to_etcd: Vec<&String> = n
+            .iter()
+            .filter(|e| e.starts_with("kube-apiserver on cp-2 → etcd on"))
+            .collect();
+        assert_eq!(to_etcd, ["kube-apiserver on cp-2 → etcd on cp-2"]);
+    }
+
+    #[test]
+    fn an_api_server_without_local_etcd_reaches_every_etcd_member() {
+        let mut snap = cluster(3, 0);
+        snap.nodes[2].components.remove("etcd");
+        let n = names(&snap);
+        let to_etcd: Vec<&String> = n
+            .iter()
+            .filter(|e| e.starts_with("kube-apiserver on cp-3 → etcd on"))
+            .collect();
+        assert_eq!(
+            to_etcd,
+            [
+                "kube-apiserver on cp-3 → etcd on cp-1",
+                "kube-apiserver on cp-3 → etcd on cp-2"
+            ]
+        );
+    }
+
+    #[test]
+    fn etcd_members_are_peers_both_ways_never_of_themselves() {
+        let all = edges(&cluster(3, 0));
+        let peers: Vec<(&str, &str)> = all
+            .iter()
+            .filter_map(|e| match (&e.client, &e.server) {
+                (
+                    Client::Flags { node: a, .. },
+                    Server::Etcd {
+                        node: b,
+                        peer: true,
+                    },
+                ) => Some((a.as_str(), b.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(peers.len(), 3 * 2);
+        assert!(peers.iter().all(|(a, b)| a != b));
+        assert!(peers.contains(&("cp-1", "cp-3")) && peers.contains(&("cp-3", "cp-1")));
+        assert!(
+            all.iter()
+                .any(|e| e.name == "etcd on cp-1 → etcd on cp-2 (peer)")
+        );
+    }
+
+    #[test]
+    fn each_api_server_reaches_the_aggregated_servers_once() {
+        let all = edges(&cluster(3, 1));
+        let agg: Vec<&Edge> = all
+            .iter()
+            .filter(|e| e.server == Server::Aggregated)
+            .collect();
+        assert_eq!(agg.len(), 3);
+        assert_eq!(
+            agg[0].name,
+            "kube-apiserver on cp-1 → aggregated API server (front proxy)"
+        );
+    }
+
+    #[test]
+    fn a_worker_serves_only_as_a_kubelet() {
+        let all = edges(&cluster(1, 1));
+        let served_by_w1: Vec<&Server> = all
+            .iter()
+            .map(|e| &e.server)
+            .filter(|s| s.describe().ends_with("on w-1"))
+            .collect();
+        assert_eq!(served_by_w1, [&Server::Kubelet { node: "w-1".into() }]);
+    }
+
+    #[test]
+    fn promoting_a_worker_to_control_plane_adds_its_servers_and_its_own_clients() {
+        // cp-1 + w-1, against cp-1 + cp-2: the second node gains an API server (reached
+        // by everything that reaches every API server), an etcd member (two peer edges)
+        // and its own components.
+        let worker = edges(&cluster(1, 1)).len();
+        let promoted = edges(&cluster(2, 0)).len();
+        assert_eq!(worker, 10);
+        assert_eq!(promoted, expected(2, 0));
+        assert_eq!(promoted, 2 * (3 + 4) + 2 * (2 + 2) + 2);
+    }
+
+    #[test]
+    fn a_control_plane_without_an_api_server_is_no_api_server() {
+        let mut snap = cluster(2, 0);
+        snap.nodes[1].components.remove("kube-apiserver");
+        assert!(!edges(&snap).iter().any(|e| e.server
+            == Server::ApiServer {
+                node: "cp-2".into()
+            }));
+    }
+
+    #[test]
+    fn a_kubeconfig_without_ca_data_has_no_edge() {
+        let mut snap = cluster(1, 0);
+        snap.nodes[0]
+            .files
+            .insert("/root/.kube/config".into(), kubeconfig(&[], &k_old(), None));
+        assert!(
+            !names(&snap)
+                .iter()
+                .any(|n| n.contains("/root/.kube/config"))
+        );
+        snap.nodes[0].files.insert(
+            "/root/.kube/config".into(),
+            kubeconfig(&[k_old()], &k_old(), None),
+        );
+        assert!(
+            names(&snap).contains(
+                &"kubectl (cp-1:/root/.kube/config) → kube-apiserver on cp-1".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn the_kubelet_kubeconfig_is_the_kubelets_not_kubectls() {
+        let all = edges(&cluster(1, 0));
+        assert!(!all.iter().any(|e| matches!(&e.client,
+            Client::Kubeconfig { path, component: None, .. } if path == KUBELET_CONF)));
+    }
+
+    #[test]
+    fn each_pod_reaches_every_api_server_and_bare_pods_are_unmanaged() {
+        let mut snap = cluster(2, 1);
+        snap.kube = Some(KubeSnapshot {
+            server: String::new(),
+            namespaces: 1,
+            kube_root_ca: vec![],
+            kube_root_ca_missing: vec![],
+            token_secrets: vec![],
+            cluster_info: None,
+            extension_auth: None,
+            ca_bundles: vec![],
+            workloads: 1,
+            pods: vec![PodGroup {
+                trust: Some(vec![k_old()]),
+                pods: vec!["a/owned".into(), "a/bare".into()],
+                workloads: vec!["a/Deployment/d".into()],
+                bare: vec!["a/bare".into()],
+            }],
+        });
+        let all = edges(&snap);
+        assert_eq!(all.len(), expected(2, 1) + 2 * 2);
+        let pods: Vec<&Edge> = all
+            .iter()
+            .filter(|e| matches!(e.client, Client::Pod { .. }))
+            .collect();
+        assert_eq!(pods.len(), 4);
+        let unmanaged: Vec<&str> = pods
+            .iter()
+            .filter(|e| !e.managed)
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(
+            unmanaged,
+            [
+                "pod a/bare → kube-apiserver on cp-1",
+                "pod a/bare → kube-apiserver on cp-2"
+            ]
+        );
+    }
+}
