@@ -313,3 +313,191 @@ impl Plan {
         Ok(g)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step `id` of `action` in `stage`, waiting for `deps`.
+    fn step(id: &str, stage: Stage, action: Action, ops: Vec<Op>, deps: &[&str]) -> Step {
+        Step {
+            id: id.into(),
+            procedure: "kubernetes-ca".into(),
+            template: id.split('@').next().unwrap_or(id).into(),
+            doc_step: None,
+            title: String::new(),
+            stage,
+            target: "cp-1".into(),
+            action,
+            kind: action.kind(),
+            changes: vec![],
+            why: None,
+            disruption: None,
+            ops,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn plan(steps: Vec<Step>) -> Plan {
+        Plan {
+            format_version: FORMAT_VERSION,
+            tool_version: "0".into(),
+            cluster: "c".into(),
+            checksum: String::new(),
+            snapshot_fingerprint: "sha256:s".into(),
+            config_hash: "sha256:c".into(),
+            observed: BTreeMap::new(),
+            authorities: vec![],
+            summary: Summary::of(&steps),
+            steps,
+            skipped: vec![],
+            continuity: None,
+        }
+    }
+
+    fn chain() -> Plan {
+        plan(vec![
+            step("a", Stage::PreRotate, Action::WriteCaFiles, vec![], &[]),
+            step(
+                "b",
+                Stage::PreRotate,
+                Action::RestartStaticPod,
+                vec![],
+                &["a"],
+            ),
+            step(
+                "c",
+                Stage::PreRotate,
+                Action::VerifyTrust,
+                vec![],
+                &["a", "b"],
+            ),
+        ])
+    }
+
+    #[test]
+    fn the_summary_counts_each_kind_and_lists_stages_in_stage_order() {
+        let manual = Op::ManualRestart {
+            node: "w-1".into(),
+            component: "kubelet".into(),
+            instructions: vec!["restart it".into()],
+        };
+        let steps = vec![
+            step("p", Stage::PostRotate, Action::WriteCaFiles, vec![], &[]),
+            step("w", Stage::PreRotate, Action::WriteKubeconfigs, vec![], &[]),
+            step("r", Stage::PreRotate, Action::RestartStaticPod, vec![], &[]),
+            step(
+                "m",
+                Stage::PostRotate,
+                Action::RestartKubelet,
+                vec![manual],
+                &[],
+            ),
+            step("v", Stage::PostRotate, Action::VerifyTrust, vec![], &[]),
+            step("k", Stage::PostRotate, Action::WaitKubeRootCa, vec![], &[]),
+            step("x", Stage::PreRotate, Action::RestartWorkloads, vec![], &[]),
+        ];
+        let s = Summary::of(&steps);
+        assert_eq!(
+            (s.steps, s.writes, s.restarts, s.waits, s.manual),
+            (7, 2, 3, 2, 1)
+        );
+        assert_eq!(s.stages, [Stage::PreRotate, Stage::PostRotate]);
+    }
+
+    #[test]
+    fn an_empty_summary_counts_nothing() {
+        let s = Summary::of(&[]);
+        assert_eq!(
+            (s.steps, s.writes, s.restarts, s.waits, s.manual),
+            (0, 0, 0, 0, 0)
+        );
+        assert!(s.stages.is_empty());
+    }
+
+    #[test]
+    fn a_sealed_plan_carries_the_checksum_of_itself_with_the_field_blank() {
+        let p = chain().seal();
+        assert!(p.checksum.starts_with("sha256:") && p.checksum.len() == 7 + 64);
+        assert_eq!(p.compute_checksum(), p.checksum);
+        let mut blank = p.clone();
+        blank.checksum = String::new();
+        let body = serde_json::to_vec(&blank).unwrap();
+        assert_eq!(
+            p.checksum,
+            format!("sha256:{}", hex::encode(Sha256::digest(&body)))
+        );
+    }
+
+    #[test]
+    fn any_edit_changes_the_checksum() {
+        let p = chain().seal();
+        let mut edited = p.clone();
+        edited.steps[1].depends_on.clear();
+        assert_ne!(edited.compute_checksum(), p.checksum);
+        let mut renamed = p.clone();
+        renamed.cluster = "other".into();
+        assert_ne!(renamed.compute_checksum(), p.checksum);
+    }
+
+    #[test]
+    fn the_plan_id_is_the_first_twelve_hex_digits_of_the_checksum() {
+        let mut p = chain();
+        p.checksum = format!("sha256:0123456789ab{}", "f".repeat(52));
+        assert_eq!(p.id(), "0123456789ab");
+    }
+
+    #[test]
+    fn a_plan_survives_its_json() {
+        let p = chain().seal();
+        let back: Plan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.compute_checksum(), p.checksum);
+    }
+
+    #[test]
+    fn the_graph_has_one_arc_per_dependency_from_dependency_to_dependent() {
+        let g = chain().graph().unwrap();
+        assert_eq!(g.node_count(), 3);
+        assert_eq!(g.edge_count(), 3);
+        let arcs: Vec<(usize, usize)> = g
+            .edge_indices()
+            .map(|e| {
+                let (a, b) = g.edge_endpoints(e).unwrap();
+                (g[a], g[b])
+            })
+            .collect();
+        for arc in [(0, 1), (0, 2), (1, 2)] {
+            assert!(arcs.contains(&arc), "{arc:?} in {arcs:?}");
+        }
+    }
+
+    #[test]
+    fn a_dependency_on_an_unknown_step_is_refused_by_name() {
+        let mut p = chain();
+        p.steps[2].depends_on.push("ghost".into());
+        let Err(PlanError::Cycle(at)) = p.graph() else {
+            panic!("an unknown step passes");
+        };
+        assert_eq!(at, "c (depends on unknown step ghost)");
+    }
+
+    #[test]
+    fn a_cycle_is_refused() {
+        let mut p = chain();
+        p.steps[0].depends_on.push("c".into());
+        assert!(matches!(p.graph(), Err(PlanError::Cycle(_))));
+        let mut own = chain();
+        own.steps[1].depends_on.push("b".into());
+        let Err(PlanError::Cycle(at)) = own.graph() else {
+            panic!("a step depending on itself passes");
+        };
+        assert_eq!(at, "b");
+    }
+
+    #[test]
+    fn a_plan_without_steps_is_empty() {
+        assert!(plan(vec![]).is_empty());
+        assert!(!chain().is_empty());
+    }
+}
