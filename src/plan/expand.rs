@@ -492,3 +492,538 @@ fn new_only_root(world: &World, c: &Consumer, t: &Target) -> State {
         c.desired(t)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::tests::*;
+
+    fn plan_of(snap: &Snapshot, d: &Desired) -> Result<Plan, PlanError> {
+        let procedures = crate::procedure::load_all().unwrap();
+        build(&Input {
+            snapshot: snap,
+            desired: d,
+            procedures: &procedures,
+            cluster: "t",
+            config_hash: "sha256:c",
+            no_stages: false,
+            manual: &BTreeSet::new(),
+        })
+    }
+
+    fn rotated(cps: usize, workers: usize) -> Plan {
+        plan_of(&cluster(cps, workers), &kubernetes_to_new()).expect("a plan")
+    }
+
+    /// The targets of the steps of `template`, in plan order.
+    fn targets(p: &Plan, template: &str) -> Vec<String> {
+        p.steps
+            .iter()
+            .filter(|s| s.template == template)
+            .map(|s| s.target.clone())
+            .collect()
+    }
+
+    fn get<'a>(p: &'a Plan, id: &str) -> &'a Step {
+        p.steps
+            .iter()
+            .find(|s| s.id == format!("kubernetes-ca/{id}"))
+            .unwrap_or_else(|| panic!("no step {id}"))
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|i| format!("kubernetes-ca/{i}")).collect()
+    }
+
+    #[test]
+    fn a_control_plane_template_has_one_step_per_control_plane() {
+        let p = rotated(3, 2);
+        assert_eq!(targets(&p, "distribute-ca"), ["cp-1", "cp-2", "cp-3"]);
+        assert_eq!(targets(&p, "apiserver-certs"), ["cp-1", "cp-2", "cp-3"]);
+        assert_eq!(
+            get(&p, "distribute-ca@cp-2").id,
+            "kubernetes-ca/distribute-ca@cp-2"
+        );
+    }
+
+    #[test]
+    fn a_node_template_has_one_step_per_node_control_planes_first() {
+        let p = rotated(3, 2);
+        let all = ["cp-1", "cp-2", "cp-3", "w-1", "w-2"];
+        assert_eq!(targets(&p, "kubelet-trust"), all);
+        assert_eq!(targets(&p, "restart-kubelet"), all);
+        assert_eq!(targets(&p, "kubelet-drop-old"), all);
+    }
+
+    #[test]
+    fn a_node_template_leaves_out_nodes_with_nothing_to_do() {
+        // user-kubeconfigs runs on every node, but only control planes hold admin.conf.
+        let p = rotated(3, 2);
+        assert_eq!(targets(&p, "user-kubeconfigs"), ["cp-1", "cp-2", "cp-3"]);
+    }
+
+    #[test]
+    fn a_cluster_template_has_one_step() {
+        let p = rotated(3, 2);
+        assert_eq!(targets(&p, "cluster-info"), ["cluster"]);
+        assert_eq!(targets(&p, "verify-post-rotate"), ["cluster"]);
+    }
+
+    #[test]
+    fn a_full_cluster_ca_rotation_has_24_steps_per_control_plane_4_per_node_and_9_for_the_cluster()
+    {
+        // Counted from plans/kubernetes-ca.yaml for a kubeadm cluster without API access:
+        // per control plane, every control-plane template and the node templates that
+        // touch kubeconfigs only control planes hold (user-kubeconfigs,
+        // control-plane-kubeconfigs-drop-old); per node, the kubelet's write and restart
+        // in rotate and post-rotate; for the cluster, every cluster template but 8.1
+        // (no extension server) and 8.4 (pods are taken to follow the files).
+        for (cps, workers) in [(1, 0), (1, 1), (3, 2)] {
+            let p = rotated(cps, workers);
+            assert_eq!(
+                p.steps.len(),
+                24 * cps + 4 * (cps + workers) + 9,
+                "{cps}+{workers}"
+            );
+        }
+    }
+
+    #[test]
+    fn steps_carry_their_documented_numbers_and_additions_carry_none() {
+        let documented = [
+            ("distribute-ca", "1"),
+            ("kcm-root-ca", "2"),
+            ("wait-kube-root-ca", "3"),
+            ("restart-in-cluster-pods", "4"),
+            ("apiserver-client-ca", "5"),
+            ("scheduler-client-ca", "6"),
+            ("user-kubeconfigs", "7"),
+            ("kubelet-trust", "8.2"),
+            ("apiserver-certs", "8.3"),
+            ("cluster-info", "9"),
+            ("verify-control-plane", "10.1"),
+            ("verify-extensions", "10.2"),
+            ("kube-root-ca-new-only", "11.1"),
+            ("control-plane-drop-old", "11.2"),
+            ("kubelet-drop-old", "11.3"),
+        ];
+        let p = rotated(1, 1);
+        for s in &p.steps {
+            let want = documented
+                .iter()
+                .find(|(t, _)| *t == s.template)
+                .map(|(_, d)| d.to_string());
+            assert_eq!(s.doc_step, want, "{}", s.id);
+        }
+        for (t, _) in documented {
+            assert!(!targets(&p, t).is_empty(), "{t} has a step");
+        }
+    }
+
+    #[test]
+    fn documented_steps_with_nothing_to_do_are_skipped_with_a_reason() {
+        let p = rotated(1, 1);
+        let skipped: Vec<(&str, &str)> = p
+            .skipped
+            .iter()
+            .map(|s| (s.id.as_str(), s.doc_step.as_str()))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                ("kubernetes-ca/extension-servers", "8.1"),
+                ("kubernetes-ca/restart-workloads", "8.4")
+            ]
+        );
+        assert_eq!(
+            p.skipped[0].reason,
+            "extension servers already trust this stage's CAs"
+        );
+    }
+
+    #[test]
+    fn a_rolling_restart_goes_one_node_at_a_time_in_node_order() {
+        let p = rotated(3, 2);
+        let order = ["cp-1", "cp-2", "cp-3", "w-1", "w-2"];
+        for w in order.windows(2) {
+            assert_eq!(
+                get(&p, &format!("restart-kubelet@{}", w[1])).depends_on,
+                ids(&[&format!("restart-kubelet@{}", w[0])])
+            );
+        }
+        // The first waits for every node's kubelet trust.
+        let first = &get(&p, "restart-kubelet@cp-1").depends_on;
+        let every: Vec<String> = order.iter().map(|n| format!("kubelet-trust@{n}")).collect();
+        assert_eq!(
+            *first,
+            ids(&every.iter().map(String::as_str).collect::<Vec<_>>())
+        );
+    }
+
+    #[test]
+    fn api_server_restarts_roll_over_the_control_planes() {
+        let p = rotated(3, 0);
+        assert_eq!(
+            get(&p, "apiserver-client-ca@cp-3").depends_on,
+            ids(&["apiserver-client-ca@cp-2"])
+        );
+        assert_eq!(
+            get(&p, "restart-apiserver@cp-2").depends_on,
+            ids(&["restart-apiserver@cp-1"])
+        );
+    }
+
+    #[test]
+    fn a_step_after_a_rolling_step_waits_for_its_last_node_only() {
+        let p = rotated(3, 2);
+        assert_eq!(
+            get(&p, "wait-kube-root-ca@cluster").depends_on,
+            ids(&["restart-kcm@cp-3"])
+        );
+        for cp in ["cp-1", "cp-2", "cp-3"] {
+            assert_eq!(
+                get(&p, &format!("scheduler-client-ca@{cp}")).depends_on,
+                ids(&["apiserver-client-ca@cp-3"])
+            );
+        }
+    }
+
+    #[test]
+    fn a_per_node_step_waits_for_every_node_of_the_step_before() {
+        let p = rotated(3, 0);
+        assert_eq!(
+            get(&p, "kcm-root-ca@cp-2").depends_on,
+            ids(&[
+                "kcm-single-cert-flags@cp-1",
+                "kcm-single-cert-flags@cp-2",
+                "kcm-single-cert-flags@cp-3"
+            ])
+        );
+    }
+
+    #[test]
+    fn a_skipped_step_hands_its_dependencies_to_the_next() {
+        // 8.1 has nothing to do: 8.2 waits for what 8.1 would have waited for (step 7).
+        let p = rotated(2, 1);
+        assert_eq!(
+            get(&p, "kubelet-trust@w-1").depends_on,
+            ids(&["user-kubeconfigs@cp-1", "user-kubeconfigs@cp-2"])
+        );
+    }
+
+    #[test]
+    fn the_first_steps_wait_for_nothing() {
+        let p = rotated(3, 2);
+        let roots: Vec<&str> = p
+            .steps
+            .iter()
+            .filter(|s| s.depends_on.is_empty())
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(
+            roots,
+            ids(&[
+                "distribute-ca@cp-1",
+                "distribute-ca@cp-2",
+                "distribute-ca@cp-3"
+            ])
+        );
+    }
+
+    #[test]
+    fn every_documented_step_runs_after_every_lower_numbered_one() {
+        let p = rotated(2, 1);
+        let index: HashMap<&str, usize> = p
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
+        let mut ancestors: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); p.steps.len()];
+        for (i, s) in p.steps.iter().enumerate() {
+            for d in &s.depends_on {
+                let j = index[d.as_str()];
+                assert!(j < i, "{} depends on the later {d}", s.id);
+                let above = ancestors[j].clone();
+                ancestors[i].insert(j);
+                ancestors[i].extend(above);
+            }
+        }
+        let number = |d: &str| -> Vec<u32> { d.split('.').map(|x| x.parse().unwrap()).collect() };
+        for (a, sa) in p.steps.iter().enumerate() {
+            for (b, sb) in p.steps.iter().enumerate() {
+                if let (Some(da), Some(db)) = (&sa.doc_step, &sb.doc_step)
+                    && number(da) < number(db)
+                {
+                    assert!(
+                        ancestors[b].contains(&a),
+                        "{} can run before {}",
+                        sb.id,
+                        sa.id
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_restart_rereads_the_files_written_since_the_last_one() {
+        let p = rotated(1, 0);
+        let r = get(&p, "restart-scheduler@cp-1");
+        assert_eq!(
+            r.ops,
+            [Op::Restart {
+                node: "cp-1".into(),
+                component: "kube-scheduler".into()
+            }]
+        );
+        assert_eq!(
+            r.changes[0].after,
+            ["re-reads /etc/kubernetes/scheduler.conf"]
+        );
+    }
+
+    #[test]
+    fn restarts_on_a_manual_node_are_manual_steps() {
+        let procedures = crate::procedure::load_all().unwrap();
+        let manual: BTreeSet<String> = ["w-1".to_string()].into();
+        let (snap, d) = (cluster(1, 2), kubernetes_to_new());
+        let p = build(&Input {
+            snapshot: &snap,
+            desired: &d,
+            procedures: &procedures,
+            cluster: "t",
+            config_hash: "sha256:c",
+            no_stages: false,
+            manual: &manual,
+        })
+        .unwrap();
+        let manual_steps: Vec<&str> = p
+            .steps
+            .iter()
+            .filter(|s| s.ops.iter().any(|o| matches!(o, Op::ManualRestart { .. })))
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(
+            manual_steps,
+            ids(&["restart-kubelet@w-1", "restart-kubelet-drop-old@w-1"])
+        );
+        assert_eq!(p.summary.manual, 2);
+        assert!(matches!(
+            get(&p, "restart-kubelet@w-2").ops[..],
+            [Op::Restart { .. }]
+        ));
+    }
+
+    #[test]
+    fn the_ca_bundle_trusts_both_cas_then_only_the_new_one() {
+        let p = rotated(1, 1);
+        let want = |id: &str| {
+            get(&p, id)
+                .ops
+                .iter()
+                .find_map(|o| match o {
+                    Op::Set { path, want, .. } if path == CA => Some(want.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{id} does not write {CA}"))
+        };
+        assert_eq!(
+            want("distribute-ca@cp-1"),
+            State::Members(vec![k_old(), k_new()])
+        );
+        assert_eq!(
+            want("control-plane-drop-old@cp-1"),
+            State::Members(vec![k_new()])
+        );
+    }
+
+    #[test]
+    fn each_gate_verifies_its_stage_target_and_names_the_retired_ca() {
+        let p = rotated(1, 1);
+        let gate = |id: &str| match &get(&p, id).ops[..] {
+            [
+                Op::Verify {
+                    issuer,
+                    trust,
+                    retired,
+                    ..
+                },
+            ] => (issuer.clone(), trust.clone(), retired.clone()),
+            other => panic!("{id}: {other:?}"),
+        };
+        assert_eq!(
+            gate("verify-pre-rotate@cluster"),
+            (k_old(), vec![k_old(), k_new()], vec![])
+        );
+        assert_eq!(
+            gate("verify-control-plane@cluster"),
+            (k_new(), vec![k_old(), k_new()], vec![])
+        );
+        assert_eq!(
+            gate("verify-post-rotate@cluster"),
+            (k_new(), vec![k_new()], vec![k_old()])
+        );
+    }
+
+    #[test]
+    fn stage_targets_trust_both_then_switch_the_issuer_then_drop_the_old_ca() {
+        let [(s1, pre), (s2, rot), (s3, post)] =
+            stage_targets(&target(&k_old(), &[k_old()]), &target(&k_new(), &[k_new()]));
+        assert_eq!(
+            (s1, s2, s3),
+            (Stage::PreRotate, Stage::Rotate, Stage::PostRotate)
+        );
+        assert_eq!(pre, target(&k_old(), &[k_old(), k_new()]));
+        assert_eq!(rot, target(&k_new(), &[k_old(), k_new()]));
+        assert_eq!(post, target(&k_new(), &[k_new()]));
+    }
+
+    #[test]
+    fn the_summary_counts_the_plans_steps() {
+        let p = rotated(1, 1);
+        let kind = |k| p.steps.iter().filter(|s| s.kind == k).count();
+        assert_eq!(p.summary.steps, p.steps.len());
+        assert_eq!(p.summary.writes, kind(crate::procedure::ActionKind::Write));
+        assert_eq!(
+            p.summary.restarts,
+            kind(crate::procedure::ActionKind::Restart)
+        );
+        assert_eq!(p.summary.waits, kind(crate::procedure::ActionKind::Wait));
+        assert_eq!(
+            p.summary.writes + p.summary.restarts + p.summary.waits,
+            p.steps.len()
+        );
+        assert_eq!(
+            p.summary.stages,
+            [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
+        );
+    }
+
+    #[test]
+    fn a_plan_is_sealed_and_carries_its_rehearsal() {
+        let p = rotated(1, 1);
+        assert_eq!(p.checksum, p.compute_checksum());
+        let r = p.continuity.as_ref().expect("rehearsed");
+        assert_eq!((r.edges, r.steps), (10, p.steps.len()));
+        assert!(r.breaks.is_empty());
+    }
+
+    #[test]
+    fn nothing_desired_means_no_steps_and_nothing_skipped() {
+        let d = desired(&[(
+            Authority::Kubernetes,
+            target(&k_old(), &[k_old()]),
+            target(&k_old(), &[k_old()]),
+        )]);
+        let p = plan_of(&cluster(1, 1), &d).unwrap();
+        assert!(p.steps.is_empty() && p.skipped.is_empty() && p.authorities.is_empty());
+        assert_eq!(p.continuity, None);
+    }
+
+    #[test]
+    fn an_authority_without_a_procedure_is_refused() {
+        let procedures: Vec<Procedure> = crate::procedure::load_all()
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.authority != Authority::Kubernetes)
+            .collect();
+        let (snap, d) = (cluster(1, 0), kubernetes_to_new());
+        let r = build(&Input {
+            snapshot: &snap,
+            desired: &d,
+            procedures: &procedures,
+            cluster: "t",
+            config_hash: "sha256:c",
+            no_stages: false,
+            manual: &BTreeSet::new(),
+        });
+        let Err(PlanError::NoProcedure(auth, have)) = r else {
+            panic!("planned without a procedure");
+        };
+        assert_eq!(
+            (auth.as_str(), have.as_str()),
+            ("kubernetes", "front-proxy")
+        );
+    }
+
+    #[test]
+    fn a_leaf_no_documented_step_reissues_makes_the_plan_impossible() {
+        let mut snap = cluster(1, 0);
+        snap.nodes[0].files.insert(
+            "/etc/kubernetes/pki/custom.crt".into(),
+            leaf("custom", Some(&k_old())),
+        );
+        let Err(PlanError::Impossible(what)) = plan_of(&snap, &kubernetes_to_new()) else {
+            panic!("planned a rotation that leaves a leaf of the old CA");
+        };
+        assert_eq!(what, ["cp-1:/etc/kubernetes/pki/custom.crt (certificate)"]);
+    }
+
+    #[test]
+    fn going_straight_to_the_end_in_every_stage_is_refused_by_rehearse() {
+        let procedures = crate::procedure::load_all().unwrap();
+        let (snap, d) = (cluster(1, 1), kubernetes_to_new());
+        let r = build(&Input {
+            snapshot: &snap,
+            desired: &d,
+            procedures: &procedures,
+            cluster: "t",
+            config_hash: "sha256:c",
+            no_stages: true,
+            manual: &BTreeSet::new(),
+        });
+        let Err(PlanError::Break { at, edge, .. }) = r else {
+            panic!("--no-stages passes rehearse");
+        };
+        // Writes alone break nothing (processes hold what they read at start); the first
+        // restart does: the controller manager comes back trusting only the new CA, while
+        // its API server still serves a certificate of the old one.
+        assert_eq!(at, "step restart-kcm on cp-1");
+        assert_eq!(
+            edge,
+            "kube-controller-manager on cp-1 → kube-apiserver on cp-1"
+        );
+    }
+
+    #[test]
+    fn a_front_proxy_rotation_uses_its_own_procedure() {
+        let d = desired(&[(
+            Authority::FrontProxy,
+            target(&f_old(), &[f_old()]),
+            target(&f_new(), &[f_new()]),
+        )]);
+        let p = plan_of(&cluster(2, 1), &d).unwrap();
+        assert!(p.steps.iter().all(|s| s.procedure == "front-proxy-ca"));
+        let client: Vec<&str> = p
+            .steps
+            .iter()
+            .filter(|s| s.doc_step.as_deref() == Some("8.3"))
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(
+            client,
+            [
+                "front-proxy-ca/front-proxy-client@cp-1",
+                "front-proxy-ca/front-proxy-client@cp-2"
+            ]
+        );
+    }
+
+    #[test]
+    fn observed_digests_every_file_and_each_nodes_components_and_kubelet() {
+        let snap = cluster(1, 1);
+        let o = observed(&snap);
+        let files: usize = snap.nodes.iter().map(|n| n.files.len()).sum();
+        assert_eq!(o.len(), files + 2 * snap.nodes.len());
+        assert!(o.contains_key("w-1:/etc/kubernetes/kubelet.conf"));
+        assert!(o.contains_key("cp-1:components") && o.contains_key("w-1:kubelet"));
+        let mut changed = snap.clone();
+        changed.nodes[1]
+            .files
+            .insert(CA.into(), bundle(&[k_old(), k_new()]));
+        let o2 = observed(&changed);
+        let differ: Vec<&String> = o.keys().filter(|k| o[*k] != o2[*k]).collect();
+        assert_eq!(differ, ["w-1:/etc/kubernetes/pki/ca.crt"]);
+    }
+}
