@@ -842,3 +842,578 @@ pub fn rehearse(snap: &Snapshot, plan: &Plan, label: &dyn Fn(&Fingerprint) -> St
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Authority;
+    use crate::diff::tests::*;
+    use crate::procedure::{Action, Stage};
+
+    /// `ca-1`, `ca-2`, … after the fixture's made-up fingerprints.
+    fn label(f: &Fingerprint) -> String {
+        format!("ca-{}", &f.0[7..8])
+    }
+
+    /// A hand-made step of `template` (documented number `doc`) on `target`.
+    fn step(template: &str, doc: Option<&str>, target: &str, ops: Vec<Op>) -> Step {
+        Step {
+            id: format!("kubernetes-ca/{template}@{target}"),
+            procedure: "kubernetes-ca".into(),
+            template: template.into(),
+            doc_step: doc.map(str::to_string),
+            title: String::new(),
+            stage: Stage::Rotate,
+            target: target.into(),
+            action: Action::WriteCaFiles,
+            kind: Action::WriteCaFiles.kind(),
+            changes: vec![],
+            why: None,
+            disruption: None,
+            ops,
+            depends_on: vec![],
+        }
+    }
+
+    fn set(node: &str, path: &str, field: Field, want: State) -> Op {
+        Op::Set {
+            node: Some(node.into()),
+            authority: Authority::Kubernetes,
+            path: path.into(),
+            field,
+            want,
+            replaces: vec![],
+        }
+    }
+
+    fn restart(template: &str, node: &str, component: &str) -> Step {
+        step(
+            template,
+            None,
+            node,
+            vec![Op::Restart {
+                node: node.into(),
+                component: component.into(),
+            }],
+        )
+    }
+
+    /// Restart every process of `cp-1` + `w-1`.
+    fn restart_all(template: &str) -> Vec<Step> {
+        vec![
+            restart(template, "cp-1", "kube-apiserver"),
+            restart(template, "cp-1", "kube-controller-manager"),
+            restart(template, "cp-1", "kube-scheduler"),
+            restart(template, "cp-1", "kubelet"),
+            restart(template, "w-1", "kubelet"),
+        ]
+    }
+
+    fn plan(steps: Vec<Step>) -> Plan {
+        Plan {
+            format_version: super::super::FORMAT_VERSION,
+            tool_version: "0".into(),
+            cluster: "t".into(),
+            checksum: String::new(),
+            snapshot_fingerprint: String::new(),
+            config_hash: String::new(),
+            observed: BTreeMap::new(),
+            authorities: vec![],
+            summary: super::super::Summary::of(&steps),
+            steps,
+            skipped: vec![],
+            continuity: None,
+        }
+    }
+
+    fn run(snap: &Snapshot, steps: Vec<Step>) -> Rehearsal {
+        rehearse(snap, &plan(steps), &label)
+    }
+
+    const CP_KUBECONFIGS: [&str; 5] = [ADMIN, SUPER_ADMIN, KCM_CONF, SCHED_CONF, KUBELET_CONF];
+
+    /// Every trust file of the cluster CA on cp-1 and w-1 holds `cas`.
+    fn trust(template: &str, cas: &[Fingerprint]) -> Vec<Step> {
+        let m = || State::Members(cas.to_vec());
+        let mut cp = vec![set("cp-1", CA, Field::Bundle, m())];
+        cp.extend(
+            CP_KUBECONFIGS
+                .iter()
+                .map(|p| set("cp-1", p, Field::KubeconfigCa, m())),
+        );
+        let w = vec![
+            set("w-1", CA, Field::Bundle, m()),
+            set("w-1", KUBELET_CONF, Field::KubeconfigCa, m()),
+        ];
+        vec![
+            step(template, None, "cp-1", cp),
+            step(template, None, "w-1", w),
+        ]
+    }
+
+    /// Every leaf of the cluster CA on cp-1 and w-1 re-issued by `issuer`.
+    fn reissue(issuer: &Fingerprint) -> Vec<Step> {
+        let by = || State::IssuedBy(issuer.clone());
+        let mut cp: Vec<Op> = [APISERVER, APISERVER_KUBELET, KUBELET_CLIENT]
+            .iter()
+            .map(|p| set("cp-1", p, Field::Leaf, by()))
+            .collect();
+        cp.extend(
+            [ADMIN, SUPER_ADMIN, KCM_CONF, SCHED_CONF]
+                .iter()
+                .map(|p| set("cp-1", p, Field::KubeconfigClient, by())),
+        );
+        vec![
+            step("apiserver-certs", Some("8.3"), "cp-1", cp),
+            step(
+                "kubelet-trust",
+                Some("8.2"),
+                "w-1",
+                vec![set("w-1", KUBELET_CLIENT, Field::Leaf, by())],
+            ),
+        ]
+    }
+
+    fn break_names(v: &[Break]) -> Vec<&str> {
+        let mut n: Vec<&str> = v.iter().map(|b| b.edge.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
+
+    /// The six clients of the API server on cp-1 of a 1 + 1 cluster.
+    fn api_clients() -> Vec<&'static str> {
+        let mut v = vec![
+            "kube-controller-manager on cp-1 → kube-apiserver on cp-1",
+            "kube-scheduler on cp-1 → kube-apiserver on cp-1",
+            "kubectl (cp-1:/etc/kubernetes/admin.conf) → kube-apiserver on cp-1",
+            "kubectl (cp-1:/etc/kubernetes/super-admin.conf) → kube-apiserver on cp-1",
+            "kubelet on cp-1 → kube-apiserver on cp-1",
+            "kubelet on w-1 → kube-apiserver on cp-1",
+        ];
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn the_documented_order_keeps_every_edge_live() {
+        // Trust both, restart; re-issue from the new CA, restart; trust only the new,
+        // restart.
+        let (o, n) = (k_old(), k_new());
+        let mut steps = trust("trust-both", &[o.clone(), n.clone()]);
+        steps.extend(restart_all("restart-pre"));
+        steps.extend(reissue(&n));
+        steps.extend(restart_all("restart-rotate"));
+        steps.extend(trust("drop-old", std::slice::from_ref(&n)));
+        steps.extend(restart_all("restart-post"));
+        let count = steps.len();
+        let r = run(&cluster(1, 1), steps);
+        assert_eq!(r.breaks, []);
+        assert!(r.holds() && r.broken_before.is_empty() && r.warnings.is_empty());
+        assert_eq!((r.edges, r.unmanaged, r.steps), (10, 0, count));
+        assert!(r.verdict("h").is_ok());
+    }
+
+    #[test]
+    fn a_bundle_of_old_and_new_accepts_client_certificates_of_both() {
+        // The API server trusts both; only w-1's kubelet moves to the new CA.
+        let (o, n) = (k_old(), k_new());
+        let mut steps = vec![step(
+            "distribute-ca",
+            Some("1"),
+            "cp-1",
+            vec![set(
+                "cp-1",
+                CA,
+                Field::Bundle,
+                State::Members(vec![o, n.clone()]),
+            )],
+        )];
+        steps.push(restart("apiserver-client-ca", "cp-1", "kube-apiserver"));
+        steps.push(step(
+            "kubelet-trust",
+            Some("8.2"),
+            "w-1",
+            vec![set("w-1", KUBELET_CLIENT, Field::Leaf, State::IssuedBy(n))],
+        ));
+        steps.push(restart("restart-kubelet", "w-1", "kubelet"));
+        let r = run(&cluster(1, 1), steps);
+        assert_eq!(r.breaks, []);
+    }
+
+    #[test]
+    fn a_written_file_breaks_nothing_until_its_reader_restarts() {
+        let r = run(
+            &cluster(1, 1),
+            vec![step(
+                "control-plane-drop-old",
+                Some("11.2"),
+                "cp-1",
+                vec![set(
+                    "cp-1",
+                    CA,
+                    Field::Bundle,
+                    State::Members(vec![k_new()]),
+                )],
+            )],
+        );
+        assert_eq!(r.breaks, []);
+    }
+
+    #[test]
+    fn dropping_the_old_ca_before_the_leaves_are_reissued_is_refused_at_the_restart() {
+        let steps = vec![
+            step(
+                "control-plane-drop-old",
+                Some("11.2"),
+                "cp-1",
+                vec![set(
+                    "cp-1",
+                    CA,
+                    Field::Bundle,
+                    State::Members(vec![k_new()]),
+                )],
+            ),
+            restart("restart-apiserver-drop-old", "cp-1", "kube-apiserver"),
+        ];
+        let r = run(&cluster(1, 1), steps);
+        // Every client of the API server presents a certificate of the old CA.
+        assert_eq!(break_names(&r.breaks), api_clients());
+        assert!(
+            r.breaks
+                .iter()
+                .all(|b| b.at == "step restart-apiserver-drop-old on cp-1"
+                    && b.step == "kubernetes-ca/restart-apiserver-drop-old@cp-1")
+        );
+        let w1 = r
+            .breaks
+            .iter()
+            .find(|b| b.edge == "kubelet on w-1 → kube-apiserver on cp-1")
+            .unwrap();
+        assert_eq!(
+            w1.why,
+            "kubelet on w-1 presents a certificate issued by ca-1, but kube-apiserver on cp-1 accepts only ca-2 (--client-ca-file /etc/kubernetes/pki/ca.crt as it read it at its last start)"
+        );
+        // The kubelets' own clientCAFile was not touched: the API server → kubelet edges hold.
+        assert!(!r.breaks.iter().any(|b| b.edge.contains("→ kubelet on")));
+    }
+
+    #[test]
+    fn reissuing_the_serving_certificate_before_clients_trust_the_new_ca_is_refused() {
+        let steps = vec![
+            step(
+                "apiserver-certs",
+                Some("8.3"),
+                "cp-1",
+                vec![set(
+                    "cp-1",
+                    APISERVER,
+                    Field::Leaf,
+                    State::IssuedBy(k_new()),
+                )],
+            ),
+            restart("restart-apiserver", "cp-1", "kube-apiserver"),
+        ];
+        let r = run(&cluster(1, 1), steps);
+        assert_eq!(break_names(&r.breaks), api_clients());
+        let w1 = r
+            .breaks
+            .iter()
+            .find(|b| b.edge == "kubelet on w-1 → kube-apiserver on cp-1")
+            .unwrap();
+        assert_eq!(w1.at, "step restart-apiserver on cp-1");
+        assert_eq!(
+            w1.why,
+            "kube-apiserver on cp-1 serves a certificate issued by ca-2, but kubelet on w-1 trusts only ca-1 (/etc/kubernetes/kubelet.conf as it read it at its last start)"
+        );
+        let kubectl = r
+            .breaks
+            .iter()
+            .find(|b| {
+                b.edge
+                    .starts_with("kubectl (cp-1:/etc/kubernetes/admin.conf)")
+            })
+            .unwrap();
+        assert!(
+            kubectl
+                .why
+                .ends_with("(/etc/kubernetes/admin.conf on disk)")
+        );
+    }
+
+    #[test]
+    fn the_verdict_names_the_first_break_and_counts_the_rest() {
+        let steps = vec![
+            step(
+                "apiserver-certs",
+                Some("8.3"),
+                "cp-1",
+                vec![set(
+                    "cp-1",
+                    APISERVER,
+                    Field::Leaf,
+                    State::IssuedBy(k_new()),
+                )],
+            ),
+            restart("restart-apiserver", "cp-1", "kube-apiserver"),
+        ];
+        let r = run(&cluster(1, 1), steps);
+        let Err(super::super::PlanError::Break {
+            at,
+            edge,
+            more,
+            help,
+            ..
+        }) = r.verdict("fix it")
+        else {
+            panic!("a break passes the verdict");
+        };
+        assert_eq!(at, "step restart-apiserver on cp-1");
+        assert_eq!(edge, r.breaks[0].edge);
+        assert_eq!((more, help.as_str()), (5, "fix it"));
+        assert!(r.line().starts_with(
+            "Continuity: 6 of 10 edges break (first: step restart-apiserver on cp-1)"
+        ));
+    }
+
+    #[test]
+    fn a_break_is_restored_by_the_step_that_mends_it() {
+        let steps = vec![
+            step(
+                "apiserver-certs",
+                Some("8.3"),
+                "cp-1",
+                vec![set(
+                    "cp-1",
+                    APISERVER,
+                    Field::Leaf,
+                    State::IssuedBy(k_new()),
+                )],
+            ),
+            restart("restart-apiserver", "cp-1", "kube-apiserver"),
+            step(
+                "kubelet-trust",
+                Some("8.2"),
+                "w-1",
+                vec![set(
+                    "w-1",
+                    KUBELET_CONF,
+                    Field::KubeconfigCa,
+                    State::Members(vec![k_old(), k_new()]),
+                )],
+            ),
+            restart("restart-kubelet", "w-1", "kubelet"),
+        ];
+        let r = run(&cluster(1, 1), steps);
+        for b in &r.breaks {
+            let want = (b.edge == "kubelet on w-1 → kube-apiserver on cp-1")
+                .then(|| "step restart-kubelet on w-1".to_string());
+            assert_eq!(b.restored, want, "{}", b.edge);
+        }
+        assert_eq!(r.breaks.len(), 6, "a mended break is still reported");
+    }
+
+    #[test]
+    fn an_edge_broken_before_the_plan_is_not_the_plans_break() {
+        let mut snap = cluster(1, 1);
+        snap.nodes[1].files.insert(
+            KUBELET_CONF.into(),
+            kubeconfig(&[fp('9')], &k_old(), Some(KUBELET_CLIENT)),
+        );
+        let r = run(&snap, restart_all("restart"));
+        assert_eq!(
+            break_names(&r.broken_before),
+            ["kubelet on w-1 → kube-apiserver on cp-1"]
+        );
+        assert_eq!(r.broken_before[0].at, "before the first step");
+        assert_eq!(r.breaks, []);
+    }
+
+    #[test]
+    fn a_front_proxy_client_from_a_ca_the_aggregated_servers_do_not_trust_breaks() {
+        let steps = vec![
+            step(
+                "front-proxy-client",
+                Some("8.3"),
+                "cp-1",
+                vec![set(
+                    "cp-1",
+                    FP_CLIENT,
+                    Field::Leaf,
+                    State::IssuedBy(f_new()),
+                )],
+            ),
+            restart("restart-apiserver", "cp-1", "kube-apiserver"),
+        ];
+        let r = run(&cluster(1, 0), steps);
+        assert_eq!(
+            break_names(&r.breaks),
+            ["kube-apiserver on cp-1 → aggregated API server (front proxy)"]
+        );
+        assert!(
+            r.breaks[0]
+                .why
+                .contains("presents a certificate issued by ca-4")
+        );
+    }
+
+    #[test]
+    fn aggregated_servers_trust_what_the_restarted_api_server_publishes() {
+        let both = State::Members(vec![f_old(), f_new()]);
+        let steps = vec![
+            step(
+                "distribute-ca",
+                Some("1"),
+                "cp-1",
+                vec![set("cp-1", FP_CA, Field::Bundle, both)],
+            ),
+            restart("apiserver-requestheader-ca", "cp-1", "kube-apiserver"),
+            step(
+                "front-proxy-client",
+                Some("8.3"),
+                "cp-1",
+                vec![set(
+                    "cp-1",
+                    FP_CLIENT,
+                    Field::Leaf,
+                    State::IssuedBy(f_new()),
+                )],
+            ),
+            restart("restart-apiserver", "cp-1", "kube-apiserver"),
+        ];
+        assert_eq!(run(&cluster(1, 0), steps).breaks, []);
+    }
+
+    #[test]
+    fn the_only_api_server_or_etcd_member_restarting_is_a_gap() {
+        let steps = vec![
+            restart("restart-apiserver", "cp-1", "kube-apiserver"),
+            restart("restart-etcd", "cp-1", "etcd"),
+            restart("restart-kubelet", "cp-1", "kubelet"),
+        ];
+        let r = run(&cluster(1, 1), steps.clone());
+        let gaps: Vec<(&str, &str)> = r
+            .gaps
+            .iter()
+            .map(|g| (g.at.as_str(), g.what.as_str()))
+            .collect();
+        assert_eq!(
+            gaps,
+            [
+                (
+                    "step restart-apiserver on cp-1",
+                    "the only API server restarts: its clients wait or retry (cp-1)"
+                ),
+                (
+                    "step restart-etcd on cp-1",
+                    "the only etcd member restarts: the API server cannot read or write (cp-1)"
+                ),
+            ]
+        );
+        assert_eq!(run(&cluster(2, 0), steps).gaps, []);
+    }
+
+    #[test]
+    fn api_server_to_kubelet_edges_are_listed_as_unverified() {
+        let r = run(&cluster(2, 1), vec![]);
+        assert_eq!(r.unverified.len(), 2 * 3);
+        assert!(
+            r.unverified
+                .iter()
+                .all(|u| u.why == crate::plan::edges::UNVERIFIED_KUBELET)
+        );
+        assert_eq!(
+            r.line(),
+            format!(
+                "Continuity: {} edges stay live through all 0 steps; 6 edges unverified ({}).",
+                r.edges,
+                crate::plan::edges::UNVERIFIED_KUBELET
+            )
+        );
+    }
+
+    #[test]
+    fn a_bare_pods_break_is_a_warning_and_a_rollout_moves_only_owned_pods() {
+        let mut snap = cluster(1, 0);
+        snap.kube = Some(crate::snapshot::KubeSnapshot {
+            server: String::new(),
+            namespaces: 1,
+            kube_root_ca: vec![],
+            kube_root_ca_missing: vec![],
+            token_secrets: vec![],
+            cluster_info: None,
+            extension_auth: Some(vec![f_old()]),
+            ca_bundles: vec![],
+            workloads: 1,
+            pods: vec![crate::snapshot::PodGroup {
+                trust: Some(vec![k_old()]),
+                pods: vec!["a/owned".into(), "a/bare".into()],
+                workloads: vec!["a/Deployment/d".into()],
+                bare: vec!["a/bare".into()],
+            }],
+        });
+        let rollout = Op::Set {
+            node: None,
+            authority: Authority::Kubernetes,
+            path: String::new(),
+            field: Field::PodTrust,
+            want: State::Members(vec![k_old(), k_new()]),
+            replaces: vec![],
+        };
+        let steps = vec![
+            step(
+                "restart-in-cluster-pods",
+                Some("4"),
+                "cluster",
+                vec![rollout],
+            ),
+            step(
+                "apiserver-certs",
+                Some("8.3"),
+                "cp-1",
+                vec![set(
+                    "cp-1",
+                    APISERVER,
+                    Field::Leaf,
+                    State::IssuedBy(k_new()),
+                )],
+            ),
+            restart("restart-apiserver", "cp-1", "kube-apiserver"),
+        ];
+        let r = run(&snap, steps);
+        // cp-1 alone: 5 clients of its API server, and it reaches its kubelet, its etcd
+        // and the aggregated servers; plus the owned pod. The bare pod is unmanaged.
+        assert_eq!((r.unmanaged, r.edges), (1, 5 + 3 + 1));
+        assert_eq!(
+            break_names(&r.warnings),
+            ["pod a/bare → kube-apiserver on cp-1"]
+        );
+        assert!(!r.breaks.iter().any(|b| b.edge.starts_with("pod ")));
+    }
+
+    #[test]
+    fn steps_run_in_dependency_order_ties_by_file_position() {
+        let mut steps = vec![
+            step("a", None, "cp-1", vec![]),
+            step("b", None, "cp-1", vec![]),
+            step("c", None, "cp-1", vec![]),
+            step("d", None, "cp-1", vec![]),
+        ];
+        steps[1].depends_on = vec!["kubernetes-ca/d@cp-1".into()];
+        assert_eq!(order(&plan(steps.clone())), [0, 2, 3, 1]);
+        steps[0].depends_on = vec!["kubernetes-ca/b@cp-1".into()];
+        steps[3].depends_on = vec!["kubernetes-ca/a@cp-1".into()];
+        assert_eq!(order(&plan(steps)), [0, 1, 2, 3], "a cycle: file order");
+    }
+
+    #[test]
+    fn a_step_is_labelled_by_documented_number_template_and_target() {
+        assert_eq!(
+            step_label(&step("apiserver-certs", Some("8.3"), "cp-2", vec![])),
+            "step 8.3 apiserver-certs on cp-2"
+        );
+        assert_eq!(
+            step_label(&step("restart-kcm", None, "cp-1", vec![])),
+            "step restart-kcm on cp-1"
+        );
+    }
+}
