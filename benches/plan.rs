@@ -96,7 +96,9 @@ fn plan_on_sandbox(bin: &Path, workers: usize) {
     let loaded = trustform::config::load(&config).unwrap();
     let targets = trustform::observe::targets(&loaded).unwrap();
     let (t_obs, snap) = best_of(3, || trustform::observe::observe(&targets).unwrap());
-    let (t_res, desired) = best_of(3, || trustform::diff::resolve(&loaded, &snap).unwrap());
+    let (t_res, desired) = best_of(3, || {
+        trustform::diff::resolve(&loaded, &loaded.ca_files().unwrap(), &snap).unwrap()
+    });
     let procs = trustform::procedure::load_all().unwrap();
     let (t_exp, plan) = best_of(3, || {
         trustform::plan::build(&trustform::plan::Input {

@@ -89,7 +89,7 @@ fn main() {
     )
     .unwrap();
     let observe = t.elapsed();
-    let desired = trustform::diff::resolve(&loaded, &snap).unwrap();
+    let desired = trustform::diff::resolve(&loaded, &loaded.ca_files().unwrap(), &snap).unwrap();
     let saved: trustform::plan::Plan =
         serde_json::from_slice(&std::fs::read(d.join("plan.json")).unwrap()).unwrap();
     let mut best = Duration::MAX;

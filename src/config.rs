@@ -4,7 +4,7 @@
 //! generated from them); `load` reports every problem as a miette diagnostic that points
 //! into the file.
 
-use crate::pki::{Fingerprint, KeyAlgorithm};
+use crate::pki::{Fingerprint, KeyAlgorithm, parse_certs};
 use crate::redact::Redacted;
 use crate::snapshot::Role;
 use miette::{Diagnostic, NamedSource, SourceSpan};
@@ -361,6 +361,55 @@ fn span_of(loc: serde_saphyr::Location, text: &str) -> SourceSpan {
         (Some(o), Some(l)) if l > 0 => (o as usize, l as usize).into(),
         (Some(o), _) => (o as usize, 1).into(),
         _ => crate::redact::line_span(text, loc.line() as usize),
+    }
+}
+
+impl Loaded {
+    /// The certificate of every `cas` entry that names a file (`cert`), read and checked:
+    /// one PEM CA certificate, matching the entry's `fingerprint` when it has one.
+    pub fn ca_files(&self) -> Result<BTreeMap<String, crate::pki::ParsedCert>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (name, spec) in &self.config.cas {
+            let Some(cert) = &spec.cert else { continue };
+            let path = self.resolve_path(&cert.value);
+            let text = crate::input::read_text(&path, crate::input::Kind::Config).map_err(|e| {
+                self.invalid(
+                    cert.referenced,
+                    format!("CA {name}: cannot read {}: {e}", path.display()),
+                    "missing file",
+                    format!(
+                        "restore {} or run `trustform rotate` again to generate the CA",
+                        cert.value
+                    ),
+                )
+            })?;
+            let parsed = parse_certs(&text, &cert.value).map_err(|e| {
+                self.invalid(cert.referenced, format!("CA {name}: {e}"), "corrupt certificate", "the file must hold one PEM CA certificate; regenerate it with `trustform rotate`".into())
+            })?;
+            let Some(first) = parsed.into_iter().next().filter(|p| p.facts.is_ca) else {
+                return Err(self.invalid(
+                    cert.referenced,
+                    format!("CA {name}: {} holds no CA certificate", cert.value),
+                    "not a CA",
+                    "point `cert` at a CA certificate (basicConstraints CA:TRUE)".into(),
+                ));
+            };
+            if let Some(fp) = &spec.fingerprint
+                && Fingerprint::parse(&fp.value).as_ref() != Some(&first.facts.fingerprint)
+            {
+                return Err(self.invalid(
+                    fp.referenced,
+                    format!("CA {name}: the fingerprint does not match {}", cert.value),
+                    "mismatch",
+                    format!(
+                        "the certificate's fingerprint is {}",
+                        first.facts.fingerprint
+                    ),
+                ));
+            }
+            out.insert(name.clone(), first);
+        }
+        Ok(out)
     }
 }
 
@@ -861,7 +910,7 @@ pub fn render(c: &Config) -> String {
 }
 
 /// Quote a scalar when YAML would misread it.
-fn q(s: &str) -> String {
+pub(crate) fn q(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./~".contains(c))

@@ -7,7 +7,7 @@
 //! to the other; this module only says what is and what should be.
 
 use crate::config::{Authority, ConfigError, Loaded};
-use crate::pki::{Fingerprint, parse_certs};
+use crate::pki::{Fingerprint, ParsedCert};
 use crate::snapshot::Role;
 use crate::snapshot::{FileFact, Snapshot};
 use std::collections::BTreeMap;
@@ -71,7 +71,13 @@ impl Desired {
 }
 
 /// Resolve the config's names against the snapshot: current and desired targets.
-pub fn resolve(loaded: &Loaded, snap: &Snapshot) -> Result<Desired, ConfigError> {
+/// `files`: the certificates of the `cas` entries that name a file, read beforehand
+/// ([`Loaded::ca_files`]: diff does no I/O).
+pub fn resolve(
+    loaded: &Loaded,
+    files: &BTreeMap<String, ParsedCert>,
+    snap: &Snapshot,
+) -> Result<Desired, ConfigError> {
     let c = &loaded.config;
     let mut cas: BTreeMap<Fingerprint, CaInfo> = snap
         .cas
@@ -91,43 +97,7 @@ pub fn resolve(loaded: &Loaded, snap: &Snapshot) -> Result<Desired, ConfigError>
     let mut by_name: BTreeMap<&str, Fingerprint> = BTreeMap::new();
     let mut notes = vec![];
     for (name, spec) in &c.cas {
-        let fp = if let Some(cert) = &spec.cert {
-            let path = loaded.resolve_path(&cert.value);
-            let text = crate::input::read_text(&path, crate::input::Kind::Config).map_err(|e| {
-                loaded.invalid(
-                    cert.referenced,
-                    format!("CA {name}: cannot read {}: {e}", path.display()),
-                    "missing file",
-                    format!(
-                        "restore {} or run `trustform rotate` again to generate the CA",
-                        cert.value
-                    ),
-                )
-            })?;
-            let parsed = parse_certs(&text, &cert.value).map_err(|e| {
-                loaded.invalid(cert.referenced, format!("CA {name}: {e}"), "corrupt certificate", "the file must hold one PEM CA certificate; regenerate it with `trustform rotate`".into())
-            })?;
-            let Some(first) = parsed.into_iter().next().filter(|p| p.facts.is_ca) else {
-                return Err(loaded.invalid(
-                    cert.referenced,
-                    format!("CA {name}: {} holds no CA certificate", cert.value),
-                    "not a CA",
-                    "point `cert` at a CA certificate (basicConstraints CA:TRUE)".into(),
-                ));
-            };
-            if let Some(fp) = &spec.fingerprint
-                && Fingerprint::parse(&fp.value).as_ref() != Some(&first.facts.fingerprint)
-            {
-                return Err(loaded.invalid(
-                    fp.referenced,
-                    format!("CA {name}: the fingerprint does not match {}", cert.value),
-                    "mismatch",
-                    format!(
-                        "the certificate's fingerprint is {}",
-                        first.facts.fingerprint
-                    ),
-                ));
-            }
+        let fp = if let Some(first) = files.get(name) {
             let fp = first.facts.fingerprint.clone();
             cas.insert(
                 fp.clone(),

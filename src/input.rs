@@ -26,6 +26,8 @@ pub enum Kind {
     Config,
     /// A plan written by `trustform plan -out`.
     Plan,
+    /// A snapshot written by `trustform snapshot -o`.
+    Snapshot,
     /// A journal or a backup index (JSON lines).
     Journal,
     /// The lock file.
@@ -37,7 +39,7 @@ impl Kind {
     pub const fn cap(self) -> u64 {
         match self {
             Kind::NodeFile | Kind::Config => 1 << 20,
-            Kind::Plan | Kind::Journal => 64 << 20,
+            Kind::Plan | Kind::Journal | Kind::Snapshot => 64 << 20,
             Kind::Lock => 64 << 10,
         }
     }
@@ -47,6 +49,7 @@ impl Kind {
             Kind::NodeFile => "a node file",
             Kind::Config => "a configuration file",
             Kind::Plan => "a plan file",
+            Kind::Snapshot => "a snapshot file",
             Kind::Journal => "a journal",
             Kind::Lock => "a lock file",
         }

@@ -10,6 +10,7 @@ pub mod atomic;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_edit;
 pub mod diff;
 pub mod exec;
 pub mod held;

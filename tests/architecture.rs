@@ -148,6 +148,8 @@ fn diff_and_plan_do_no_io() {
         "crate::exec",
         "crate::observe",
         "read_to_string",
+        "crate::input",
+        "read_text",
     ];
     let mut found = vec![];
     let mut read = 0;

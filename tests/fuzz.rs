@@ -418,8 +418,8 @@ fn pem(s: &Scratch, data: &[u8], n: u64) -> Vec<String> {
 }
 
 fn kubeconfig(s: &Scratch, data: &[u8], n: u64) -> Vec<String> {
-    let mut out = match trustform::apply::tls::parse_kubeconfig(data) {
-        Err(e) => vec![e],
+    let mut out = match trustform::apply::tls::parse_kubeconfig(data, "fuzz") {
+        Err(e) => vec![e.to_string()],
         Ok(k) => {
             let _ = k.current();
             let _ = k.to_yaml();

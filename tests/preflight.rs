@@ -352,7 +352,7 @@ fn a_kubeconfig_with_a_bad_client_key_is_found() {
         admin.replace(&key_line(&admin), &other),
     )
     .unwrap();
-    let (raw, err) = refused_flat(&w, &["apply", "plan.json"]);
+    let (_, err) = refused_flat(&w, &["apply", "plan.json"]);
     assert!(
         err.contains("cp-1:/etc/kubernetes/admin.conf: client-key-data is not the key of the client certificate"),
         "{err}"
@@ -362,7 +362,8 @@ fn a_kubeconfig_with_a_bad_client_key_is_found() {
         "{err}"
     );
     assert!(err.contains("[cp-1:/etc/kubernetes/admin.conf:"), "{err}");
-    settings().bind(|| insta::assert_snapshot!("bad_client_key", raw));
+    // Flat: the gate's lines quote node addresses, whose length moves the line breaks.
+    settings().bind(|| insta::assert_snapshot!("bad_client_key", err));
 }
 
 #[test]

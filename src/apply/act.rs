@@ -2,6 +2,7 @@
 //! is there and does nothing when it already holds the wanted state: that is the
 //! precondition check that makes a resumed step safe to run again.
 
+use super::error::StepError;
 use super::gate;
 use super::material::{Material, key_block};
 use crate::config::{Authority, Issuance};
@@ -50,17 +51,20 @@ pub struct Outcome {
 }
 
 /// Why a step failed.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Failure {
     /// The error.
-    pub error: String,
+    pub error: StepError,
     /// A failed gate's report.
     pub gate: Option<gate::Report>,
 }
 
-impl From<String> for Failure {
-    fn from(error: String) -> Self {
-        Self { error, gate: None }
+impl<E: Into<StepError>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self {
+            error: error.into(),
+            gate: None,
+        }
     }
 }
 
@@ -100,8 +104,7 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                     exec::restart::kubelet(node, ctx.restart)
                 } else {
                     exec::restart::static_pod(ctx.files, node, component, ctx.restart)
-                }
-                .map_err(|e| e.to_string())?;
+                }?;
                 // For the cluster, a kubelet is back when its Node is Ready again with a
                 // heartbeat from the new process.
                 if component == "kubelet"
@@ -114,13 +117,11 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                         since,
                         ctx.restart.timeout,
                     ))
-                    .map_err(|last| {
-                        format!(
-                            "{}: kubelet restarted ({}), but its Node was not Ready with a heartbeat from the new kubelet within {}: last seen {last}",
-                            node.name,
-                            seen.what,
-                            humantime::format_duration(ctx.restart.timeout)
-                        )
+                    .map_err(|last| StepError::NodeNotReady {
+                        node: node.name.clone(),
+                        seen: seen.what.clone(),
+                        within: humantime::format_duration(ctx.restart.timeout).to_string(),
+                        last,
                     })?;
                     seen.waited += t.elapsed();
                     seen.what = format!("{}; {ready}", seen.what);
@@ -140,10 +141,11 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                     "{node}: {component} restarted by hand (confirmed {by})"
                 )),
                 None => {
-                    return Err(Failure::from(format!(
-                        "{node}: {component} must be restarted by hand: do it, then `trustform apply --confirm {}`",
-                        step.id
-                    )));
+                    return Err(Failure::from(StepError::Manual {
+                        node: node.clone(),
+                        component: component.clone(),
+                        step: step.id.clone(),
+                    }));
                 }
             },
             Op::Verify {
@@ -195,7 +197,7 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
                 if !ok {
                     let first = report.failures.first().cloned().unwrap_or_default();
                     return Err(Failure {
-                        error: format!("{summary}; first: {first}"),
+                        error: StepError::Gate { summary, first },
                         gate: Some(report),
                     });
                 }
@@ -214,18 +216,22 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
 }
 
 impl Ctx<'_> {
-    fn node(&self, name: &str) -> Result<&Node, String> {
+    fn node(&self, name: &str) -> Result<&Node, StepError> {
         self.nodes
             .get(name)
-            .ok_or_else(|| format!("node {name} is not in trustform.yaml's inventory"))
+            .ok_or_else(|| StepError::UnknownNode(name.to_string()))
     }
 }
 
-fn read_text(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<String>, String> {
+fn read_text(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<String>, StepError> {
     ctx.files
-        .read(node, path)
-        .map_err(|e| e.to_string())?
-        .map(|b| String::from_utf8(b).map_err(|_| format!("{}:{path}: not UTF-8", node.name)))
+        .read(node, path)?
+        .map(|b| {
+            String::from_utf8(b).map_err(|_| StepError::Content {
+                at: format!("{}:{path}", node.name),
+                reason: "not UTF-8 text".into(),
+            })
+        })
         .transpose()
 }
 
@@ -247,7 +253,7 @@ fn set(
     path: &str,
     field: &Field,
     want: &State,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, StepError> {
     let at = format!("{}:{path}", node.name);
     let current = read_text(ctx, node, path)?;
     let write = |bytes: &[u8], secret: bool| {
@@ -256,16 +262,24 @@ fn set(
         } else {
             crate::atomic::PUBLIC_MODE
         };
-        ctx.files
-            .write(node, path, bytes, mode, secret)
-            .map_err(|e| e.to_string())
+        ctx.files.write(node, path, bytes, mode, secret)
     };
-    let unknown = |fp: Fingerprint| {
-        format!(
-            "{at}: CA {} is unknown: it is in no node's {} and in no `cas` entry of trustform.yaml",
-            fp.short(),
-            authority.ca_file()
-        )
+    let unknown = |fp: Fingerprint| StepError::UnknownCa {
+        at: at.clone(),
+        ca: fp.short(),
+        ca_file: authority.ca_file().to_string(),
+    };
+    let content = |reason: String| StepError::Content {
+        at: at.clone(),
+        reason,
+    };
+    let missing = |what: &'static str| StepError::Missing {
+        at: at.clone(),
+        what,
+    };
+    let transport = |source: crate::transport::TransportError| StepError::Transport {
+        at: at.clone(),
+        source,
     };
     match (field, want) {
         (Field::Bundle | Field::SignerCopy, State::Members(want)) => {
@@ -280,7 +294,7 @@ fn set(
             if current.is_none() {
                 return Ok(None);
             }
-            ctx.files.remove(node, path).map_err(|e| e.to_string())?;
+            ctx.files.remove(node, path)?;
             Ok(Some(format!("{at}: deleted")))
         }
         (Field::SigningKey, State::KeyOf(fp)) => {
@@ -292,23 +306,21 @@ fn set(
             if have.as_ref() == Some(&ca.cert.facts.public_key) {
                 return Ok(None);
             }
-            let key = ca.key.as_ref().ok_or_else(|| {
-                format!(
-                    "{at}: the key of CA {} is not available: trustform.yaml's `cas` entry must name its key file",
-                    fp.short()
-                )
+            let key = ca.key.as_ref().ok_or_else(|| StepError::NoCaKey {
+                at: at.clone(),
+                ca: fp.short(),
             })?;
             write(key.expose().as_bytes(), true)?;
             Ok(Some(format!("{at}: key of CA {} (0600)", fp.short())))
         }
         (Field::Flag(_, flag), State::Path(value)) => {
-            let text = current.ok_or_else(|| format!("{at}: no such manifest"))?;
-            let m = crate::manifest::parse(&text).map_err(|e| format!("{at}: {e}"))?;
+            let text = current.ok_or_else(|| missing("manifest"))?;
+            let m = crate::manifest::parse(&text).map_err(|e| content(e.to_string()))?;
             if m.flags.get(flag) == Some(value) {
                 return Ok(None);
             }
             let next = crate::manifest::set_flag(&text, flag, value)
-                .ok_or_else(|| format!("{at}: has no --{flag}= line"))?;
+                .ok_or_else(|| content(format!("has no --{flag}= line")))?;
             write(next.as_bytes(), false)?;
             Ok(Some(format!("{at}: --{flag}={value}")))
         }
@@ -338,7 +350,7 @@ fn set(
                 .client_certificate_data
                 .as_deref()
                 .and_then(unb64)
-                .ok_or_else(|| format!("{at}: no client-certificate-data"))?;
+                .ok_or_else(|| content("its user has no client-certificate-data".into()))?;
             let leaf = first_leaf(&cert_pem, &at)?;
             if ctx.material.issuer_of(&leaf) == Some(fp) {
                 return Ok(None);
@@ -355,16 +367,13 @@ fn set(
             )))
         }
         (Field::Leaf, State::IssuedBy(fp)) => {
-            let text = current.ok_or_else(|| format!("{at}: no such file"))?;
+            let text = current.ok_or_else(|| missing("file"))?;
             let leaf = first_leaf(&text, &at)?;
             if ctx.material.issuer_of(&leaf) == Some(fp) {
                 return Ok(None);
             }
             let combined = key_block(&text, &at);
-            let link = node
-                .transport
-                .read_link(path)
-                .map_err(|e| format!("{at}: {e}"))?;
+            let link = node.transport.read_link(path).map_err(transport)?;
             if let (Some(_), Some(stem)) = (&link, rotated_by_kubelet(path)) {
                 // As the kubelet rotates it: a new dated file (0600), then the symlink
                 // swapped to it. The link never becomes a regular file.
@@ -377,27 +386,18 @@ fn set(
                 let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
                 let mut dated = format!("{dir}/{stem}-{stamp}.pem");
                 let mut n = 1;
-                while node
-                    .transport
-                    .stat(&dated)
-                    .map_err(|e| format!("{at}: {e}"))?
-                    .is_some()
-                {
+                while node.transport.stat(&dated).map_err(transport)?.is_some() {
                     n += 1;
                     dated = format!("{dir}/{stem}-{stamp}-{n}.pem");
                 }
-                ctx.files
-                    .write(
-                        node,
-                        &dated,
-                        format!("{cert}{}", key.expose()).as_bytes(),
-                        crate::atomic::KEY_MODE,
-                        true,
-                    )
-                    .map_err(|e| e.to_string())?;
-                ctx.files
-                    .swap_link(node, path, &dated)
-                    .map_err(|e| e.to_string())?;
+                ctx.files.write(
+                    node,
+                    &dated,
+                    format!("{cert}{}", key.expose()).as_bytes(),
+                    crate::atomic::KEY_MODE,
+                    true,
+                )?;
+                ctx.files.swap_link(node, path, &dated)?;
                 return Ok(Some(format!(
                     "{at}: {} re-issued by CA {} into {dated} (the link now points there)",
                     leaf.facts.common_name,
@@ -411,18 +411,16 @@ fn set(
                 let key_path = path
                     .strip_suffix(".crt")
                     .map(|p| format!("{p}.key"))
-                    .ok_or_else(|| format!("{at}: cannot tell where its key is"))?;
+                    .ok_or_else(|| content("cannot tell where its key is (not a .crt)".into()))?;
                 let old = read_text(ctx, node, &key_path)?.and_then(|t| key_block(&t, &key_path));
                 let (cert, key) = reissue(ctx, &leaf, old, fp, &at)?;
-                ctx.files
-                    .write(
-                        node,
-                        &key_path,
-                        key.expose().as_bytes(),
-                        crate::atomic::KEY_MODE,
-                        true,
-                    )
-                    .map_err(|e| e.to_string())?;
+                ctx.files.write(
+                    node,
+                    &key_path,
+                    key.expose().as_bytes(),
+                    crate::atomic::KEY_MODE,
+                    true,
+                )?;
                 write(cert.as_bytes(), false)?;
             }
             Ok(Some(format!(
@@ -431,7 +429,11 @@ fn set(
                 fp.short()
             )))
         }
-        (f, w) => Err(format!("{at}: cannot bring {f:?} to {w:?}")),
+        (f, w) => Err(StepError::Unsupported {
+            at,
+            field: format!("{f:?}"),
+            want: format!("{w:?}"),
+        }),
     }
 }
 
@@ -443,44 +445,58 @@ fn rotated_by_kubelet(path: &str) -> Option<&str> {
         .filter(|s| !s.contains('/'))
 }
 
-fn kubeconfig(text: Option<&str>, at: &str) -> Result<Kubeconfig, String> {
-    let text = text.ok_or_else(|| format!("{at}: no such kubeconfig"))?;
+fn kubeconfig(text: Option<&str>, at: &str) -> Result<Kubeconfig, StepError> {
+    let text = text.ok_or_else(|| StepError::Missing {
+        at: at.to_string(),
+        what: "kubeconfig",
+    })?;
     serde_saphyr::from_str(text).map_err(|e| {
         let why = crate::redact::message(&e.without_snippet().to_string(), text);
-        format!("{at}: not a kubeconfig: {why}")
+        StepError::Content {
+            at: at.to_string(),
+            reason: format!("not a kubeconfig: {why}"),
+        }
     })
 }
 
 fn current_cluster<'k>(
     kc: &'k mut Kubeconfig,
     at: &str,
-) -> Result<&'k mut crate::pki::kubeconfig::Cluster, String> {
+) -> Result<&'k mut crate::pki::kubeconfig::Cluster, StepError> {
     let name = kc.current().0.map(|c| c.name.clone());
     kc.clusters
         .iter_mut()
         .find(|c| Some(&c.name) == name.as_ref())
         .map(|c| &mut c.cluster)
-        .ok_or_else(|| format!("{at}: no cluster in the current context"))
+        .ok_or_else(|| StepError::Content {
+            at: at.to_string(),
+            reason: "no cluster in the current context".into(),
+        })
 }
 
 fn current_user<'k>(
     kc: &'k mut Kubeconfig,
     at: &str,
-) -> Result<&'k mut crate::pki::kubeconfig::User, String> {
+) -> Result<&'k mut crate::pki::kubeconfig::User, StepError> {
     let name = kc.current().1.map(|u| u.name.clone());
     kc.users
         .iter_mut()
         .find(|u| Some(&u.name) == name.as_ref())
         .map(|u| &mut u.user)
-        .ok_or_else(|| format!("{at}: no user in the current context"))
+        .ok_or_else(|| StepError::Content {
+            at: at.to_string(),
+            reason: "no user in the current context".into(),
+        })
 }
 
-fn first_leaf(text: &str, at: &str) -> Result<ParsedCert, String> {
-    parse_certs(text, at)
-        .map_err(|e| e.to_string())?
+fn first_leaf(text: &str, at: &str) -> Result<ParsedCert, StepError> {
+    parse_certs(text, at)?
         .into_iter()
         .find(|c| !c.facts.is_ca)
-        .ok_or_else(|| format!("{at}: holds no leaf certificate"))
+        .ok_or_else(|| StepError::Content {
+            at: at.to_string(),
+            reason: "holds no leaf certificate".into(),
+        })
 }
 
 /// Re-issue `leaf` from CA `fp`: same CN, O, SANs, usages and lifetime; a new key unless
@@ -491,19 +507,22 @@ fn reissue(
     old_key: Option<SecretPem>,
     fp: &Fingerprint,
     at: &str,
-) -> Result<(String, SecretPem), String> {
-    let signer = ctx.material.signer(fp).ok_or_else(|| {
-        format!(
-            "{at}: cannot sign with CA {}: its key is not available (trustform.yaml `cas`)",
-            fp.short()
-        )
+) -> Result<(String, SecretPem), StepError> {
+    let signer = ctx.material.signer(fp).ok_or_else(|| StepError::NoCaKey {
+        at: at.to_string(),
+        ca: fp.short(),
     })?;
     let pair = match old_key.filter(|_| ctx.issuance.keep_keys) {
-        Some(k) => rcgen::KeyPair::from_pem(k.expose()).map_err(|e| format!("{at}: {e}"))?,
-        None => generate_key(ctx.issuance.key_algorithm).map_err(|e| e.to_string())?,
+        Some(k) => {
+            rcgen::KeyPair::from_pem(k.expose()).map_err(|e| crate::pki::PkiError::BadKey {
+                what: at.to_string(),
+                reason: e.to_string(),
+            })?
+        }
+        None => generate_key(ctx.issuance.key_algorithm)?,
     };
     let spec = LeafSpec::from_facts(&leaf.facts);
-    let cert = issue_leaf(&spec, &pair, &signer).map_err(|e| e.to_string())?;
+    let cert = issue_leaf(&spec, &pair, &signer)?;
     Ok((cert, SecretPem::new(pair.serialize_pem())))
 }
 
@@ -519,9 +538,13 @@ fn api(
     want: &State,
     replaces: &[Fingerprint],
     out: &mut Outcome,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let State::Members(want) = want else {
-        return Err(format!("cannot bring {field:?} to {want:?}"));
+        return Err(StepError::Unsupported {
+            at: path.to_string(),
+            field: format!("{field:?}"),
+            want: format!("{want:?}"),
+        });
     };
     // The certificates an object will hold (cluster-info, caBundles).
     let pems: Vec<(Fingerprint, String)> = if matches!(field, Field::ClusterInfo | Field::CaBundle)
@@ -531,9 +554,13 @@ fn api(
                 ctx.material
                     .get(fp)
                     .map(|c| (fp.clone(), c.cert.to_pem()))
-                    .ok_or_else(|| format!("CA {} is not known to this apply", fp.short()))
+                    .ok_or_else(|| StepError::UnknownCa {
+                        at: path.to_string(),
+                        ca: fp.short(),
+                        ca_file: "CA file".into(),
+                    })
             })
-            .collect::<Result<_, String>>()?
+            .collect::<Result<_, StepError>>()?
     } else {
         vec![]
     };
@@ -598,21 +625,20 @@ fn api(
         }
         Ok::<_, kube::KubeError>((did, warnings))
     });
-    let (did, warnings) = result.map_err(|e| {
-        let help = miette::Diagnostic::help(&e)
-            .map(|h| format!(" ({h})"))
-            .unwrap_or_default();
-        format!("{e}{help}")
-    })?;
+    let (did, warnings) = result?;
     out.did.extend(did);
     out.warnings.extend(warnings);
     Ok(())
 }
 
 /// Without API access: check what the sandbox's processes publish, or leave a warning.
-fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<(), String> {
+fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<(), StepError> {
     let State::Members(want) = want else {
-        return Err(format!("cannot bring {field:?} to {want:?}"));
+        return Err(StepError::Unsupported {
+            at: "the cluster".into(),
+            field: format!("{field:?}"),
+            want: format!("{want:?}"),
+        });
     };
     let cps: Vec<&Node> = ctx
         .nodes
@@ -653,12 +679,15 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
                     .map(|t| fps(&t, &file))
                     .unwrap_or_default();
                 if &have != want {
-                    return Err(format!(
-                        "{}: {component} publishes {object} from --{flag}={file} holding [{}], not [{}]",
-                        n.name,
-                        short_list(&have),
-                        short_list(want)
-                    ));
+                    return Err(StepError::Published {
+                        node: n.name.clone(),
+                        component: component.to_string(),
+                        object: object.to_string(),
+                        flag: flag.to_string(),
+                        file,
+                        have: short_list(&have),
+                        want: short_list(want),
+                    });
                 }
             }
             out.did.push(format!(

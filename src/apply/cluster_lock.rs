@@ -22,11 +22,20 @@ pub fn mine(holder: &str, ours: &LockInfo) -> bool {
         .is_ok_and(|h| h.id == ours.id || (h.plan_id == ours.plan_id && h.is_dead()))
 }
 
+/// Who holds the Lease.
+#[derive(Debug)]
+pub enum Holder {
+    /// Another trustform run: its lock info.
+    Trustform(LockInfo),
+    /// Something else: the Lease's holder identity as it stands.
+    Other(String),
+}
+
 /// Why the cluster lock was not taken.
 #[derive(Debug)]
 pub enum Refused {
-    /// Someone else holds the Lease (their lock info, or the raw holder).
-    Held(Result<LockInfo, String>),
+    /// Someone else holds the Lease.
+    Held(Holder),
     /// The API failed.
     Api(KubeError),
 }
@@ -55,7 +64,10 @@ impl ClusterLock {
             match lease::acquire(&client, &holder, |h| mine(h, info)).await {
                 Ok(None) => Ok(Some(())),
                 Ok(Some(other)) => Err(Refused::Held(
-                    serde_json::from_str::<LockInfo>(&other).map_err(|_| other),
+                    match serde_json::from_str::<LockInfo>(&other) {
+                        Ok(info) => Holder::Trustform(info),
+                        Err(_) => Holder::Other(other),
+                    },
                 )),
                 Err(e) => Err(Refused::Api(e)),
             }

@@ -10,6 +10,7 @@
 //!   certificate only, and counts as unverified). Nodes whose transport cannot reach
 //!   ports are reported as not checked live.
 
+use super::error::{TrustError, line};
 use super::material::Material;
 use super::tls::client_of;
 use crate::config::Authority;
@@ -51,34 +52,39 @@ fn is_zero(n: &usize) -> bool {
 }
 
 impl Report {
-    fn check(&mut self, what: impl FnOnce() -> String, r: Result<(), String>) {
+    fn check(&mut self, what: impl FnOnce() -> String, r: Result<(), TrustError>) {
         self.checks += 1;
         if let Err(e) = r {
-            self.failures.push(format!("{}: {e}", what()));
+            self.failures.push(format!("{}: {}", what(), line(&e)));
         }
     }
 }
 
-/// Verify a leaf against a trust bundle as a client (clientAuth) or a server certificate.
-pub fn verify_leaf(leaf: &ParsedCert, bundle_pem: &[u8]) -> Result<(), String> {
+/// Verify a leaf against a trust bundle as a client (clientAuth) or a server certificate;
+/// `who` says who rejects it (`the bundle`).
+pub fn verify_leaf(leaf: &ParsedCert, bundle_pem: &[u8], who: &str) -> Result<(), TrustError> {
     let roots = roots(bundle_pem)?;
     let end = CertificateDer::from(leaf.der.clone());
     let now = UnixTime::now();
     let eku = &leaf.facts.ext_key_usage;
+    let rejected = |reason: String| TrustError::Rejected {
+        who: who.to_string(),
+        reason,
+    };
     if eku.iter().any(|e| e == "clientAuth") {
         let v = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| rejected(e.to_string()))?;
         v.verify_client_cert(&end, &[], now)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| rejected(e.to_string()))?;
     }
     if eku.iter().any(|e| e == "serverAuth") {
         let v = WebPkiServerVerifier::builder_with_provider(roots, provider())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| rejected(e.to_string()))?;
         let name = server_name_of(leaf)?;
         v.verify_server_cert(&end, &[], &name, &[], now)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| rejected(e.to_string()))?;
     }
     Ok(())
 }
@@ -153,7 +159,7 @@ pub fn on_disk(
         Err(fp) => {
             r.check(
                 || "trust set".into(),
-                Err(format!("CA {} is unknown", fp.short())),
+                Err(TrustError::UnknownCa(fp.short())),
             );
             return r;
         }
@@ -190,19 +196,20 @@ pub fn on_disk(
             // must at least no longer hold a retired CA.
             let authority_file = i == 0 && is_cp(node);
             let res = if authority_file && bundles_are == Bundles::Exact && have != want_set {
-                Err(format!(
-                    "holds [{}], the stage needs [{}]",
-                    shorts(&have),
-                    shorts(trust)
-                ))
+                Err(TrustError::Bundle {
+                    have: shorts(&have),
+                    want: shorts(trust),
+                })
             } else if authority_file && bundles_are == Bundles::Between && !have.contains(issuer) {
-                Err(format!(
-                    "holds [{}], without the issuing CA {}",
-                    shorts(&have),
-                    issuer.short()
-                ))
+                Err(TrustError::NoIssuer {
+                    have: shorts(&have),
+                    issuer: issuer.short(),
+                })
             } else if let Some(old) = have.iter().find(|f| retired.contains(f)) {
-                Err(format!("still holds retired CA {}", old.short()))
+                Err(TrustError::Retired {
+                    what: "the bundle",
+                    ca: old.short(),
+                })
             } else {
                 Ok(())
             };
@@ -224,7 +231,7 @@ pub fn on_disk(
             }
             r.check(
                 || format!("{}:{path} ({})", node.name, leaf.facts.common_name),
-                verify_leaf(&leaf, bundle.as_bytes()),
+                verify_leaf(&leaf, bundle.as_bytes(), "the stage's trust set"),
             );
         }
         // Kubeconfigs against the API server on disk.
@@ -245,11 +252,11 @@ pub fn on_disk(
                     .and_then(|t| parse_certs(&t, &path).ok())
                     .unwrap_or_default();
                 let res = match held.iter().find(|c| retired.contains(&c.facts.fingerprint)) {
-                    Some(old) => Err(format!(
-                        "certificate-authority-data still holds retired CA {}",
-                        old.facts.fingerprint.short()
-                    )),
-                    None => kubeconfig_against_disk(node, &kc, api),
+                    Some(old) => Err(TrustError::Retired {
+                        what: "certificate-authority-data",
+                        ca: old.facts.fingerprint.short(),
+                    }),
+                    None => kubeconfig_against_disk(node, &path, &kc, api),
                 };
                 r.check(|| format!("{}:{path}", node.name), res);
             }
@@ -304,9 +311,14 @@ fn kubeconfigs(node: &Node) -> Vec<(String, Kubeconfig)> {
         .collect()
 }
 
-fn kubeconfig_against_disk(node: &Node, kc: &Kubeconfig, api: &Node) -> Result<(), String> {
+fn kubeconfig_against_disk(
+    node: &Node,
+    path: &str,
+    kc: &Kubeconfig,
+    api: &Node,
+) -> Result<(), TrustError> {
     let file = |p: &str| read(node, p).ok().flatten();
-    let c = client_of(kc, &file)?;
+    let c = client_of(kc, &format!("{}:{path}", node.name), &file)?;
     let (ca, id) = (c.ca, c.identity);
     let api_file = |p: &str| read(api, p).ok().flatten();
     let flags = api_file("/etc/kubernetes/manifests/kube-apiserver.yaml")
@@ -314,25 +326,29 @@ fn kubeconfig_against_disk(node: &Node, kc: &Kubeconfig, api: &Node) -> Result<(
         .and_then(|t| crate::manifest::parse(&t).ok())
         .map(|m| m.flags)
         .unwrap_or_default();
+    let not_configured = |what: &str| TrustError::NotConfigured {
+        component: format!("kube-apiserver on {}", api.name),
+        what: what.to_string(),
+    };
     let serving = flags
         .get("tls-cert-file")
         .and_then(|p| api_file(p))
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| parse_certs(&t, "serving").ok())
         .and_then(|v| v.into_iter().next())
-        .ok_or("the API server has no serving certificate")?;
-    verify_leaf(&serving, &ca).map_err(|e| format!("its CA data rejects the API server: {e}"))?;
+        .ok_or_else(|| not_configured("readable --tls-cert-file"))?;
+    verify_leaf(&serving, &ca, "its CA data rejects the API server")?;
     if let Some(id) = id {
         let client_ca = flags
             .get("client-ca-file")
             .and_then(|p| api_file(p))
-            .ok_or("the API server has no --client-ca-file")?;
-        let leaf = parse_certs(&pem_of(&id.chain[0]), "client")
-            .map_err(|e| e.to_string())?
-            .remove(0);
-        verify_leaf(&leaf, &client_ca).map_err(|e| {
-            format!("the API server's --client-ca-file rejects its client certificate: {e}")
-        })?;
+            .ok_or_else(|| not_configured("readable --client-ca-file"))?;
+        let leaf = parse_certs(&pem_of(&id.chain[0]), "client")?.remove(0);
+        verify_leaf(
+            &leaf,
+            &client_ca,
+            "the API server's --client-ca-file rejects its client certificate",
+        )?;
     }
     Ok(())
 }
@@ -359,10 +375,13 @@ mod tests {
         ] {
             let pem = issue_leaf(&spec, &key, &ca).unwrap();
             let leaf = parse_certs(&pem, "leaf").unwrap().remove(0);
-            assert!(verify_leaf(&leaf, ca.cert_pem.as_bytes()).is_ok());
-            assert!(verify_leaf(&leaf, other.cert_pem.as_bytes()).is_err());
+            assert!(verify_leaf(&leaf, ca.cert_pem.as_bytes(), "a").is_ok());
+            assert!(verify_leaf(&leaf, other.cert_pem.as_bytes(), "b").is_err());
             let both = format!("{}{}", other.cert_pem, ca.cert_pem);
-            assert!(verify_leaf(&leaf, both.as_bytes()).is_ok(), "a bundle");
+            assert!(
+                verify_leaf(&leaf, both.as_bytes(), "both").is_ok(),
+                "a bundle"
+            );
         }
     }
 }

@@ -23,7 +23,8 @@
 //! After the handshake the client sends one `GET` (`/version`; the kubelet: `/healthz`)
 //! and needs an HTTP answer: under TLS 1.3 a server that rejects the client certificate
 //! says so only at the first read, and an API server that takes the connection but not
-//! the certificate answers 401.
+//! the certificate answers 401. The exchange is [`crate::exec::https::Handshake::over`],
+//! the one the prober makes too.
 //!
 //! The kubelet is dialed from its own node, at its configuration's `address:port`
 //! (`127.0.0.1:10250` when it serves every address, as kubeadm leaves it): its node
@@ -40,7 +41,9 @@
 //! A node whose transport cannot reach ports (a local directory other than `/`) is not
 //! checked live: its edges are named in [`Live::not_live`], not failed.
 
-use super::tls::{client_config, client_of, parse_kubeconfig};
+use super::error::TrustError;
+use super::tls::{client_of, parse_kubeconfig};
+use crate::exec::https::{self, Handshake, HttpsError};
 use crate::exec::{Node, files::read};
 use crate::observe::{Listed, NodeTarget};
 use crate::pki::tls::Identity;
@@ -48,15 +51,19 @@ use crate::plan::edges::{Client, Edge, Server};
 use crate::transport::TransportError;
 use rustls::pki_types::ServerName;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one handshake and its answer may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The most of an answer that is read.
-const MAX_ANSWER: u64 = 64 * 1024;
+/// What a client GETs from a server after the handshake (the kubelet: `/healthz`; the
+/// API server and etcd: `/version`).
+pub fn path(server: &Server) -> &'static str {
+    match server {
+        Server::Kubelet { .. } => "/healthz",
+        _ => "/version",
+    }
+}
 
 /// What the live handshakes found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,6 +94,26 @@ struct Dial<'a> {
     path: &'static str,
 }
 
+impl Dial<'_> {
+    /// The client's side of the handshake.
+    fn handshake(&self) -> Result<Handshake, TrustError> {
+        let name = ServerName::try_from(self.server_name.clone()).map_err(|e| {
+            TrustError::Tls(crate::pki::tls::TlsError::ServerName(format!(
+                "{:?}: {e}",
+                self.server_name
+            )))
+        })?;
+        Ok(Handshake {
+            roots: self.roots.clone(),
+            identity: self.identity.clone(),
+            name,
+            host: self.host.clone(),
+            port: self.port,
+            path: self.path.to_string(),
+        })
+    }
+}
+
 /// `https://host:port/…` → (host, port); the port defaults to 443.
 pub fn url_address(url: &str) -> Option<(String, u16)> {
     let rest = url.trim().strip_prefix("https://")?;
@@ -115,17 +142,20 @@ fn flags(node: &Node, component: &str) -> Option<BTreeMap<String, String>> {
         .map(|m| m.flags)
 }
 
-fn identity(
+/// The file a flag of `component` names, read on `node`.
+fn flag_file(
     node: &Node,
+    component: &str,
     flags: &BTreeMap<String, String>,
-    cert: &str,
-    key: &str,
-) -> Result<Identity, String> {
-    let read = |flag: &str| {
-        let path = flags.get(flag).ok_or(format!("no --{flag}"))?;
-        file(node, path).ok_or(format!("--{flag} {path} cannot be read"))
-    };
-    Identity::from_pem(&read(cert)?, &read(key)?)
+    flag: &str,
+) -> Result<Vec<u8>, TrustError> {
+    let path = flags.get(flag).ok_or_else(|| TrustError::NotConfigured {
+        component: format!("{component} on {}", node.name),
+        what: format!("--{flag}"),
+    })?;
+    file(node, path).ok_or_else(|| TrustError::Unreadable {
+        at: format!("{}:{path} (--{flag})", node.name),
+    })
 }
 
 fn kubelet_config(node: &Node) -> Option<crate::kubelet::Config> {
@@ -164,7 +194,7 @@ fn dials<'a>(nodes: &'a BTreeMap<String, Node>, edges: &[Edge]) -> (Vec<Dial<'a>
         match dial_of(nodes, e, &edge) {
             Ok(Some(d)) => out.push(d),
             Ok(None) => {}
-            Err(why) => broken.push(format!("{edge}: {why}")),
+            Err(why) => broken.push(format!("{edge}: {}", super::error::line(&why))),
         }
     }
     (out, broken)
@@ -175,27 +205,42 @@ fn dial_of<'a>(
     nodes: &'a BTreeMap<String, Node>,
     e: &Edge,
     edge: &str,
-) -> Result<Option<Dial<'a>>, String> {
+) -> Result<Option<Dial<'a>>, TrustError> {
     let node = |name: &str| {
         nodes
             .get(name)
-            .ok_or_else(|| format!("{name} is not in the inventory"))
+            .ok_or_else(|| TrustError::UnknownNode(name.to_string()))
     };
+    let path = path(&e.server);
     match (&e.client, &e.server) {
-        (Client::Kubeconfig { node: at, path, .. }, Server::ApiServer { node: api }) => {
+        (
+            Client::Kubeconfig {
+                node: at,
+                path: kc_path,
+                ..
+            },
+            Server::ApiServer { node: api },
+        ) => {
             let from = node(at)?;
-            let text = file(from, path).ok_or_else(|| format!("{path} cannot be read"))?;
-            let kc = parse_kubeconfig(&text)?;
+            let where_ = format!("{at}:{kc_path}");
+            let text =
+                file(from, kc_path).ok_or_else(|| TrustError::Unreadable { at: where_.clone() })?;
+            let kc = parse_kubeconfig(&text, &where_)?;
             let server = kc
                 .current()
                 .0
                 .map(|c| c.cluster.server.clone())
                 .unwrap_or_default();
-            let (name, _) = url_address(&server)
-                .ok_or_else(|| format!("its server {server:?} is not https://host:port"))?;
+            let (name, _) = url_address(&server).ok_or_else(|| TrustError::Kubeconfig {
+                at: where_.clone(),
+                reason: format!("its server {server:?} is not https://host:port"),
+            })?;
             let (host, port) =
-                apiserver_address(node(api)?).ok_or("the API server has no --advertise-address")?;
-            let c = client_of(&kc, &|p| file(from, p))?;
+                apiserver_address(node(api)?).ok_or_else(|| TrustError::NotConfigured {
+                    component: format!("kube-apiserver on {api}"),
+                    what: "--advertise-address".into(),
+                })?;
+            let c = client_of(&kc, &where_, &|p| file(from, p))?;
             Ok(Some(Dial {
                 edge: edge.to_string(),
                 from,
@@ -204,7 +249,7 @@ fn dial_of<'a>(
                 server_name: name,
                 roots: Some(c.ca),
                 identity: c.identity,
-                path: "/version",
+                path,
             }))
         }
         (
@@ -218,30 +263,30 @@ fn dial_of<'a>(
             server,
         ) => {
             let from = node(at)?;
-            let f = flags(from, component).ok_or_else(|| format!("no {component} manifest"))?;
-            let identity = identity(from, &f, cert, key)?;
+            let f = flags(from, component).ok_or_else(|| TrustError::NotConfigured {
+                component: format!("{component} on {at}"),
+                what: "readable manifest".into(),
+            })?;
+            let identity = Identity::from_pem(
+                &flag_file(from, component, &f, cert)?,
+                &flag_file(from, component, &f, key)?,
+            )?;
             let roots = match ca {
-                Some(flag) => {
-                    let p = f.get(flag).ok_or_else(|| format!("no --{flag}"))?;
-                    Some(file(from, p).ok_or_else(|| format!("--{flag} {p} cannot be read"))?)
-                }
+                Some(flag) => Some(flag_file(from, component, &f, flag)?),
                 None => None,
             };
-            let (from, host, port, server_name, path) = match server {
+            let (from, host, port, server_name) = match server {
                 Server::Kubelet { node: k } => {
                     let kn = node(k)?;
-                    let config = kubelet_config(kn).ok_or("the kubelet has no configuration")?;
+                    let config = kubelet_config(kn).ok_or_else(|| TrustError::NotConfigured {
+                        component: format!("the kubelet on {k}"),
+                        what: "readable configuration".into(),
+                    })?;
                     let host = config
                         .address
                         .filter(|a| !matches!(a.as_str(), "" | "0.0.0.0" | "::"))
                         .unwrap_or_else(|| "127.0.0.1".into());
-                    (
-                        kn,
-                        host,
-                        config.port.unwrap_or(10250),
-                        k.clone(),
-                        "/healthz",
-                    )
+                    (kn, host, config.port.unwrap_or(10250), k.clone())
                 }
                 Server::Etcd { node: m, peer } => {
                     let flag = if *peer {
@@ -252,8 +297,11 @@ fn dial_of<'a>(
                     let (host, port) = flags(node(m)?, "etcd")
                         .and_then(|ef| ef.get(flag).cloned())
                         .and_then(|u| u.split(',').next().and_then(url_address))
-                        .ok_or_else(|| format!("etcd on {m} has no --{flag}"))?;
-                    (from, host.clone(), port, host, "/version")
+                        .ok_or_else(|| TrustError::NotConfigured {
+                            component: format!("etcd on {m}"),
+                            what: format!("--{flag}"),
+                        })?;
+                    (from, host.clone(), port, host)
                 }
                 Server::ApiServer { .. } | Server::Aggregated => return Ok(None),
             };
@@ -277,7 +325,7 @@ enum Fail {
     /// The transport cannot reach ports.
     NotLive,
     /// It failed: what.
-    Failed(String),
+    Failed(TrustError),
 }
 
 /// Handshake over every edge of the cluster that is a node's port, a few at a time.
@@ -334,8 +382,12 @@ pub fn check(nodes: &BTreeMap<String, Node>) -> Live {
                 }
                 if let Err(Fail::Failed(why)) = r {
                     live.failures.push(format!(
-                        "handshake {} (dialed {}:{} from {}): {why}",
-                        d.edge, d.host, d.port, d.from.name
+                        "handshake {} (dialed {}:{} from {}): {}",
+                        d.edge,
+                        d.host,
+                        d.port,
+                        d.from.name,
+                        super::error::line(&why)
                     ));
                 }
             }
@@ -345,74 +397,24 @@ pub fn check(nodes: &BTreeMap<String, Node>) -> Live {
     live
 }
 
-/// [`connect`] within [`TIMEOUT`] (a stream through `ssh -W` has no timeout of its own).
+/// The handshake of `d` through its node's transport, within [`TIMEOUT`].
 fn timed(d: &Dial) -> Result<(), Fail> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let handshake = d.handshake().map_err(Fail::Failed)?;
     let transport = d.from.transport.clone();
-    let (host, port, name, path) = (d.host.clone(), d.port, d.server_name.clone(), d.path);
-    let config = client_config(d.roots.as_deref(), d.identity.clone()).map_err(Fail::Failed)?;
-    let presents = d.identity.is_some();
-    std::thread::spawn(move || {
-        let r = match transport.dial(&host, port) {
-            Err(TransportError::Unsupported { .. }) => Err(Fail::NotLive),
-            Err(e) => Err(Fail::Failed(format!("cannot connect: {e}"))),
-            Ok(stream) => {
-                exchange(stream, config, &name, &host, port, path, presents).map_err(Fail::Failed)
-            }
-        };
-        let _ = tx.send(r);
+    let (host, port) = (d.host.clone(), d.port);
+    let dialed = https::within(TIMEOUT, move || match transport.dial(&host, port) {
+        Err(TransportError::Unsupported { .. }) => Ok(None),
+        Err(e) => Err(HttpsError::Connect {
+            address: format!("{host}:{port}"),
+            reason: e.to_string(),
+        }),
+        Ok(stream) => handshake.over(stream).map(Some),
     });
-    rx.recv_timeout(TIMEOUT).unwrap_or_else(|_| {
-        Err(Fail::Failed(format!(
-            "no answer in {}",
-            humantime::format_duration(TIMEOUT)
-        )))
-    })
-}
-
-fn exchange(
-    stream: Box<dyn crate::transport::Stream>,
-    config: rustls::ClientConfig,
-    server_name: &str,
-    host: &str,
-    port: u16,
-    path: &str,
-    presents: bool,
-) -> Result<(), String> {
-    let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let mut tls = rustls::StreamOwned::new(conn, stream);
-    while tls.conn.is_handshaking() {
-        tls.conn
-            .complete_io(&mut tls.sock)
-            .map_err(|e| format!("TLS handshake: {e}"))?;
+    match dialed {
+        Ok(None) => Err(Fail::NotLive),
+        Ok(Some(_)) => Ok(()),
+        Err(e) => Err(Fail::Failed(e.into())),
     }
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: trustform-gate\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    tls.write_all(request.as_bytes())
-        .and_then(|()| tls.flush())
-        .map_err(|e| format!("TLS: {e}"))?;
-    let mut answer = vec![];
-    let read = (&mut tls).take(MAX_ANSWER).read_to_end(&mut answer);
-    if answer.is_empty() {
-        return Err(match read {
-            Err(e) => format!("TLS: {e}"),
-            Ok(_) => "the server closed the connection without an answer".into(),
-        });
-    }
-    let text = String::from_utf8_lossy(&answer);
-    let status = text
-        .lines()
-        .next()
-        .filter(|l| l.starts_with("HTTP/"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or("not an HTTP answer")?;
-    if status == 401 && presents {
-        return Err("401 Unauthorized: the server does not accept the client certificate".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod act;
 pub mod cluster_lock;
 pub mod endpoints;
+pub mod error;
 pub mod gate;
 pub mod journal;
 pub mod live;

@@ -711,13 +711,16 @@ impl Files {
 }
 
 /// A file's text, or why not.
-fn text_of(node: &Node, path: &str) -> Result<Option<String>, String> {
-    match exec::files::read(node, path) {
-        Ok(None) => Ok(None),
-        Ok(Some(b)) => String::from_utf8(b)
+fn text_of(node: &Node, path: &str) -> Result<Option<String>, exec::ExecError> {
+    match exec::files::read(node, path)? {
+        None => Ok(None),
+        Some(b) => String::from_utf8(b)
             .map(Some)
-            .map_err(|_| "not UTF-8 text".to_string()),
-        Err(e) => Err(e.to_string()),
+            .map_err(|_| exec::ExecError::Content {
+                node: node.name.clone(),
+                path: path.to_string(),
+                reason: "not UTF-8 text".into(),
+            }),
     }
 }
 
@@ -827,7 +830,7 @@ impl Files {
                         node,
                         path,
                         step,
-                        why,
+                        why.to_string(),
                         "restore the file from a backup",
                         None,
                     );
@@ -979,7 +982,14 @@ impl Files {
             match text_of(node, &kp) {
                 Ok(t) => (kp, t),
                 Err(why) => {
-                    self.problem(node, &kp, step, why, "restore the key from a backup", None);
+                    self.problem(
+                        node,
+                        &kp,
+                        step,
+                        why.to_string(),
+                        "restore the key from a backup",
+                        None,
+                    );
                     return;
                 }
             }
@@ -1049,7 +1059,7 @@ impl Files {
                 ),
                 Ok(Some(_)) => {}
                 Ok(None) => self.problem(node, &path, step, "no such manifest".into(), "restore the manifest", None),
-                Err(why) => self.problem(node, &path, step, why, "restore the manifest", None),
+                Err(why) => self.problem(node, &path, step, why.to_string(), "restore the manifest", None),
             }
         }
     }
@@ -1106,7 +1116,7 @@ impl Files {
                 format!("{path} does not exist"),
                 "restore the manifest from a backup",
             ),
-            Err(why) => fail(self, format!("{path}: {why}"), "restore the manifest"),
+            Err(why) => fail(self, why.to_string(), "restore the manifest"),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! - a pod: no client certificate (it has a token), and the CAs it holds in memory as
 //!   roots, resolved from fingerprints through the CA map.
 //!
+//! Each handshake is the gates' own ([`crate::exec::https::Handshake::over`]: connect,
+//! handshake, `GET`, an HTTP answer), made on a thread of the blocking pool.
 //! The server side is the listener of `endpoints.json`, verified under a name from the
 //! server's held certificate (127.0.0.1 when present) — unless the client does not
 //! verify it: an API server without `--kubelet-certificate-authority` (kubeadm's
@@ -23,11 +25,13 @@
 //! failures, the longest outage and the first error.
 
 use super::endpoints::Endpoints;
-use super::tls::{Proc, client_config, client_of, parse_kubeconfig};
+use super::error::{TrustError, line};
+use super::tls::{Proc, client_of, parse_kubeconfig};
+use crate::exec::https::{Handshake, HttpsError};
 use crate::exec::kube::Access;
 use crate::exec::kube::cluster::{self, PodTrust};
 use crate::exec::{self, Node};
-use crate::pki::tls::{Identity, server_name_of};
+use crate::pki::tls::{Identity, TlsError, server_name_of};
 use crate::pki::{Fingerprint, parse_certs};
 use crate::plan::edges::{Client, Edge, Server};
 use miette::Diagnostic;
@@ -38,7 +42,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 /// Errors of starting the prober.
@@ -68,7 +71,12 @@ pub enum ProbeError {
     },
     /// The prober's runtime could not start.
     #[error("the prober cannot start: {0}")]
-    #[diagnostic(code(trustform::apply::probe::runtime))]
+    #[diagnostic(
+        code(trustform::apply::probe::runtime),
+        help(
+            "the machine is out of threads or memory; nothing was changed: run the apply again, or without --probe"
+        )
+    )]
     Runtime(String),
 }
 
@@ -572,13 +580,13 @@ impl Track {
         }
     }
 
-    fn record(&mut self, at: Instant, res: Result<(), String>) {
+    fn record(&mut self, at: Instant, res: Result<(), TrustError>) {
         self.attempts += 1;
         match res {
             Ok(()) => self.close_outage(at),
             Err(e) => {
                 self.failures += 1;
-                self.first_error.get_or_insert(e);
+                self.first_error.get_or_insert_with(|| line(&e));
                 self.outage_since.get_or_insert(at);
             }
         }
@@ -619,16 +627,19 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn node(&self, name: &str) -> Result<&Node, String> {
+    fn node(&self, name: &str) -> Result<&Node, TrustError> {
         self.nodes
             .get(name)
-            .ok_or_else(|| format!("node {name} is not in the inventory"))
+            .ok_or_else(|| TrustError::UnknownNode(name.to_string()))
     }
 
     /// A process as it holds itself now (re-read only after a restart).
-    fn proc(&self, node: &str, component: &str) -> Result<Arc<Proc>, String> {
+    fn proc(&self, node: &str, component: &str) -> Result<Arc<Proc>, TrustError> {
         let n = self.node(node)?;
-        let not_running = || format!("{component} on {node} is not running");
+        let not_running = || TrustError::NotRunning {
+            node: node.to_string(),
+            component: component.to_string(),
+        };
         let stamp = n.transport.held_stamp(component).ok_or_else(not_running)?;
         let key = (node.to_string(), component.to_string());
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
@@ -643,7 +654,7 @@ impl Ctx {
     }
 
     /// (roots, verify the server, identity) of the client side.
-    fn client(&self, side: &Side) -> Result<(Option<Vec<u8>>, Option<Identity>), String> {
+    fn client(&self, side: &Side) -> Result<(Option<Vec<u8>>, Option<Identity>), TrustError> {
         match side {
             Side::Edge(Client::Kubeconfig {
                 node,
@@ -651,8 +662,12 @@ impl Ctx {
                 component: Some(c),
             }) => {
                 let p = self.proc(node, c)?;
-                let bytes = p.file(path).ok_or_else(|| format!("{c} holds no {path}"))?;
-                let kc = client_of(&parse_kubeconfig(&bytes)?, &|f| p.file(f))?;
+                let bytes = p.file(path).ok_or_else(|| TrustError::NotHeld {
+                    holder: format!("{c} on {node}"),
+                    what: path.clone(),
+                })?;
+                let at = format!("{node}:{path} (as {c} read it)");
+                let kc = client_of(&parse_kubeconfig(&bytes, &at)?, &at, &|f| p.file(f))?;
                 Ok((Some(kc.ca), kc.identity))
             }
             Side::Edge(Client::Kubeconfig {
@@ -662,8 +677,9 @@ impl Ctx {
             }) => {
                 let n = self.node(node)?;
                 let read = |f: &str| exec::files::read(n, f).ok().flatten();
-                let bytes = read(path).ok_or_else(|| format!("{node}:{path} does not exist"))?;
-                let kc = client_of(&parse_kubeconfig(&bytes)?, &read)?;
+                let at = format!("{node}:{path}");
+                let bytes = read(path).ok_or_else(|| TrustError::Unreadable { at: at.clone() })?;
+                let kc = client_of(&parse_kubeconfig(&bytes, &at)?, &at, &read)?;
                 Ok((Some(kc.ca), kc.identity))
             }
             Side::Edge(Client::Flags {
@@ -674,30 +690,35 @@ impl Ctx {
                 key,
             }) => {
                 let p = self.proc(node, component)?;
+                let holder = format!("{component} on {node}");
                 let roots = match ca {
-                    Some(flag) => Some(
-                        p.flag_file(flag)
-                            .ok_or_else(|| format!("{component} holds no --{flag}"))?,
-                    ),
+                    Some(flag) => Some(p.flag_file(flag).ok_or_else(|| TrustError::NotHeld {
+                        holder: holder.clone(),
+                        what: format!("--{flag}"),
+                    })?),
                     None => None,
                 };
-                Ok((roots, Some(p.identity(cert, key)?)))
+                Ok((roots, Some(p.identity(&holder, cert, key)?)))
             }
             Side::Edge(Client::Pod { name, .. }) | Side::Pod(name) => {
+                let pod = |reason: String| TrustError::Pod {
+                    pod: name.clone(),
+                    reason,
+                };
                 let trust = self
                     .pods
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get(name)
                     .cloned()
-                    .ok_or_else(|| format!("pod {name} is gone"))?;
+                    .ok_or_else(|| pod("gone".into()))?;
                 let PodTrust::Known(fps) = trust else {
-                    return Err(format!("what pod {name} trusts is unknown"));
+                    return Err(pod("what it trusts is unknown".into()));
                 };
                 let mut pem = String::new();
                 for fp in &fps {
                     pem.push_str(self.cas.get(fp).ok_or_else(|| {
-                        format!("pod {name} trusts CA {}, unknown to the prober", fp.short())
+                        pod(format!("trusts CA {}, unknown to the prober", fp.short()))
                     })?);
                 }
                 Ok((Some(pem.into_bytes()), None))
@@ -709,23 +730,29 @@ impl Ctx {
     fn server(
         &self,
         server: &Server,
-    ) -> Result<(String, ServerName<'static>, Option<Vec<u8>>), String> {
+    ) -> Result<(String, ServerName<'static>, Option<Vec<u8>>), TrustError> {
         let listener = |node: &str, process: &str| {
             self.endpoints
                 .process(node, process)
                 .map(str::to_string)
-                .ok_or_else(|| format!("no listener for {process} on {node} in endpoints.json"))
+                .ok_or_else(|| TrustError::NoListener {
+                    node: node.to_string(),
+                    process: process.to_string(),
+                })
         };
-        let named = |pem: Option<Vec<u8>>, what: &str| -> Result<ServerName<'static>, String> {
+        let named = |pem: Option<Vec<u8>>, what: &str| -> Result<ServerName<'static>, TrustError> {
+            let none = || TrustError::NotHeld {
+                holder: what.to_string(),
+                what: "serving certificate".into(),
+            };
             let text = pem
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| format!("{what} holds no serving certificate"))?;
-            let leaf = parse_certs(&text, what)
-                .map_err(|e| e.to_string())?
+                .ok_or_else(none)?;
+            let leaf = parse_certs(&text, what)?
                 .into_iter()
                 .next()
-                .ok_or_else(|| format!("{what} holds no serving certificate"))?;
-            server_name_of(&leaf)
+                .ok_or_else(none)?;
+            Ok(server_name_of(&leaf)?)
         };
         match server {
             Server::ApiServer { node } => {
@@ -750,58 +777,68 @@ impl Ctx {
                 Ok((listener(node, process)?, name, None))
             }
             Server::Aggregated => {
-                let a = self
-                    .endpoints
-                    .aggregated
-                    .as_ref()
-                    .ok_or("no aggregated API server in endpoints.json")?;
-                let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+                let a =
+                    self.endpoints
+                        .aggregated
+                        .as_ref()
+                        .ok_or_else(|| TrustError::NoListener {
+                            node: "the sandbox".into(),
+                            process: "the aggregated API server".into(),
+                        })?;
+                let name = ServerName::try_from("127.0.0.1")
+                    .map_err(|e| TlsError::ServerName(e.to_string()))?;
                 Ok((a.address.clone(), name, Some(a.ca.clone().into_bytes())))
             }
         }
     }
 }
 
-/// One handshake of one edge: connect, handshake, read the server's `ok`.
-async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), String> {
+/// One handshake of one edge: connect, handshake, GET (the one exchange the gates make:
+/// [`Handshake::over`]), on a thread of the blocking pool.
+async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), TrustError> {
     let (own_roots, identity) = ctx.client(&probe.client)?;
     let (address, name, server_roots) = ctx.server(&probe.server)?;
+    let t = ctx.timeout;
+    let to = |reason: String| HttpsError::Connect {
+        address: address.clone(),
+        reason,
+    };
+    let addr: std::net::SocketAddr = address.parse().map_err(|e| to(format!("{e}")))?;
     // kube-apiserver without --kubelet-certificate-authority does not verify kubelets
     // (the edge is unverified); it still presents its client certificate.
-    let config = client_config(own_roots.or(server_roots).as_deref(), identity)?;
-    let t = ctx.timeout;
-    let tcp = tokio::time::timeout(t, tokio::net::TcpStream::connect(&address))
-        .await
-        .map_err(|_| format!("connect {address}: timed out"))?
-        .map_err(|e| format!("connect {address}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let mut tls = tokio::time::timeout(t, connector.connect(name, tcp))
-        .await
-        .map_err(|_| "the handshake timed out".to_string())?
-        .map_err(|e| format!("the client rejected the server: {e}"))?;
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(t, tls.read_to_end(&mut answer))
-        .await
-        .map_err(|_| "no answer from the server".to_string())?;
-    if answer.starts_with(b"ok") {
-        return Ok(());
-    }
-    match read {
-        Err(e) => Err(format!("the server refused the client: {e}")),
-        Ok(_) => Err("the server closed the connection without answering".into()),
+    let handshake = Handshake {
+        roots: own_roots.or(server_roots),
+        identity,
+        name,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        path: super::live::path(&probe.server).to_string(),
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        let tcp =
+            std::net::TcpStream::connect_timeout(&addr, t).map_err(|e| HttpsError::Connect {
+                address: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_read_timeout(Some(t));
+        let _ = tcp.set_write_timeout(Some(t));
+        handshake.over(tcp)
+    })
+    .await;
+    match done {
+        Ok(r) => r.map(|_| ()).map_err(TrustError::from),
+        Err(e) => Err(TrustError::from(to(format!("the probe's task ended: {e}")))),
     }
 }
 
 /// Every pod and what it trusts: (`namespace/name`, trust, has an owner).
-async fn list_pods(access: &Access) -> Result<Vec<(String, PodTrust, bool)>, String> {
-    let client = access.client().await.map_err(|e| e.to_string())?;
-    let rc = cluster::root_cas(&client)
-        .await
-        .map_err(|e| e.to_string())?;
-    let w = cluster::workloads(&client, &rc)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn list_pods(
+    access: &Access,
+) -> Result<Vec<(String, PodTrust, bool)>, crate::exec::kube::KubeError> {
+    let client = access.client().await?;
+    let rc = cluster::root_cas(&client).await?;
+    let w = cluster::workloads(&client, &rc).await?;
     Ok(w.pods
         .into_iter()
         .map(|p| {
@@ -1100,15 +1137,22 @@ mod tests {
             unverified: None,
         });
         let t0 = Instant::now();
+        let gone = |n: &str| {
+            Err(TrustError::Pod {
+                pod: n.into(),
+                reason: "gone".into(),
+            })
+        };
         t.record(t0, Ok(()));
-        t.record(t0 + Duration::from_millis(200), Err("first".into()));
-        t.record(t0 + Duration::from_millis(400), Err("second".into()));
+        t.record(t0 + Duration::from_millis(200), gone("first"));
+        t.record(t0 + Duration::from_millis(400), gone("second"));
         t.record(t0 + Duration::from_millis(700), Ok(()));
-        t.record(t0 + Duration::from_millis(900), Err("third".into()));
+        t.record(t0 + Duration::from_millis(900), gone("third"));
         t.close_outage(t0 + Duration::from_millis(1000));
         let r = t.report();
         assert_eq!((r.attempts, r.failures), (5, 3));
         assert_eq!(r.longest_outage_ms, 500);
-        assert_eq!(r.first_error.as_deref(), Some("first"));
+        let first = r.first_error.unwrap_or_default();
+        assert!(first.starts_with("pod first: gone ("), "{first}");
     }
 }

@@ -1,17 +1,15 @@
 //! Credentials as a client or server holds them, for the gates' and the prober's real
 //! handshakes: a kubeconfig's CA data and client identity (read through whatever holds
-//! the files: a process's memory, or the disk now), and a simulated process's flags and
-//! the files they name as it read them at its last start; and the client side of a
-//! handshake, verifying its server or, as an API server without
-//! `--kubelet-certificate-authority` does to kubelets, not.
+//! the files: a process's memory, or the disk now), and a process's flags and the files
+//! they name as it read them at its last start. The handshake itself is
+//! [`crate::exec::https::Handshake`], the same for gates and prober.
 
+use super::error::TrustError;
 use super::material::key_block;
 use crate::exec::{self, Node};
 use crate::pki::kubeconfig::{Kubeconfig, unb64};
-use crate::pki::tls::{Identity, NoServerVerification, provider, roots};
-use rustls::ClientConfig;
+use crate::pki::tls::Identity;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// What a kubeconfig gives a client.
 #[derive(Clone, Debug)]
@@ -24,14 +22,20 @@ pub struct KubeconfigClient {
     pub host: String,
 }
 
-/// The client side of a kubeconfig's current context, reading a `certificate-authority`,
-/// `client-certificate` or `client-key` file it names through `file`.
+/// The client side of a kubeconfig's current context (`at` names it), reading a
+/// `certificate-authority`, `client-certificate` or `client-key` file it names through
+/// `file`.
 pub fn client_of(
     kc: &Kubeconfig,
+    at: &str,
     file: &dyn Fn(&str) -> Option<Vec<u8>>,
-) -> Result<KubeconfigClient, String> {
+) -> Result<KubeconfigClient, TrustError> {
+    let bad = |reason: &str| TrustError::Kubeconfig {
+        at: at.to_string(),
+        reason: reason.to_string(),
+    };
     let (cluster, user) = kc.current();
-    let cluster = cluster.ok_or("no cluster")?;
+    let cluster = cluster.ok_or_else(|| bad("its current context names no cluster"))?;
     let ca = cluster
         .cluster
         .certificate_authority_data
@@ -45,7 +49,7 @@ pub fn client_of(
                 .as_deref()
                 .and_then(file)
         })
-        .ok_or("no certificate authority")?;
+        .ok_or_else(|| bad("its cluster has no certificate authority"))?;
     let host = cluster
         .cluster
         .server
@@ -84,12 +88,16 @@ pub fn client_of(
     Ok(KubeconfigClient { ca, identity, host })
 }
 
-/// Parse a kubeconfig's bytes.
-pub fn parse_kubeconfig(bytes: &[u8]) -> Result<Kubeconfig, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "the kubeconfig is not UTF-8")?;
+/// Parse a kubeconfig's bytes (`at` names it).
+pub fn parse_kubeconfig(bytes: &[u8], at: &str) -> Result<Kubeconfig, TrustError> {
+    let bad = |reason: String| TrustError::Kubeconfig {
+        at: at.to_string(),
+        reason,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
     serde_saphyr::from_str(text).map_err(|e| {
         let why = crate::redact::message(&e.without_snippet().to_string(), text);
-        format!("the kubeconfig does not parse: {why}")
+        bad(format!("does not parse: {why}"))
     })
 }
 
@@ -124,49 +132,14 @@ impl Proc {
         self.file(self.flags.get(flag)?)
     }
 
-    /// The identity of a certificate flag and a key flag.
-    pub fn identity(&self, cert: &str, key: &str) -> Result<Identity, String> {
-        let c = self.flag_file(cert).ok_or(format!("no --{cert}"))?;
-        let k = self.flag_file(key).ok_or(format!("no --{key}"))?;
-        Identity::from_pem(&c, &k)
-    }
-
-    /// The kubelet's serving identity as it read it, whichever it serves (the
-    /// self-signed `kubelet.crt`, `tlsCertFile`, or `kubelet-server-current.pem`).
-    pub fn kubelet_serving(&self) -> Result<Identity, String> {
-        let (cert, key) = self.held.kubelet_serving()?;
-        Identity::from_pem(&cert, &key)
-    }
-
-    /// The kubelet's `authentication.x509.clientCAFile` bundle as it read it.
-    pub fn kubelet_client_ca(&self) -> Result<Vec<u8>, String> {
-        self.held
-            .kubelet_client_ca()
-            .ok_or_else(|| "no clientCAFile".to_string())
-    }
-}
-
-/// A client's TLS configuration: it verifies the server against `roots` (PEM) or, with
-/// `None`, does not verify it at all (an API server without
-/// `--kubelet-certificate-authority` → a kubelet: the edge is unverified), and presents
-/// `identity` when it has one (the kubelet still verifies that).
-pub fn client_config(
-    roots_pem: Option<&[u8]>,
-    identity: Option<Identity>,
-) -> Result<ClientConfig, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = match roots_pem {
-        Some(pem) => builder.with_root_certificates(roots(pem)?),
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification::new())),
-    };
-    match identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.chain, id.key)
-            .map_err(|e| format!("client identity: {e}")),
-        None => Ok(builder.with_no_client_auth()),
+    /// The identity of a certificate flag and a key flag (`holder` names the process).
+    pub fn identity(&self, holder: &str, cert: &str, key: &str) -> Result<Identity, TrustError> {
+        let flag = |f: &str| {
+            self.flag_file(f).ok_or_else(|| TrustError::NotHeld {
+                holder: holder.to_string(),
+                what: format!("--{f}"),
+            })
+        };
+        Ok(Identity::from_pem(&flag(cert)?, &flag(key)?)?)
     }
 }

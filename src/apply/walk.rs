@@ -7,6 +7,7 @@
 //! dependents wait (they are not skipped: `--confirm` lets the next run go on).
 
 use super::act::{self, Ctx};
+use super::error::StepError;
 use super::journal::{Event, Journal, now};
 use super::material::Material;
 use super::progress::Progress;
@@ -142,7 +143,37 @@ pub enum WalkError {
     Journal(#[source] std::io::Error),
 }
 
-/// Walk the plan.
+/// The plan's DAG: step indices, an arc from each dependency to its dependent.
+type Graph = petgraph::graph::DiGraph<usize, ()>;
+
+/// What every step's task shares.
+struct Shared {
+    plan: Arc<Plan>,
+    world: Arc<World>,
+    journal: Arc<Journal>,
+    progress: Arc<Progress>,
+    /// `TRUSTFORM_FAULT=during:<step>`.
+    during: Option<String>,
+    /// `TRUSTFORM_FAULT=fail:<step>`.
+    fail: Option<String>,
+    /// When the logs the next gate reads begin.
+    logs_since: Mutex<Instant>,
+}
+
+/// How one step's task ended: `None` when it paused at a manual step nobody confirmed.
+type Ran = (usize, Option<Result<act::Outcome, act::Failure>>, u64);
+
+/// Where every step stands, what is ready to start, and what the run did.
+struct Ledger {
+    st: Vec<St>,
+    /// Dependencies not yet done, per step.
+    left: Vec<usize>,
+    ready: VecDeque<usize>,
+    result: RunResult,
+}
+
+/// Walk the plan: start every step whose dependencies are done (at most `parallelism`
+/// at once), record each end, then name the steps a failure left unreached.
 pub fn walk(
     plan: Arc<Plan>,
     world: Arc<World>,
@@ -154,275 +185,324 @@ pub fn walk(
 ) -> Result<RunResult, WalkError> {
     let graph = plan.graph()?;
     let started = Instant::now();
-    let n = plan.steps.len();
-    let mut st = vec![St::Pending; n];
-    let mut result = RunResult::default();
-    for (i, s) in plan.steps.iter().enumerate() {
-        if done_before.contains(&s.id) {
-            st[i] = St::Done;
-            result.already += 1;
-        }
-    }
-    let deps_left = |i: usize, st: &[St]| {
-        graph
-            .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
-            .filter(|d| st[graph[*d]] != St::Done)
-            .count()
-    };
-    let mut left: Vec<usize> = (0..n).map(|i| deps_left(i, &st)).collect();
-    let mut ready: VecDeque<usize> = (0..n)
-        .filter(|&i| st[i] == St::Pending && left[i] == 0)
-        .collect();
+    let mut ledger = Ledger::new(&plan, &graph, done_before);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(parallelism.max(1))
         .enable_all()
         .build()
         .map_err(WalkError::Runtime)?;
-    let (after, during) = match &fault {
-        Some(Fault::After(s)) => (Some(s.clone()), None),
-        Some(Fault::During(s)) => (None, Some(s.clone())),
-        _ => (None, None),
-    };
-    let fail = match &fault {
-        Some(Fault::Fail(s)) => Some(s.clone()),
+    let after = match &fault {
+        Some(Fault::After(s)) => Some(s.clone()),
         _ => None,
     };
-    let during = Arc::new(during);
-    let fail = Arc::new(fail);
+    // Gates read the logs written since the last gate passed (or this run began).
+    let began = world
+        .stage_began
+        .and_then(|ago| Instant::now().checked_sub(ago))
+        .unwrap_or_else(Instant::now);
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        world,
+        journal: journal.clone(),
+        progress: progress.clone(),
+        during: match &fault {
+            Some(Fault::During(s)) => Some(s.clone()),
+            _ => None,
+        },
+        fail: match &fault {
+            Some(Fault::Fail(s)) => Some(s.clone()),
+            _ => None,
+        },
+        logs_since: Mutex::new(began),
+    });
     rt.block_on(async {
         let sem = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
-        // Gates read the logs written since the last gate passed (or this run began).
-        let began = world
-            .stage_began
-            .and_then(|ago| Instant::now().checked_sub(ago))
-            .unwrap_or_else(Instant::now);
-        let logs_since = Arc::new(std::sync::Mutex::new(began));
         let mut running = tokio::task::JoinSet::new();
         loop {
-            while let Some(i) = ready.pop_front() {
-                let (plan, world, journal, progress, sem, during, fail) = (
-                    plan.clone(),
-                    world.clone(),
-                    journal.clone(),
-                    progress.clone(),
-                    sem.clone(),
-                    during.clone(),
-                    fail.clone(),
-                );
-                let logs_since = logs_since.clone();
+            while let Some(i) = ledger.ready.pop_front() {
+                let (shared, sem) = (shared.clone(), sem.clone());
                 running.spawn(async move {
                     let _permit = sem.acquire_owned().await.expect("semaphore open");
-                    let step_id = plan.steps[i].id.clone();
-                    if plan.steps[i].manual().is_some() {
-                        let known = world
-                            .confirmed
-                            .lock()
-                            .expect("confirmed lock")
-                            .contains_key(&step_id);
-                        if !known {
-                            // Ask at the prompt if we can; otherwise pause here.
-                            let (p, w) = (plan.clone(), world.clone());
-                            let who = tokio::task::spawn_blocking(move || {
-                                w.ask.as_ref().and_then(|ask| ask(&p.steps[i]))
-                            })
-                            .await
-                            .ok()
-                            .flatten();
-                            let Some(who) = who else {
-                                return (i, None, 0);
-                            };
-                            let e = Event::Confirmed {
-                                at: now(),
-                                step: step_id.clone(),
-                                who,
-                            };
-                            if let Err(err) = journal.record(&e) {
-                                let f =
-                                    act::Failure::from(format!("cannot write the journal: {err}"));
-                                return (i, Some(Err(f)), 0);
-                            }
-                            progress.event(&e);
-                            if let Event::Confirmed { at, who, .. } = e {
-                                world
-                                    .confirmed
-                                    .lock()
-                                    .expect("confirmed lock")
-                                    .insert(step_id.clone(), format!("by {who} at {at}"));
-                            }
-                        }
-                    }
-                    let start = Event::StepStart {
-                        at: now(),
-                        step: step_id.clone(),
-                    };
-                    if let Err(e) = journal.record(&start) {
-                        let f = act::Failure::from(format!("cannot write the journal: {e}"));
-                        return (i, Some(Err(f)), 0);
-                    }
-                    progress.event(&start);
-                    let res = tokio::task::spawn_blocking(move || {
-                        let t = Instant::now();
-                        let confirmed = world
-                            .confirmed
-                            .lock()
-                            .expect("confirmed lock")
-                            .get(&plan.steps[i].id)
-                            .cloned();
-                        let ctx = Ctx {
-                            files: &world.files,
-                            nodes: &world.nodes,
-                            material: &world.material,
-                            issuance: &world.issuance,
-                            die_during: during.as_deref(),
-                            kube: world.kube.as_ref(),
-                            wait_timeout: world.wait_timeout,
-                            restart: world.restart,
-                            logs_since: &logs_since,
-                            confirmed: confirmed.as_deref(),
-                        };
-                        let res = if fail.as_deref() == Some(plan.steps[i].id.as_str()) {
-                            Err(act::Failure::from(
-                                "TRUSTFORM_FAULT: injected failure".to_string(),
-                            ))
-                        } else {
-                            act::run(&ctx, &plan.steps[i])
-                        };
-                        let ms = t.elapsed().as_millis() as u64;
-                        if res.is_ok()
-                            && let Some(s) = &world.settle
-                        {
-                            s.wait(
-                                &super::probe::Affects::of(&plan.steps[i]),
-                                std::time::Duration::from_secs(30),
-                            );
-                        }
-                        (res, ms)
-                    })
-                    .await
-                    .unwrap_or_else(|e| (Err(format!("the step panicked: {e}").into()), 0));
-                    (i, Some(res.0), res.1)
+                    run_step(shared, i).await
                 });
             }
             let Some(joined) = running.join_next().await else {
                 break;
             };
-            let (i, res, ms) = joined.map_err(|e| WalkError::Task(e.to_string()))?;
-            result.busy_ms += ms;
-            let id = plan.steps[i].id.clone();
-            let Some(res) = res else {
-                let instructions = plan.steps[i].manual().unwrap_or_default().to_vec();
-                let e = Event::Paused {
-                    at: now(),
-                    step: id.clone(),
-                    instructions: instructions.clone(),
-                };
-                journal.record(&e).map_err(WalkError::Journal)?;
-                progress.event(&e);
-                st[i] = St::Paused;
-                result.paused.push((id, instructions));
-                continue;
-            };
-            let gate = match &res {
-                Ok(o) => o.gate.as_ref(),
-                Err(f) => f.gate.as_ref(),
-            };
-            // What a step reports goes to the journal, the output and the summary: with
-            // no key material, whatever file it quotes.
-            let shown = |v: &[String]| -> Vec<String> {
-                v.iter()
-                    .map(|s| crate::redact::text(s).into_owned())
-                    .collect()
-            };
-            if let Some(g) = gate {
-                let e = Event::Gate {
-                    at: now(),
-                    step: id.clone(),
-                    ok: g.failures.is_empty(),
-                    checks: g.checks,
-                    failures: shown(&g.failures),
-                };
-                journal.record(&e).map_err(WalkError::Journal)?;
-                progress.event(&e);
-            }
-            match res {
-                Ok(o) => {
-                    let warnings = shown(&o.warnings);
-                    let e = Event::StepDone {
-                        at: now(),
-                        step: id.clone(),
-                        ms,
-                        did: shown(&o.did),
-                        warnings: warnings.clone(),
-                    };
-                    journal.record(&e).map_err(WalkError::Journal)?;
-                    progress.event(&e);
-                    result
-                        .warnings
-                        .extend(warnings.iter().map(|w| format!("{id}: {w}")));
-                    result.done.push(id.clone());
-                    st[i] = St::Done;
-                    for d in graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
-                        let j = graph[d];
-                        left[j] -= 1;
-                        if left[j] == 0 && st[j] == St::Pending {
-                            ready.push_back(j);
-                        }
-                    }
-                    if after.as_deref() == Some(id.as_str()) {
-                        eprintln!("TRUSTFORM_FAULT: exiting after {id}");
-                        std::process::exit(99);
-                    }
-                }
-                Err(act::Failure { error, .. }) => {
-                    let error = crate::redact::text(&error).into_owned();
-                    let e = Event::StepFailed {
-                        at: now(),
-                        step: id.clone(),
-                        error: error.clone(),
-                    };
-                    journal.record(&e).map_err(WalkError::Journal)?;
-                    progress.event(&e);
-                    st[i] = St::Failed;
-                    result.failed.push((id, error));
-                }
-            }
+            let ran = joined.map_err(|e| WalkError::Task(e.to_string()))?;
+            ledger.ended(ran, &plan, &graph, &journal, &progress, after.as_deref())?;
         }
         Ok::<(), WalkError>(())
     })?;
-    // Whatever is still pending waits on a failed step (name the nearest one) or on a
-    // manual step (it waits for `--confirm`: not skipped).
-    for i in 0..n {
-        if st[i] != St::Pending {
-            continue;
-        }
-        let mut seen = HashSet::new();
-        let mut queue = VecDeque::from([NodeIndex::new(i)]);
-        let mut upstream = None;
-        while let Some(x) = queue.pop_front() {
-            if !seen.insert(x) {
-                continue;
-            }
-            if st[graph[x]] == St::Failed {
-                upstream = Some(plan.steps[graph[x]].id.clone());
-                break;
-            }
-            queue.extend(graph.neighbors_directed(x, Direction::Incoming));
-        }
-        let Some(upstream) = upstream else {
-            continue;
-        };
-        let e = Event::StepSkipped {
-            at: now(),
-            step: plan.steps[i].id.clone(),
-            upstream: upstream.clone(),
-        };
-        journal.record(&e).map_err(WalkError::Journal)?;
-        progress.event(&e);
-        result.skipped.push((plan.steps[i].id.clone(), upstream));
-    }
+    ledger.skip_unreached(&plan, &graph, &journal, &progress)?;
+    let mut result = ledger.result;
     result.wall_ms = started.elapsed().as_millis() as u64;
     Ok(result)
+}
+
+/// One step: a manual one is confirmed at the prompt (or pauses), the start is
+/// journaled, the step's operations run on the blocking pool, and with `--probe` the
+/// prober settles over the edges it could change.
+async fn run_step(shared: Arc<Shared>, i: usize) -> Ran {
+    let step_id = shared.plan.steps[i].id.clone();
+    let (world, journal, progress) = (&shared.world, &shared.journal, &shared.progress);
+    if shared.plan.steps[i].manual().is_some() {
+        let known = world
+            .confirmed
+            .lock()
+            .expect("confirmed lock")
+            .contains_key(&step_id);
+        if !known {
+            // Ask at the prompt if we can; otherwise pause here.
+            let s = shared.clone();
+            let who = tokio::task::spawn_blocking(move || {
+                s.world.ask.as_ref().and_then(|ask| ask(&s.plan.steps[i]))
+            })
+            .await
+            .ok()
+            .flatten();
+            let Some(who) = who else {
+                return (i, None, 0);
+            };
+            let e = Event::Confirmed {
+                at: now(),
+                step: step_id.clone(),
+                who,
+            };
+            if let Err(err) = journal.record(&e) {
+                let f = act::Failure::from(StepError::Journal(err.to_string()));
+                return (i, Some(Err(f)), 0);
+            }
+            progress.event(&e);
+            if let Event::Confirmed { at, who, .. } = e {
+                world
+                    .confirmed
+                    .lock()
+                    .expect("confirmed lock")
+                    .insert(step_id.clone(), format!("by {who} at {at}"));
+            }
+        }
+    }
+    let start = Event::StepStart {
+        at: now(),
+        step: step_id,
+    };
+    if let Err(e) = journal.record(&start) {
+        let f = act::Failure::from(StepError::Journal(e.to_string()));
+        return (i, Some(Err(f)), 0);
+    }
+    progress.event(&start);
+    let s = shared.clone();
+    let (res, ms) = tokio::task::spawn_blocking(move || operate(&s, i))
+        .await
+        .unwrap_or_else(|e| (Err(StepError::Panicked(e.to_string()).into()), 0));
+    (i, Some(res), ms)
+}
+
+/// The step's operations (blocking), and how long they took, ms.
+fn operate(s: &Shared, i: usize) -> (Result<act::Outcome, act::Failure>, u64) {
+    let t = Instant::now();
+    let step = &s.plan.steps[i];
+    let world = &s.world;
+    let confirmed = world
+        .confirmed
+        .lock()
+        .expect("confirmed lock")
+        .get(&step.id)
+        .cloned();
+    let ctx = Ctx {
+        files: &world.files,
+        nodes: &world.nodes,
+        material: &world.material,
+        issuance: &world.issuance,
+        die_during: s.during.as_deref(),
+        kube: world.kube.as_ref(),
+        wait_timeout: world.wait_timeout,
+        restart: world.restart,
+        logs_since: &s.logs_since,
+        confirmed: confirmed.as_deref(),
+    };
+    let res = if s.fail.as_deref() == Some(step.id.as_str()) {
+        Err(act::Failure::from(StepError::Injected))
+    } else {
+        act::run(&ctx, step)
+    };
+    let ms = t.elapsed().as_millis() as u64;
+    if res.is_ok()
+        && let Some(settle) = &world.settle
+    {
+        settle.wait(
+            &super::probe::Affects::of(step),
+            std::time::Duration::from_secs(30),
+        );
+    }
+    (res, ms)
+}
+
+impl Ledger {
+    /// Steps done by earlier runs are done; the rest wait for their dependencies.
+    fn new(plan: &Plan, graph: &Graph, done_before: &HashSet<String>) -> Self {
+        let n = plan.steps.len();
+        let mut st = vec![St::Pending; n];
+        let mut result = RunResult::default();
+        for (i, s) in plan.steps.iter().enumerate() {
+            if done_before.contains(&s.id) {
+                st[i] = St::Done;
+                result.already += 1;
+            }
+        }
+        let left: Vec<usize> = (0..n)
+            .map(|i| {
+                graph
+                    .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
+                    .filter(|d| st[graph[*d]] != St::Done)
+                    .count()
+            })
+            .collect();
+        let ready = (0..n)
+            .filter(|&i| st[i] == St::Pending && left[i] == 0)
+            .collect();
+        Self {
+            st,
+            left,
+            ready,
+            result,
+        }
+    }
+
+    /// Journal how a step ended (its gate, then done, failed or paused) and make its
+    /// dependents ready when it is done.
+    fn ended(
+        &mut self,
+        (i, res, ms): Ran,
+        plan: &Plan,
+        graph: &Graph,
+        journal: &Journal,
+        progress: &Progress,
+        exit_after: Option<&str>,
+    ) -> Result<(), WalkError> {
+        self.result.busy_ms += ms;
+        let id = plan.steps[i].id.clone();
+        let record = |e: Event| -> Result<(), WalkError> {
+            journal.record(&e).map_err(WalkError::Journal)?;
+            progress.event(&e);
+            Ok(())
+        };
+        let Some(res) = res else {
+            let instructions = plan.steps[i].manual().unwrap_or_default().to_vec();
+            record(Event::Paused {
+                at: now(),
+                step: id.clone(),
+                instructions: instructions.clone(),
+            })?;
+            self.st[i] = St::Paused;
+            self.result.paused.push((id, instructions));
+            return Ok(());
+        };
+        let gate = match &res {
+            Ok(o) => o.gate.as_ref(),
+            Err(f) => f.gate.as_ref(),
+        };
+        // What a step reports goes to the journal, the output and the summary: with
+        // no key material, whatever file it quotes.
+        let shown = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .map(|s| crate::redact::text(s).into_owned())
+                .collect()
+        };
+        if let Some(g) = gate {
+            record(Event::Gate {
+                at: now(),
+                step: id.clone(),
+                ok: g.failures.is_empty(),
+                checks: g.checks,
+                failures: shown(&g.failures),
+            })?;
+        }
+        match res {
+            Ok(o) => {
+                let warnings = shown(&o.warnings);
+                record(Event::StepDone {
+                    at: now(),
+                    step: id.clone(),
+                    ms,
+                    did: shown(&o.did),
+                    warnings: warnings.clone(),
+                })?;
+                self.result
+                    .warnings
+                    .extend(warnings.iter().map(|w| format!("{id}: {w}")));
+                self.result.done.push(id.clone());
+                self.st[i] = St::Done;
+                for d in graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
+                    let j = graph[d];
+                    self.left[j] -= 1;
+                    if self.left[j] == 0 && self.st[j] == St::Pending {
+                        self.ready.push_back(j);
+                    }
+                }
+                if exit_after == Some(id.as_str()) {
+                    eprintln!("TRUSTFORM_FAULT: exiting after {id}");
+                    std::process::exit(99);
+                }
+            }
+            Err(act::Failure { error, .. }) => {
+                let error = crate::redact::text(&super::error::line(&error)).into_owned();
+                record(Event::StepFailed {
+                    at: now(),
+                    step: id.clone(),
+                    error: error.clone(),
+                })?;
+                self.st[i] = St::Failed;
+                self.result.failed.push((id, error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whatever is still pending waits on a failed step (journaled as skipped, naming the
+    /// nearest one) or on a manual step (it waits for `--confirm`: not skipped).
+    fn skip_unreached(
+        &mut self,
+        plan: &Plan,
+        graph: &Graph,
+        journal: &Journal,
+        progress: &Progress,
+    ) -> Result<(), WalkError> {
+        for i in 0..plan.steps.len() {
+            if self.st[i] != St::Pending {
+                continue;
+            }
+            let mut seen = HashSet::new();
+            let mut queue = VecDeque::from([NodeIndex::new(i)]);
+            let mut upstream = None;
+            while let Some(x) = queue.pop_front() {
+                if !seen.insert(x) {
+                    continue;
+                }
+                if self.st[graph[x]] == St::Failed {
+                    upstream = Some(plan.steps[graph[x]].id.clone());
+                    break;
+                }
+                queue.extend(graph.neighbors_directed(x, Direction::Incoming));
+            }
+            let Some(upstream) = upstream else {
+                continue;
+            };
+            let e = Event::StepSkipped {
+                at: now(),
+                step: plan.steps[i].id.clone(),
+                upstream: upstream.clone(),
+            };
+            journal.record(&e).map_err(WalkError::Journal)?;
+            progress.event(&e);
+            self.result
+                .skipped
+                .push((plan.steps[i].id.clone(), upstream));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `trustform apply`, `rollback`, `status` and `force-unlock`.
 
 use super::Exit;
-use crate::apply::cluster_lock::{self, ClusterLock, Refused};
+use super::refusal::Refusal;
+use crate::apply::cluster_lock::{self, ClusterLock, Holder, Refused};
 use crate::apply::journal::{self, Event, Journal, Progress as Journaled};
 use crate::apply::progress::{Mode, Progress};
 use crate::apply::{self, lock, preflight, prepare, probe, status};
@@ -140,7 +141,8 @@ fn state_dir(loaded: &Loaded) -> PathBuf {
 }
 
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> miette::Report {
-    move |e| miette::miette!(code = "trustform::io", "{what}: {e}")
+    let f = Refusal::io(what);
+    move |e| f(e).into()
 }
 
 /// Read and check a saved plan: JSON, format, version, checksum, graph.
@@ -238,9 +240,10 @@ pub struct Applied {
     pub probe: Option<probe::Report>,
 }
 
-/// Run, and say what was done.
+/// Run, and say what was done. The phases, in order: choose the plan (and whether this
+/// is a resume), pre-flight, take the locks, open the journal and the prober, walk the
+/// DAG, report.
 pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
-    let nothing = || Applied::default();
     let loaded = config::load(config_path)?;
     let state = state_dir(&loaded);
     let nodes = prepare::nodes_of(&loaded)?;
@@ -262,130 +265,20 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         None => None,
     };
     let json = a.format == OutFormat::Json;
-    let say = |line: &str| {
-        if !json {
-            println!("{line}");
-        }
-    };
-    // Which plan, is it a resume, and the cluster as it is now.
     // Every node's trust files as the apply starts, read once (one round trip per node):
     // the staleness check, the material and the pre-flight all look at these.
     let views = exec::read_views(&nodes);
-    let observe_now = || -> miette::Result<crate::snapshot::Snapshot> {
-        Ok(observe::observe_with(
-            &prepare::targets_on(&loaded, &views)?,
-            crate::exec::kube::Access::of(&loaded).as_ref(),
-        )?)
+    let Some(chosen) = choose(&a, &loaded, &state, &views)? else {
+        return Ok(Applied::default());
     };
-    let (plan, resume, plan_file, snap, stale) = match &a.plan {
-        Some(path) => {
-            let (p, text) = load_plan_text(path)?;
-            let file = Some((path.display().to_string(), text));
-            let j = journal::path(&state, &p.id());
-            let prior = journal::read(&j).map(|e| Journaled::of(&e)).ok();
-            match prior {
-                Some(pr) if pr.finished == Some(true) && !pr.rolled_back => {
-                    return Err(miette::miette!(
-                        code = "trustform::apply::already_applied",
-                        help = "run `trustform plan` to see what is left to do",
-                        "plan {} was already applied",
-                        p.id()
-                    ));
-                }
-                Some(pr) if pr.runs > 0 && !pr.rolled_back => (p, true, file, observe_now()?, None),
-                _ => {
-                    if let Some(other) = prepare::unfinished(&state) {
-                        return Err(miette::miette!(
-                            code = "trustform::apply::unfinished",
-                            help = format!(
-                                "finish it with `trustform apply` (it resumes), or undo it with `trustform rollback {other}`; then plan again"
-                            ),
-                            "apply {other} is unfinished; plan {} was made before or beside it",
-                            p.id()
-                        ));
-                    }
-                    let snap = observe_now()?;
-                    let changes = prepare::staleness(&p, &loaded, &snap);
-                    (p, false, file, snap, Some(changes))
-                }
-            }
-        }
-        None => match prepare::unfinished(&state) {
-            Some(id) => {
-                // The saved copy is a file too: the same checks as a plan passed in.
-                let path = journal::plan_path(&state, &id);
-                let (p, text) = load_plan_text(&path)?;
-                if p.id() != id {
-                    return Err(BadPlan {
-                        path: path.display().to_string(),
-                        reason: format!(
-                            "the saved plan is plan {}, not the plan {id} its file and journal name",
-                            p.id()
-                        ),
-                        src: None,
-                        span: None,
-                        help: format!(
-                            "the saved copy was changed: `trustform rollback {id}`, then plan and apply again"
-                        ),
-                    }
-                    .into());
-                }
-                (
-                    p,
-                    true,
-                    Some((path.display().to_string(), text)),
-                    observe_now()?,
-                    None,
-                )
-            }
-            None => {
-                if let Some(id) = a.confirm.first() {
-                    return Err(
-                        apply::manual::ConfirmError::NothingPaused { id: id.clone() }.into(),
-                    );
-                }
-                if json && !a.auto_approve {
-                    return Err(miette::miette!(
-                        code = "trustform::apply::needs_approval",
-                        help = "pass a reviewed plan file, or --auto-approve",
-                        "--format json cannot ask for approval"
-                    ));
-                }
-                let super::plan::Made {
-                    plan: p,
-                    snapshot: snap,
-                    ..
-                } = super::plan::make_on(&loaded, false)?;
-                if p.is_empty() {
-                    say(&render::summary_line(&p));
-                    return Ok(nothing());
-                }
-                if !a.auto_approve {
-                    print!("{}", render::text(&p));
-                    println!(
-                        "\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: "
-                    );
-                    let mut answer = String::new();
-                    std::io::stdin()
-                        .read_line(&mut answer)
-                        .map_err(io("cannot read the answer"))?;
-                    if answer.trim() != "yes" {
-                        println!("Apply cancelled.");
-                        return Err(miette::miette!(
-                            code = "trustform::apply::cancelled",
-                            "apply cancelled: the answer was not 'yes'"
-                        ));
-                    }
-                }
-                (p, false, None, snap, None)
-            }
-        },
-    };
+    let Chosen {
+        plan,
+        resume,
+        plan_file,
+        snap,
+        stale,
+    } = chosen;
     let id = plan.id();
-    if plan.is_empty() {
-        say(&render::summary_line(&plan));
-        return Ok(nothing());
-    }
     if a.skip_rehearse && !resume {
         eprintln!(
             "Warning: --skip-rehearse: applying plan {id} without proving that every trust edge stays live. Edges may break; this flag exists to test the live prober."
@@ -407,7 +300,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     let confirms = apply::manual::check(&plan, &done_before, &confirmed_before, &a.confirm)?;
     let material = prepare::material(&loaded, &views, resume.then_some(backup.as_path()));
     // Pre-flight: everything checkable before the first write; nothing written if not.
-    let desired = crate::diff::resolve(&loaded, &snap)?;
+    let desired = crate::diff::resolve(&loaded, &loaded.ca_files()?, &snap)?;
     let procedures = crate::procedure::load_all()?;
     let passed = preflight::run(&preflight::Input {
         plan: &plan,
@@ -425,75 +318,10 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     if json {
         println!("{}", passed.event());
     } else {
-        say(&passed.line());
+        println!("{}", passed.line());
     }
-    let held = lock::acquire(&state, &format!("apply {id}"), &id, a.lock_timeout)
-        .map_err(|e| lock_error(e, &state))?;
-    if let Some(dead) = &held.took_over {
-        eprintln!(
-            "Note: took over the lock {} of {} (pid {} is gone: it crashed or was killed).",
-            dead.id, dead.who, dead.pid
-        );
-    }
-    let leftovers = prepare::remove_leftovers(&loaded, &state, &nodes, &plan);
-    if !leftovers.is_empty() {
-        eprintln!(
-            "Note: removed {} temp file(s) an interrupted write left behind: {}.",
-            leftovers.len(),
-            exec::kube::laggards(&leftovers)
-        );
-    }
-    let cluster_lock = match crate::exec::kube::Access::of(&loaded) {
-        Some(access) => match ClusterLock::acquire(&access, &held.info, &state) {
-            Ok(Some(l)) => Some(l),
-            Ok(None) => {
-                eprintln!(
-                    "Note: the API at {} is not reachable: the lock file alone guards this apply.",
-                    access.server()
-                );
-                None
-            }
-            Err(Refused::Held(h)) => {
-                return Err(match h {
-                    Ok(h) => lock_error(lock::LockError::Held(h), &state),
-                    Err(raw) => miette::miette!(
-                        code = "trustform::apply::locked",
-                        help =
-                            "wait for it, or delete the Lease kube-system/trustform if it is stale",
-                        "the Lease kube-system/trustform is held by {raw}"
-                    ),
-                });
-            }
-            Err(Refused::Api(e)) => return Err(e.into()),
-        },
-        None => None,
-    };
-    if !resume {
-        prepare::archive(&state, &id).map_err(io("cannot archive an earlier journal"))?;
-    }
-    let saved = journal::plan_path(&state, &id);
-    if !saved.exists() {
-        crate::atomic::write(
-            &saved,
-            render::json(&plan).as_bytes(),
-            crate::atomic::PUBLIC_MODE,
-        )
-        .map_err(io(format!("cannot write {}", saved.display())))?;
-    }
-    let events = journal::read(&journal::path(&state, &id)).unwrap_or_default();
-    let before = Journaled::of(&events);
-    if resume {
-        say(&format!(
-            "Resuming apply {id}: {} of {} steps done before{}.",
-            done_before.len(),
-            plan.steps.len(),
-            if before.open.is_empty() {
-                String::new()
-            } else {
-                format!("; re-checking the interrupted {}", before.open.join(", "))
-            }
-        ));
-    }
+    let locks = take_locks(&a, &loaded, &state, &nodes, &plan)?;
+    let events = set_aside(&a, &state, &plan, resume, &prior)?;
     let files = Files::open(&backup).map_err(io(format!("cannot open {}", backup.display())))?;
     // The prober runs beside the whole walk (started before anything is journaled).
     let prober = match endpoints {
@@ -505,39 +333,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         )?),
         None => None,
     };
-    let journal = Arc::new(Journal::open(&state, &id).map_err(io("cannot open the journal"))?);
-    journal
-        .record(&Event::ApplyStart {
-            at: journal::now(),
-            plan_id: id.clone(),
-            steps: plan.steps.len(),
-            resumed: done_before.len(),
-            who: held.info.who.clone(),
-            pid: std::process::id(),
-        })
-        .map_err(io("cannot write the journal"))?;
-    let mode = if json {
-        Mode::Json
-    } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
-        Mode::Bars
-    } else {
-        Mode::Lines
-    };
-    let progress = Arc::new(Progress::new(mode, plan.steps.len(), done_before.len()));
-    // `--confirm`: journaled before the walk, which then treats the steps as carried out.
-    let mut confirmed: BTreeMap<String, String> = prior.confirmed.iter().cloned().collect();
-    for step in confirms {
-        let e = Event::Confirmed {
-            at: journal::now(),
-            step: step.clone(),
-            who: held.info.who.clone(),
-        };
-        journal.record(&e).map_err(io("cannot write the journal"))?;
-        progress.event(&e);
-        if let Event::Confirmed { at, who, .. } = e {
-            confirmed.insert(step, format!("by {who} at {at}"));
-        }
-    }
+    let opened = open_journal(&a, &plan, &state, events, &prior, &locks, confirms)?;
     let fault = std::env::var("TRUSTFORM_FAULT")
         .ok()
         .and_then(|f| apply::Fault::parse(&f));
@@ -557,26 +353,27 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         stage_began: if a.accept_logged_errors {
             None
         } else {
-            journal::stage_began(&events)
+            journal::stage_began(&opened.events)
         },
         settle: prober.as_ref().map(probe::Prober::settle),
-        confirmed: std::sync::Mutex::new(confirmed),
+        confirmed: std::sync::Mutex::new(opened.confirmed),
         ask: (!json && !a.auto_approve && std::io::stdin().is_terminal())
-            .then(|| ask_at_prompt(progress.clone(), held.info.who.clone())),
+            .then(|| ask_at_prompt(opened.progress.clone(), locks.held.info.who.clone())),
     });
     let result = apply::walk(
         Arc::new(plan),
         world,
-        journal.clone(),
+        opened.journal.clone(),
         &done_before,
         a.parallelism as usize,
         fault,
-        progress.clone(),
+        opened.progress.clone(),
     )?;
     let probed = prober.map(probe::Prober::stop);
     let done = result.already + result.done.len();
     let ok = result.failed.is_empty() && done == total;
-    journal
+    opened
+        .journal
         .record(&Event::ApplyDone {
             at: journal::now(),
             ok,
@@ -586,20 +383,384 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
             paused: result.paused.len(),
         })
         .map_err(io("cannot write the journal"))?;
-    let confirm_cmd = confirm_command(config_path, &result.paused);
+    let ended = Ended {
+        id: &id,
+        result: &result,
+        done,
+        total,
+        ok,
+        join_hash: join_hash.as_deref(),
+        confirm: confirm_command(config_path, &result.paused),
+        probed: probed.as_ref(),
+    };
+    report(&ended, &opened.progress, json);
+    drop(locks);
+    let broken: Vec<String> = probed
+        .iter()
+        .flat_map(|r| r.managed_failing())
+        .map(|e| e.name.clone())
+        .collect();
+    if result.failed.is_empty() && !broken.is_empty() {
+        return Err(Refusal::Broke {
+            id,
+            count: broken.len(),
+            edges: exec::kube::laggards(&broken),
+        }
+        .into());
+    }
+    if ok || result.failed.is_empty() {
+        Ok(Applied {
+            exit: if ok { Exit::Ok } else { Exit::Paused },
+            steps: done,
+            wall_ms: result.wall_ms,
+            probe: probed,
+        })
+    } else {
+        Err(Refusal::Failed {
+            id,
+            steps: result
+                .failed
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into())
+    }
+}
+
+/// The plan an apply runs, and the cluster as it starts.
+struct Chosen {
+    plan: Plan,
+    /// An earlier run of this plan began.
+    resume: bool,
+    /// The plan file's path and text, to point at a step the pre-flight refuses.
+    plan_file: Option<(String, String)>,
+    snap: crate::snapshot::Snapshot,
+    /// What changed since a saved plan was made (a fresh plan: nothing to compare).
+    stale: Option<Vec<String>>,
+}
+
+/// Which plan: the one passed (refused when applied already, or when another apply is
+/// unfinished), the unfinished one (a resume), or a new one, approved at the prompt.
+/// `None`: nothing to do.
+fn choose(
+    a: &Args,
+    loaded: &Loaded,
+    state: &Path,
+    views: &BTreeMap<String, Node>,
+) -> miette::Result<Option<Chosen>> {
+    let json = a.format == OutFormat::Json;
+    let observe_now = || -> miette::Result<crate::snapshot::Snapshot> {
+        Ok(observe::observe_with(
+            &prepare::targets_on(loaded, views)?,
+            crate::exec::kube::Access::of(loaded).as_ref(),
+        )?)
+    };
+    let chosen = match &a.plan {
+        Some(path) => {
+            let (p, text) = load_plan_text(path)?;
+            let file = Some((path.display().to_string(), text));
+            let j = journal::path(state, &p.id());
+            let prior = journal::read(&j).map(|e| Journaled::of(&e)).ok();
+            match prior {
+                Some(pr) if pr.finished == Some(true) && !pr.rolled_back => {
+                    return Err(Refusal::AlreadyApplied { plan: p.id() }.into());
+                }
+                Some(pr) if pr.runs > 0 && !pr.rolled_back => Chosen {
+                    plan: p,
+                    resume: true,
+                    plan_file: file,
+                    snap: observe_now()?,
+                    stale: None,
+                },
+                _ => {
+                    if let Some(other) = prepare::unfinished(state) {
+                        return Err(Refusal::Unfinished {
+                            other,
+                            plan: p.id(),
+                        }
+                        .into());
+                    }
+                    let snap = observe_now()?;
+                    let stale = Some(prepare::staleness(&p, loaded, &snap));
+                    Chosen {
+                        plan: p,
+                        resume: false,
+                        plan_file: file,
+                        snap,
+                        stale,
+                    }
+                }
+            }
+        }
+        None => match prepare::unfinished(state) {
+            Some(id) => {
+                // The saved copy is a file too: the same checks as a plan passed in.
+                let path = journal::plan_path(state, &id);
+                let (p, text) = load_plan_text(&path)?;
+                if p.id() != id {
+                    return Err(BadPlan {
+                        path: path.display().to_string(),
+                        reason: format!(
+                            "the saved plan is plan {}, not the plan {id} its file and journal name",
+                            p.id()
+                        ),
+                        src: None,
+                        span: None,
+                        help: format!(
+                            "the saved copy was changed: `trustform rollback {id}`, then plan and apply again"
+                        ),
+                    }
+                    .into());
+                }
+                Chosen {
+                    plan: p,
+                    resume: true,
+                    plan_file: Some((path.display().to_string(), text)),
+                    snap: observe_now()?,
+                    stale: None,
+                }
+            }
+            None => {
+                if let Some(id) = a.confirm.first() {
+                    return Err(
+                        apply::manual::ConfirmError::NothingPaused { id: id.clone() }.into(),
+                    );
+                }
+                if json && !a.auto_approve {
+                    return Err(Refusal::NeedsApproval.into());
+                }
+                let super::plan::Made {
+                    plan: p,
+                    snapshot: snap,
+                    ..
+                } = super::plan::make_on(loaded, false)?;
+                if !p.is_empty() && !a.auto_approve {
+                    print!("{}", render::text(&p));
+                    println!(
+                        "\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: "
+                    );
+                    let mut answer = String::new();
+                    std::io::stdin()
+                        .read_line(&mut answer)
+                        .map_err(io("cannot read the answer"))?;
+                    if answer.trim() != "yes" {
+                        println!("Apply cancelled.");
+                        return Err(Refusal::Cancelled.into());
+                    }
+                }
+                Chosen {
+                    plan: p,
+                    resume: false,
+                    plan_file: None,
+                    snap,
+                    stale: None,
+                }
+            }
+        },
+    };
+    if chosen.plan.is_empty() {
+        if !json {
+            println!("{}", render::summary_line(&chosen.plan));
+        }
+        return Ok(None);
+    }
+    Ok(Some(chosen))
+}
+
+/// The locks an apply holds while it runs: the lock file, and the cluster's Lease when
+/// the API is reachable. Dropping them releases both.
+struct Locks {
+    // Dropped first: the Lease publishes the final status while the file still guards.
+    _lease: Option<ClusterLock>,
+    held: lock::Lock,
+}
+
+/// Take the lock file (noting a dead holder taken over), remove the temp files an
+/// interrupted write left, and take the cluster's Lease.
+fn take_locks(
+    a: &Args,
+    loaded: &Loaded,
+    state: &Path,
+    nodes: &BTreeMap<String, Node>,
+    plan: &Plan,
+) -> miette::Result<Locks> {
+    let id = plan.id();
+    let held = lock::acquire(state, &format!("apply {id}"), &id, a.lock_timeout)
+        .map_err(|e| lock_error(e, state))?;
+    if let Some(dead) = &held.took_over {
+        eprintln!(
+            "Note: took over the lock {} of {} (pid {} is gone: it crashed or was killed).",
+            dead.id, dead.who, dead.pid
+        );
+    }
+    let leftovers = prepare::remove_leftovers(loaded, state, nodes, plan);
+    if !leftovers.is_empty() {
+        eprintln!(
+            "Note: removed {} temp file(s) an interrupted write left behind: {}.",
+            leftovers.len(),
+            exec::kube::laggards(&leftovers)
+        );
+    }
+    let cluster = match crate::exec::kube::Access::of(loaded) {
+        Some(access) => match ClusterLock::acquire(&access, &held.info, state) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                eprintln!(
+                    "Note: the API at {} is not reachable: the lock file alone guards this apply.",
+                    access.server()
+                );
+                None
+            }
+            Err(Refused::Held(h)) => {
+                return Err(match h {
+                    Holder::Trustform(h) => lock_error(lock::LockError::Held(h), state),
+                    Holder::Other(holder) => Refusal::LeaseHeld { holder }.into(),
+                });
+            }
+            Err(Refused::Api(e)) => return Err(e.into()),
+        },
+        None => None,
+    };
+    Ok(Locks {
+        _lease: cluster,
+        held,
+    })
+}
+
+/// The run's journal, opened, and what it holds.
+struct Opened {
+    journal: Arc<Journal>,
+    /// Every event of this plan's journal before this run.
+    events: Vec<Event>,
+    progress: Arc<Progress>,
+    /// Manual steps confirmed: step → `by who at time`.
+    confirmed: BTreeMap<String, String>,
+}
+
+/// Set an earlier journal and backup of a new run aside, save the plan beside the
+/// journal, and say what a resume re-checks. Returns the journal's events so far.
+fn set_aside(
+    a: &Args,
+    state: &Path,
+    plan: &Plan,
+    resume: bool,
+    prior: &Journaled,
+) -> miette::Result<Vec<Event>> {
+    let id = plan.id();
+    if !resume {
+        prepare::archive(state, &id).map_err(io("cannot archive an earlier journal"))?;
+    }
+    let saved = journal::plan_path(state, &id);
+    if !saved.exists() {
+        crate::atomic::write(
+            &saved,
+            render::json(plan).as_bytes(),
+            crate::atomic::PUBLIC_MODE,
+        )
+        .map_err(io(format!("cannot write {}", saved.display())))?;
+    }
+    let events = journal::read(&journal::path(state, &id)).unwrap_or_default();
+    let open = Journaled::of(&events).open;
+    if resume && a.format != OutFormat::Json {
+        println!(
+            "Resuming apply {id}: {} of {} steps done before{}.",
+            prior.done.len(),
+            plan.steps.len(),
+            if open.is_empty() {
+                String::new()
+            } else {
+                format!("; re-checking the interrupted {}", open.join(", "))
+            }
+        );
+    }
+    Ok(events)
+}
+
+/// Open the journal, record the run's start and each `--confirm`, and show progress.
+fn open_journal(
+    a: &Args,
+    plan: &Plan,
+    state: &Path,
+    events: Vec<Event>,
+    prior: &Journaled,
+    locks: &Locks,
+    confirms: Vec<String>,
+) -> miette::Result<Opened> {
+    let id = plan.id();
+    let done_before = prior.done.len();
+    let journal = Arc::new(Journal::open(state, &id).map_err(io("cannot open the journal"))?);
+    let who = locks.held.info.who.clone();
+    journal
+        .record(&Event::ApplyStart {
+            at: journal::now(),
+            plan_id: id.clone(),
+            steps: plan.steps.len(),
+            resumed: done_before,
+            who: who.clone(),
+            pid: std::process::id(),
+        })
+        .map_err(io("cannot write the journal"))?;
+    let mode = if a.format == OutFormat::Json {
+        Mode::Json
+    } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
+        Mode::Bars
+    } else {
+        Mode::Lines
+    };
+    let progress = Arc::new(Progress::new(mode, plan.steps.len(), done_before));
+    // `--confirm`: journaled before the walk, which then treats the steps as carried out.
+    let mut confirmed: BTreeMap<String, String> = prior.confirmed.iter().cloned().collect();
+    for step in confirms {
+        let e = Event::Confirmed {
+            at: journal::now(),
+            step: step.clone(),
+            who: who.clone(),
+        };
+        journal.record(&e).map_err(io("cannot write the journal"))?;
+        progress.event(&e);
+        if let Event::Confirmed { at, who, .. } = e {
+            confirmed.insert(step, format!("by {who} at {at}"));
+        }
+    }
+    Ok(Opened {
+        journal,
+        events,
+        progress,
+        confirmed,
+    })
+}
+
+/// How a walk ended, for the report.
+struct Ended<'a> {
+    id: &'a str,
+    result: &'a apply::RunResult,
+    done: usize,
+    total: usize,
+    ok: bool,
+    join_hash: Option<&'a str>,
+    /// The `--confirm` command of the steps paused at.
+    confirm: String,
+    probed: Option<&'a probe::Report>,
+}
+
+/// Say how the apply ended: lines for a person, one JSON summary for a pipe.
+fn report(e: &Ended, progress: &Progress, json: bool) {
+    let (result, done, total, id) = (e.result, e.done, e.total, e.id);
     let mut lines = vec![String::new()];
-    if !ok && result.failed.is_empty() && !result.paused.is_empty() {
+    if !e.ok && result.failed.is_empty() && !result.paused.is_empty() {
         lines.push(format!(
             "Apply paused at a manual step: {done} of {total} steps done; trustform cannot carry out the next one itself."
         ));
-        lines.extend(paused_lines(&result.paused, &confirm_cmd));
-    } else if ok {
+        lines.extend(paused_lines(&result.paused, &e.confirm));
+    } else if e.ok {
         lines.push(format!(
             "Apply complete! {done} steps done ({} in this run, {:.1} s).",
             result.done.len(),
             result.wall_ms as f64 / 1000.0
         ));
-        if let Some(h) = &join_hash {
+        if let Some(h) = e.join_hash {
             lines.push(format!(
                 "The cluster CA changed: `kubeadm join` now needs --discovery-token-ca-cert-hash {h} (update your join commands and automation)."
             ));
@@ -624,14 +785,14 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         ));
         if !result.paused.is_empty() {
             lines.push("Apply also paused at a manual step:".into());
-            lines.extend(paused_lines(&result.paused, &confirm_cmd));
+            lines.extend(paused_lines(&result.paused, &e.confirm));
         }
     }
     for w in &result.warnings {
         lines.push(format!("Warning: {w}"));
     }
     let mut summary = serde_json::json!({
-        "plan_id": id, "ok": ok, "done": done, "total": total,
+        "plan_id": id, "ok": e.ok, "done": done, "total": total,
         "done_this_run": result.done.len(),
         "failed": result.failed.iter().map(|(s, e)| serde_json::json!({"step": s, "error": e})).collect::<Vec<_>>(),
         "skipped": result.skipped.len(),
@@ -641,7 +802,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     });
     if let Some((step, instructions)) = result.paused.first() {
         summary["paused"] = serde_json::json!({
-            "step": step, "instructions": instructions, "confirm": confirm_cmd,
+            "step": step, "instructions": instructions, "confirm": e.confirm,
         });
         if result.paused.len() > 1 {
             summary["also_paused"] = result.paused[1..]
@@ -650,7 +811,7 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
                 .collect();
         }
     }
-    if let Some(r) = &probed {
+    if let Some(r) = e.probed {
         summary["probe"] = serde_json::to_value(r).unwrap_or_default();
         if !json {
             for l in r.lines() {
@@ -659,44 +820,6 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
         }
     }
     progress.summary(summary, &lines);
-    drop(cluster_lock);
-    drop(held);
-    let broken: Vec<String> = probed
-        .iter()
-        .flat_map(|r| r.managed_failing())
-        .map(|e| e.name.clone())
-        .collect();
-    if result.failed.is_empty() && !broken.is_empty() {
-        return Err(miette::miette!(
-            code = "trustform::apply::probe::broken",
-            help = "the steps completed, but these trust edges failed handshakes while they ran: the plan's order let a client and its server disagree; look at each edge's first error above",
-            "apply {id} broke {} managed trust edge(s): {}",
-            broken.len(),
-            exec::kube::laggards(&broken)
-        ));
-    }
-    if ok || result.failed.is_empty() {
-        Ok(Applied {
-            exit: if ok { Exit::Ok } else { Exit::Paused },
-            steps: done,
-            wall_ms: result.wall_ms,
-            probe: probed,
-        })
-    } else {
-        Err(miette::miette!(
-            code = "trustform::apply::failed",
-            help = format!(
-                "fix the cause and run `trustform apply` to resume, or `trustform rollback {id}`"
-            ),
-            "apply {id} failed: {}",
-            result
-                .failed
-                .iter()
-                .map(|(s, _)| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    }
 }
 
 /// `trustform apply --confirm A [--confirm B …]` for the manual steps an apply paused at
@@ -759,29 +882,23 @@ fn ask_at_prompt(progress: Arc<Progress>, who: String) -> apply::Ask {
 
 fn lock_error(e: lock::LockError, state: &Path) -> miette::Report {
     match e {
-        lock::LockError::Held(h) => miette::miette!(
-            code = "trustform::apply::locked",
-            help = format!(
-                "wait for it (`trustform status --wait`, or `--lock-timeout 5m`); if it is gone for good, `trustform force-unlock {}`",
-                h.id
-            ),
-            "another operation holds the lock {}: {} by {} since {} (host {}, pid {})",
-            lock::path(state).display(),
-            h.operation,
-            h.who,
-            h.when,
-            h.host,
-            h.pid
-        ),
-        lock::LockError::Unreadable { id, why } => miette::miette!(
-            code = "trustform::apply::unreadable_lock",
-            help = format!(
-                "an interrupted write or a file someone put there; if no apply or rollback runs, remove it with `trustform force-unlock {id}`"
-            ),
-            "the lock file {} is in the way: {why}",
-            lock::path(state).display()
-        ),
-        lock::LockError::Io(e) => miette::miette!(code = "trustform::io", "lock: {e}"),
+        lock::LockError::Held(h) => Refusal::Locked {
+            path: lock::path(state).display().to_string(),
+            id: h.id,
+            operation: h.operation.to_string(),
+            who: h.who,
+            when: h.when,
+            host: h.host,
+            pid: h.pid,
+        }
+        .into(),
+        lock::LockError::Unreadable { id, why } => Refusal::UnreadableLock {
+            path: lock::path(state).display().to_string(),
+            id,
+            why: why.to_string(),
+        }
+        .into(),
+        lock::LockError::Io(e) => Refusal::io("lock")(e).into(),
     }
 }
 
@@ -793,12 +910,11 @@ pub fn rollback(a: RollbackArgs, config_path: &Path) -> miette::Result<Exit> {
     let id = a.plan_id;
     let backup = state.join("backup").join(&id);
     if !backup.is_dir() {
-        return Err(miette::miette!(
-            code = "trustform::rollback::unknown",
-            help = "`trustform status` names the latest apply; backups live in .trustform/backup/",
-            "no backup for plan {id} in {}",
-            backup.display()
-        ));
+        return Err(Refusal::UnknownBackup {
+            id,
+            dir: backup.display().to_string(),
+        }
+        .into());
     }
     let _held = lock::acquire(&state, &format!("rollback {id}"), &id, a.lock_timeout)
         .map_err(|e| lock_error(e, &state))?;
@@ -942,11 +1058,11 @@ pub fn status(a: StatusArgs, config_path: &Path) -> miette::Result<Exit> {
             break;
         }
         if started.elapsed() >= a.wait_timeout {
-            return Err(miette::miette!(
-                code = "trustform::status::timeout",
-                "apply {id} is still running after {}",
-                humantime::format_duration(a.wait_timeout)
-            ));
+            return Err(Refusal::StillRunning {
+                id: id.to_string(),
+                after: humantime::format_duration(a.wait_timeout).to_string(),
+            }
+            .into());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -987,23 +1103,17 @@ pub fn force_unlock(a: UnlockArgs, config_path: &Path) -> miette::Result<Exit> {
             println!("Removed {shown}, which was not a lock trustform wrote.");
             Ok(Exit::Ok)
         }
-        Err(lock::Found::Lock(h)) => Err(miette::miette!(
-            code = "trustform::force_unlock::mismatch",
-            help = format!("the lock's id is {}; pass it exactly", h.id),
-            "the lock is {}, not {}",
-            h.id,
-            a.id
-        )),
-        Err(lock::Found::Unreadable { id, why }) => Err(miette::miette!(
-            code = "trustform::force_unlock::mismatch",
-            help = format!(
-                "if no apply or rollback runs, remove it with `trustform force-unlock {id}`"
-            ),
-            "{shown} is not a lock trustform can read: {why}"
-        )),
-        Err(lock::Found::Nothing) => Err(miette::miette!(
-            code = "trustform::force_unlock::none",
-            "there is no lock in {shown}"
-        )),
+        Err(lock::Found::Lock(h)) => Err(Refusal::UnlockMismatch {
+            lock: h.id,
+            given: a.id,
+        }
+        .into()),
+        Err(lock::Found::Unreadable { id, why }) => Err(Refusal::UnlockUnreadable {
+            path: shown,
+            id,
+            why: why.to_string(),
+        }
+        .into()),
+        Err(lock::Found::Nothing) => Err(Refusal::NoLock { path: shown }.into()),
     }
 }

@@ -71,14 +71,15 @@ pub(super) fn ensure_gitignore(dir: &Path) -> miette::Result<()> {
 
 /// Write the config (canonical form) and its schema beside it.
 pub(super) fn write_config(path: &Path, c: &Config) -> miette::Result<()> {
+    write_config_text(path, &config::render(c))
+}
+
+/// Write trustform.yaml as `text` (with its schema and .gitignore beside it).
+pub(super) fn write_config_text(path: &Path, text: &str) -> miette::Result<()> {
     let dir = config_dir(path);
-    crate::atomic::write(
-        path,
-        config::render(c).as_bytes(),
-        crate::atomic::PUBLIC_MODE,
-    )
-    .into_diagnostic()
-    .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    crate::atomic::write(path, text.as_bytes(), crate::atomic::PUBLIC_MODE)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
     let schema = dir.join(config::SCHEMA_FILE);
     crate::atomic::write(
         &schema,

@@ -3,12 +3,16 @@
 //! stderr; exit codes are mapped here and nowhere else.
 
 mod apply;
+mod check;
 mod demo;
+mod docs;
 mod init;
 mod plan;
+mod refusal;
 mod rehearse;
 mod rotate;
 mod sandbox;
+mod show;
 mod snapshot;
 
 /// Read and check a saved plan file (what `apply <plan>` does first).
@@ -68,6 +72,12 @@ pub enum Command {
     Rotate(rotate::Args),
     /// Show the steps that take the cluster to the desired trust state.
     Plan(plan::Args),
+    /// Check trustform.yaml without the cluster: syntax, names, CA files, procedures.
+    Validate(check::ValidateArgs),
+    /// Rewrite trustform.yaml in trustform's layout (`--check`: only say whether it is).
+    Fmt(check::FmtArgs),
+    /// Show a saved plan (text, a pull-request comment, JSON, a graph); no cluster needed.
+    Show(show::Args),
     /// Prove a saved plan keeps every trust edge live, step by step, on the cluster now.
     Rehearse(rehearse::Args),
     /// Carry out a plan step by step (journaled, resumable, verified at every stage).
@@ -78,6 +88,10 @@ pub enum Command {
     Rollback(apply::RollbackArgs),
     /// Remove a stuck lock, by its id.
     ForceUnlock(apply::UnlockArgs),
+    /// Print a shell completion script (`trustform completions bash > /etc/bash_completion.d/trustform`).
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages (`trustform.1`, `trustform-plan.1`, …).
+    Man(docs::ManArgs),
 }
 
 /// Whether diagnostics get colours: never with `NO_COLOR` (non-empty), always with
@@ -115,10 +129,15 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Init(a) => init::run(a, &cli.config),
         Command::Rotate(a) => rotate::run(a, &cli.config),
         Command::Plan(a) => plan::run(a, &cli.config),
+        Command::Show(a) => show::run(a),
+        Command::Validate(a) => check::validate(a, &cli.config),
+        Command::Fmt(a) => check::fmt(a, &cli.config),
         Command::Rehearse(a) => rehearse::run(a, &cli.config),
         Command::Apply(a) => apply::run(a, &cli.config),
         Command::Status(a) => apply::status(a, &cli.config),
         Command::Rollback(a) => apply::rollback(a, &cli.config),
         Command::ForceUnlock(a) => apply::force_unlock(a, &cli.config),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     }
 }

@@ -22,6 +22,77 @@ pub struct Args {
     /// Rehearse refuses it whenever a leaf would meet a verifier that does not trust it.
     #[arg(long)]
     pub no_stages: bool,
+    /// Plan from a snapshot saved by `trustform snapshot -o` instead of the cluster:
+    /// offline (a CI runner that cannot reach the cluster), and the same plan, checksum
+    /// included, as a live plan of that state. `apply` re-observes and refuses it when
+    /// the cluster has moved since.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+}
+
+/// A snapshot file that cannot be planned from.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{path}: {reason}")]
+#[diagnostic(code(trustform::plan::bad_snapshot))]
+pub struct BadSnapshot {
+    path: String,
+    reason: String,
+    #[source_code]
+    src: Option<miette::NamedSource<String>>,
+    #[label("here")]
+    span: Option<miette::SourceSpan>,
+    #[help]
+    help: String,
+}
+
+/// Read a snapshot file: JSON, format, and a fingerprint that matches its content.
+pub fn load_snapshot(path: &Path) -> Result<crate::snapshot::Snapshot, BadSnapshot> {
+    let shown_path = path.display().to_string();
+    let text =
+        crate::input::read_text(path, crate::input::Kind::Snapshot).map_err(|e| BadSnapshot {
+            path: shown_path.clone(),
+            reason: e.reason(),
+            src: None,
+            span: None,
+            help: "pass the file written by `trustform snapshot -o <file>`".into(),
+        })?;
+    // A snapshot never holds key material, but a file passed as one may: show it
+    // redacted, and quote at most 240 characters of what a parser says.
+    let shown = crate::redact::Redacted::of(&shown_path, &text);
+    let bad = |reason: String, span: Option<miette::SourceSpan>, help: &str| BadSnapshot {
+        path: shown_path.clone(),
+        reason: crate::input::clip_lines(&shown.message(&reason), 240).into_owned(),
+        src: span.map(|_| shown.source(shown_path.clone())),
+        span: span.map(|s| shown.span(s)),
+        help: help.into(),
+    };
+    let snap: crate::snapshot::Snapshot = serde_json::from_str(&text).map_err(|e| {
+        let span = observe::line_span(&text, e.line().max(1));
+        bad(
+            format!("not a trustform snapshot: {e}"),
+            Some(span),
+            "pass the JSON written by `trustform snapshot -o <file>`; never edit a snapshot by hand",
+        )
+    })?;
+    if snap.format_version != crate::snapshot::FORMAT_VERSION {
+        return Err(bad(
+            format!(
+                "snapshot format {} is not the format this trustform reads ({})",
+                snap.format_version,
+                crate::snapshot::FORMAT_VERSION
+            ),
+            None,
+            "take the snapshot again with this trustform",
+        ));
+    }
+    if !snap.verify() {
+        return Err(bad(
+            "the snapshot was changed after trustform wrote it (its fingerprint does not match its content)".into(),
+            None,
+            "take the snapshot again with `trustform snapshot -o <file>`; a plan from an edited snapshot would not match the cluster",
+        ));
+    }
+    Ok(snap)
 }
 
 /// Observe, diff and plan from a config file.
@@ -69,7 +140,16 @@ pub fn make_on(loaded: &config::Loaded, no_stages: bool) -> miette::Result<Made>
         &crate::observe::targets(loaded)?,
         crate::exec::kube::Access::of(loaded).as_ref(),
     )?;
-    let desired = diff::resolve(loaded, &snap)?;
+    make_from(loaded, snap, no_stages)
+}
+
+/// Plan from a snapshot of the cluster (observed now, or saved).
+pub fn make_from(
+    loaded: &config::Loaded,
+    snap: crate::snapshot::Snapshot,
+    no_stages: bool,
+) -> miette::Result<Made> {
+    let desired = diff::resolve(loaded, &loaded.ca_files()?, &snap)?;
     let notes = notes(&snap, &desired);
     let procedures = procedure::load_all()?;
     let manual = loaded.manual_nodes()?;
@@ -91,7 +171,11 @@ pub fn make_on(loaded: &config::Loaded, no_stages: bool) -> miette::Result<Made>
 
 /// Run.
 pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
-    let Made { plan: p, notes, .. } = make_on(&config::load(path)?, a.no_stages)?;
+    let loaded = config::load(path)?;
+    let Made { plan: p, notes, .. } = match &a.snapshot {
+        Some(file) => make_from(&loaded, load_snapshot(file)?, a.no_stages)?,
+        None => make_on(&loaded, a.no_stages)?,
+    };
     for n in &notes {
         eprintln!("Warning: {n}");
     }

@@ -24,7 +24,7 @@ pub fn on(
     snap: &crate::snapshot::Snapshot,
     plan: &crate::plan::Plan,
 ) -> miette::Result<Rehearsal> {
-    let desired = diff::resolve(loaded, snap)?;
+    let desired = diff::resolve(loaded, &loaded.ca_files()?, snap)?;
     Ok(rehearse::rehearse(snap, plan, &|fp| desired.label(fp)))
 }
 

@@ -2,7 +2,7 @@
 //! next stage (pre-rotate → rotate → post-rotate), or `--to-end` straight to the end.
 
 use super::Exit;
-use super::init::{config_dir, write_config};
+use super::init::{config_dir, write_config, write_config_text};
 use crate::config::{self, Authority, CaSpec, spanned};
 use crate::pki::{KeyAlgorithm, issue::new_ca};
 use crate::procedure::Stage;
@@ -67,6 +67,8 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     let issuer = spec.issuer.value.clone();
     let trust: Vec<String> = spec.trust.iter().map(|t| t.value.clone()).collect();
     let settled = trust == [issuer.clone()];
+    // The `cas` entry rotate adds (a new CA), if any.
+    let mut added: Option<String> = None;
     // (old, new): the CA being retired and the one replacing it.
     let (old, new) = if settled {
         let date = time::OffsetDateTime::now_utc().date();
@@ -144,6 +146,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
                 algorithm: a.algorithm.map(Into::into),
             },
         );
+        added = Some(name.clone());
         (issuer.clone(), name)
     } else if let [x, y] = trust.as_slice()
         && x != y
@@ -191,7 +194,18 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     let entry = c.authorities.get_mut(&auth).expect("checked above");
     entry.issuer = spanned(new_issuer.clone());
     entry.trust = new_trust.iter().cloned().map(spanned).collect();
-    write_config(path, &c)?;
+    // Only the values that change, in the text as it is: comments and layout stay.
+    let new_ca = added.as_deref().and_then(|n| Some((n, c.cas.get(n)?)));
+    match crate::config_edit::rotate(&loaded.text, &loaded.config, &c, auth, new_ca) {
+        Some(text) => write_config_text(path, &text)?,
+        None => {
+            eprintln!(
+                "Note: {} is rewritten in trustform's layout: its authorities or `cas` are written in a form rotate does not edit in place (anchors, flow mappings); `trustform fmt` shows that layout.",
+                path.display()
+            );
+            write_config(path, &c)?;
+        }
+    }
     eprintln!(
         "{}: authority {auth} → {} (issuer {new_issuer}, trust [{}]). Review with `trustform plan`.",
         path.display(),

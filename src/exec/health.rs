@@ -9,11 +9,10 @@
 //! an HTTPS health check does not verify the server's certificate: it asks whether the
 //! process is up and says it is healthy, nothing about trust (the gates check trust).
 
-use crate::pki::tls::{NoServerVerification, provider};
+use super::https::{self, Handshake, HttpsError};
 use crate::transport::Transport;
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,114 +153,60 @@ pub fn of_kubelet_config(text: &str) -> Option<Probe> {
     })
 }
 
-/// The most a health answer may be.
-const MAX_ANSWER: u64 = 64 * 1024;
-
 /// GET the probe through `t`, within `timeout`. `Ok`: the status and body of a 2xx
 /// answer (`200 ok`); `Err`: what was wrong (`connection refused`, `500 [-]etcd failed`).
 pub fn check(t: &Arc<dyn Transport>, probe: &Probe, timeout: Duration) -> Result<String, String> {
-    let (tx, rx) = std::sync::mpsc::channel();
     let (t, p) = (t.clone(), probe.clone());
-    // A stream through a transport (ssh -W) has no read timeout of its own.
-    std::thread::spawn(move || {
-        let _ = tx.send(get(t.as_ref(), &p));
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "no answer in {}",
-            humantime::format_duration(timeout)
-        )),
-    }
+    let answer = https::within(timeout, move || {
+        let stream = t.dial(&p.host, p.port).map_err(|e| HttpsError::Connect {
+            address: format!("{}:{}", p.host, p.port),
+            reason: e.to_string(),
+        })?;
+        if p.https {
+            let name = ServerName::try_from(p.host.clone())
+                .map_err(|e| HttpsError::Handshake(format!("{:?}: {e}", p.host)))?;
+            let h = Handshake {
+                roots: None,
+                identity: None,
+                name,
+                host: p.host.clone(),
+                port: p.port,
+                path: p.path.clone(),
+            };
+            h.over(stream)
+        } else {
+            https::get(stream, &p.host, p.port, &p.path)
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    judge(&answer)
 }
 
-fn get(t: &dyn Transport, p: &Probe) -> Result<String, String> {
-    let stream = t.dial(&p.host, p.port).map_err(|e| e.to_string())?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: trustform\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        p.path, p.host, p.port
-    );
-    let answer = if p.https {
-        let config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification::new()))
-            .with_no_client_auth();
-        let name = ServerName::try_from(p.host.clone()).map_err(|e| e.to_string())?;
-        let conn =
-            rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-        exchange(rustls::StreamOwned::new(conn, stream), &request)?
-    } else {
-        exchange(stream, &request)?
-    };
-    parse(&answer)
-}
-
-fn exchange(mut s: impl Read + Write, request: &str) -> Result<Vec<u8>, String> {
-    s.write_all(request.as_bytes())
-        .and_then(|()| s.flush())
-        .map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    let read = s.take(MAX_ANSWER).read_to_end(&mut answer);
-    // A server that closes without close_notify still gave its answer.
-    match read {
-        Err(e) if answer.is_empty() => Err(e.to_string()),
-        _ => Ok(answer),
-    }
-}
-
-/// The status line and body of an HTTP/1.1 answer (chunked bodies joined).
-fn parse(answer: &[u8]) -> Result<String, String> {
-    if answer.is_empty() {
-        return Err("the connection closed without an answer".into());
-    }
-    let text = String::from_utf8_lossy(answer);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| "not an HTTP answer".to_string())?;
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked { unchunk(body) } else { body.into() };
-    let body: Vec<&str> = body
+/// `200 ok` for a 2xx answer, else `Err("500 [-]etcd failed")`.
+fn judge(answer: &https::Answer) -> Result<String, String> {
+    let body: Vec<&str> = answer
+        .body
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
     let said = format!(
-        "{status} {}",
+        "{} {}",
+        answer.status,
         crate::input::clip_lines(&body.join("; "), 200)
     );
-    if (200..300).contains(&status) {
+    if (200..300).contains(&answer.status) {
         Ok(said)
     } else {
         Err(said)
     }
 }
 
-fn unchunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::tls::provider;
+    use std::io::{Read, Write};
 
     const KCM: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kube-controller-manager\nspec:\n  containers:\n  - command:\n    - kube-controller-manager\n    livenessProbe:\n      failureThreshold: 8\n      httpGet:\n        host: 127.0.0.1\n        path: /healthz\n        port: 10257\n        scheme: HTTPS\n    name: kube-controller-manager\n";
 
@@ -300,16 +245,21 @@ mod tests {
 
     #[test]
     fn answers_are_judged_by_their_status() {
+        let judged = |raw: &[u8]| {
+            https::parse(raw)
+                .map_err(|e| e.to_string())
+                .and_then(|a| judge(&a))
+        };
         assert_eq!(
-            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            judged(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
             Ok("200 ok".into())
         );
         assert_eq!(
-            parse(b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\ne\r\n[-]etcd failed\r\n\r\n0\r\n\r\n"),
+            judged(b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\ne\r\n[-]etcd failed\r\n\r\n0\r\n\r\n"),
             Err("500 [-]etcd failed".into())
         );
-        assert!(parse(b"").is_err());
-        assert!(parse(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(judged(b"").is_err());
+        assert!(judged(b"SSH-2.0-OpenSSH\r\n").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod files;
 pub mod health;
+pub mod https;
 pub mod kube;
 pub mod restart;
 
@@ -127,7 +128,12 @@ pub enum ExecError {
     },
     /// The node could not be reached, or refused a path or an operation.
     #[error("{node}: {cause}")]
-    #[diagnostic(code(trustform::exec::transport))]
+    #[diagnostic(
+        code(trustform::exec::transport),
+        help(
+            "check that the node is reachable and the path is inside its root; `trustform apply` resumes where it stopped"
+        )
+    )]
     Transport {
         /// Node.
         node: String,
@@ -137,7 +143,12 @@ pub enum ExecError {
     },
     /// A file's content is not what the step can change.
     #[error("{node}:{path}: {reason}")]
-    #[diagnostic(code(trustform::exec::content))]
+    #[diagnostic(
+        code(trustform::exec::content),
+        help(
+            "the file changed since the plan was made: fix or restore it, then `trustform plan` again"
+        )
+    )]
     Content {
         /// Node.
         node: String,
@@ -155,7 +166,12 @@ pub enum ExecError {
     UnknownNode(String),
     /// A restart could not be done.
     #[error("{node}: cannot restart {component}: {reason}")]
-    #[diagnostic(code(trustform::exec::restart))]
+    #[diagnostic(
+        code(trustform::exec::restart),
+        help(
+            "read the component's log on the node (`crictl logs`, `journalctl -u kubelet`); `trustform apply` resumes with this step"
+        )
+    )]
     Restart {
         /// Node.
         node: String,

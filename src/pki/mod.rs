@@ -86,7 +86,12 @@ pub enum PkiError {
     },
     /// rcgen refused to build a certificate.
     #[error("cannot issue {what}: {reason}")]
-    #[diagnostic(code(trustform::pki::issue))]
+    #[diagnostic(
+        code(trustform::pki::issue),
+        help(
+            "the CA's key or the leaf's fields (names, lifetime) are not usable: check the `cas` entry and `issuance` in trustform.yaml"
+        )
+    )]
     Issue {
         /// The certificate being issued.
         what: String,

@@ -7,9 +7,12 @@
 //! last start) or a file read at every use (kubectl and its copies). The credentials
 //! themselves are resolved by the judge.
 
+use crate::config::Authority;
+use crate::pki::Fingerprint;
 use crate::snapshot::Role;
 use crate::snapshot::{FileFact, Snapshot};
 use serde::Serialize;
+use std::collections::BTreeSet;
 
 /// One trust edge.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -149,8 +152,33 @@ impl Client {
     }
 }
 
+/// The CAs a client of this cluster's API servers may trust: every certificate of a
+/// control plane's `/etc/kubernetes/pki/ca.crt`, and the issuer of each API server's
+/// serving certificate. A kubeconfig that trusts none of them is another cluster's.
+fn cluster_cas(snap: &Snapshot) -> BTreeSet<&Fingerprint> {
+    let mut out = BTreeSet::new();
+    for n in snap.nodes.iter().filter(|n| n.role == Role::ControlPlane) {
+        let serving = n
+            .components
+            .get("kube-apiserver")
+            .and_then(|c| c.flags.get("tls-cert-file"));
+        for (path, fact) in &n.files {
+            let FileFact::Certificates { certs, .. } = fact else {
+                continue;
+            };
+            if path == Authority::Kubernetes.ca_file() {
+                out.extend(certs.iter().map(|c| &c.fingerprint));
+            } else if Some(path) == serving {
+                out.extend(certs.first().and_then(|c| c.issued_by.as_ref()));
+            }
+        }
+    }
+    out
+}
+
 /// Every edge of the cluster in the snapshot, in a stable order.
 pub fn edges(snap: &Snapshot) -> Vec<Edge> {
+    let ours = cluster_cas(snap);
     let cps: Vec<&str> = snap
         .nodes
         .iter()
@@ -223,7 +251,7 @@ pub fn edges(snap: &Snapshot) -> Vec<Edge> {
             let FileFact::Kubeconfig(k) = fact else {
                 continue;
             };
-            if component_confs.contains(&path.as_str()) || k.ca.is_empty() {
+            if component_confs.contains(&path.as_str()) || !k.ca.iter().any(|c| ours.contains(c)) {
                 continue;
             }
             for api in &cps {
@@ -341,7 +369,7 @@ pub fn edges(snap: &Snapshot) -> Vec<Edge> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::tests::{ADMIN, KUBELET_CONF, cluster, k_old, kubeconfig};
+    use crate::diff::tests::{ADMIN, KUBELET_CONF, cluster, fp, k_old, kubeconfig};
     use crate::snapshot::{KubeSnapshot, PodGroup};
 
     fn names(snap: &Snapshot) -> Vec<String> {
@@ -583,6 +611,22 @@ mod tests {
                 &"kubectl (cp-1:/root/.kube/config) → kube-apiserver on cp-1".to_string()
             )
         );
+    }
+
+    #[test]
+    fn a_kubeconfig_of_another_cluster_has_no_edge() {
+        let mut snap = cluster(1, 0);
+        snap.nodes[0].files.insert(
+            "/root/.kube/other".into(),
+            kubeconfig(&[fp('9')], &fp('9'), None),
+        );
+        assert!(!names(&snap).iter().any(|n| n.contains("/root/.kube/other")));
+        // One CA of this cluster among others: a client of this cluster.
+        snap.nodes[0].files.insert(
+            "/root/.kube/other".into(),
+            kubeconfig(&[fp('9'), k_old()], &k_old(), None),
+        );
+        assert!(names(&snap).iter().any(|n| n.contains("/root/.kube/other")));
     }
 
     #[test]

@@ -71,6 +71,32 @@ struct World {
 }
 
 impl World {
+    /// No consumer yet, nothing written; each component's (and kubelet's) input files.
+    fn of(snap: &Snapshot) -> Self {
+        let mut world = World {
+            state: BTreeMap::new(),
+            dirty: BTreeMap::new(),
+            inputs: HashMap::new(),
+        };
+        for n in &snap.nodes {
+            for (name, comp) in &n.components {
+                let mut files: BTreeSet<String> = comp.inputs.iter().cloned().collect();
+                files.insert(comp.manifest.clone());
+                if name == "kube-controller-manager" {
+                    files.insert(SIGNER_COPY.to_string());
+                }
+                world.inputs.insert((n.name.clone(), name.clone()), files);
+            }
+            if let Some(k) = &n.kubelet {
+                world.inputs.insert(
+                    (n.name.clone(), "kubelet".into()),
+                    k.inputs.iter().cloned().collect(),
+                );
+            }
+        }
+        world
+    }
+
     fn touch(&mut self, node: &str, path: &str) {
         for ((n, comp), files) in &self.inputs {
             if n == node && files.contains(path) {
@@ -142,7 +168,11 @@ fn lines(state: &State, d: &Desired, new_leaf: bool) -> Vec<String> {
     }
 }
 
-/// Build the plan.
+/// Build the plan: every consumer of each rotating authority starts where it is, then
+/// each authority's procedure is expanded template by template (each template once per
+/// target, with the operations that bring its consumers to the stage's target), the
+/// procedures chained one after the other; the plan is refused when a consumer never
+/// reaches its final state or rehearse finds a break.
 pub fn build(input: &Input) -> Result<Plan, PlanError> {
     let snap = input.snapshot;
     let d = input.desired;
@@ -152,28 +182,7 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
         .filter(|(_, (c, w))| c != w)
         .map(|(a, (c, w))| (*a, c, w))
         .collect();
-
-    let mut world = World {
-        state: BTreeMap::new(),
-        dirty: BTreeMap::new(),
-        inputs: HashMap::new(),
-    };
-    for n in &snap.nodes {
-        for (name, comp) in &n.components {
-            let mut files: BTreeSet<String> = comp.inputs.iter().cloned().collect();
-            files.insert(comp.manifest.clone());
-            if name == "kube-controller-manager" {
-                files.insert(SIGNER_COPY.to_string());
-            }
-            world.inputs.insert((n.name.clone(), name.clone()), files);
-        }
-        if let Some(k) = &n.kubelet {
-            world.inputs.insert(
-                (n.name.clone(), "kubelet".into()),
-                k.inputs.iter().cloned().collect(),
-            );
-        }
-    }
+    let mut world = World::of(snap);
     let mut finals: Vec<(Consumer, State)> = Vec::new();
     for (auth, current, want) in &rotating {
         for (c, s) in consumers(snap, *auth, current, &lineage(current, want)) {
@@ -181,13 +190,8 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
             world.state.insert(c, s);
         }
     }
-
-    let mut steps: Vec<Step> = Vec::new();
-    let mut skipped = Vec::new();
-    let mut authorities = Vec::new();
-    let mut exit: Vec<usize> = Vec::new(); // frontier of the previous procedure
-    for (auth, current, want_target) in &rotating {
-        let want = want_target;
+    let mut x = Expansion::default();
+    for (auth, current, want) in &rotating {
         let Some(proc_) = input.procedures.iter().find(|p| p.authority == *auth) else {
             let have: Vec<String> = input
                 .procedures
@@ -196,23 +200,95 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                 .collect();
             return Err(PlanError::NoProcedure(auth.to_string(), have.join(", ")));
         };
-        let labels = |t: &Target| TargetLabels {
-            issuer: d.label(&t.issuer),
-            trust: t.trust.iter().map(|f| d.label(f)).collect(),
-        };
-        authorities.push(AuthorityChange {
+        x.authorities.push(AuthorityChange {
             authority: auth.to_string(),
-            from: labels(current),
-            to: labels(want),
+            from: labels(d, current),
+            to: labels(d, want),
         });
-        let targets: HashMap<Stage, Target> = if input.no_stages {
-            [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
-                .into_iter()
-                .map(|s| (s, (*want).clone()))
-                .collect()
-        } else {
-            stage_targets(current, want).into_iter().collect()
+        let rotation = Rotation {
+            auth: *auth,
+            current,
+            want,
+            targets: if input.no_stages {
+                [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
+                    .into_iter()
+                    .map(|s| (s, (*want).clone()))
+                    .collect()
+            } else {
+                stage_targets(current, want).into_iter().collect()
+            },
         };
+        x.procedure(input, &mut world, proc_, &rotation);
+    }
+    let unreachable: Vec<String> = finals
+        .iter()
+        .filter(|(c, want)| world.state.get(c) != Some(want))
+        .map(|(c, _)| c.describe())
+        .collect();
+    if !unreachable.is_empty() {
+        return Err(PlanError::Impossible(unreachable));
+    }
+    let mut plan = Plan {
+        format_version: super::FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        cluster: input.cluster.to_string(),
+        checksum: String::new(),
+        snapshot_fingerprint: snap.fingerprint.clone(),
+        config_hash: input.config_hash.to_string(),
+        observed: observed(snap),
+        authorities: x.authorities,
+        summary: Summary::of(&x.steps),
+        steps: x.steps,
+        skipped: if rotating.is_empty() {
+            vec![]
+        } else {
+            x.skipped
+        },
+        continuity: None,
+    };
+    plan.graph()?;
+    if !plan.is_empty() {
+        let r = super::rehearse::rehearse(snap, &plan, &|fp| d.label(fp));
+        r.verdict(if input.no_stages {
+            "with --no-stages the issuer and the trust set switch in one go: processes that restart early stop trusting the CA that still signs the leaves others serve, and new leaves meet verifiers that do not trust their CA yet; plan without --no-stages (trustform inserts the safe stages: trust both, switch the issuer, drop the old CA)"
+        } else {
+            "trustform.yaml asks for a state its procedures cannot reach without a break; `trustform rehearse` lists every breaking edge"
+        })?;
+        plan.continuity = Some(r);
+    }
+    Ok(plan.seal())
+}
+
+/// A target as the plan shows it: CA labels, not fingerprints.
+fn labels(d: &Desired, t: &Target) -> TargetLabels {
+    TargetLabels {
+        issuer: d.label(&t.issuer),
+        trust: t.trust.iter().map(|f| d.label(f)).collect(),
+    }
+}
+
+/// One authority's rotation: from `current` to `want`, through a target per stage.
+struct Rotation<'a> {
+    auth: Authority,
+    current: &'a Target,
+    want: &'a Target,
+    targets: HashMap<Stage, Target>,
+}
+
+/// The plan as it is expanded.
+#[derive(Default)]
+struct Expansion {
+    steps: Vec<Step>,
+    skipped: Vec<Skipped>,
+    authorities: Vec<AuthorityChange>,
+    /// The steps the previous procedure ends with: the next one starts after them.
+    exit: Vec<usize>,
+}
+
+impl Expansion {
+    /// Expand one procedure, template by template, after the previous one's exit.
+    fn procedure(&mut self, input: &Input, world: &mut World, proc_: &Procedure, r: &Rotation) {
+        let snap = input.snapshot;
         // template id → frontier (step indices a dependent must wait for)
         let mut frontier: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut named_later: BTreeSet<&str> = BTreeSet::new();
@@ -220,7 +296,7 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
         for t in &proc_.steps {
             named_later.extend(t.after.iter().map(String::as_str));
             let deps: Vec<usize> = if t.after.is_empty() {
-                exit.clone()
+                self.exit.clone()
             } else {
                 let mut v: Vec<usize> = t
                     .after
@@ -231,136 +307,36 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                 v.dedup();
                 v
             };
-            let stage_target = &targets[&t.stage];
-            let nodes: Vec<&crate::snapshot::NodeSnapshot> = match t.for_each {
+            let target_names: Vec<Option<&str>> = match t.for_each {
                 ForEach::ControlPlaneNode => snap
                     .nodes
                     .iter()
                     .filter(|n| n.role == Role::ControlPlane)
+                    .map(|n| Some(n.name.as_str()))
                     .collect(),
-                ForEach::Node => snap.nodes.iter().collect(),
-                ForEach::Cluster => vec![],
-            };
-            let target_names: Vec<Option<&str>> = match t.for_each {
+                ForEach::Node => snap.nodes.iter().map(|n| Some(n.name.as_str())).collect(),
                 ForEach::Cluster => vec![None],
-                _ => nodes.iter().map(|n| Some(n.name.as_str())).collect(),
             };
             let mut made: Vec<usize> = Vec::new();
             for target in target_names {
-                let kubelet_ca = target
-                    .and_then(|n| snap.node(n))
-                    .and_then(|n| n.kubelet.as_ref())
-                    .and_then(|k| k.client_ca_file.as_deref());
-                let mut changes = Vec::new();
-                let mut ops = Vec::new();
-                match t.action {
+                let (ops, changes) = match t.action {
                     Action::RestartStaticPod | Action::RestartKubelet => {
-                        let comp = t.component.clone().unwrap_or_else(|| "kubelet".into());
-                        let node = target.expect("node action");
-                        if let Some(files) = world.dirty.remove(&(node.to_string(), comp.clone())) {
-                            ops.push(if input.manual.contains(node) {
-                                let manifest = snap
-                                    .node(node)
-                                    .and_then(|n| n.components.get(&comp))
-                                    .map(|c| c.manifest.as_str());
-                                Op::ManualRestart {
-                                    node: node.to_string(),
-                                    component: comp.clone(),
-                                    instructions: super::manual::restart_instructions(
-                                        node, &comp, manifest,
-                                    ),
-                                }
-                            } else {
-                                Op::Restart {
-                                    node: node.to_string(),
-                                    component: comp.clone(),
-                                }
-                            });
-                            changes.push(StepChange {
-                                what: format!("{node}: {comp}"),
-                                before: vec![
-                                    "running with the files it read at its last start".into(),
-                                ],
-                                after: files.iter().map(|f| format!("re-reads {f}")).collect(),
-                            });
-                        }
+                        restart(input, world, t, target.expect("node action"))
                     }
-                    Action::VerifyTrust => {
-                        if any_step_in_proc {
-                            ops.push(Op::Verify {
-                                authority: *auth,
-                                issuer: stage_target.issuer.clone(),
-                                trust: stage_target.trust.clone(),
-                                retired: lineage(current, want)
-                                    .into_iter()
-                                    .filter(|fp| !stage_target.trust.contains(fp))
-                                    .collect(),
-                            });
-                            changes.push(StepChange {
-                                what: "every trust edge".into(),
-                                before: vec![],
-                                after: vec![format!(
-                                    "verifies against {} (gate: stop on any failure)",
-                                    labels(stage_target).trust.join(", ")
-                                )],
-                            });
-                        }
-                    }
-                    _ => {
-                        let todo: Vec<(Consumer, State)> = world
-                            .state
-                            .iter()
-                            .filter(|(c, _)| c.authority == *auth && c.node.as_deref() == target)
-                            .filter_map(|(c, s)| {
-                                let want = match t.action {
-                                    Action::SetKcmRootCaNewOnly => {
-                                        new_only_root(&world, c, stage_target)
-                                    }
-                                    _ => c.desired(stage_target),
-                                };
-                                (want != *s && covers(t, c, &want, kubelet_ca))
-                                    .then(|| (c.clone(), want))
-                            })
-                            .collect();
-                        for (c, want) in todo {
-                            let before = world
-                                .state
-                                .insert(c.clone(), want.clone())
-                                .expect("known consumer");
-                            let new_leaf = matches!(c.field, Field::Leaf | Field::KubeconfigClient);
-                            ops.push(Op::Set {
-                                node: c.node.clone(),
-                                authority: c.authority,
-                                path: c.path.clone(),
-                                field: c.field.clone(),
-                                want: want.clone(),
-                                replaces: if c.field == Field::CaBundle {
-                                    lineage(current, want_target)
-                                } else {
-                                    vec![]
-                                },
-                            });
-                            changes.push(StepChange {
-                                what: c.describe(),
-                                before: lines(&before, d, false),
-                                after: lines(&want, d, new_leaf),
-                            });
-                            if let Some(n) = &c.node {
-                                world.touch(n, &c.path);
-                            }
-                        }
-                    }
-                }
+                    Action::VerifyTrust if any_step_in_proc => verify(input.desired, t, r),
+                    Action::VerifyTrust => (vec![], vec![]),
+                    _ => set(input, world, t, target, r),
+                };
                 if changes.is_empty() {
                     continue;
                 }
-                let idx = steps.len();
+                let idx = self.steps.len();
                 let depends_on: Vec<usize> = match (t.rolling, made.last()) {
                     (true, Some(prev)) => vec![*prev],
                     _ => deps.clone(),
                 };
                 let target_name = target.unwrap_or("cluster").to_string();
-                steps.push(Step {
+                self.steps.push(Step {
                     id: format!("{}/{}@{}", proc_.procedure, t.id, target_name),
                     procedure: proc_.procedure.clone(),
                     template: t.id.clone(),
@@ -374,13 +350,16 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                     why: t.why.clone(),
                     disruption: t.disruption.clone(),
                     ops,
-                    depends_on: depends_on.iter().map(|i| steps[*i].id.clone()).collect(),
+                    depends_on: depends_on
+                        .iter()
+                        .map(|i| self.steps[*i].id.clone())
+                        .collect(),
                 });
                 made.push(idx);
             }
             if made.is_empty() {
                 if let Some(doc) = &t.doc {
-                    skipped.push(Skipped {
+                    self.skipped.push(Skipped {
                         id: format!("{}/{}", proc_.procedure, t.id),
                         doc_step: doc.clone(),
                         reason: skip_reason(t),
@@ -406,42 +385,125 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
             .collect();
         next_exit.sort();
         next_exit.dedup();
-        exit = next_exit;
+        self.exit = next_exit;
     }
+}
 
-    let unreachable: Vec<String> = finals
-        .iter()
-        .filter(|(c, want)| world.state.get(c) != Some(want))
-        .map(|(c, _)| c.describe())
-        .collect();
-    if !unreachable.is_empty() {
-        return Err(PlanError::Impossible(unreachable));
-    }
-    let mut plan = Plan {
-        format_version: super::FORMAT_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        cluster: input.cluster.to_string(),
-        checksum: String::new(),
-        snapshot_fingerprint: snap.fingerprint.clone(),
-        config_hash: input.config_hash.to_string(),
-        observed: observed(snap),
-        authorities,
-        summary: Summary::of(&steps),
-        steps,
-        skipped: if rotating.is_empty() { vec![] } else { skipped },
-        continuity: None,
+/// A restart of a component on `node` that has files written since it last read them
+/// (by hand on a node trustform.yaml marks manual).
+fn restart(
+    input: &Input,
+    world: &mut World,
+    t: &StepTemplate,
+    node: &str,
+) -> (Vec<Op>, Vec<StepChange>) {
+    let comp = t.component.clone().unwrap_or_else(|| "kubelet".into());
+    let Some(files) = world.dirty.remove(&(node.to_string(), comp.clone())) else {
+        return (vec![], vec![]);
     };
-    plan.graph()?;
-    if !plan.is_empty() {
-        let r = super::rehearse::rehearse(snap, &plan, &|fp| d.label(fp));
-        r.verdict(if input.no_stages {
-            "with --no-stages the issuer and the trust set switch in one go: processes that restart early stop trusting the CA that still signs the leaves others serve, and new leaves meet verifiers that do not trust their CA yet; plan without --no-stages (trustform inserts the safe stages: trust both, switch the issuer, drop the old CA)"
-        } else {
-            "trustform.yaml asks for a state its procedures cannot reach without a break; `trustform rehearse` lists every breaking edge"
-        })?;
-        plan.continuity = Some(r);
+    let op = if input.manual.contains(node) {
+        let manifest = input
+            .snapshot
+            .node(node)
+            .and_then(|n| n.components.get(&comp))
+            .map(|c| c.manifest.as_str());
+        Op::ManualRestart {
+            node: node.to_string(),
+            component: comp.clone(),
+            instructions: super::manual::restart_instructions(node, &comp, manifest),
+        }
+    } else {
+        Op::Restart {
+            node: node.to_string(),
+            component: comp.clone(),
+        }
+    };
+    let change = StepChange {
+        what: format!("{node}: {comp}"),
+        before: vec!["running with the files it read at its last start".into()],
+        after: files.iter().map(|f| format!("re-reads {f}")).collect(),
+    };
+    (vec![op], vec![change])
+}
+
+/// The gate of the template's stage: every trust edge verifies against its trust set.
+fn verify(d: &Desired, t: &StepTemplate, r: &Rotation) -> (Vec<Op>, Vec<StepChange>) {
+    let stage_target = &r.targets[&t.stage];
+    let op = Op::Verify {
+        authority: r.auth,
+        issuer: stage_target.issuer.clone(),
+        trust: stage_target.trust.clone(),
+        retired: lineage(r.current, r.want)
+            .into_iter()
+            .filter(|fp| !stage_target.trust.contains(fp))
+            .collect(),
+    };
+    let change = StepChange {
+        what: "every trust edge".into(),
+        before: vec![],
+        after: vec![format!(
+            "verifies against {} (gate: stop on any failure)",
+            labels(d, stage_target).trust.join(", ")
+        )],
+    };
+    (vec![op], vec![change])
+}
+
+/// The writes of a template on `target` (a node, or the cluster's objects): each
+/// consumer it covers that is not yet at the stage's target is brought there.
+fn set(
+    input: &Input,
+    world: &mut World,
+    t: &StepTemplate,
+    target: Option<&str>,
+    r: &Rotation,
+) -> (Vec<Op>, Vec<StepChange>) {
+    let stage_target = &r.targets[&t.stage];
+    let kubelet_ca = target
+        .and_then(|n| input.snapshot.node(n))
+        .and_then(|n| n.kubelet.as_ref())
+        .and_then(|k| k.client_ca_file.as_deref());
+    let todo: Vec<(Consumer, State)> = world
+        .state
+        .iter()
+        .filter(|(c, _)| c.authority == r.auth && c.node.as_deref() == target)
+        .filter_map(|(c, s)| {
+            let want = match t.action {
+                Action::SetKcmRootCaNewOnly => new_only_root(world, c, stage_target),
+                _ => c.desired(stage_target),
+            };
+            (want != *s && covers(t, c, &want, kubelet_ca)).then(|| (c.clone(), want))
+        })
+        .collect();
+    let (mut ops, mut changes) = (vec![], vec![]);
+    for (c, want) in todo {
+        let before = world
+            .state
+            .insert(c.clone(), want.clone())
+            .expect("known consumer");
+        let new_leaf = matches!(c.field, Field::Leaf | Field::KubeconfigClient);
+        ops.push(Op::Set {
+            node: c.node.clone(),
+            authority: c.authority,
+            path: c.path.clone(),
+            field: c.field.clone(),
+            want: want.clone(),
+            replaces: if c.field == Field::CaBundle {
+                lineage(r.current, r.want)
+            } else {
+                vec![]
+            },
+        });
+        changes.push(StepChange {
+            what: c.describe(),
+            before: lines(&before, input.desired, false),
+            after: lines(&want, input.desired, new_leaf),
+        });
+        if let Some(n) = &c.node {
+            world.touch(n, &c.path);
+        }
     }
-    Ok(plan.seal())
+    (ops, changes)
 }
 
 /// Digest of each observed file (and each node's components and kubelet), so a stale

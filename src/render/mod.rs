@@ -6,7 +6,7 @@ mod markdown;
 mod text;
 
 pub use graph::{dot, mermaid};
-pub use markdown::markdown;
+pub use markdown::{COMMENT_LIMIT, comment, markdown, marker};
 pub use text::text;
 
 use crate::plan::rehearse::Rehearsal;

@@ -17,7 +17,8 @@
 //!
 //! Each accepted connection is answered with the component's held state of that moment
 //! (the TLS configuration is cached per held generation): the handshake completes,
-//! the listener writes `ok\n` and closes. A restart in the sandbox replaces the held
+//! the listener reads the request (a GET; none from `openssl s_client`), answers
+//! `HTTP/1.1 200 OK` with `ok`, and closes. A restart in the sandbox replaces the held
 //! state atomically, so a listener has no outage of its own.
 //!
 //! The addresses are written to `DIR/run/endpoints.json` (see [`Endpoints`]; public data
@@ -38,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -185,7 +186,8 @@ impl Serve {
         };
         match self {
             Serve::ApiServer => Ok((
-                Identity::from_pem(&file("tls-cert-file")?, &file("tls-private-key-file")?)?,
+                Identity::from_pem(&file("tls-cert-file")?, &file("tls-private-key-file")?)
+                    .map_err(|e| e.to_string())?,
                 file("client-ca-file")?,
                 false,
             )),
@@ -195,7 +197,8 @@ impl Serve {
                     Identity::from_pem(
                         &file(&format!("{p}cert-file"))?,
                         &file(&format!("{p}key-file"))?,
-                    )?,
+                    )
+                    .map_err(|e| e.to_string())?,
                     file(&format!("{p}trusted-ca-file"))?,
                     true,
                 ))
@@ -203,7 +206,7 @@ impl Serve {
             Serve::Kubelet => {
                 let (cert, key) = held.kubelet_serving()?;
                 Ok((
-                    Identity::from_pem(&cert, &key)?,
+                    Identity::from_pem(&cert, &key).map_err(|e| e.to_string())?,
                     held.kubelet_client_ca()
                         .ok_or("the kubelet holds no clientCAFile")?,
                     true,
@@ -219,7 +222,10 @@ fn server_config(
     client_ca: &[u8],
     required: bool,
 ) -> Result<Arc<ServerConfig>, String> {
-    let builder = WebPkiClientVerifier::builder_with_provider(roots(client_ca)?, provider());
+    let builder = WebPkiClientVerifier::builder_with_provider(
+        roots(client_ca).map_err(|e| e.to_string())?,
+        provider(),
+    );
     let builder = if required {
         builder
     } else {
@@ -414,7 +420,7 @@ pub async fn start(dir: &Path, store: Store) -> Result<Listeners, ListenerError>
         &ca,
     )?;
     let identity = Identity::from_pem(cert.as_bytes(), key.serialize_pem().as_bytes())
-        .map_err(ListenerError::Identity)?;
+        .map_err(|e| ListenerError::Identity(e.to_string()))?;
     let (l, address) = bind().await?;
     endpoints.aggregated = Some(AggregatedEndpoint {
         address,
@@ -504,7 +510,17 @@ impl Source {
     }
 }
 
-/// One connection: handshake with what is held now, `ok\n`, close.
+/// How long a listener waits for a client's request after the handshake (`openssl
+/// s_client` sends none: it is answered all the same).
+const REQUEST_WAIT: Duration = Duration::from_millis(250);
+
+/// The answer to every request: a component's health answer.
+const ANSWER: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+
+/// One connection: handshake with what is held now, read the request (if one comes),
+/// answer `200 ok`, close. Reading the request first means the close never resets a
+/// connection whose request is unread.
 async fn answer(source: Arc<Source>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -520,8 +536,19 @@ async fn answer(source: Arc<Source>, tcp: TcpStream) {
         }
         Err(_) => return,
     };
+    let _ = tokio::time::timeout(REQUEST_WAIT, async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
     let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        tls.write_all(b"ok\n").await?;
+        tls.write_all(ANSWER).await?;
         tls.shutdown().await
     })
     .await;

@@ -525,6 +525,19 @@ fn kube_proxy_configmap(server: &str) -> Value {
     )
 }
 
+/// Objects for the store: (resource, object).
+type Batch = Vec<(&'static str, Value)>;
+
+/// The namespace of the `i`th app object: the app namespaces in turn (`default` when
+/// there are none).
+fn app_ns(apps: &[String], i: usize) -> &str {
+    if apps.is_empty() {
+        "default"
+    } else {
+        &apps[i % apps.len()]
+    }
+}
+
 /// Seed sandbox `dir` (after its nodes started). Writes the store in two batches: every
 /// object but pods and token secrets, then those (they name uids the store assigns).
 pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
@@ -540,17 +553,39 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
         .and_then(|h| held_root_ca(&h))
         .unwrap_or_else(|| ca_pem.clone());
     let ca_b64 = objects::b64(ca_pem.as_bytes());
-    let root_b64 = objects::b64(root_ca.as_bytes());
     let trust = Trust {
         fingerprints: objects::bundle_fingerprints(&root_ca),
         resource_version: String::new(),
     };
-    let server = server_of(cp1);
-    let mut report = SeedReport::default();
-    let mut batch: Vec<(&'static str, Value)> = Vec::new();
-
-    // Namespaces and what every namespace gets.
     let apps: Vec<String> = (1..=seed.namespaces).map(|i| format!("app-{i}")).collect();
+    let mut report = SeedReport::default();
+    let mut batch = Batch::new();
+    namespaces(&mut batch, &mut report, &apps, &root_ca);
+    cluster_configmaps(&mut batch, &mut report, cp1, &ca_pem);
+    registered_nodes(&mut batch, &mut report, nodes);
+    let (planned, pdbs) = plan_workloads(&mut report, seed, &apps, nodes, &trust);
+    let bare = bare_pods(seed, nodes, &trust);
+    budgets_and_workloads(&mut batch, &mut report, pdbs, &planned, &bare);
+    opaque_secrets(&mut batch, &mut report, seed, &apps);
+    webhooks(&mut batch, &mut report, seed, &apps, &ca_b64)?;
+    let store = Store::open(dir).map_err(store_err)?;
+    store.create_many(batch).map_err(store_err)?;
+    // Second batch: what names a uid the store assigned.
+    let mut second = owned_pods(&store, &mut report, planned, bare);
+    second.extend(token_secrets(
+        &store,
+        &mut report,
+        seed,
+        &apps,
+        &objects::b64(root_ca.as_bytes()),
+    ));
+    store.create_many(second).map_err(store_err)?;
+    Ok(report)
+}
+
+/// Namespaces and what every namespace gets (its default service account and
+/// kube-root-ca.crt), and kubeadm's service accounts.
+fn namespaces(batch: &mut Batch, report: &mut SeedReport, apps: &[String], root_ca: &str) {
     let all_ns: Vec<&str> = objects::SYSTEM_NAMESPACES
         .iter()
         .copied()
@@ -564,7 +599,7 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
         ));
         batch.push((
             "configmaps",
-            managed(objects::root_ca_configmap(ns, &root_ca), KCM, None),
+            managed(objects::root_ca_configmap(ns, root_ca), KCM, None),
         ));
     }
     report.namespaces = all_ns.len();
@@ -581,11 +616,15 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
         ));
         report.service_accounts += 1;
     }
+}
 
-    // kubeadm's and the API server's ConfigMaps.
+/// kubeadm's ConfigMaps (cluster-info, coredns, kube-proxy) and the API server's
+/// extension-apiserver-authentication.
+fn cluster_configmaps(batch: &mut Batch, report: &mut SeedReport, cp1: &SandboxNode, ca_pem: &str) {
+    let server = server_of(cp1);
     batch.push((
         "configmaps",
-        managed(objects::cluster_info(&server, &ca_pem), KUBEADM, None),
+        managed(objects::cluster_info(&server, ca_pem), KUBEADM, None),
     ));
     batch.push((
         "configmaps",
@@ -611,8 +650,10 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
         ));
         report.configmaps += 1;
     }
+}
 
-    // Nodes, as their kubelets registered them.
+/// Nodes, as their running kubelets registered them.
+fn registered_nodes(batch: &mut Batch, report: &mut SeedReport, nodes: &[SandboxNode]) {
     let now = objects::now();
     for (i, node) in nodes.iter().enumerate() {
         if let Some(h) = runtime::held(&node.root, KUBELET) {
@@ -627,8 +668,17 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
             report.nodes += 1;
         }
     }
+}
 
-    // Workloads, planned with their pods (owner uids filled in once the store assigns them).
+/// kubeadm's workloads and the apps', each planned with its pods as the controllers would
+/// create them (owner uids filled in once the store assigns them), and the budgets.
+fn plan_workloads(
+    report: &mut SeedReport,
+    seed: &Seed,
+    apps: &[String],
+    nodes: &[SandboxNode],
+    trust: &Trust,
+) -> (Vec<Planned>, Vec<Value>) {
     let mut planned: Vec<Planned> = Vec::new();
     let mut pdbs: Vec<Value> = vec![pdb(
         "kube-system",
@@ -641,18 +691,11 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
         (Kind::Deployment, coredns()),
         (Kind::DaemonSet, kube_proxy()),
     ];
-    let apps_of = |i: usize| -> &str {
-        if apps.is_empty() {
-            "default"
-        } else {
-            &apps[i % apps.len()]
-        }
-    };
-    let mut app_pdbs = Vec::new();
-    let app_workloads = (0..seed.workloads).map(|i| {
-        let (kind, w, with_pdb) = app_workload(i, apps_of(i));
+    let mut app_workloads = Vec::new();
+    for i in 0..seed.workloads {
+        let (kind, w, with_pdb) = app_workload(i, app_ns(apps, i));
         if with_pdb {
-            app_pdbs.push(pdb(
+            pdbs.push(pdb(
                 objects::meta_str(&w, "namespace"),
                 objects::name(&w),
                 w["metadata"]["labels"].clone(),
@@ -660,9 +703,9 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
                 None,
             ));
         }
-        (kind, w)
-    });
-    for (kind, mut obj) in system.into_iter().chain(app_workloads.collect::<Vec<_>>()) {
+        app_workloads.push((kind, w));
+    }
+    for (kind, mut obj) in system.into_iter().chain(app_workloads) {
         let placeholder = format!(
             "seed:{}/{}/{}",
             kind.plural(),
@@ -671,36 +714,7 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
         );
         obj["metadata"]["uid"] = json!(placeholder);
         obj["metadata"]["generation"] = json!(1);
-        let owned: Vec<&Value> = Vec::new();
-        let plan = rollout::plan(kind, &obj, &owned, nodes);
-        let base = format!(
-            "{}/{}",
-            objects::meta_str(&obj, "namespace"),
-            objects::name(&obj)
-        );
-        let mut names = HashSet::new();
-        let pods: Vec<Value> = plan
-            .missing
-            .iter()
-            .enumerate()
-            .filter_map(|(k, slot)| {
-                // Generated names are deterministic; salt the rare collision away.
-                (0..).find_map(|salt| {
-                    let pod = rollout::new_pod(
-                        kind,
-                        &obj,
-                        slot,
-                        nodes,
-                        &trust,
-                        &format!("{base}/{k}/{salt}"),
-                    );
-                    match pod {
-                        Some(p) if !names.insert(objects::name(&p).to_string()) => None,
-                        other => Some(other),
-                    }
-                })?
-            })
-            .collect();
+        let pods = planned_pods(kind, &obj, nodes, trust);
         let refs: Vec<&Value> = pods.iter().collect();
         obj["status"] = rollout::status(kind, &obj, &refs, nodes);
         match kind {
@@ -715,54 +729,91 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
             placeholder,
         });
     }
-    pdbs.extend(app_pdbs);
+    (planned, pdbs)
+}
 
-    // Bare pods in default.
+/// The pods a controller creates for a new workload.
+fn planned_pods(kind: Kind, obj: &Value, nodes: &[SandboxNode], trust: &Trust) -> Vec<Value> {
+    let owned: Vec<&Value> = Vec::new();
+    let plan = rollout::plan(kind, obj, &owned, nodes);
+    let base = format!(
+        "{}/{}",
+        objects::meta_str(obj, "namespace"),
+        objects::name(obj)
+    );
+    let mut names = HashSet::new();
+    plan.missing
+        .iter()
+        .enumerate()
+        .filter_map(|(k, slot)| {
+            // Generated names are deterministic; salt the rare collision away.
+            (0..).find_map(|salt| {
+                let pod =
+                    rollout::new_pod(kind, obj, slot, nodes, trust, &format!("{base}/{k}/{salt}"));
+                match pod {
+                    Some(p) if !names.insert(objects::name(&p).to_string()) => None,
+                    other => Some(other),
+                }
+            })?
+        })
+        .collect()
+}
+
+/// Bare pods in `default` (no owner: a rollout cannot move them).
+fn bare_pods(seed: &Seed, nodes: &[SandboxNode], trust: &Trust) -> Vec<Value> {
     let mut bare: Vec<Value> = Vec::new();
-    if seed.workloads > 0 {
-        for i in 0..seed.bare_pods {
-            let (base, image) = BARE[i % BARE.len()];
-            let name = if i < BARE.len() {
-                base.to_string()
-            } else {
-                format!("{base}-{}", i + 1)
-            };
-            let name = name.as_str();
-            let template = json!({
-                "metadata": { "labels": { "run": name } },
-                "spec": pod_spec(json!([{
-                    "name": name,
-                    "image": image,
-                    "command": ["sleep", "infinity"],
-                    "imagePullPolicy": "IfNotPresent",
-                    "resources": {}
-                }]))
-            });
-            let eligible = rollout::eligible_nodes(Kind::Deployment, &template, nodes);
-            let Some(&n) = eligible.first() else { continue };
-            bare.push(objects::pod(&objects::PodSpec {
-                namespace: "default",
-                name,
-                generate_name: None,
-                owner: None,
-                template: &template,
-                extra_labels: &[],
-                node: (&nodes[n], n),
-                trust: &trust,
-            }));
-        }
+    if seed.workloads == 0 {
+        return bare;
     }
+    for i in 0..seed.bare_pods {
+        let (base, image) = BARE[i % BARE.len()];
+        let name = if i < BARE.len() {
+            base.to_string()
+        } else {
+            format!("{base}-{}", i + 1)
+        };
+        let name = name.as_str();
+        let template = json!({
+            "metadata": { "labels": { "run": name } },
+            "spec": pod_spec(json!([{
+                "name": name,
+                "image": image,
+                "command": ["sleep", "infinity"],
+                "imagePullPolicy": "IfNotPresent",
+                "resources": {}
+            }]))
+        });
+        let eligible = rollout::eligible_nodes(Kind::Deployment, &template, nodes);
+        let Some(&n) = eligible.first() else { continue };
+        bare.push(objects::pod(&objects::PodSpec {
+            namespace: "default",
+            name,
+            generate_name: None,
+            owner: None,
+            template: &template,
+            extra_labels: &[],
+            node: (&nodes[n], n),
+            trust,
+        }));
+    }
+    bare
+}
 
-    // PDB status from the planned pods.
-    let all_pods: HashMap<&str, Vec<Value>> = {
-        let mut m: HashMap<&str, Vec<Value>> = HashMap::new();
-        for p in planned.iter().flat_map(|p| &p.pods).chain(&bare) {
-            m.entry(objects::meta_str(p, "namespace"))
-                .or_default()
-                .push(p.clone());
-        }
-        m
-    };
+/// The budgets, with their status from the planned pods, and the workloads.
+fn budgets_and_workloads(
+    batch: &mut Batch,
+    report: &mut SeedReport,
+    pdbs: Vec<Value>,
+    planned: &[Planned],
+    bare: &[Value],
+) {
+    let mut all_pods: HashMap<&str, Vec<Value>> = HashMap::new();
+    for p in planned.iter().flat_map(|p| &p.pods).chain(bare) {
+        all_pods
+            .entry(objects::meta_str(p, "namespace"))
+            .or_default()
+            .push(p.clone());
+    }
     let scales: disruption::Scales = planned
         .iter()
         .map(|p| {
@@ -782,7 +833,7 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
         batch.push(("poddisruptionbudgets", managed(p, KUBECTL, None)));
         report.pod_disruption_budgets += 1;
     }
-    for p in &planned {
+    for p in planned {
         let mut obj = p.obj.clone();
         if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("uid");
@@ -795,74 +846,89 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
         let obj = managed(managed(obj, manager, None), KCM, Some("status"));
         batch.push((p.kind.plural(), obj));
     }
+}
 
-    // Opaque secrets (token secrets follow once their service accounts have uids).
-    let secret_ns: Vec<&str> = std::iter::once("kube-system")
-        .chain(apps.iter().map(String::as_str))
-        .collect();
-    if seed.legacy_token_secrets > 0 {
-        for (k, name) in ["db-credentials", "registry-auth", "tls-client"]
-            .iter()
-            .enumerate()
-        {
-            let ns = apps.get(k).map_or("default", String::as_str);
-            let secret = json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": { "name": name, "namespace": ns },
-                "type": "Opaque",
-                "data": {
-                    "username": objects::b64(b"app"),
-                    "password": objects::b64(objects::suffix(&format!("{ns}/{name}")).as_bytes())
-                }
-            });
-            batch.push(("secrets", managed(secret, KUBECTL, None)));
-            report.opaque_secrets += 1;
-        }
+/// Opaque secrets of the apps (token secrets follow once their service accounts have
+/// uids).
+fn opaque_secrets(batch: &mut Batch, report: &mut SeedReport, seed: &Seed, apps: &[String]) {
+    if seed.legacy_token_secrets == 0 {
+        return;
     }
-
-    // Webhooks: every other pair trusts the cluster CA, the rest a CA of their own.
-    if seed.webhooks > 0 {
-        let webhook_ca = if seed.webhooks > 2 {
-            let ca = crate::pki::issue::new_ca(
-                "sandbox-webhook-ca",
-                crate::pki::KeyAlgorithm::EcdsaP256,
-                3650,
-            )?;
-            objects::b64(ca.cert_pem.as_bytes())
-        } else {
-            String::new()
-        };
-        for w in 0..seed.webhooks {
-            let ns = apps_of(w);
-            let bundle = if (w / 2) % 2 == 0 {
-                &ca_b64
-            } else {
-                &webhook_ca
-            };
-            let (plural, obj) = webhook_configuration(w, ns, bundle);
-            if plural == "validatingwebhookconfigurations" {
-                report.validating_webhooks += 1;
-            } else {
-                report.mutating_webhooks += 1;
+    for (k, name) in ["db-credentials", "registry-auth", "tls-client"]
+        .iter()
+        .enumerate()
+    {
+        let ns = apps.get(k).map_or("default", String::as_str);
+        let secret = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": { "name": name, "namespace": ns },
+            "type": "Opaque",
+            "data": {
+                "username": objects::b64(b"app"),
+                "password": objects::b64(objects::suffix(&format!("{ns}/{name}")).as_bytes())
             }
-            batch.push((plural, managed(obj, KUBECTL, None)));
-        }
-        batch.push(("apiservices", managed(api_service(&ca_b64), KUBECTL, None)));
-        batch.push((
-            "customresourcedefinitions",
-            managed(crd(apps_of(0), &ca_b64), KUBECTL, None),
-        ));
-        report.api_services = 1;
-        report.crds = 1;
+        });
+        batch.push(("secrets", managed(secret, KUBECTL, None)));
+        report.opaque_secrets += 1;
     }
+}
 
-    let store = Store::open(dir).map_err(store_err)?;
-    store.create_many(batch).map_err(store_err)?;
+/// Webhooks (every other pair trusts the cluster CA, the rest a CA of their own), an
+/// APIService and a CRD with a conversion webhook, each with a caBundle.
+fn webhooks(
+    batch: &mut Batch,
+    report: &mut SeedReport,
+    seed: &Seed,
+    apps: &[String],
+    ca_b64: &str,
+) -> Result<(), SandboxError> {
+    if seed.webhooks == 0 {
+        return Ok(());
+    }
+    let webhook_ca = if seed.webhooks > 2 {
+        let ca = crate::pki::issue::new_ca(
+            "sandbox-webhook-ca",
+            crate::pki::KeyAlgorithm::EcdsaP256,
+            3650,
+        )?;
+        objects::b64(ca.cert_pem.as_bytes())
+    } else {
+        String::new()
+    };
+    for w in 0..seed.webhooks {
+        let bundle = if (w / 2) % 2 == 0 {
+            ca_b64
+        } else {
+            &webhook_ca
+        };
+        let (plural, obj) = webhook_configuration(w, app_ns(apps, w), bundle);
+        if plural == "validatingwebhookconfigurations" {
+            report.validating_webhooks += 1;
+        } else {
+            report.mutating_webhooks += 1;
+        }
+        batch.push((plural, managed(obj, KUBECTL, None)));
+    }
+    batch.push(("apiservices", managed(api_service(ca_b64), KUBECTL, None)));
+    batch.push((
+        "customresourcedefinitions",
+        managed(crd(app_ns(apps, 0), ca_b64), KUBECTL, None),
+    ));
+    report.api_services = 1;
+    report.crds = 1;
+    Ok(())
+}
 
-    // Second batch: pods (owner uids, the kube-root-ca.crt version they read) and token
-    // secrets (their service account's uid).
-    let mut second: Vec<(&'static str, Value)> = Vec::new();
+/// The pods, now that their owners have uids, each annotated with the kube-root-ca.crt
+/// version it read.
+fn owned_pods(
+    store: &Store,
+    report: &mut SeedReport,
+    planned: Vec<Planned>,
+    bare: Vec<Value>,
+) -> Batch {
+    let mut out = Batch::new();
     let mut root_rv: HashMap<String, String> = HashMap::new();
     let mut rv_of = |ns: &str| -> String {
         root_rv
@@ -885,7 +951,7 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
         for mut pod in p.pods {
             pod["metadata"]["ownerReferences"][0]["uid"] = json!(uid);
             objects::set_annotation(&mut pod, objects::TRUSTED_CA_AT, &rv);
-            second.push((
+            out.push((
                 "pods",
                 managed(managed(pod, KCM, None), KUBELET, Some("status")),
             ));
@@ -895,13 +961,29 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
     for mut pod in bare {
         let rv = rv_of("default");
         objects::set_annotation(&mut pod, objects::TRUSTED_CA_AT, &rv);
-        second.push((
+        out.push((
             "pods",
             managed(managed(pod, KUBECTL, None), KUBELET, Some("status")),
         ));
         report.pods += 1;
         report.bare_pods += 1;
     }
+    out
+}
+
+/// Legacy token secrets, now that their service accounts have uids, spread over
+/// kube-system and the app namespaces.
+fn token_secrets(
+    store: &Store,
+    report: &mut SeedReport,
+    seed: &Seed,
+    apps: &[String],
+    root_b64: &str,
+) -> Batch {
+    let mut out = Batch::new();
+    let secret_ns: Vec<&str> = std::iter::once("kube-system")
+        .chain(apps.iter().map(String::as_str))
+        .collect();
     let mut sa_uid: HashMap<String, String> = HashMap::new();
     let mut secret_names: HashSet<(&str, String)> = HashSet::new();
     for j in 0..seed.legacy_token_secrets {
@@ -920,7 +1002,7 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
             })
             .find(|n| secret_names.insert((ns, n.clone())))
             .unwrap_or_default();
-        let mut secret = token_secret(ns, sa, &name, &root_b64);
+        let mut secret = token_secret(ns, sa, &name, root_b64);
         let uid = sa_uid
             .entry(format!("{ns}/{sa}"))
             .or_insert_with(|| {
@@ -931,9 +1013,8 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
             })
             .clone();
         objects::set_annotation(&mut secret, "kubernetes.io/service-account.uid", &uid);
-        second.push(("secrets", managed(secret, KCM, None)));
+        out.push(("secrets", managed(secret, KCM, None)));
         report.token_secrets += 1;
     }
-    store.create_many(second).map_err(store_err)?;
-    Ok(report)
+    out
 }

@@ -392,73 +392,15 @@ async fn handle_inner(
         .map(percent_decode)
         .collect();
     let seg: Vec<&str> = segs.iter().map(String::as_str).collect();
-
     // Health, version and discovery: never faulted.
-    match seg.as_slice() {
-        ["healthz" | "livez" | "readyz", ..] => {
-            return Ok(respond(200, "text/plain; charset=utf-8", b"ok".to_vec()));
-        }
-        ["version"] => return Ok(json_response(200, &discovery::version())),
-        ["api"] if method == Method::GET => {
-            return Ok(if discovery::wants_aggregated(&accept) {
-                respond(
-                    200,
-                    discovery::AGGREGATED,
-                    serde_json::to_vec(&discovery::aggregated(true)).unwrap_or_default(),
-                )
-            } else {
-                json_response(200, &discovery::api_versions(&ctx.address))
-            });
-        }
-        ["apis"] if method == Method::GET => {
-            return Ok(if discovery::wants_aggregated(&accept) {
-                respond(
-                    200,
-                    discovery::AGGREGATED,
-                    serde_json::to_vec(&discovery::aggregated(false)).unwrap_or_default(),
-                )
-            } else {
-                json_response(200, &discovery::group_list())
-            });
-        }
-        ["api", "v1"] if method == Method::GET => {
-            return discovery::resource_list("", "v1")
-                .map(|v| json_response(200, &v))
-                .ok_or_else(|| ApiError::no_route(uri.path()));
-        }
-        ["apis", g] if method == Method::GET => {
-            return discovery::group(g)
-                .map(|v| json_response(200, &v))
-                .ok_or_else(|| ApiError::no_route(uri.path()));
-        }
-        ["apis", g, v] if method == Method::GET => {
-            return discovery::resource_list(g, v)
-                .map(|v| json_response(200, &v))
-                .ok_or_else(|| ApiError::no_route(uri.path()));
-        }
-        ["openapi", "v3"] if method == Method::GET => {
-            return Ok(json_response(200, &discovery::openapi_v3_index()));
-        }
-        ["openapi", "v3", "api", v] if method == Method::GET => {
-            return discovery::openapi_v3("", v)
-                .map(|d| json_response(200, &d))
-                .ok_or_else(|| ApiError::no_route(uri.path()));
-        }
-        ["openapi", "v3", "apis", g, v] if method == Method::GET => {
-            return discovery::openapi_v3(g, v)
-                .map(|d| json_response(200, &d))
-                .ok_or_else(|| ApiError::no_route(uri.path()));
-        }
-        ["openapi", ..] => return Err(ApiError::no_route(uri.path())),
-        _ => {}
+    if let Some(answer) = discovery_answer(ctx, &method, &seg, &accept, uri.path()) {
+        return answer;
     }
-
     let target = match seg.as_slice() {
         ["api", "v1", ..] => route("", "v1", &segs[2..])?,
         ["apis", g, v, ..] => route(g, v, &segs[3..])?,
         _ => return Err(ApiError::no_route(uri.path())),
     };
-
     // Faults, before doing anything.
     if !ctx.faults.latency.is_zero() {
         tokio::time::sleep(ctx.faults.latency).await;
@@ -469,7 +411,6 @@ async fn handle_inner(
     if is_write(&method) && ctx.faults.roll_conflict() {
         return Err(ApiError::injected_conflict());
     }
-
     let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
         Limited::new(req.into_body(), MAX_BODY)
             .collect()
@@ -479,139 +420,242 @@ async fn handle_inner(
     } else {
         Bytes::new()
     };
-
-    let dry_run = match q.all("dryRun") {
-        [] => false,
-        v if v.iter().all(|x| x == "All") => true,
-        v => {
-            return Err(ApiError::bad_request(format!(
-                "dryRun: Unsupported value: {:?}: supported values: \"All\"",
-                v.join(",")
-            )));
-        }
+    let request = ObjectRequest {
+        method: &method,
+        path: uri.path(),
+        target: &target,
+        accept: &accept,
+        content_type: &content_type,
+        body: &body,
+        dry_run: dry_run(&q)?,
+        manager: manager_name(&q, &user_agent),
+        q: &q,
     };
-    let manager = manager_name(&q, &user_agent);
+    request.answer(ctx, auth)
+}
 
-    match (&method, &target.name, &target.sub) {
-        (&Method::GET, None, _) => {
-            if q.flag("watch") {
-                watch_list(ctx, &target, &q, &accept)
-            } else {
-                list(ctx, &target, &q, &accept)
-            }
-        }
-        (&Method::POST, None, _) => {
-            let mut obj = parse_object(&content_type, &body)?;
-            align_identity(&target, &mut obj)?;
-            if target.res.plural == "certificatesigningrequests" {
-                stamp_requestor(&mut obj, auth);
-            }
-            let opts = WriteOptions {
-                manager: Some(Manager::update(&manager)),
-                dry_run,
-            };
-            let created = ctx.store.create_with(target.res.plural, obj, &opts)?;
-            Ok(json_response(201, &created))
-        }
-        (&Method::DELETE, None, _) => delete_collection(ctx, &target, &q, dry_run),
-        (_, None, _) => Err(ApiError::method_not_allowed(
-            method.as_str(),
-            &target.what(),
-        )),
-        (_, Some(_), Some(sub)) if !target.res.subresources.contains(&sub.as_str()) => {
-            Err(ApiError::no_route(uri.path()))
-        }
-        (&Method::GET, Some(name), _) => {
-            let obj = ctx
-                .store
-                .get(target.res.plural, target.namespace.as_deref(), name)
-                .ok_or_else(|| {
-                    ApiError::from(StoreError::NotFound {
-                        resource: store::qualified(target.res),
-                        namespace: target.namespace.clone(),
-                        name: name.clone(),
-                    })
-                })?;
-            if table::wanted(&accept) {
-                let meta = json!({"resourceVersion": rv_of(&obj).unwrap_or_default()});
-                let include = table::Include::parse(q.get("includeObject"));
-                return Ok(json_response(
-                    200,
-                    &table::render(target.res, &[obj], meta, include),
-                ));
-            }
-            Ok(json_response(200, &obj))
-        }
-        (&Method::PUT, Some(_), sub) => {
-            let mut obj = parse_object(&content_type, &body)?;
-            align_identity(&target, &mut obj)?;
-            let mut m = Manager::update(&manager);
-            m.subresource = sub.clone();
-            let opts = WriteOptions {
-                manager: Some(m),
-                dry_run,
-            };
-            let res = target.res;
-            let key = target.key();
-            let sub = sub.clone();
-            let updated = ctx.store.mutate_with(
-                res.plural,
-                target.namespace.as_deref(),
-                &key.1,
-                &opts,
-                |cur| {
-                    if let Some(want) = rv_of(&obj)
-                        && rv_of(cur) != Some(want)
-                    {
-                        return Err(store::conflict(res, &key));
-                    }
-                    *cur = merge_sub(res, sub.as_deref(), cur, obj);
-                    Ok(())
-                },
-            )?;
-            Ok(json_response(200, &updated))
-        }
-        (&Method::PATCH, Some(_), sub) => {
-            let sub = sub.clone();
-            patch_object(
-                ctx,
-                &target,
-                sub.as_deref(),
-                &content_type,
-                &body,
-                &q,
-                manager,
-                dry_run,
-            )
-        }
-        (&Method::DELETE, Some(name), None) => {
-            let opts = WriteOptions {
-                manager: None,
-                dry_run,
-            };
-            let gone = ctx.store.delete_with(
-                target.res.plural,
-                target.namespace.as_deref(),
-                name,
-                &opts,
-            )?;
-            let mut details = json!({
-                "name": name,
-                "kind": target.res.plural,
-                "uid": gone.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
-            });
-            if !target.res.group.is_empty() {
-                details["group"] = json!(target.res.group);
-            }
-            Ok(json_response(
+/// `?dryRun=All` (the one value the API server supports), or none.
+fn dry_run(q: &Query) -> Result<bool, ApiError> {
+    match q.all("dryRun") {
+        [] => Ok(false),
+        v if v.iter().all(|x| x == "All") => Ok(true),
+        v => Err(ApiError::bad_request(format!(
+            "dryRun: Unsupported value: {:?}: supported values: \"All\"",
+            v.join(",")
+        ))),
+    }
+}
+
+/// Health, version, discovery and OpenAPI (`None`: not one of those paths).
+fn discovery_answer(
+    ctx: &Ctx,
+    method: &Method,
+    seg: &[&str],
+    accept: &str,
+    path: &str,
+) -> Option<Result<Response, ApiError>> {
+    let method = method.clone();
+    let answer = |r: Result<Response, ApiError>| Some(r);
+    match seg {
+        ["healthz" | "livez" | "readyz", ..] => answer(Ok(respond(
+            200,
+            "text/plain; charset=utf-8",
+            b"ok".to_vec(),
+        ))),
+        ["version"] => answer(Ok(json_response(200, &discovery::version()))),
+        ["api"] if method == Method::GET => answer(Ok(if discovery::wants_aggregated(accept) {
+            respond(
                 200,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
-            ))
+                discovery::AGGREGATED,
+                serde_json::to_vec(&discovery::aggregated(true)).unwrap_or_default(),
+            )
+        } else {
+            json_response(200, &discovery::api_versions(&ctx.address))
+        })),
+        ["apis"] if method == Method::GET => answer(Ok(if discovery::wants_aggregated(accept) {
+            respond(
+                200,
+                discovery::AGGREGATED,
+                serde_json::to_vec(&discovery::aggregated(false)).unwrap_or_default(),
+            )
+        } else {
+            json_response(200, &discovery::group_list())
+        })),
+        ["api", "v1"] if method == Method::GET => answer(
+            discovery::resource_list("", "v1")
+                .map(|v| json_response(200, &v))
+                .ok_or_else(|| ApiError::no_route(path)),
+        ),
+        ["apis", g] if method == Method::GET => answer(
+            discovery::group(g)
+                .map(|v| json_response(200, &v))
+                .ok_or_else(|| ApiError::no_route(path)),
+        ),
+        ["apis", g, v] if method == Method::GET => answer(
+            discovery::resource_list(g, v)
+                .map(|v| json_response(200, &v))
+                .ok_or_else(|| ApiError::no_route(path)),
+        ),
+        ["openapi", "v3"] if method == Method::GET => {
+            answer(Ok(json_response(200, &discovery::openapi_v3_index())))
         }
-        _ => Err(ApiError::method_not_allowed(
-            method.as_str(),
-            &target.what(),
-        )),
+        ["openapi", "v3", "api", v] if method == Method::GET => answer(
+            discovery::openapi_v3("", v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(|| ApiError::no_route(path)),
+        ),
+        ["openapi", "v3", "apis", g, v] if method == Method::GET => answer(
+            discovery::openapi_v3(g, v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(|| ApiError::no_route(path)),
+        ),
+        ["openapi", ..] => answer(Err(ApiError::no_route(path))),
+        _ => None,
+    }
+}
+
+/// A request for objects of one resource: a collection or one object (or its
+/// subresource).
+struct ObjectRequest<'a> {
+    method: &'a Method,
+    path: &'a str,
+    target: &'a Target,
+    accept: &'a str,
+    content_type: &'a str,
+    body: &'a Bytes,
+    dry_run: bool,
+    manager: String,
+    q: &'a Query,
+}
+
+impl ObjectRequest<'_> {
+    fn answer(self, ctx: &Ctx, auth: &Auth) -> Result<Response, ApiError> {
+        let (method, target) = (self.method, self.target);
+        match (method, &target.name, &target.sub) {
+            (&Method::GET, None, _) if self.q.flag("watch") => {
+                watch_list(ctx, target, self.q, self.accept)
+            }
+            (&Method::GET, None, _) => list(ctx, target, self.q, self.accept),
+            (&Method::POST, None, _) => self.create(ctx, auth),
+            (&Method::DELETE, None, _) => delete_collection(ctx, target, self.q, self.dry_run),
+            (_, None, _) => Err(ApiError::method_not_allowed(
+                method.as_str(),
+                &target.what(),
+            )),
+            (_, Some(_), Some(sub)) if !target.res.subresources.contains(&sub.as_str()) => {
+                Err(ApiError::no_route(self.path))
+            }
+            (&Method::GET, Some(name), _) => self.get(ctx, name),
+            (&Method::PUT, Some(_), sub) => self.replace(ctx, sub.clone()),
+            (&Method::PATCH, Some(_), sub) => patch_object(
+                ctx,
+                target,
+                sub.as_deref(),
+                self.content_type,
+                self.body,
+                self.q,
+                self.manager,
+                self.dry_run,
+            ),
+            (&Method::DELETE, Some(name), None) => self.delete(ctx, name),
+            _ => Err(ApiError::method_not_allowed(
+                method.as_str(),
+                &target.what(),
+            )),
+        }
+    }
+
+    fn create(&self, ctx: &Ctx, auth: &Auth) -> Result<Response, ApiError> {
+        let target = self.target;
+        let mut obj = parse_object(self.content_type, self.body)?;
+        align_identity(target, &mut obj)?;
+        if target.res.plural == "certificatesigningrequests" {
+            stamp_requestor(&mut obj, auth);
+        }
+        let opts = WriteOptions {
+            manager: Some(Manager::update(&self.manager)),
+            dry_run: self.dry_run,
+        };
+        let created = ctx.store.create_with(target.res.plural, obj, &opts)?;
+        Ok(json_response(201, &created))
+    }
+
+    fn get(&self, ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
+        let target = self.target;
+        let obj = ctx
+            .store
+            .get(target.res.plural, target.namespace.as_deref(), name)
+            .ok_or_else(|| {
+                ApiError::from(StoreError::NotFound {
+                    resource: store::qualified(target.res),
+                    namespace: target.namespace.clone(),
+                    name: name.to_string(),
+                })
+            })?;
+        if table::wanted(self.accept) {
+            let meta = json!({"resourceVersion": rv_of(&obj).unwrap_or_default()});
+            let include = table::Include::parse(self.q.get("includeObject"));
+            return Ok(json_response(
+                200,
+                &table::render(target.res, &[obj], meta, include),
+            ));
+        }
+        Ok(json_response(200, &obj))
+    }
+
+    /// PUT: the object (or its subresource) replaced, when its resourceVersion, if it
+    /// names one, is current.
+    fn replace(&self, ctx: &Ctx, sub: Option<String>) -> Result<Response, ApiError> {
+        let target = self.target;
+        let mut obj = parse_object(self.content_type, self.body)?;
+        align_identity(target, &mut obj)?;
+        let mut m = Manager::update(&self.manager);
+        m.subresource = sub.clone();
+        let opts = WriteOptions {
+            manager: Some(m),
+            dry_run: self.dry_run,
+        };
+        let res = target.res;
+        let key = target.key();
+        let updated = ctx.store.mutate_with(
+            res.plural,
+            target.namespace.as_deref(),
+            &key.1,
+            &opts,
+            |cur| {
+                if let Some(want) = rv_of(&obj)
+                    && rv_of(cur) != Some(want)
+                {
+                    return Err(store::conflict(res, &key));
+                }
+                *cur = merge_sub(res, sub.as_deref(), cur, obj);
+                Ok(())
+            },
+        )?;
+        Ok(json_response(200, &updated))
+    }
+
+    fn delete(&self, ctx: &Ctx, name: &str) -> Result<Response, ApiError> {
+        let target = self.target;
+        let opts = WriteOptions {
+            manager: None,
+            dry_run: self.dry_run,
+        };
+        let gone =
+            ctx.store
+                .delete_with(target.res.plural, target.namespace.as_deref(), name, &opts)?;
+        let mut details = json!({
+            "name": name,
+            "kind": target.res.plural,
+            "uid": gone.pointer("/metadata/uid").cloned().unwrap_or(Value::Null),
+        });
+        if !target.res.group.is_empty() {
+            details["group"] = json!(target.res.group);
+        }
+        Ok(json_response(
+            200,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+        ))
     }
 }
 
