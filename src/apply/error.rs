@@ -616,6 +616,41 @@ mod tests {
         }
     }
 
+    /// Why `--probe` or `--confirm` is refused, every variant.
+    fn refusals() -> Vec<Box<dyn Diagnostic>> {
+        use crate::apply::manual::ConfirmError as C;
+        use crate::apply::probe::ProbeError as P;
+        let s = || "x".to_string();
+        vec![
+            Box::new(P::NotSandbox),
+            Box::new(P::NoEndpoints {
+                dir: s().into(),
+                path: s().into(),
+                source: std::io::Error::other("gone"),
+            }),
+            Box::new(P::Runtime(s())),
+            Box::new(C::UnknownStep {
+                id: s(),
+                plan: s(),
+                help: "confirm y".into(),
+            }),
+            Box::new(C::NotManual {
+                id: s(),
+                help: "confirm y".into(),
+            }),
+            Box::new(C::Done {
+                id: s(),
+                help: "confirm y".into(),
+            }),
+            Box::new(C::NotNext {
+                id: s(),
+                waits: s(),
+                help: "confirm y".into(),
+            }),
+            Box::new(C::NothingPaused { id: s() }),
+        ]
+    }
+
     /// Every error of apply, as `code: message (help)`: each has a code and a help line.
     #[test]
     fn every_apply_error_has_a_code_and_a_help_line() {
@@ -623,6 +658,7 @@ mod tests {
         let all: Vec<Box<dyn Diagnostic>> = steps()
             .into_iter()
             .map(|e| Box::new(e) as Box<dyn Diagnostic>)
+            .chain(refusals())
             .chain(
                 trusts()
                     .into_iter()

@@ -615,23 +615,7 @@ impl ObjectRequest<'_> {
             manager: Some(m),
             dry_run: self.dry_run,
         };
-        let res = target.res;
-        let key = target.key();
-        let updated = ctx.store.mutate_with(
-            res.plural,
-            target.namespace.as_deref(),
-            &key.1,
-            &opts,
-            |cur| {
-                if let Some(want) = rv_of(&obj)
-                    && rv_of(cur) != Some(want)
-                {
-                    return Err(store::conflict(res, &key));
-                }
-                *cur = merge_sub(res, sub.as_deref(), cur, obj);
-                Ok(())
-            },
-        )?;
+        let updated = write_checked(ctx, target, sub.as_deref(), &opts, |_| Ok(obj))?;
         Ok(json_response(200, &updated))
     }
 
@@ -657,6 +641,34 @@ impl ObjectRequest<'_> {
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
         ))
     }
+}
+
+/// Replace an object (or its subresource) with what `next` makes of it, refused as a
+/// conflict when the new object names a resourceVersion that is not the current one.
+fn write_checked(
+    ctx: &Ctx,
+    target: &Target,
+    sub: Option<&str>,
+    opts: &WriteOptions,
+    next: impl FnOnce(&Value) -> Result<Value, StoreError>,
+) -> Result<Value, ApiError> {
+    let (res, key) = (target.res, target.key());
+    Ok(ctx.store.mutate_with(
+        res.plural,
+        target.namespace.as_deref(),
+        &key.1,
+        opts,
+        |cur| {
+            let new = next(cur)?;
+            if let Some(want) = rv_of(&new)
+                && rv_of(cur) != Some(want)
+            {
+                return Err(store::conflict(res, &key));
+            }
+            *cur = merge_sub(res, sub, cur, new);
+            Ok(())
+        },
+    )?)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -708,23 +720,11 @@ fn patch_object(
         let created = ctx.store.create_with(res.plural, obj, &opts)?;
         return Ok(json_response(201, &created));
     }
-    let updated = ctx.store.mutate_with(
-        res.plural,
-        target.namespace.as_deref(),
-        &key.1,
-        &opts,
-        |cur| {
-            let mut new = cur.clone();
-            patch::apply(ty, &mut new, &p).map_err(StoreError::Invalid)?;
-            if let Some(want) = rv_of(&new)
-                && rv_of(cur) != Some(want)
-            {
-                return Err(store::conflict(res, &key));
-            }
-            *cur = merge_sub(res, sub, cur, new);
-            Ok(())
-        },
-    )?;
+    let updated = write_checked(ctx, target, sub, &opts, |cur| {
+        let mut new = cur.clone();
+        patch::apply(ty, &mut new, &p).map_err(StoreError::Invalid)?;
+        Ok(new)
+    })?;
     Ok(json_response(200, &updated))
 }
 
