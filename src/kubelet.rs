@@ -106,7 +106,7 @@ impl Config {
 /// Where the kubelet's serving certificate comes from (in the snapshot's JSON under
 /// `kubelet.serving`: `{ "source": "self-signed", "cert": "/var/lib/kubelet/pki/kubelet.crt",
 /// "key": "/var/lib/kubelet/pki/kubelet.key" }`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "source", rename_all = "kebab-case")]
 pub enum Serving {
     /// Neither `serverTLSBootstrap` nor `tlsCertFile` (kubeadm's default): the kubelet

@@ -26,6 +26,7 @@ pub mod procedure;
 pub mod redact;
 pub mod render;
 pub mod sandbox;
+pub mod schema;
 pub mod snapshot;
 pub mod transport;
 pub mod unique;

@@ -119,7 +119,7 @@ pub enum Action {
 }
 
 /// How an action counts in the plan summary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionKind {
     /// Changes files or objects.

@@ -44,8 +44,13 @@ pub enum Role {
 /// Current snapshot format.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The JSON Schema of a snapshot (`trustform snapshot`), of format [`FORMAT_VERSION`].
+pub fn schema() -> String {
+    crate::schema::versioned(schemars::schema_for!(Snapshot), "snapshot", FORMAT_VERSION)
+}
+
 /// What was observed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Snapshot {
     /// [`FORMAT_VERSION`].
     pub format_version: u32,
@@ -63,7 +68,7 @@ pub struct Snapshot {
 }
 
 /// The trust that API objects hold (read with kube-rs, every list paginated).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KubeSnapshot {
     /// The API server URL read.
     pub server: String,
@@ -91,7 +96,7 @@ pub struct KubeSnapshot {
 }
 
 /// One distinct published content and who holds it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Published {
     /// Its CAs.
     pub cas: Vec<Fingerprint>,
@@ -100,7 +105,7 @@ pub struct Published {
 }
 
 /// One caBundle.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CaBundleFact {
     /// `Kind/name`.
     pub object: String,
@@ -111,7 +116,7 @@ pub struct CaBundleFact {
 }
 
 /// Pods that hold the same trust.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PodGroup {
     /// The CAs they trust; `None`: unknown (started before their namespace's
     /// kube-root-ca.crt was last written), treated as stale.
@@ -126,7 +131,7 @@ pub struct PodGroup {
 }
 
 /// A CA certificate and where it was seen.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CaFact {
     /// The certificate's facts.
     #[serde(flatten)]
@@ -138,7 +143,7 @@ pub struct CaFact {
 }
 
 /// One node's trust.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeSnapshot {
     /// Node name.
     pub name: String,
@@ -155,7 +160,7 @@ pub struct NodeSnapshot {
 }
 
 /// What a trust file holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FileFact {
     /// One or more certificates (a leaf, a CA, or a bundle), maybe with a key.
@@ -178,7 +183,7 @@ pub enum FileFact {
 }
 
 /// A certificate inside a file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CertEntry {
     /// Its fingerprint (for a CA, the key into [`Snapshot::cas`]).
     pub fingerprint: Fingerprint,
@@ -193,7 +198,7 @@ pub struct CertEntry {
 }
 
 /// A private key, known only by its public half.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KeyFact {
     /// SHA-256 of the SubjectPublicKeyInfo of the key's public half.
     pub public_key: Fingerprint,
@@ -204,7 +209,7 @@ pub struct KeyFact {
 }
 
 /// The trust a kubeconfig carries (its current context).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KubeconfigFact {
     /// Cluster entry name.
     pub cluster: String,
@@ -225,7 +230,7 @@ pub struct KubeconfigFact {
 }
 
 /// A static pod component and the files it reads.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Component {
     /// Manifest path on the node.
     pub manifest: String,
@@ -236,7 +241,7 @@ pub struct Component {
 }
 
 /// The kubelet's trust configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Kubelet {
     /// Path of config.yaml.
     pub config: String,

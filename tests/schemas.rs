@@ -1,5 +1,7 @@
 //! `schemas/` is generated from the types, and every procedure file validates against it.
 
+mod common;
+
 use trustform::{config, procedure};
 
 fn check_file(path: &str, generated: &str) {
@@ -133,4 +135,57 @@ fn init_output_validates_against_the_cluster_schema() {
         std::fs::read_to_string(dir.path().join("trustform.schema.json")).unwrap(),
         config::schema()
     );
+}
+
+#[test]
+fn plan_and_snapshot_schemas_are_generated_and_versioned() {
+    check_file("schemas/plan.schema.json", &trustform::plan::schema());
+    check_file(
+        "schemas/snapshot.schema.json",
+        &trustform::snapshot::schema(),
+    );
+    for (path, id) in [
+        ("schemas/plan.schema.json", "plan-v1"),
+        ("schemas/snapshot.schema.json", "snapshot-v1"),
+    ] {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            v["$id"],
+            format!("https://trustform.dev/schemas/{id}.schema.json"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn the_plan_and_the_snapshot_trustform_writes_validate() {
+    let w = common::initialised(1, 1);
+    common::fast_issuance(&w);
+    w.ok(&["rotate", "kubernetes", "--to-end"]);
+    let snapshot: serde_json::Value = serde_json::from_str(&w.ok(&["snapshot"])).unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_str(&w.ok(&["plan", "--format", "json"])).unwrap();
+    for (path, doc) in [
+        ("schemas/snapshot.schema.json", &snapshot),
+        ("schemas/plan.schema.json", &plan),
+    ] {
+        let v = validator(path);
+        let errors: Vec<String> = v
+            .iter_errors(doc)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .take(5)
+            .collect();
+        assert!(errors.is_empty(), "{path}: {errors:?}");
+    }
+    // The schema is not vacuous: a step without its id, or a node with an unknown role,
+    // is refused.
+    let mut bad = plan.clone();
+    bad["steps"][0].as_object_mut().unwrap().remove("id");
+    assert!(!validator("schemas/plan.schema.json").is_valid(&bad));
+    let mut bad = snapshot.clone();
+    bad["nodes"][0]["role"] = "manager".into();
+    assert!(!validator("schemas/snapshot.schema.json").is_valid(&bad));
 }

@@ -65,26 +65,44 @@ pub enum Command {
     #[command(subcommand)]
     Sandbox(sandbox::Command),
     /// Read the cluster's trust into a snapshot (JSON).
+    #[command(
+        after_help = "Examples:\n  trustform snapshot -o snapshot.json        the inventory's nodes (and the API), for `plan --snapshot`\n  trustform snapshot --root /                this machine, as a node"
+    )]
     Snapshot(snapshot::Args),
     /// Write trustform.yaml from the live cluster (desired = current).
     Init(init::Args),
     /// Generate a new CA and move an authority to its next rotation stage.
+    #[command(
+        after_help = "Examples:\n  trustform rotate kubernetes                a new CA; pre-rotate (trust both, the old one signs)\n  trustform rotate kubernetes                again: rotate (the new one signs), then post-rotate\n  trustform rotate front-proxy --to-end      straight to the end; the plan inserts the stages"
+    )]
     Rotate(rotate::Args),
     /// Show the steps that take the cluster to the desired trust state.
+    #[command(
+        after_help = "Examples:\n  trustform plan -out plan.json              review it, then `trustform apply plan.json`\n  trustform plan --snapshot snapshot.json    offline: the same plan, from a saved snapshot\n  trustform plan --format markdown           a pull-request comment"
+    )]
     Plan(plan::Args),
     /// Check trustform.yaml without the cluster: syntax, names, CA files, procedures.
     Validate(check::ValidateArgs),
     /// Rewrite trustform.yaml in trustform's layout (`--check`: only say whether it is).
     Fmt(check::FmtArgs),
     /// Show a saved plan (text, a pull-request comment, JSON, a graph); no cluster needed.
+    #[command(
+        after_help = "Examples:\n  trustform show plan.json --format markdown > comment.md\n  trustform show plan.json --format markdown --max-bytes 30000"
+    )]
     Show(show::Args),
     /// Prove a saved plan keeps every trust edge live, step by step, on the cluster now.
     Rehearse(rehearse::Args),
     /// Carry out a plan step by step (journaled, resumable, verified at every stage).
+    #[command(
+        after_help = "Examples:\n  trustform apply plan.json                  the reviewed plan (refused if the cluster moved)\n  trustform apply                            resume an interrupted apply, or plan and ask\n  trustform apply --confirm STEP-ID          after doing a manual step by hand"
+    )]
     Apply(apply::Args),
     /// Where the running or latest apply stands.
     Status(apply::StatusArgs),
     /// Restore every file an apply changed, from its backups.
+    #[command(
+        after_help = "Example:\n  trustform rollback 3f2a9c1d0b7e            the plan id `trustform status` names"
+    )]
     Rollback(apply::RollbackArgs),
     /// Remove a stuck lock, by its id.
     ForceUnlock(apply::UnlockArgs),

@@ -42,8 +42,14 @@ use std::collections::HashMap;
 /// Current plan file format.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The JSON Schema of a plan file (`plan -out`, `plan --format json`, `show --format
+/// json`), of format [`FORMAT_VERSION`].
+pub fn schema() -> String {
+    crate::schema::versioned(schemars::schema_for!(Plan), "plan", FORMAT_VERSION)
+}
+
 /// A reviewable plan.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plan {
     /// [`FORMAT_VERSION`].
     pub format_version: u32,
@@ -77,7 +83,7 @@ pub struct Plan {
 }
 
 /// Issuer and trust, as labels.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TargetLabels {
     /// The issuer.
     pub issuer: String,
@@ -86,7 +92,7 @@ pub struct TargetLabels {
 }
 
 /// One authority's rotation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuthorityChange {
     /// Authority name.
     pub authority: String,
@@ -97,7 +103,7 @@ pub struct AuthorityChange {
 }
 
 /// One step on one target.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Step {
     /// `procedure/template@target`.
     pub id: String,
@@ -134,7 +140,7 @@ pub struct Step {
 
 /// One machine-readable operation of a step. Each is idempotent: `apply` first reads
 /// the consumer and does nothing if it already holds `want`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
     /// Bring one consumer to a state.
@@ -190,7 +196,7 @@ pub enum Op {
 }
 
 /// One consumer's change inside a step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepChange {
     /// `cp-1:/etc/kubernetes/pki/ca.crt (CA bundle)`.
     pub what: String,
@@ -201,7 +207,7 @@ pub struct StepChange {
 }
 
 /// A documented step with nothing to do.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Skipped {
     /// `procedure/template`.
     pub id: String,
@@ -212,7 +218,7 @@ pub struct Skipped {
 }
 
 /// Counts for the last line.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     /// All steps.
     pub steps: usize,

@@ -29,7 +29,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 /// What rehearse found.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Rehearsal {
     /// Edges trustform keeps live (bare pods' excluded).
     pub edges: usize,
@@ -53,7 +53,7 @@ pub struct Rehearsal {
 }
 
 /// An edge judged on its client side only: its client does not verify the server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Unverified {
     /// The edge's name.
     pub edge: String,
@@ -62,7 +62,7 @@ pub struct Unverified {
 }
 
 /// An edge that stops verifying.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Break {
     /// The step's id (empty: before the first step).
     pub step: String,
@@ -78,7 +78,7 @@ pub struct Break {
 }
 
 /// An availability gap: a documented step that takes the only instance down briefly.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Gap {
     /// The step's id.
     pub step: String,
