@@ -138,15 +138,20 @@ fn init_output_validates_against_the_cluster_schema() {
 }
 
 #[test]
-fn plan_and_snapshot_schemas_are_generated_and_versioned() {
+fn plan_snapshot_and_status_schemas_are_generated_and_versioned() {
     check_file("schemas/plan.schema.json", &trustform::plan::schema());
     check_file(
         "schemas/snapshot.schema.json",
         &trustform::snapshot::schema(),
     );
+    check_file(
+        "schemas/status.schema.json",
+        &trustform::apply::status::schema(),
+    );
     for (path, id) in [
         ("schemas/plan.schema.json", "plan-v1"),
         ("schemas/snapshot.schema.json", "snapshot-v1"),
+        ("schemas/status.schema.json", "status-v1"),
     ] {
         let v: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap(),
@@ -161,7 +166,7 @@ fn plan_and_snapshot_schemas_are_generated_and_versioned() {
 }
 
 #[test]
-fn the_plan_and_the_snapshot_trustform_writes_validate() {
+fn the_plan_snapshot_and_status_trustform_writes_validate() {
     let w = common::initialised(1, 1);
     common::fast_issuance(&w);
     w.ok(&["rotate", "kubernetes", "--to-end"]);
@@ -188,4 +193,23 @@ fn the_plan_and_the_snapshot_trustform_writes_validate() {
     let mut bad = snapshot.clone();
     bad["nodes"][0]["role"] = "manager".into();
     assert!(!validator("schemas/snapshot.schema.json").is_valid(&bad));
+    // `status --format json`: before any apply, and after one.
+    let status = validator("schemas/status.schema.json");
+    let none: serde_json::Value =
+        serde_json::from_str(&w.ok(&["status", "--format", "json"])).unwrap();
+    assert_eq!(none["state"], "none");
+    assert!(status.is_valid(&none), "{none}");
+    w.ok(&["apply", "--auto-approve"]);
+    let done: serde_json::Value =
+        serde_json::from_str(&w.ok(&["status", "--format", "json"])).unwrap();
+    assert_eq!(done["state"], "done");
+    let errors: Vec<String> = status
+        .iter_errors(&done)
+        .map(|e| e.to_string())
+        .take(3)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut bad = done.clone();
+    bad["done"] = "all".into();
+    assert!(!status.is_valid(&bad));
 }

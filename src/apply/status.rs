@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The state of the latest (or a named) apply.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Status {
     /// Plan id.
     pub plan_id: String,
@@ -33,6 +33,36 @@ pub struct Status {
     pub paused: Vec<String>,
     /// Who holds the lock, if anyone.
     pub lock: Option<LockInfo>,
+}
+
+/// Version of `status --format json`'s output.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The JSON Schema of `status --format json`: an apply's [`Status`], or
+/// `{"state": "none"}` when there is no apply.
+pub fn schema() -> String {
+    let mut status = serde_json::to_value(schemars::schema_for!(Status)).expect("schema");
+    let defs = status
+        .as_object_mut()
+        .and_then(|o| {
+            o.remove("$schema");
+            o.remove("$defs")
+        })
+        .unwrap_or_default();
+    let none = serde_json::json!({
+        "type": "object",
+        "properties": { "state": { "const": "none" } },
+        "required": ["state"],
+        "additionalProperties": false
+    });
+    let both = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Status",
+        "oneOf": [status, none],
+        "$defs": defs,
+    });
+    let schema = schemars::Schema::try_from(both).expect("an object");
+    crate::schema::versioned(schema, "status", FORMAT_VERSION)
 }
 
 /// The plan id of the apply `status` should show: the lock holder's, else the newest
