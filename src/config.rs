@@ -875,26 +875,11 @@ pub fn render(c: &Config) -> String {
     }
     s.push_str("cas:\n");
     for (name, ca) in &c.cas {
-        let mut parts = vec![];
-        if let Some(f) = &ca.fingerprint {
-            parts.push(format!("fingerprint: \"{}\"", f.value));
-        }
-        if let Some(p) = &ca.cert {
-            parts.push(format!("cert: {}", q(&p.value)));
-        }
-        if let Some(p) = &ca.key {
-            parts.push(format!("key: {}", q(p)));
-        }
-        if let Some(a) = &ca.algorithm {
-            parts.push(format!(
-                "algorithm: {}",
-                serde_json::to_value(a)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            ));
-        }
-        s.push_str(&format!("  {}: {{ {} }}\n", q(name), parts.join(", ")));
+        s.push_str(&format!(
+            "  {}: {{ {} }}\n",
+            q(name),
+            ca_fields(ca).join(", ")
+        ));
     }
     if c.issuance != Issuance::default() {
         s.push_str(&format!(
@@ -907,6 +892,30 @@ pub fn render(c: &Config) -> String {
         ));
     }
     s
+}
+
+/// A `cas` entry's fields as trustform writes them (`cert: cas/x.crt`, …).
+pub(crate) fn ca_fields(ca: &CaSpec) -> Vec<String> {
+    let mut parts = vec![];
+    if let Some(f) = &ca.fingerprint {
+        parts.push(format!("fingerprint: \"{}\"", f.value));
+    }
+    if let Some(p) = &ca.cert {
+        parts.push(format!("cert: {}", q(&p.value)));
+    }
+    if let Some(p) = &ca.key {
+        parts.push(format!("key: {}", q(p)));
+    }
+    if let Some(a) = &ca.algorithm {
+        parts.push(format!(
+            "algorithm: {}",
+            serde_json::to_value(a)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ));
+    }
+    parts
 }
 
 /// Quote a scalar when YAML would misread it.

@@ -161,20 +161,7 @@ fn cas_entry(text: &str, name: &str, spec: &CaSpec) -> Option<Splice> {
         .collect();
     let top = |l: &str| !l.starts_with([' ', '\t', '#', '\n', '\r']) && !l.trim().is_empty();
     let q = crate::config::q;
-    let mut fields = vec![];
-    if let Some(c) = &spec.cert {
-        fields.push(format!("cert: {}", q(&c.value)));
-    }
-    if let Some(k) = &spec.key {
-        fields.push(format!("key: {}", q(k)));
-    }
-    if let Some(a) = spec.algorithm
-        && let Some(v) = serde_json::to_value(a)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-    {
-        fields.push(format!("algorithm: {v}"));
-    }
+    let fields = crate::config::ca_fields(spec);
     // As the other entries are written: `name: { … }` on one line, or a block.
     let entry = |ind: &str, flow: bool| {
         if flow {

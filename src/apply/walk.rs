@@ -340,6 +340,13 @@ fn operate(s: &Shared, i: usize) -> (Result<act::Outcome, act::Failure>, u64) {
     (res, ms)
 }
 
+/// Journal an event (fsync'd before it counts), then show it.
+fn record(journal: &Journal, progress: &Progress, e: &Event) -> Result<(), WalkError> {
+    journal.record(e).map_err(WalkError::Journal)?;
+    progress.event(e);
+    Ok(())
+}
+
 impl Ledger {
     /// Steps done by earlier runs are done; the rest wait for their dependencies.
     fn new(plan: &Plan, graph: &Graph, done_before: &HashSet<String>) -> Self {
@@ -384,11 +391,7 @@ impl Ledger {
     ) -> Result<(), WalkError> {
         self.result.busy_ms += ms;
         let id = plan.steps[i].id.clone();
-        let record = |e: Event| -> Result<(), WalkError> {
-            journal.record(&e).map_err(WalkError::Journal)?;
-            progress.event(&e);
-            Ok(())
-        };
+        let record = |e: Event| record(journal, progress, &e);
         let Some(res) = res else {
             let instructions = plan.steps[i].manual().unwrap_or_default().to_vec();
             record(Event::Paused {
@@ -490,13 +493,15 @@ impl Ledger {
             let Some(upstream) = upstream else {
                 continue;
             };
-            let e = Event::StepSkipped {
-                at: now(),
-                step: plan.steps[i].id.clone(),
-                upstream: upstream.clone(),
-            };
-            journal.record(&e).map_err(WalkError::Journal)?;
-            progress.event(&e);
+            record(
+                journal,
+                progress,
+                &Event::StepSkipped {
+                    at: now(),
+                    step: plan.steps[i].id.clone(),
+                    upstream: upstream.clone(),
+                },
+            )?;
             self.result
                 .skipped
                 .push((plan.steps[i].id.clone(), upstream));

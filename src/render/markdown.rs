@@ -163,10 +163,7 @@ fn details(plan: &Plan, detail: Detail) -> String {
             templates(&mut o, &steps);
         }
         for s in steps.into_iter().filter(|_| detail > Detail::Templates) {
-            let mut flag = if destructive(s) { " ⚠️" } else { "" }.to_string();
-            if s.manual().is_some() {
-                flag.push_str(" ✋ **manual**");
-            }
+            let flag = flags(s);
             writeln!(
                 o,
                 "- `{}` **[{}] {}**{flag}: {}",
@@ -222,6 +219,15 @@ fn details(plan: &Plan, detail: Detail) -> String {
     o
 }
 
+/// A step's marks after its name: ⚠️ destructive, ✋ manual.
+fn flags(s: &crate::plan::Step) -> String {
+    let mut flag = if destructive(s) { " ⚠️" } else { "" }.to_string();
+    if s.manual().is_some() {
+        flag.push_str(" ✋ **manual**");
+    }
+    flag
+}
+
 /// One line per template of a stage's steps (in plan order): what it does, on which
 /// targets.
 fn templates(o: &mut String, steps: &[&crate::plan::Step]) {
@@ -236,10 +242,7 @@ fn templates(o: &mut String, steps: &[&crate::plan::Step]) {
         }
     }
     for (s, targets) in groups {
-        let mut flag = if destructive(s) { " ⚠️" } else { "" }.to_string();
-        if s.manual().is_some() {
-            flag.push_str(" ✋ **manual**");
-        }
+        let flag = flags(s);
         let on = match targets.len() {
             1 => targets[0].to_string(),
             n if n <= 4 => targets.join(", "),
