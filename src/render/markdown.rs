@@ -355,6 +355,7 @@ mod tests {
         assert_eq!(c, format!("{}{}", marker(&p), markdown(&p)));
         assert!(!c.contains("<details><summary>Stage"), "{c}");
         assert!(!c.contains("[!NOTE]"), "{c}");
+        insta::assert_snapshot!("tiny_plan_comment", c);
     }
 
     #[test]
