@@ -477,10 +477,13 @@ impl Loaded {
             .iter()
             .map(|n| match (&n.access.local, &n.access.ssh) {
                 (Some(l), _) => Ok(crate::transport::local(&n.name, &self.resolve_path(&l.root))),
-                (None, Some(h)) => Ok(std::sync::Arc::new(crate::transport::Ssh::new(
+                (None, Some(h)) => Ok(crate::transport::traced(
                     &n.name,
-                    h.options(|p| self.resolve_path(p)),
-                )) as std::sync::Arc<dyn crate::transport::Transport>),
+                    std::sync::Arc::new(crate::transport::Ssh::new(
+                        &n.name,
+                        h.options(|p| self.resolve_path(p)),
+                    )),
+                )),
                 (None, None) => Err(self.invalid_at_text(
                     &format!("name: {}", n.name),
                     format!("node {} has no access", n.name),

@@ -30,3 +30,4 @@ pub mod schema;
 pub mod snapshot;
 pub mod transport;
 pub mod unique;
+pub mod verbosity;

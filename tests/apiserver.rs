@@ -2,7 +2,7 @@
 //! it as to a kube-apiserver; client certificates are judged by what the kube-apiserver
 //! process holds; objects survive a restart; faults are injected on demand.
 
-mod common;
+use crate::common;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};

@@ -1,7 +1,7 @@
 //! `apply`, `status`, `rollback`, `force-unlock` end to end on sandboxes, with openssl
 //! and kubectl as outside witnesses.
 
-mod common;
+use crate::common;
 
 use common::{Workdir, copy_dir, shape};
 use serde_json::Value;

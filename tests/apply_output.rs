@@ -1,7 +1,7 @@
 //! What `apply`, `status`, `rollback` and `force-unlock` print, pinned with insta.
 //! One step at a time (`--parallelism 1`), so the order of lines is the plan's.
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 
@@ -108,4 +108,68 @@ fn help_of_the_apply_commands() {
     for cmd in ["apply", "status", "rollback", "force-unlock"] {
         insta::assert_snapshot!(format!("help_{cmd}"), w.ok(&[cmd, "--help"]));
     }
+}
+
+/// `--quiet` keeps stderr to warnings and errors and the apply's output to what failed
+/// and the summary; `--verbose` tells every operation on a node, never its key material.
+#[test]
+fn quiet_and_verbose() {
+    let w = one_cp();
+    // Normal: a note on stderr; quiet: none, and the same plan on stdout.
+    let (code, out, err) = w.run(&["plan", "-out", "plan.json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Saved the plan to plan.json."), "{err}");
+    let (code, quiet_out, quiet_err) = w.run(&["--quiet", "plan", "-out", "plan.json"]);
+    assert_eq!(code, 0, "{quiet_err}");
+    assert_eq!(quiet_err, "", "--quiet says nothing on stderr");
+    assert_eq!(quiet_out, out, "--quiet leaves the data alone");
+    // Verbose: each read on the node, with its duration, and no key material.
+    let needles = common::key_needles(&[&w.cluster()]);
+    let (code, verbose_out, verbose_err) = w.run(&["-v", "plan", "-out", "plan.json"]);
+    assert_eq!(code, 0, "{verbose_err}");
+    assert_eq!(verbose_out, out, "--verbose leaves the data alone");
+    let reads = verbose_err
+        .lines()
+        .filter(|l| l.starts_with("  [cp-1] ") && l.ends_with(" ms)"))
+        .count();
+    assert!(reads >= 2, "a line per operation on cp-1:\n{verbose_err}");
+    assert!(
+        verbose_err.contains("[cp-1] read tree /etc/kubernetes"),
+        "{verbose_err}"
+    );
+    assert!(common::leaks("plan -v", &verbose_err, &needles).is_empty());
+    // Apply: quiet prints the summary only; verbose shows each write.
+    let (code, applied, err) = w.run(&["-q", "apply", "plan.json", "--parallelism", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!applied.contains(": starting"), "{applied}");
+    assert!(!applied.contains(": done ("), "{applied}");
+    assert!(applied.contains("Apply complete"), "{applied}");
+    assert_eq!(err, "", "--quiet apply says nothing on stderr");
+    w.ok(&["rollback", &plan_id(&w)]);
+    let (code, applied, err) = w.run(&["--verbose", "apply", "plan.json", "--parallelism", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(applied.contains(": done ("), "{applied}");
+    let writes: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("] write /etc/kubernetes/"))
+        .collect();
+    assert!(!writes.is_empty(), "{err}");
+    assert!(
+        writes
+            .iter()
+            .all(|l| l.contains(" B, 0") || l.contains(" KiB, 0")),
+        "{writes:?}"
+    );
+    assert!(common::leaks("apply -v", &err, &needles).is_empty());
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
+    // Both at once is a usage error.
+    let (code, _, err) = w.run(&["-q", "-v", "status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+fn plan_id(w: &Workdir) -> String {
+    let status: serde_json::Value =
+        serde_json::from_str(&w.ok(&["status", "--format", "json"])).unwrap();
+    status["plan_id"].as_str().unwrap().to_string()
 }

@@ -144,13 +144,25 @@ fn every_command_line_in_the_book_is_one_trustform_accepts() {
             else {
                 continue;
             };
-            let words: Vec<&str> = cmd
+            let mut words: Vec<&str> = cmd
                 .split('#')
                 .next()
                 .unwrap()
                 .split_whitespace()
                 .take_while(|w| !matches!(*w, "|" | ">" | "&&" | ";" | "2>&1"))
                 .collect();
+            // Global options before the command (`trustform -v apply …`).
+            loop {
+                match words.first().copied() {
+                    Some("-q" | "--quiet" | "-v" | "--verbose") => {
+                        words.remove(0);
+                    }
+                    Some("-c" | "--config") => {
+                        words.drain(..2.min(words.len()));
+                    }
+                    _ => break,
+                }
+            }
             let Some(first) = words.first() else { continue };
             if first.starts_with('-') {
                 continue;
@@ -195,4 +207,64 @@ fn every_command_line_in_the_book_is_one_trustform_accepts() {
         }
     }
     assert!(checked > 30, "only {checked} command lines found");
+}
+
+/// Every command's `--help`, as the CLI prints it, in the order `trustform --help` lists
+/// them (subcommands after their command).
+fn reference() -> String {
+    let mut out = String::from(
+        "# Command reference\n\n\
+         Every command's `--help`, generated from the command line itself (`tests/book.rs`\n\
+         checks this page against the tool; `UPDATE_BOOK=1 cargo test --test it book::` rewrites\n\
+         it). The same text is in the man pages (`trustform man --out DIR`).\n",
+    );
+    let mut paths: Vec<Vec<String>> = vec![vec![]];
+    let mut i = 0;
+    while i < paths.len() {
+        let path = paths[i].clone();
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        let h = help(&args);
+        let title = if path.is_empty() {
+            "trustform".to_string()
+        } else {
+            format!("trustform {}", path.join(" "))
+        };
+        out.push_str(&format!("\n## `{title}`\n\n```text\n{}```\n", h));
+        let mut subs: Vec<Vec<String>> = commands(&h)
+            .into_iter()
+            .filter(|c| c != "help")
+            .map(|c| path.iter().cloned().chain([c]).collect())
+            .collect();
+        // In the order the help lists them, not sorted.
+        subs.sort_by_key(|p| {
+            h.find(&format!("  {} ", p.last().unwrap()))
+                .unwrap_or(usize::MAX)
+        });
+        for (k, p) in subs.into_iter().enumerate() {
+            paths.insert(i + 1 + k, p);
+        }
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn the_command_reference_is_generated_from_the_cli() {
+    let path = book().join("reference.md");
+    let want = reference();
+    if std::env::var_os("UPDATE_BOOK").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "book/src/reference.md is not the CLI's --help: run `UPDATE_BOOK=1 cargo test --test it book::`"
+    );
+    for c in [
+        "trustform apply",
+        "trustform sandbox create",
+        "trustform show",
+    ] {
+        assert!(want.contains(&format!("## `{c}`")), "{c}");
+    }
 }

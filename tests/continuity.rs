@@ -1,6 +1,6 @@
 //! Trust continuity witnessed live: clients keep working while a rotation runs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The sandbox's seeded API objects and its simulated controllers, in process: a seeded
 //! store, `controllers::spawn`, and the simulated processes restarted by hand.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 use std::path::PathBuf;

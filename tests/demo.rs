@@ -1,6 +1,6 @@
 //! The README's first command: `trustform demo`, end to end, as a user runs it.
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_demo_rotates_a_3_plus_3_sandbox_under_the_prober_with_no_failed_handshake() {

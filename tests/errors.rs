@@ -1,7 +1,7 @@
 //! Every bad input is a miette diagnostic naming the file, the place and the fix; exit 1;
 //! nothing written.
 
-mod common;
+use crate::common;
 
 fn edit(path: &std::path::Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();

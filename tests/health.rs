@@ -4,7 +4,7 @@
 //! restart's wait, naming it and what its health endpoint said; once its files are
 //! fixed and it is back, the apply resumes and completes.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

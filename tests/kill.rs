@@ -2,7 +2,7 @@
 //! hook, no chance to clean up) again and again across a whole rotation; each time the
 //! next `apply` resumes, and the end is the same state an uninterrupted apply reaches.
 
-mod common;
+use crate::common;
 
 use common::{Workdir, copy_dir, shape};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! process (`trustform sandbox up`), and `trustform` observing and acting through kube-rs;
 //! `kubectl` and `openssl` as witnesses.
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! What people see of the Kubernetes API side, pinned with insta: the help of the
 //! commands that gained API options, and the seeding summary of `sandbox create`.
 
-mod common;
+use crate::common;
 
 #[test]
 fn help_of_the_api_commands() {

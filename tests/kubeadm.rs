@@ -6,7 +6,7 @@
 //! `--kubelet-certificate-authority`, does not verify: those edges are unverified, not
 //! broken, and trustform leaves the certificate alone.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

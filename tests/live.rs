@@ -2,7 +2,7 @@
 //! the API server's kubelet-client issuer refuses the API server, and the next gate fails
 //! naming that edge and the address it dialed.
 
-mod common;
+use crate::common;
 
 #[test]
 fn a_kubelet_holding_a_foreign_client_ca_fails_the_next_gate_naming_the_edge() {

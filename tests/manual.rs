@@ -3,7 +3,7 @@
 //! `apply` pauses at each, prints what to do, exits 3, and goes on after
 //! `trustform apply --confirm STEP-ID`.
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 use serde_json::Value;

@@ -6,7 +6,7 @@
 //! every pair fits), then trustform observes, plans and rotates the kubernetes and
 //! front-proxy CAs; openssl and kubectl check the result.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

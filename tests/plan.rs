@@ -1,6 +1,6 @@
 //! `trustform plan` on a 3 + 2 sandbox: every format, the documented order, exit codes.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use trustform::plan::Plan;

@@ -2,7 +2,7 @@
 //! what the procedures make: edited (and resealed) plans and broken clusters are refused
 //! with every problem listed, and nothing on disk changes.
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! full rotation under the prober with no managed edge broken, and a broken API server
 //! that the prober sees.
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 use serde_json::Value;

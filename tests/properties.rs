@@ -13,7 +13,7 @@
 //! The expectations are derived here, from the saved JSON and the procedure files' text,
 //! not with the product's own functions.
 
-mod common;
+use crate::common;
 
 use proptest::prelude::*;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! a key, or a broken key, fails with exit 1, names the file and the line, shows no
 //! piece of any key, and changes nothing on disk.
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 use sha2::{Digest, Sha256};

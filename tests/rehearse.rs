@@ -1,6 +1,6 @@
 //! Rehearse: the continuity proof `plan` prints, and the plans it refuses.
 
-mod common;
+use crate::common;
 
 use trustform::plan::Plan;
 

@@ -2,7 +2,7 @@
 //! comment with its marker and size limit), completions and man pages checked by bash and
 //! groff.
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 use std::process::Command;

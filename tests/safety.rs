@@ -1,7 +1,7 @@
 //! Safety: what trustform refuses to read, to overwrite, or to accept, each through the
 //! CLI with its message, its exit code, and nothing on disk changed.
 
-mod common;
+use crate::common;
 
 use common::{Workdir, assert_unchanged, tree_state};
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,7 @@
 //! The sandbox is a faithful kubeadm cluster: real certificates, verified by openssl,
 //! kubeconfigs read by kubectl.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! through `trustform sandbox node-exec` (what the sshd's shims run), through the
 //! sandbox's own transport, and over a real OpenSSH server (`sandbox up --ssh`).
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 use serde_json::Value;

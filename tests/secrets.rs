@@ -1,6 +1,6 @@
 //! No output and no file trustform writes (other than key files) holds key material.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -3,7 +3,7 @@
 //! does it; and the ways SSH fails (unknown host key, sudo asking for a password, an sshd
 //! that dies mid-apply), each with its message.
 
-mod common;
+use crate::common;
 
 use common::Workdir;
 use serde_json::Value;

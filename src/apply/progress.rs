@@ -1,7 +1,8 @@
 //! Progress while applying: an indicatif line per running step on a terminal; plain
 //! lines otherwise; with `--format json`, one JSON event per line (`step_start`,
 //! `step_done`, `step_failed`, `step_skipped`, `paused`, `confirmed`, `gate`, `summary`),
-//! after the `preflight` line ([`super::preflight::Passed`]).
+//! after the `preflight` line ([`super::preflight::Passed`]). With `--quiet` the text
+//! modes say only what failed, paused or warned, and the summary.
 
 use super::journal::Event;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -28,6 +29,7 @@ pub struct Progress {
     bars: Mutex<HashMap<String, ProgressBar>>,
     total: usize,
     done: Mutex<usize>,
+    quiet: bool,
 }
 
 impl Progress {
@@ -39,11 +41,19 @@ impl Progress {
             bars: Mutex::new(HashMap::new()),
             total,
             done: Mutex::new(already),
+            quiet: !crate::verbosity::chatty(),
         }
     }
 
-    /// Print a line that is not an event (text modes only).
+    /// Print a line that is not an event (text modes only; not with `--quiet`).
     pub fn note(&self, line: &str) {
+        if !self.quiet {
+            self.say(line);
+        }
+    }
+
+    /// Print a line that is not an event, even with `--quiet` (a failure, a warning).
+    pub fn say(&self, line: &str) {
         match self.mode {
             Mode::Bars => {
                 let _ = self.multi.println(line);
@@ -73,7 +83,8 @@ impl Progress {
         };
         match e {
             Event::StepStart { step, .. } => {
-                if self.mode == Mode::Bars {
+                if self.quiet {
+                } else if self.mode == Mode::Bars {
                     let bar = self.multi.add(ProgressBar::new_spinner());
                     bar.set_style(
                         ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
@@ -97,22 +108,22 @@ impl Progress {
                 ..
             } => {
                 let c = count(true);
-                self.finish(step, &format!("{c} {step}: done ({ms} ms)"));
+                self.finish(step, &format!("{c} {step}: done ({ms} ms)"), false);
                 for d in did {
                     self.note(&format!("    {d}"));
                 }
                 for w in warnings {
-                    self.note(&format!("    warning: {w}"));
+                    self.say(&format!("    warning: {w}"));
                 }
             }
             Event::StepFailed { step, error, .. } => {
-                self.finish(step, &format!("{step}: FAILED: {error}"));
+                self.finish(step, &format!("{step}: FAILED: {error}"), true);
             }
             Event::StepSkipped { step, upstream, .. } => {
-                self.note(&format!("{step}: skipped: upstream step {upstream} failed"));
+                self.say(&format!("{step}: skipped: upstream step {upstream} failed"));
             }
             Event::Paused { step, .. } => {
-                self.note(&format!(
+                self.say(&format!(
                     "{step}: paused: a manual step, waiting for the operator"
                 ));
             }
@@ -127,12 +138,17 @@ impl Progress {
                 ..
             } => {
                 let verdict = if *ok { "passed" } else { "FAILED" };
-                self.note(&format!("{step}: gate {verdict} ({checks} checks)"));
+                let line = format!("{step}: gate {verdict} ({checks} checks)");
+                if *ok {
+                    self.note(&line);
+                } else {
+                    self.say(&line);
+                }
                 for f in failures.iter().take(20) {
-                    self.note(&format!("    {f}"));
+                    self.say(&format!("    {f}"));
                 }
                 if failures.len() > 20 {
-                    self.note(&format!("    … and {} more", failures.len() - 20));
+                    self.say(&format!("    … and {} more", failures.len() - 20));
                 }
             }
             _ => {}
@@ -144,12 +160,17 @@ impl Progress {
         self.multi.suspend(f)
     }
 
-    fn finish(&self, step: &str, line: &str) {
+    /// End a step's spinner with `line` (`loud`: even with `--quiet`).
+    fn finish(&self, step: &str, line: &str, loud: bool) {
         if let Some(bar) = self.bars.lock().expect("progress lock").remove(step) {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
-        self.note(line);
+        if loud {
+            self.say(line);
+        } else {
+            self.note(line);
+        }
     }
 
     /// The final summary (JSON mode prints it as an event; text modes print `lines`).

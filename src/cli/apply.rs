@@ -280,9 +280,9 @@ pub fn run_reporting(a: Args, config_path: &Path) -> miette::Result<Applied> {
     } = chosen;
     let id = plan.id();
     if a.skip_rehearse && !resume {
-        eprintln!(
-            "Warning: --skip-rehearse: applying plan {id} without proving that every trust edge stays live. Edges may break; this flag exists to test the live prober."
-        );
+        crate::verbosity::warn(format_args!(
+            "--skip-rehearse: applying plan {id} without proving that every trust edge stays live. Edges may break; this flag exists to test the live prober."
+        ));
     }
     // Another apply running: say so now (its writes would make the pre-flight lie).
     lock::wait_free(&state, a.lock_timeout).map_err(|e| lock_error(e, &state))?;
@@ -590,27 +590,27 @@ fn take_locks(
     let held = lock::acquire(state, &format!("apply {id}"), &id, a.lock_timeout)
         .map_err(|e| lock_error(e, state))?;
     if let Some(dead) = &held.took_over {
-        eprintln!(
+        crate::verbosity::note(format_args!(
             "Note: took over the lock {} of {} (pid {} is gone: it crashed or was killed).",
             dead.id, dead.who, dead.pid
-        );
+        ));
     }
     let leftovers = prepare::remove_leftovers(loaded, state, nodes, plan);
     if !leftovers.is_empty() {
-        eprintln!(
+        crate::verbosity::note(format_args!(
             "Note: removed {} temp file(s) an interrupted write left behind: {}.",
             leftovers.len(),
             exec::kube::laggards(&leftovers)
-        );
+        ));
     }
     let cluster = match crate::exec::kube::Access::of(loaded) {
         Some(access) => match ClusterLock::acquire(&access, &held.info, state) {
             Ok(Some(l)) => Some(l),
             Ok(None) => {
-                eprintln!(
+                crate::verbosity::note(format_args!(
                     "Note: the API at {} is not reachable: the lock file alone guards this apply.",
                     access.server()
-                );
+                ));
                 None
             }
             Err(Refused::Held(h)) => {
@@ -704,7 +704,12 @@ fn open_journal(
         .map_err(io("cannot write the journal"))?;
     let mode = if a.format == OutFormat::Json {
         Mode::Json
-    } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
+    } else if std::io::stderr().is_terminal()
+        && std::io::stdout().is_terminal()
+        && crate::verbosity::level() == crate::verbosity::Level::Normal
+    {
+        // Spinners only at the normal level: `--quiet` wants none, and `--verbose`'s
+        // lines on stderr would tear them.
         Mode::Bars
     } else {
         Mode::Lines

@@ -39,7 +39,10 @@ pub fn fmt(a: FmtArgs, path: &Path) -> miette::Result<Exit> {
         ));
     }
     super::init::write_config_text(path, &canonical)?;
-    eprintln!("Rewrote {} in trustform's layout.", path.display());
+    crate::verbosity::note(format_args!(
+        "Rewrote {} in trustform's layout.",
+        path.display()
+    ));
     Ok(Exit::Ok)
 }
 

@@ -57,9 +57,9 @@ impl ApiServer {
         });
         match ready_rx.recv() {
             Ok(Ok(url)) => {
-                eprintln!(
+                crate::verbosity::note(format_args!(
                     "API server {url} ready, with the simulated controllers and kubelets and their TLS endpoints"
-                );
+                ));
                 Ok(Self {
                     stop: Some(stop_tx),
                     thread: Some(thread),
@@ -110,12 +110,12 @@ pub fn run(a: Args) -> miette::Result<Exit> {
     };
     let config = dir.join("trustform.yaml");
     let cluster = dir.join("cluster");
-    eprintln!(
+    crate::verbosity::note(format_args!(
         "==> trustform sandbox create {} --control-planes {} --workers {} --restart-time 0.1s-0.5s",
         cluster.display(),
         a.control_planes,
         a.workers
-    );
+    ));
     super::sandbox::run(super::sandbox::Command::Create(
         super::sandbox::CreateArgs {
             dir: cluster.clone(),
@@ -140,12 +140,15 @@ pub fn run(a: Args) -> miette::Result<Exit> {
         },
     ))?;
     let _ = KeyAlgorithm::Rsa2048;
-    eprintln!(
+    crate::verbosity::note(format_args!(
         "==> trustform sandbox up {} (in this process)",
         cluster.display()
-    );
+    ));
     let _api = ApiServer::start(&cluster)?;
-    eprintln!("==> trustform init --sandbox {}", cluster.display());
+    crate::verbosity::note(format_args!(
+        "==> trustform init --sandbox {}",
+        cluster.display()
+    ));
     super::init::run(
         super::init::Args {
             sandbox: Some(cluster),
@@ -161,7 +164,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
         &config,
     )?;
     for auth in ["kubernetes", "front-proxy"] {
-        eprintln!("==> trustform rotate {auth} --to-end");
+        crate::verbosity::note(format_args!("==> trustform rotate {auth} --to-end"));
         super::rotate::run(
             super::rotate::Args {
                 authority: auth.into(),
@@ -172,7 +175,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
             &config,
         )?;
     }
-    eprintln!("==> trustform plan -out plan.json");
+    crate::verbosity::note(format_args!("==> trustform plan -out plan.json"));
     let p = super::plan::make(&config, false)?;
     let saved = dir.join("plan.json");
     let full = dir.join("plan.txt");
@@ -182,7 +185,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
     }
     print!("{}", overview(&p));
     println!("(the whole plan, step by step: {})", full.display());
-    eprintln!("==> trustform apply plan.json --probe");
+    crate::verbosity::note(format_args!("==> trustform apply plan.json --probe"));
     let applied = super::apply::run_reporting(
         super::apply::Args {
             wait_timeout: std::time::Duration::from_secs(300),
@@ -201,7 +204,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
         },
         &config,
     )?;
-    eprintln!("==> trustform status");
+    crate::verbosity::note(format_args!("==> trustform status"));
     super::apply::status(
         super::apply::StatusArgs {
             plan_id: None,
@@ -211,7 +214,7 @@ pub fn run(a: Args) -> miette::Result<Exit> {
         },
         &config,
     )?;
-    eprintln!("==> trustform plan");
+    crate::verbosity::note(format_args!("==> trustform plan"));
     let after = super::plan::make(&config, false)?;
     println!("{}", render::summary_line(&after));
     print!("{}", closing_table(&applied, started.elapsed()));

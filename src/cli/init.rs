@@ -422,11 +422,11 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         .as_ref()
         .map(|k| format!(" and the API at {} ({} namespaces)", k.server, k.namespaces))
         .unwrap_or_default();
-    eprintln!(
+    crate::verbosity::note(format_args!(
         "Wrote {} from {} nodes{api} ({} authorities, desired = current). Commit it; then `trustform rotate kubernetes`.",
         path.display(),
         snap.nodes.len(),
         c.authorities.len()
-    );
+    ));
     Ok(Exit::Ok)
 }

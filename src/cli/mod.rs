@@ -51,6 +51,12 @@ pub struct Cli {
         env = "TRUSTFORM_CONFIG"
     )]
     pub config: PathBuf,
+    /// Say only warnings and errors on stderr (data on stdout is unchanged).
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also say each operation on a node (read, write, run, dial), with its duration.
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -137,6 +143,13 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 
 /// Run a parsed command.
 pub fn run(cli: Cli) -> miette::Result<Exit> {
+    crate::verbosity::set(if cli.quiet {
+        crate::verbosity::Level::Quiet
+    } else if cli.verbose {
+        crate::verbosity::Level::Verbose
+    } else {
+        crate::verbosity::Level::Normal
+    });
     // The built-in sandbox's nodes are reached through their own transport (the product
     // never asks whether a node is simulated).
     sandbox::install_transport();

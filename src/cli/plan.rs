@@ -177,7 +177,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         None => make_on(&loaded, a.no_stages)?,
     };
     for n in &notes {
-        eprintln!("Warning: {n}");
+        crate::verbosity::warn(n);
     }
     print!("{}", render::render(&p, a.format));
     if let Some(out) = &a.out {
@@ -189,7 +189,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
                     out.display()
                 )
             })?;
-        eprintln!("Saved the plan to {}.", out.display());
+        crate::verbosity::note(format_args!("Saved the plan to {}.", out.display()));
     }
     Ok(if a.detailed_exitcode && !p.is_empty() {
         Exit::Changes

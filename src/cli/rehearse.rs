@@ -58,10 +58,10 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
     }
     let r = on(&loaded, &snap, &plan)?;
     if snap.fingerprint != plan.snapshot_fingerprint {
-        eprintln!(
+        crate::verbosity::note(format_args!(
             "Note: the cluster changed since plan {} was made; rehearsing it on the cluster as it is now (apply would refuse it as stale).",
             plan.id()
-        );
+        ));
     }
     match a.format {
         super::apply::OutFormat::Json => println!(

@@ -133,10 +133,10 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             .remove(0)
             .facts
             .fingerprint;
-        eprintln!(
+        crate::verbosity::note(format_args!(
             "Generated CA {name} ({}): {cert_rel} (commit it); key {key_rel} (0600, git-ignored).",
             fp.short()
-        );
+        ));
         c.cas.insert(
             name.clone(),
             CaSpec {
@@ -199,18 +199,18 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     match crate::config_edit::rotate(&loaded.text, &loaded.config, &c, auth, new_ca) {
         Some(text) => write_config_text(path, &text)?,
         None => {
-            eprintln!(
+            crate::verbosity::note(format_args!(
                 "Note: {} is rewritten in trustform's layout: its authorities or `cas` are written in a form rotate does not edit in place (anchors, flow mappings); `trustform fmt` shows that layout.",
                 path.display()
-            );
+            ));
             write_config(path, &c)?;
         }
     }
-    eprintln!(
+    crate::verbosity::note(format_args!(
         "{}: authority {auth} → {} (issuer {new_issuer}, trust [{}]). Review with `trustform plan`.",
         path.display(),
         to.name(),
         new_trust.join(", ")
-    );
+    ));
     Ok(Exit::Ok)
 }

@@ -175,15 +175,18 @@ pub fn run(c: Command) -> miette::Result<Exit> {
             sb.save(&a.dir).map_err(|e| {
                 miette::miette!("cannot write {}: {e}", a.dir.join("sandbox.json").display())
             })?;
-            eprintln!(
+            crate::verbosity::note(format_args!(
                 "Created sandbox cluster in {} ({} control planes, {} workers) in {:.1}s.",
                 a.dir.display(),
                 spec.control_planes,
                 spec.workers,
                 started.elapsed().as_secs_f64()
-            );
-            eprintln!("Seeded {}.", report.summary());
-            eprintln!("Next: trustform init --sandbox {}", a.dir.display());
+            ));
+            crate::verbosity::note(format_args!("Seeded {}.", report.summary()));
+            crate::verbosity::note(format_args!(
+                "Next: trustform init --sandbox {}",
+                a.dir.display()
+            ));
             drop(sb);
             Ok(Exit::Ok)
         }
@@ -264,10 +267,12 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         // Every process's TLS ports where its configuration says (the gates' live
         // handshakes over SSH reach them), then the other health endpoints.
         for (what, why) in sandbox::node::serve::spawn(&a.dir) {
-            eprintln!("warning: the TLS port of {what} is not served: {why}");
+            crate::verbosity::warn(format_args!("the TLS port of {what} is not served: {why}"));
         }
         for (what, why) in sandbox::node::health::spawn(&a.dir) {
-            eprintln!("warning: the health endpoint of {what} is not served: {why}");
+            crate::verbosity::warn(format_args!(
+                "the health endpoint of {what} is not served: {why}"
+            ));
         }
         let started = std::time::Instant::now();
         let sshds = if a.ssh {

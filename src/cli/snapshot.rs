@@ -59,13 +59,13 @@ pub fn run(a: Args, config: &Path) -> miette::Result<Exit> {
             crate::atomic::write(&p, json.as_bytes(), crate::atomic::PUBLIC_MODE).map_err(|e| {
                 miette::miette!(code = "trustform::io", "cannot write {}: {e}", p.display())
             })?;
-            eprintln!(
+            crate::verbosity::note(format_args!(
                 "Wrote snapshot {} of {} nodes, {} CAs to {}.",
                 snap.fingerprint,
                 snap.nodes.len(),
                 snap.cas.len(),
                 p.display()
-            );
+            ));
         }
         None => print!("{json}"),
     }

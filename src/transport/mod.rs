@@ -14,9 +14,11 @@ pub mod local;
 pub mod process;
 pub mod shell;
 pub mod ssh;
+pub mod traced;
 
 pub use local::{Local, PathError, normal, resolve};
 pub use ssh::{Ssh, SshOptions};
+pub use traced::traced;
 
 use crate::input::Kind;
 use miette::Diagnostic;
@@ -423,8 +425,9 @@ pub fn register_local_override(f: LocalOverride) {
 
 /// The transport for a node reached through a local directory.
 pub fn local(name: &str, root: &std::path::Path) -> Arc<dyn Transport> {
-    LOCAL_OVERRIDE
+    let made = LOCAL_OVERRIDE
         .get()
         .and_then(|f| f(name, root))
-        .unwrap_or_else(|| Arc::new(Local::new(name, root)))
+        .unwrap_or_else(|| Arc::new(Local::new(name, root)));
+    traced(name, made)
 }
