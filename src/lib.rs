@@ -13,6 +13,7 @@ pub mod config;
 pub mod config_edit;
 pub mod diff;
 pub mod exec;
+pub mod expiry;
 pub mod held;
 pub mod input;
 pub mod kubelet;

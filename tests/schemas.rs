@@ -24,9 +24,9 @@ fn schemas_are_generated_from_the_types() {
 
 /// A schema file, checked by an independent witness: Python's `jsonschema`
 /// (`tests/data/validate-schema.py`), not trustform's own code.
-struct Validator(String);
+pub(crate) struct Validator(String);
 
-fn validator(path: &str) -> Validator {
+pub(crate) fn validator(path: &str) -> Validator {
     let v = Validator(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")));
     // The schema itself must be a valid JSON Schema (the script checks it first and
     // fails otherwise).
@@ -36,7 +36,7 @@ fn validator(path: &str) -> Validator {
 
 impl Validator {
     /// The witness's errors for `doc` (`message at /pointer`), none when it is valid.
-    fn iter_errors(&self, doc: &serde_json::Value) -> Vec<String> {
+    pub(crate) fn iter_errors(&self, doc: &serde_json::Value) -> Vec<String> {
         use std::io::Write;
         let script = format!(
             "{}/tests/data/validate-schema.py",
@@ -69,7 +69,7 @@ impl Validator {
             .collect()
     }
 
-    fn is_valid(&self, doc: &serde_json::Value) -> bool {
+    pub(crate) fn is_valid(&self, doc: &serde_json::Value) -> bool {
         self.iter_errors(doc).is_empty()
     }
 }
@@ -189,7 +189,9 @@ fn plan_snapshot_and_status_schemas_are_generated_and_versioned() {
         "schemas/status.schema.json",
         &trustform::apply::status::schema(),
     );
+    check_file("schemas/expiry.schema.json", &trustform::expiry::schema());
     for (path, id) in [
+        ("schemas/expiry.schema.json", "expiry-v1"),
         ("schemas/plan.schema.json", "plan-v1"),
         ("schemas/snapshot.schema.json", "snapshot-v1"),
         ("schemas/status.schema.json", "status-v1"),

@@ -6,6 +6,7 @@ mod apply;
 mod check;
 mod demo;
 mod docs;
+mod expiry;
 mod init;
 mod plan;
 mod refusal;
@@ -30,7 +31,8 @@ pub enum Exit {
     Ok = 0,
     /// A failure already reported on stdout (e.g. `status --wait` on a failed apply).
     Failed = 1,
-    /// Changes present (only with --detailed-exitcode).
+    /// Changes present (only with --detailed-exitcode); for `expiry --warn`, a
+    /// certificate ends within the window.
     Changes = 2,
     /// `apply` stopped at a manual step the operator must carry out and confirm
     /// (`trustform apply --confirm STEP-ID`); nothing failed.
@@ -96,6 +98,11 @@ pub enum Command {
         after_help = "Examples:\n  trustform show plan.json --format markdown > comment.md\n  trustform show plan.json --format markdown --max-bytes 30000"
     )]
     Show(show::Args),
+    /// List every certificate with its expiry, soonest first (`--warn 30d` for monitoring).
+    #[command(
+        after_help = "Examples:\n  trustform expiry                           every certificate of the inventory's nodes\n  trustform expiry --warn 30d                exit 2 when one ends within 30 days\n  trustform expiry --format prometheus > /var/lib/node_exporter/trustform.prom"
+    )]
+    Expiry(expiry::Args),
     /// Prove a saved plan keeps every trust edge live, step by step, on the cluster now.
     Rehearse(rehearse::Args),
     /// Carry out a plan step by step (journaled, resumable, verified at every stage).
@@ -163,6 +170,7 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Show(a) => show::run(a),
         Command::Validate(a) => check::validate(a, &cli.config),
         Command::Fmt(a) => check::fmt(a, &cli.config),
+        Command::Expiry(a) => expiry::run(a, &cli.config),
         Command::Rehearse(a) => rehearse::run(a, &cli.config),
         Command::Apply(a) => apply::run(a, &cli.config),
         Command::Status(a) => apply::status(a, &cli.config),

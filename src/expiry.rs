@@ -1,0 +1,377 @@
+//! Certificate expiry: every certificate a [`Snapshot`] knows (the CAs, every leaf in a
+//! file, every kubeconfig's client certificate), when it ends and how long is left, as
+//! `kubeadm certs check-expiration` lists them, for the whole cluster at once. Pure: the
+//! snapshot and the time in, a [`Listing`] out; rendered as a table, JSON (its schema is
+//! `schemas/expiry.schema.json`) or a Prometheus textfile for node_exporter.
+
+use crate::snapshot::{FileFact, Snapshot};
+use serde::Serialize;
+use std::fmt::Write;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The version of the JSON listing.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What a certificate is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A certificate authority (listed once, with every place it was found).
+    Ca,
+    /// A leaf certificate in a file (a serving or client certificate).
+    Leaf,
+    /// A kubeconfig's client certificate (embedded or referenced).
+    KubeconfigClient,
+}
+
+/// Where a certificate stands against the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Its `notAfter` has passed.
+    Expired,
+    /// It ends inside the window.
+    Expiring,
+    /// It ends after the window.
+    Ok,
+}
+
+/// One certificate.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Entry {
+    /// What it is.
+    pub kind: Kind,
+    /// The node whose file holds it (none for a CA: see `found_in`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The file on that node (none for a CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Its subject's common name.
+    pub subject: String,
+    /// Its issuer's common name.
+    pub issuer: String,
+    /// SHA-256 of its DER.
+    pub fingerprint: String,
+    /// When it ends (RFC 3339).
+    pub not_after: String,
+    /// Seconds from `now` to `not_after` (negative once expired).
+    pub seconds_left: i64,
+    /// Against the window.
+    pub state: State,
+    /// Where it is used: for a CA every `node:path` it was found in; for a leaf the
+    /// components that read its file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
+}
+
+/// The counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Summary {
+    /// Certificates listed.
+    pub total: usize,
+    /// Already expired.
+    pub expired: usize,
+    /// Ending inside the window.
+    pub expiring: usize,
+}
+
+/// Every certificate, soonest end first.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Listing {
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// When it was listed (RFC 3339).
+    pub now: String,
+    /// The window: a certificate ending within it is `expiring`.
+    pub window_seconds: u64,
+    /// The snapshot it was listed from.
+    pub snapshot_fingerprint: String,
+    /// The certificates.
+    pub certificates: Vec<Entry>,
+    /// The counts.
+    pub summary: Summary,
+}
+
+/// The JSON Schema of the listing.
+pub fn schema() -> String {
+    crate::schema::versioned(schemars::schema_for!(Listing), "expiry", FORMAT_VERSION)
+}
+
+fn parse(t: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(t, &Rfc3339).ok()
+}
+
+/// The certificates of `snap` at `now`, with `window` for [`State::Expiring`].
+pub fn list(snap: &Snapshot, now: OffsetDateTime, window: std::time::Duration) -> Listing {
+    let window_seconds = window.as_secs();
+    let entry = |kind, node: Option<&str>, path: Option<&str>, f: &crate::pki::CertFacts| {
+        let seconds_left = parse(&f.not_after).map_or(i64::MIN, |t| (t - now).whole_seconds());
+        let state = if seconds_left <= 0 {
+            State::Expired
+        } else if (seconds_left as u64) <= window_seconds {
+            State::Expiring
+        } else {
+            State::Ok
+        };
+        Entry {
+            kind,
+            node: node.map(str::to_string),
+            path: path.map(str::to_string),
+            subject: f.common_name.clone(),
+            issuer: issuer_cn(&f.issuer),
+            fingerprint: f.fingerprint.0.clone(),
+            not_after: f.not_after.clone(),
+            seconds_left,
+            state,
+            used_by: vec![],
+        }
+    };
+    let mut out: Vec<Entry> = snap
+        .cas
+        .values()
+        .map(|ca| Entry {
+            used_by: ca.found_in.clone(),
+            ..entry(Kind::Ca, None, None, &ca.cert)
+        })
+        .collect();
+    for node in &snap.nodes {
+        let readers = |path: &str| -> Vec<String> {
+            let mut r: Vec<String> = node
+                .components
+                .iter()
+                .filter(|(_, c)| c.inputs.iter().any(|i| i == path))
+                .map(|(name, _)| name.clone())
+                .collect();
+            if node
+                .kubelet
+                .as_ref()
+                .is_some_and(|k| k.inputs.iter().any(|i| i == path))
+            {
+                r.push("kubelet".into());
+            }
+            r
+        };
+        for (path, fact) in &node.files {
+            let leaves: Vec<(Kind, &crate::pki::CertFacts)> = match fact {
+                FileFact::Certificates { certs, .. } => certs
+                    .iter()
+                    .filter_map(|c| c.leaf.as_ref())
+                    .map(|f| (Kind::Leaf, f))
+                    .collect(),
+                FileFact::Kubeconfig(k) => k
+                    .client
+                    .as_ref()
+                    .and_then(|c| c.leaf.as_ref())
+                    .map(|f| (Kind::KubeconfigClient, f))
+                    .into_iter()
+                    .collect(),
+                FileFact::PrivateKey(_) | FileFact::PublicKey { .. } => vec![],
+            };
+            for (kind, f) in leaves {
+                out.push(Entry {
+                    used_by: readers(path),
+                    ..entry(kind, Some(&node.name), Some(path), f)
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.seconds_left, &a.node, &a.path, a.kind).cmp(&(b.seconds_left, &b.node, &b.path, b.kind))
+    });
+    let summary = Summary {
+        total: out.len(),
+        expired: out.iter().filter(|e| e.state == State::Expired).count(),
+        expiring: out.iter().filter(|e| e.state == State::Expiring).count(),
+    };
+    Listing {
+        format_version: FORMAT_VERSION,
+        now: now.format(&Rfc3339).unwrap_or_default(),
+        window_seconds,
+        snapshot_fingerprint: snap.fingerprint.clone(),
+        certificates: out,
+        summary,
+    }
+}
+
+/// The `CN=` of a distinguished name as x509-parser writes it (`O=…, CN=kubernetes`),
+/// or the whole name when it has none.
+fn issuer_cn(dn: &str) -> String {
+    dn.split(", ")
+        .find_map(|p| p.strip_prefix("CN="))
+        .unwrap_or(dn)
+        .to_string()
+}
+
+/// `90d`, `23h`, `-3d` (expired three days ago).
+pub fn left(seconds: i64) -> String {
+    let (sign, s) = if seconds < 0 {
+        ("-", seconds.unsigned_abs())
+    } else {
+        ("", seconds as u64)
+    };
+    if s >= 86_400 {
+        format!("{sign}{}d", s / 86_400)
+    } else if s >= 3_600 {
+        format!("{sign}{}h", s / 3_600)
+    } else {
+        format!("{sign}{}m", s / 60)
+    }
+}
+
+impl Listing {
+    /// A table, soonest end first, and a summary line.
+    pub fn text(&self) -> String {
+        let rows: Vec<[String; 6]> = self
+            .certificates
+            .iter()
+            .map(|e| {
+                let place = match (&e.node, &e.path) {
+                    (Some(n), Some(p)) => format!("{n}:{p}"),
+                    // A CA: its first place, and how many more.
+                    _ => match e.used_by.as_slice() {
+                        [] => "CA".into(),
+                        [one] => one.clone(),
+                        [first, rest @ ..] => format!("{first} (+{} more)", rest.len()),
+                    },
+                };
+                [
+                    match e.state {
+                        State::Expired => "EXPIRED",
+                        State::Expiring => "EXPIRING",
+                        State::Ok => "ok",
+                    }
+                    .to_string(),
+                    left(e.seconds_left),
+                    e.not_after.replace('T', " ").replace('Z', ""),
+                    e.subject.clone(),
+                    e.issuer.clone(),
+                    place,
+                ]
+            })
+            .collect();
+        let head = [
+            "STATE",
+            "LEFT",
+            "EXPIRES (UTC)",
+            "SUBJECT",
+            "ISSUER",
+            "WHERE",
+        ];
+        let mut width = head.map(str::len);
+        for r in &rows {
+            for (w, c) in width.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let mut line = |cells: &[String]| {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    l.push_str(c);
+                } else {
+                    let _ = write!(l, "{c:<w$}  ", w = width[i]);
+                }
+            }
+            out.push_str(l.trim_end());
+            out.push('\n');
+        };
+        line(&head.map(str::to_string));
+        for r in &rows {
+            line(r);
+        }
+        let s = &self.summary;
+        let _ = writeln!(
+            out,
+            "\n{} certificates: {} expired, {} ending within {}, {} fine.",
+            s.total,
+            s.expired,
+            s.expiring,
+            left(self.window_seconds as i64),
+            s.total - s.expired - s.expiring
+        );
+        out
+    }
+
+    /// The listing as pretty JSON.
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the listing serialises") + "\n"
+    }
+
+    /// A Prometheus textfile (node_exporter's textfile collector): each certificate's
+    /// `notAfter` as Unix time, labelled with where it is; alerting is
+    /// `trustform_certificate_not_after_seconds - time() < 30 * 86400`.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::from(
+            "# HELP trustform_certificate_not_after_seconds When the certificate expires, in Unix time.\n\
+             # TYPE trustform_certificate_not_after_seconds gauge\n",
+        );
+        for e in &self.certificates {
+            let Some(t) = parse(&e.not_after) else {
+                continue;
+            };
+            let mut labels = vec![
+                ("kind", kind_name(e.kind).to_string()),
+                ("subject", e.subject.clone()),
+                ("issuer", e.issuer.clone()),
+                ("fingerprint", e.fingerprint.clone()),
+            ];
+            if let (Some(n), Some(p)) = (&e.node, &e.path) {
+                labels.push(("node", n.clone()));
+                labels.push(("path", p.clone()));
+            }
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "trustform_certificate_not_after_seconds{{{}}} {}",
+                labels.join(","),
+                t.unix_timestamp()
+            );
+        }
+        out
+    }
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Ca => "ca",
+        Kind::Leaf => "leaf",
+        Kind::KubeconfigClient => "kubeconfig-client",
+    }
+}
+
+/// A label value as the exposition format wants it: `\`, `"` and newlines escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn left_reads_as_days_hours_minutes() {
+        assert_eq!(left(90 * 86_400 + 5), "90d");
+        assert_eq!(left(5 * 3_600), "5h");
+        assert_eq!(left(125), "2m");
+        assert_eq!(left(-3 * 86_400), "-3d");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn the_issuer_is_named_by_its_common_name() {
+        assert_eq!(issuer_cn("O=system:masters, CN=kubernetes"), "kubernetes");
+        assert_eq!(issuer_cn("O=acme"), "O=acme");
+    }
+}
