@@ -225,7 +225,7 @@ fn over_ssh(access: &config::SshAccess, dir: &Path) -> miette::Result<(String, N
     };
     let target = NodeTarget {
         name: name.clone(),
-        transport: std::sync::Arc::new(ssh),
+        transport: crate::transport::traced(&name, std::sync::Arc::new(ssh)),
         root: None,
         kubeconfigs: vec![],
     };
