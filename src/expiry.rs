@@ -99,15 +99,12 @@ pub fn schema() -> String {
     crate::schema::versioned(schemars::schema_for!(Listing), "expiry", FORMAT_VERSION)
 }
 
-fn parse(t: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(t, &Rfc3339).ok()
-}
-
 /// The certificates of `snap` at `now`, with `window` for [`State::Expiring`].
 pub fn list(snap: &Snapshot, now: OffsetDateTime, window: std::time::Duration) -> Listing {
     let window_seconds = window.as_secs();
     let entry = |kind, node: Option<&str>, path: Option<&str>, f: &crate::pki::CertFacts| {
-        let seconds_left = parse(&f.not_after).map_or(i64::MIN, |t| (t - now).whole_seconds());
+        let seconds_left =
+            crate::clock::parse(&f.not_after).map_or(i64::MIN, |t| (t - now).whole_seconds());
         let state = if seconds_left <= 0 {
             State::Expired
         } else if (seconds_left as u64) <= window_seconds {
@@ -309,7 +306,7 @@ impl Listing {
              # TYPE trustform_certificate_not_after_seconds gauge\n",
         );
         for e in &self.certificates {
-            let Some(t) = parse(&e.not_after) else {
+            let Some(t) = crate::clock::parse(&e.not_after) else {
                 continue;
             };
             let mut labels = vec![

@@ -210,7 +210,7 @@ pub fn stage_began(events: &[Event]) -> Option<std::time::Duration> {
                 _ => None,
             })
         })?;
-    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    let t = crate::clock::parse(at)?;
     let ago = time::OffsetDateTime::now_utc() - t;
     std::time::Duration::try_from(ago).ok()
 }

@@ -29,7 +29,6 @@ pub struct Progress {
     bars: Mutex<HashMap<String, ProgressBar>>,
     total: usize,
     done: Mutex<usize>,
-    quiet: bool,
 }
 
 impl Progress {
@@ -41,13 +40,12 @@ impl Progress {
             bars: Mutex::new(HashMap::new()),
             total,
             done: Mutex::new(already),
-            quiet: !crate::verbosity::chatty(),
         }
     }
 
     /// Print a line that is not an event (text modes only; not with `--quiet`).
     pub fn note(&self, line: &str) {
-        if !self.quiet {
+        if crate::verbosity::chatty() {
             self.say(line);
         }
     }
@@ -82,9 +80,9 @@ impl Progress {
             format!("[{}/{}]", *d, self.total)
         };
         match e {
+            Event::StepStart { .. } if !crate::verbosity::chatty() => {}
             Event::StepStart { step, .. } => {
-                if self.quiet {
-                } else if self.mode == Mode::Bars {
+                if self.mode == Mode::Bars {
                     let bar = self.multi.add(ProgressBar::new_spinner());
                     bar.set_style(
                         ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
@@ -108,7 +106,8 @@ impl Progress {
                 ..
             } => {
                 let c = count(true);
-                self.finish(step, &format!("{c} {step}: done ({ms} ms)"), false);
+                self.clear(step);
+                self.note(&format!("{c} {step}: done ({ms} ms)"));
                 for d in did {
                     self.note(&format!("    {d}"));
                 }
@@ -117,7 +116,8 @@ impl Progress {
                 }
             }
             Event::StepFailed { step, error, .. } => {
-                self.finish(step, &format!("{step}: FAILED: {error}"), true);
+                self.clear(step);
+                self.say(&format!("{step}: FAILED: {error}"));
             }
             Event::StepSkipped { step, upstream, .. } => {
                 self.say(&format!("{step}: skipped: upstream step {upstream} failed"));
@@ -160,16 +160,11 @@ impl Progress {
         self.multi.suspend(f)
     }
 
-    /// End a step's spinner with `line` (`loud`: even with `--quiet`).
-    fn finish(&self, step: &str, line: &str, loud: bool) {
+    /// End a step's spinner (its line is printed after).
+    fn clear(&self, step: &str) {
         if let Some(bar) = self.bars.lock().expect("progress lock").remove(step) {
             bar.finish_and_clear();
             self.multi.remove(&bar);
-        }
-        if loud {
-            self.say(line);
-        } else {
-            self.note(line);
         }
     }
 

@@ -38,13 +38,10 @@ const DEFAULT_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 
 
 /// Run.
 pub fn run(a: Args, config: &Path) -> miette::Result<Exit> {
-    let snap = match (&a.snapshot, a.roots.is_empty()) {
-        (Some(file), _) => super::plan::load_snapshot(file)?,
-        (None, false) => crate::observe::observe(&super::snapshot::parse_roots(&a.roots))?,
-        (None, true) => {
-            let loaded = crate::config::load(config)?;
-            crate::observe::observe(&crate::observe::targets(&loaded)?)?
-        }
+    // Certificates live in the nodes' files: the API side is not read.
+    let snap = match &a.snapshot {
+        Some(file) => super::plan::load_snapshot(file)?,
+        None => super::snapshot::take(&a.roots, config, false)?,
     };
     let listing = crate::expiry::list(
         &snap,

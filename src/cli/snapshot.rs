@@ -2,6 +2,7 @@
 
 use super::Exit;
 use crate::observe::{self, NodeTarget};
+use crate::snapshot::Snapshot;
 use std::path::{Path, PathBuf};
 
 /// `snapshot`.
@@ -42,17 +43,23 @@ pub fn parse_roots(roots: &[String]) -> Vec<NodeTarget> {
         .collect()
 }
 
+/// Observe the nodes `--root` names, or else the inventory of `config` (and, when
+/// `api`, its Kubernetes API side).
+pub fn take(roots: &[String], config: &Path, api: bool) -> miette::Result<Snapshot> {
+    Ok(if roots.is_empty() {
+        let loaded = crate::config::load(config)?;
+        let access = api
+            .then(|| crate::exec::kube::Access::of(&loaded))
+            .flatten();
+        observe::observe_with(&crate::observe::targets(&loaded)?, access.as_ref())?
+    } else {
+        observe::observe(&parse_roots(roots))?
+    })
+}
+
 /// Run.
 pub fn run(a: Args, config: &Path) -> miette::Result<Exit> {
-    let snap = if a.roots.is_empty() {
-        let loaded = crate::config::load(config)?;
-        observe::observe_with(
-            &crate::observe::targets(&loaded)?,
-            crate::exec::kube::Access::of(&loaded).as_ref(),
-        )?
-    } else {
-        observe::observe(&parse_roots(&a.roots))?
-    };
+    let snap = take(&a.roots, config, true)?;
     let json = snap.to_json() + "\n";
     match a.out {
         Some(p) => {

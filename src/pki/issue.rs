@@ -66,8 +66,7 @@ pub struct LeafSpec {
 impl LeafSpec {
     /// The spec that re-issues an observed leaf with the same identity and lifetime.
     pub fn from_facts(facts: &CertFacts) -> Self {
-        let parse =
-            |s: &str| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok();
+        let parse = crate::clock::parse;
         let days = match (parse(&facts.not_before), parse(&facts.not_after)) {
             (Some(a), Some(b)) => (b - a).whole_days().max(1),
             _ => 365,

@@ -432,9 +432,7 @@ pub async fn workloads(
 /// Did the pod start strictly after the ConfigMap's last write? Both RFC 3339; a tie
 /// (second resolution) counts as before: the pod may hold the older content.
 fn started_after(started: Option<&str>, written: Option<&str>) -> bool {
-    let parse = |s: &str| {
-        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-    };
+    let parse = crate::clock::parse;
     match (started.and_then(parse), written.and_then(parse)) {
         (Some(s), Some(w)) => s > w,
         (Some(_), None) => true,
