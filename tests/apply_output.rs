@@ -138,6 +138,16 @@ fn quiet_and_verbose() {
         "{verbose_err}"
     );
     assert!(common::leaks("plan -v", &verbose_err, &needles).is_empty());
+    {
+        // The lines as a user reads them (nodes are read in parallel: sorted; sizes and
+        // times vary with the keys and the machine).
+        let mut s = settings();
+        s.add_filter(r"\d+(\.\d)? (B|KiB)\b", "[size]");
+        let _guard = s.bind_to_scope();
+        let mut lines: Vec<&str> = verbose_err.lines().collect();
+        lines.sort();
+        insta::assert_snapshot!("plan_verbose_stderr", lines.join("\n"));
+    }
     // Apply: quiet prints the summary only; verbose shows each write.
     let (code, applied, err) = w.run(&["-q", "apply", "plan.json", "--parallelism", "1"]);
     assert_eq!(code, 0, "{err}");
@@ -145,6 +155,10 @@ fn quiet_and_verbose() {
     assert!(!applied.contains(": done ("), "{applied}");
     assert!(applied.contains("Apply complete"), "{applied}");
     assert_eq!(err, "", "--quiet apply says nothing on stderr");
+    {
+        let _guard = settings().bind_to_scope();
+        insta::assert_snapshot!("apply_quiet", applied);
+    }
     w.ok(&["rollback", &plan_id(&w)]);
     let (code, applied, err) = w.run(&["--verbose", "apply", "plan.json", "--parallelism", "1"]);
     assert_eq!(code, 0, "{err}");

@@ -132,6 +132,41 @@ fn pem_of(w: &common::Workdir, e: &Value, tmp: &Path) -> std::path::PathBuf {
     out
 }
 
+/// `text` with what changes from run to run replaced (dates, time stamps in names,
+/// fingerprints, Unix times), then its rows sorted between the lines that are not rows
+/// (a header, comments, the summary): certificates made within the same second list in
+/// either order.
+fn stable(text: &str) -> String {
+    let mut text = text.to_string();
+    for (re, with) in [
+        (r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}Z?", "[date]"),
+        (r"@\d{10}\b", "@[time]"),
+        (r"sha256:[0-9a-f]{64}", "sha256:[fp]"),
+        (r"(?m)\} \d{10}$", "} [unix]"),
+    ] {
+        text = regex::Regex::new(re)
+            .unwrap()
+            .replace_all(&text, with)
+            .into_owned();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let fixed = |l: &str| l.is_empty() || l.starts_with('#') || l.starts_with("STATE ");
+    let mut out: Vec<&str> = vec![];
+    let mut run: Vec<&str> = vec![];
+    for l in lines {
+        if fixed(l) {
+            run.sort();
+            out.append(&mut run);
+            out.push(l);
+        } else {
+            run.push(l);
+        }
+    }
+    run.sort();
+    out.append(&mut run);
+    out.join("\n")
+}
+
 #[test]
 fn expiry_agrees_with_openssl_and_sets_the_exit_code() {
     let w = common::sandbox(1, 1, false);
@@ -156,6 +191,9 @@ fn expiry_agrees_with_openssl_and_sets_the_exit_code() {
         "the soonest first:\n{text}"
     );
     assert!(text.contains("1 expired, 0 ending within"), "{text}");
+    insta::assert_snapshot!("expiry_text", stable(&text));
+    let (_, prom, _) = w.run(&["expiry", "--format", "prometheus", "--warn", "30d"]);
+    insta::assert_snapshot!("expiry_prometheus", stable(&prom));
 
     let listing: Value = serde_json::from_str(&w.ok(&["expiry", "--format", "json"])).unwrap();
     let errors = crate::schemas::validator("schemas/expiry.schema.json").iter_errors(&listing);
