@@ -13,6 +13,7 @@ mod continuity;
 mod controllers;
 mod demo;
 mod errors;
+mod etcd;
 mod expiry;
 mod health;
 mod kill;

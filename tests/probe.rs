@@ -198,6 +198,18 @@ fn apply_probe_without_the_listeners_fails_fast() {
 fn a_full_rotation_under_the_prober_breaks_no_managed_edge() {
     let w = common::seeded(&["--namespaces", "2", "--workloads", "4", "--bare-pods", "0"]);
     let _up = common::Up::start(&w, None);
+    // The etcd edges are probed against real etcd members (where etcd is installed).
+    if common::require_etcd("a_full_rotation_under_the_prober_breaks_no_managed_edge") {
+        let members = trustform::sandbox::etcd::Registry::load(&w.cluster())
+            .expect("real etcd members")
+            .members;
+        assert_eq!(members.len(), 2, "{members:?}");
+        let e = Endpoints::load(&w.cluster()).unwrap();
+        assert_eq!(
+            e.process("cp-1", "etcd-peer"),
+            Some(format!("{}:2380", w.ip("cp-1")).as_str())
+        );
+    }
     w.ok(&["init", "--sandbox", "cluster"]);
     w.ok(&["rotate", "kubernetes", "--to-end"]);
     w.ok(&["rotate", "front-proxy", "--to-end"]);

@@ -38,6 +38,17 @@ impl ApiServer {
                     }
                 };
                 let controllers = controllers::spawn(&dir, server.store.clone());
+                let d = dir.clone();
+                let (etcd, etcd_note) =
+                    match tokio::task::spawn_blocking(move || super::sandbox::start_etcd(&d)).await
+                    {
+                        Ok(started) => started,
+                        Err(e) => (
+                            None,
+                            super::sandbox::EtcdNote::Warn(format!("etcd did not start: {e}")),
+                        ),
+                    };
+                etcd_note.say();
                 let listeners = match listeners::start(&dir, server.store.clone()).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -51,6 +62,9 @@ impl ApiServer {
                 let _ = stop_rx.await;
                 // They hold clones of the store: stop them first, so shutdown releases it.
                 listeners.shutdown().await;
+                if let Some(e) = etcd {
+                    let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+                }
                 controllers.stop().await;
                 server.shutdown().await;
             });

@@ -258,6 +258,12 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         let server = apiserver::serve(&a.dir, opts).await?;
         // The simulated control plane's controllers and kubelets, beside the API server.
         let controllers = controllers::spawn(&a.dir, server.store.clone());
+        // Real etcd members where etcd is installed (before the listeners: a real
+        // member serves its own ports).
+        let dir = a.dir.clone();
+        let (etcd, etcd_note) = tokio::task::spawn_blocking(move || start_etcd(&dir))
+            .await
+            .map_err(|e| miette::miette!("the etcd supervisor failed: {e}"))?;
         // Every simulated process's TLS endpoint, for probes and openssl s_client.
         let listeners = listeners::start(&a.dir, server.store.clone()).await?;
         // Every node's kubelet: restarts static pods whose manifests changed, on time.
@@ -302,6 +308,7 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
             listeners.len(),
             listeners::Endpoints::path(&a.dir).display()
         );
+        etcd_note.say();
         if let Some(s) = &sshds {
             eprintln!(
                 "{} sshd(s) ready in {:.1}s, one per node ({}):",
@@ -315,6 +322,9 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         }
         signals.wait().await;
         machines.abort();
+        if let Some(e) = etcd {
+            let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+        }
         if let Some(s) = sshds {
             let _ = tokio::task::spawn_blocking(move || s.shutdown()).await;
         }
@@ -325,6 +335,59 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
         Ok::<_, miette::Report>(())
     })?;
     Ok(Exit::Ok)
+}
+
+/// How long `sandbox up` waits for the etcd members to be healthy.
+const ETCD_START: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Run sandbox `dir`'s etcd members as real processes, where etcd is installed, and wait
+/// until they are healthy (`None`: etcd stays simulated). The second value is what to say
+/// about it, once the sandbox is ready.
+pub(super) fn start_etcd(dir: &Path) -> (Option<sandbox::etcd::Supervisor>, EtcdNote) {
+    let started = std::time::Instant::now();
+    let s = match sandbox::etcd::Supervisor::start(dir) {
+        Ok(s) => s,
+        Err(why) => {
+            return (
+                None,
+                EtcdNote::Warn(format!(
+                    "etcd is simulated (a TLS listener per member): {why}"
+                )),
+            );
+        }
+    };
+    let note = match s.wait_healthy(ETCD_START) {
+        Ok(()) => EtcdNote::Note(format!(
+            "{} etcd members (etcd {}, real processes) healthy in {:.1}s",
+            s.nodes.len(),
+            s.version,
+            started.elapsed().as_secs_f64()
+        )),
+        Err(sick) => EtcdNote::Warn(format!(
+            "etcd members not healthy after {}s: {}",
+            ETCD_START.as_secs(),
+            sick.join("; ")
+        )),
+    };
+    (Some(s), note)
+}
+
+/// What [`start_etcd`] has to say.
+pub(super) enum EtcdNote {
+    /// Fine.
+    Note(String),
+    /// Simulated, or not healthy.
+    Warn(String),
+}
+
+impl EtcdNote {
+    /// Say it on stderr.
+    pub(super) fn say(&self) {
+        match self {
+            EtcdNote::Note(n) => crate::verbosity::note(format_args!("{n}")),
+            EtcdNote::Warn(w) => crate::verbosity::warn(format_args!("{w}")),
+        }
+    }
 }
 
 /// Ctrl-C and SIGTERM, listened for from creation on (before the server says it is

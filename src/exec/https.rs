@@ -150,13 +150,54 @@ pub fn get(
     s.write_all(request.as_bytes())
         .and_then(|()| s.flush())
         .map_err(|e| HttpsError::NoAnswer(Some(e.to_string())))?;
+    // Read until the answer is complete (its Content-Length, or the last chunk), not
+    // until the server closes: etcd's peer port keeps a `Connection: close` connection
+    // open for seconds after answering, and Go's HTTP client does not wait for that.
     let mut answer = Vec::new();
-    let read = s.take(MAX_ANSWER).read_to_end(&mut answer);
+    let mut buf = [0u8; 8192];
+    let mut error = None;
+    while (answer.len() as u64) < MAX_ANSWER && !complete(&answer) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
     // A server that closes without close_notify still gave its answer.
     if answer.is_empty() {
-        return Err(HttpsError::NoAnswer(read.err().map(|e| e.to_string())));
+        return Err(HttpsError::NoAnswer(error));
     }
     parse(&answer)
+}
+
+/// Whether `answer` holds a whole HTTP/1.1 answer: its head, and a body of its
+/// `Content-Length` or ending with the last chunk (else only the close ends it).
+fn complete(answer: &[u8]) -> bool {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+    let body = &answer[end + 4..];
+    for line in head.lines().skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        match name.trim() {
+            "content-length" => {
+                return value.trim().parse::<usize>().is_ok_and(|n| body.len() >= n);
+            }
+            "transfer-encoding" if value.contains("chunked") => {
+                return body.starts_with(b"0\r\n\r\n")
+                    || body.windows(7).any(|w| w == b"\r\n0\r\n\r\n");
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Run `f` (a connection and its exchange) on its own thread, giving up after `timeout`:
@@ -280,6 +321,57 @@ mod tests {
             get(canned("ok\n"), "h", 1, "/"),
             Err(HttpsError::NotHttp)
         ));
+    }
+
+    /// A server that answers, then keeps the connection open (etcd's peer port does, for
+    /// seconds): reading past the answer would hang.
+    struct Lingering(Canned);
+
+    impl Read for Lingering {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            assert!(n > 0, "read past a complete answer: it would hang");
+            Ok(n)
+        }
+    }
+
+    impl Write for Lingering {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_complete_answer_is_not_read_past() {
+        let a = get(
+            Lingering(canned(
+                "HTTP/1.1 200 OK\r\nContent-Length: 45\r\n\r\n{\"etcdserver\":\"3.4.23\",\"etcdcluster\":\"3.4.0\"}",
+            )),
+            "h",
+            2380,
+            "/version",
+        )
+        .unwrap();
+        assert_eq!(a.status, 200);
+        assert!(a.body.contains("3.4.23"));
+        let a = get(
+            Lingering(canned(
+                "HTTP/1.1 503 Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nno \r\n6\r\nleader\r\n0\r\n\r\n",
+            )),
+            "h",
+            2381,
+            "/health",
+        )
+        .unwrap();
+        assert_eq!((a.status, a.body.as_str()), (503, "no leader"));
+        assert!(complete(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\n\r\nuntil the close"));
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //! `HTTP/1.1 200 OK` with `ok`, and closes. A restart in the sandbox replaces the held
 //! state atomically, so a listener has no outage of its own.
 //!
+//! Real etcd members ([`crate::sandbox::etcd`]) serve their own ports: their addresses
+//! are published instead of a listener's.
+//!
 //! The addresses are written to `DIR/run/endpoints.json` (see [`Endpoints`]; public data
 //! only), which [`Listeners::shutdown`] removes.
 
@@ -360,6 +363,22 @@ impl Source {
     }
 }
 
+/// Where a real etcd member serves clients (`peer`: peers): its first
+/// `--advertise-client-urls` (`--initial-advertise-peer-urls`), as it read them.
+fn member_address(root: &Path, peer: bool) -> Option<String> {
+    let flag = if peer {
+        "initial-advertise-peer-urls"
+    } else {
+        "advertise-client-urls"
+    };
+    let flags = runtime::held(root, "etcd")?.flags("etcd");
+    let (host, port) = flags
+        .get(flag)?
+        .split(',')
+        .find_map(crate::apply::live::url_address)?;
+    Some(format!("{host}:{port}"))
+}
+
 async fn bind() -> Result<(TcpListener, String), ListenerError> {
     let l = TcpListener::bind("127.0.0.1:0")
         .await
@@ -386,6 +405,7 @@ pub async fn start(dir: &Path, store: Store) -> Result<Listeners, ListenerError>
         ..Endpoints::default()
     };
     let mut sources: Vec<(TcpListener, Source)> = vec![];
+    let real_etcd = crate::sandbox::etcd::real(&dir);
     for node in &sandbox.nodes {
         let components = runtime::components(&node.root);
         let has = |c: &str| components.iter().any(|x| x == c);
@@ -400,6 +420,17 @@ pub async fn start(dir: &Path, store: Store) -> Result<Listeners, ListenerError>
             serves.push(Serve::Kubelet);
         }
         for serve in serves {
+            if let Serve::Etcd { peer } = serve
+                && real_etcd
+            {
+                // A real member serves its own ports: the prober dials them.
+                if let Some(addr) = member_address(&node.root, peer) {
+                    endpoints
+                        .processes
+                        .insert(format!("{}/{}", node.name, serve.process()), addr);
+                }
+                continue;
+            }
             let (l, addr) = bind().await?;
             endpoints
                 .processes

@@ -9,6 +9,9 @@ fn pod(
     command: &[String],
     volumes: &[(&str, &str, bool)],
 ) -> String {
+    // `etcd@3.4.23`: etcd, as kubeadm writes it for that version.
+    let full = name;
+    let name = name.split('@').next().unwrap_or(name);
     let mut s = String::new();
     s.push_str("apiVersion: v1\nkind: Pod\nmetadata:\n");
     if !annotations.is_empty() {
@@ -23,15 +26,15 @@ fn pod(
     for c in command {
         s.push_str(&format!("    - {c}\n"));
     }
-    let image = if name == "etcd" {
-        "registry.k8s.io/etcd:3.5.16-0".to_string()
-    } else {
-        format!("registry.k8s.io/{name}:{K8S_VERSION}")
+    let image = match full.strip_prefix("etcd@") {
+        Some(version) => format!("registry.k8s.io/etcd:{version}-0"),
+        None => format!("registry.k8s.io/{name}:{K8S_VERSION}"),
     };
+
     s.push_str(&format!(
         "    image: {image}\n    imagePullPolicy: IfNotPresent\n"
     ));
-    s.push_str(&probes(name, ip));
+    s.push_str(&probes(full, ip));
     s.push_str(&format!(
         "    name: {name}\n    resources:\n      requests:\n        cpu: 250m\n    volumeMounts:\n"
     ));
@@ -60,11 +63,32 @@ fn pod(
 /// node shares this machine's loopback, so what kubeadm binds to 127.0.0.1 (the
 /// controller manager's and scheduler's secure ports, etcd's metrics, the kubelet's
 /// healthz) binds to the node's own loopback address instead.
+/// Whether `etcd@VERSION` predates etcd's `/livez` and `/readyz` (3.5.11).
+fn health_only(name: &str) -> bool {
+    let Some(v) = name.strip_prefix("etcd@") else {
+        return false;
+    };
+    let n: Vec<u32> = v
+        .split(['.', '-'])
+        .take(3)
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    n.as_slice() < [3, 5, 11].as_slice()
+}
+
 fn probes(name: &str, ip: &str) -> String {
     let (port, scheme, live, start, ready) = match name {
         "kube-apiserver" => (6443, "HTTPS", "/livez", "/livez", Some("/readyz")),
         "kube-controller-manager" => (10257, "HTTPS", "/healthz", "/healthz", None),
         "kube-scheduler" => (10259, "HTTPS", "/healthz", "/healthz", None),
+        // etcd before 3.5.11 has no /livez and /readyz: kubeadm probes /health there.
+        _ if health_only(name) => (
+            2381,
+            "HTTP",
+            "/health?exclude=NOSPACE&serializable=true",
+            "/health?serializable=false",
+            None,
+        ),
         _ => (2381, "HTTP", "/livez", "/readyz", None),
     };
     let probe = |kind: &str, path: &str, failures: u32, timeout: u32| {
@@ -216,8 +240,8 @@ pub fn scheduler(ip: &str) -> String {
     )
 }
 
-/// etcd.yaml.
-pub fn etcd(name: &str, ip: &str, initial_cluster: &str) -> String {
+/// etcd.yaml, as kubeadm writes it for etcd `version` (`3.4.23`: its image and probes).
+pub fn etcd(name: &str, ip: &str, initial_cluster: &str, version: &str) -> String {
     let p = |f: &str| format!("/etc/kubernetes/pki/etcd/{f}");
     let cmd = flags(
         "etcd",
@@ -245,7 +269,7 @@ pub fn etcd(name: &str, ip: &str, initial_cluster: &str) -> String {
     );
     let ann = format!("    kubeadm.kubernetes.io/etcd.advertise-client-urls: https://{ip}:2379\n");
     pod(
-        "etcd",
+        &format!("etcd@{version}"),
         ip,
         &ann,
         &cmd,

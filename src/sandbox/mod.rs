@@ -6,6 +6,7 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod etcd;
 pub mod kubelet_pki;
 pub mod listeners;
 mod manifests;
@@ -236,6 +237,7 @@ pub fn create_seeded(dir: &Path, spec: &Spec) -> Result<(Sandbox, SeedReport), S
         first_cp: cps[0].name.clone(),
         server: "https://127.0.0.1:6443".into(),
         kubelet_serving: spec.kubelet_serving,
+        etcd_version: etcd::binary().map_or_else(|_| "3.5.16".into(), |(_, v)| v),
     };
     // RSA key generation dominates: spread the nodes over every core.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -285,6 +287,9 @@ struct ClusterCtx<'a> {
     initial_cluster: String,
     first_cp: String,
     server: String,
+    /// The etcd version the manifests are written for: the installed etcd's, which
+    /// `sandbox up` runs (see [`etcd`]), else kubeadm 1.32's.
+    etcd_version: String,
     kubelet_serving: KubeletServing,
 }
 
@@ -531,7 +536,7 @@ fn write_node(node: &SandboxNode, ctx: &ClusterCtx) -> Result<(), SandboxError> 
     )?;
     put(
         &m.join("etcd.yaml"),
-        &manifests::etcd(&node.name, ip, &ctx.initial_cluster),
+        &manifests::etcd(&node.name, ip, &ctx.initial_cluster, &ctx.etcd_version),
         PUBLIC_MODE,
     )?;
     Ok(())

@@ -578,3 +578,68 @@ pub fn fault_fired(out: &std::process::Output) -> bool {
     String::from_utf8_lossy(&out.stderr).contains("TRUSTFORM_FAULT: exiting")
         && (out.status.code() == Some(99) || out.status.signal().is_some())
 }
+
+/// Whether a real etcd runs the sandbox's members (`sandbox up` runs them where etcd is
+/// installed). Without it a test that needs it is skipped, saying why — except where
+/// `TRUSTFORM_REQUIRE_ETCD` is set (`.ci/run` sets it: CI installs etcd), where it fails.
+pub fn require_etcd(test: &str) -> bool {
+    let found = std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("TRUSTFORM_REQUIRE_ETCD").is_none(),
+            "{test}: etcd is not installed, and CI must run this test (Debian: etcd-server)"
+        );
+        eprintln!("SKIPPED {test}: etcd is not installed (Debian: apt-get install etcd-server)");
+    }
+    found
+}
+
+/// `etcdctl` against the member of `node`, as its healthcheck client (the certificate
+/// kubeadm makes for that), exit status and output.
+pub fn etcdctl(w: &Workdir, node: &str, args: &[&str]) -> (bool, String) {
+    let pki = w.node(node).join("etc/kubernetes/pki/etcd");
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints=https://{}:2379", w.ip(node)))
+        .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("healthcheck-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("healthcheck-client.key").display()
+        ))
+        .arg("--command-timeout=5s")
+        .args(args)
+        .output()
+        .expect("etcdctl runs (Debian: etcd-client)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Poll `f` every 200 ms until it says `Some`, at most `limit`; the last `None`'s
+/// reason in the panic.
+pub fn eventually<T>(
+    what: &str,
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(why) if start.elapsed() > limit => {
+                panic!("{what}: not within {}s: {why}", limit.as_secs())
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
+}

@@ -44,7 +44,12 @@ impl Machine {
                 probe,
             });
         }
+        // A real etcd member ([`crate::sandbox::etcd`]) answers its own.
+        let real_etcd = crate::sandbox::etcd::real_at(&self.root);
         for c in self.manifests() {
+            if real_etcd && c == "etcd" {
+                continue;
+            }
             if let Some(probe) = read(&format!("{}/{c}.yaml", layout::MANIFESTS))
                 .and_then(|b| health::of_manifest(&String::from_utf8_lossy(&b)))
             {

@@ -445,6 +445,10 @@ impl Machine {
     }
 
     fn fits(&self, component: &str, held: &Held) -> Result<(), String> {
+        if self.real(component) {
+            // A real process: it says for itself whether it starts.
+            return Ok(());
+        }
         if component == "kubelet" {
             fit::kubelet(held)
         } else {
@@ -652,7 +656,49 @@ impl Machine {
 
     // ---- static pods ----
 
+    /// Whether `component` runs as a real process (etcd, while `sandbox up` runs its
+    /// members: see [`crate::sandbox::etcd`]); its log lines are then its own.
+    fn real(&self, component: &str) -> bool {
+        component == "etcd" && crate::sandbox::etcd::real_at(&self.root)
+    }
+
+    /// A container's real process exited on its own at `t` with `code` (see
+    /// [`crate::sandbox::etcd`]): the container is finished, and the kubelet restarts it
+    /// with its back-off, as it does a crashed container. `false` when container `id`
+    /// is not the running one (it was killed first).
+    pub fn container_exited(
+        &self,
+        component: &str,
+        id: &str,
+        code: i32,
+        t: Nanos,
+    ) -> std::io::Result<bool> {
+        let backoff = |attempt: u32| dur(self.restart.backoff(attempt + 1));
+        self.with(t, |m, st| {
+            let Some(pod) = st.pods.get_mut(component).and_then(|s| s.pods.last_mut()) else {
+                return false;
+            };
+            let Some(c) = pod
+                .containers
+                .last_mut()
+                .filter(|c| c.id == id && c.running())
+            else {
+                return false;
+            };
+            c.finished = Some(t);
+            c.exit_code = code;
+            c.reason = if code == 0 { "Completed" } else { "Error" }.into();
+            c.log_to = Some(logs::size(&m.root, component));
+            pod.retry = Some(t + backoff(c.attempt));
+            true
+        })
+        .map(|(_, exited)| exited)
+    }
+
     fn container_log(&self, component: &str, level: char, t: Nanos, file: &str, msg: &str) {
+        if self.real(component) {
+            return;
+        }
         let line = if component == "etcd" {
             let lvl = match level {
                 'E' => "fatal",

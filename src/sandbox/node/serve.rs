@@ -58,8 +58,17 @@ impl Machine {
 }
 
 /// [`Machine::live_endpoints`] of the node whose `/` is `root`, read again only when one
-/// of its processes restarted (every dial of the sandbox transport asks).
+/// of its processes restarted (every dial of the sandbox transport asks). A real etcd
+/// member ([`crate::sandbox::etcd`]) serves its own ports: they are not among them.
 fn endpoints_of(root: &Path) -> Vec<LiveEndpoint> {
+    let mut all = simulated_endpoints_of(root);
+    if crate::sandbox::etcd::real_at(root) {
+        all.retain(|e| !matches!(e.serve, Serve::Etcd { .. }));
+    }
+    all
+}
+
+fn simulated_endpoints_of(root: &Path) -> Vec<LiveEndpoint> {
     type Cache = Mutex<HashMap<PathBuf, (Vec<Option<runtime::Stamp>>, Vec<LiveEndpoint>)>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let stamps: Vec<_> = ["kube-apiserver", "etcd", "kubelet"]
