@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The embedded procedure files, `(file name, text)`.
-pub const EMBEDDED: [(&str, &str); 2] = [
+pub const EMBEDDED: [(&str, &str); 3] = [
     (
         "plans/kubernetes-ca.yaml",
         include_str!("../plans/kubernetes-ca.yaml"),
@@ -21,6 +21,7 @@ pub const EMBEDDED: [(&str, &str); 2] = [
         "plans/front-proxy-ca.yaml",
         include_str!("../plans/front-proxy-ca.yaml"),
     ),
+    ("plans/etcd-ca.yaml", include_str!("../plans/etcd-ca.yaml")),
 ];
 
 /// One procedure file.

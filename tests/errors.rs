@@ -206,42 +206,22 @@ fn missing_config_says_how_to_make_one() {
 }
 
 #[test]
-fn unreachable_desired_state_is_a_diagnostic() {
-    // The etcd authority has no procedure yet: asking to rotate it is refused, clearly.
+fn an_external_etcd_is_refused_naming_its_servers() {
+    // etcd's procedure rotates stacked etcd: with no member among the control planes'
+    // static pods (etcd is external), the plan is refused with the reason.
     let w = common::initialised(1, 0);
-    edit(
-        &w.config(),
-        "  etcd:\n    issuer: etcd\n    trust: [etcd]\n",
-        "  etcd:\n    issuer: etcd\n    trust: [etcd, kubernetes]\n",
-    );
+    std::fs::remove_file(w.node("cp-1").join("etc/kubernetes/manifests/etcd.yaml")).unwrap();
+    w.ok(&["rotate", "etcd"]);
     let err = plan_fails(&w);
+    assert!(err.contains("trustform::plan::external_etcd"), "{err}");
     assert!(
-        err.contains("authority etcd must change, but trustform has no procedure for it yet"),
-        "{err}"
-    );
-    assert!(err.contains("trustform::plan::no_procedure"), "{err}");
-}
-
-#[test]
-fn rotate_refuses_an_authority_without_a_procedure() {
-    let w = common::initialised(1, 0);
-    let before = std::fs::read_to_string(w.config()).unwrap();
-    let (code, _, err) = w.run(&["rotate", "etcd"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("no procedure rotates authority \"etcd\""),
+        err.contains(&format!("--etcd-servers=https://{}:2379", w.ip("cp-1"))),
         "{err}"
     );
     assert!(
-        err.contains("help: use one of: kubernetes, front-proxy"),
+        err.contains("plans/etcd-ca.yaml rotates stacked etcd"),
         "{err}"
     );
-    assert_eq!(
-        std::fs::read_to_string(w.config()).unwrap(),
-        before,
-        "nothing written"
-    );
-    assert!(!w.path().join("cas").exists(), "no CA generated");
 }
 
 /// `plan` on a sandbox whose trustform.yaml (from `init`) lists cp-1's copy of admin.conf,

@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 use trustform::apply::probe::{self, Input, Prober};
-use trustform::exec::Node;
-use trustform::sandbox::Sandbox;
 use trustform::sandbox::etcd::Registry;
 use trustform::sandbox::listeners::Endpoints;
 
@@ -230,18 +228,7 @@ fn a_member_that_trusts_no_peer_drops_out_and_the_gate_and_prober_name_it() {
         "cp-1 and cp-2 still talk:\n{err}"
     );
     // The prober: every peer edge of cp-3 fails, both ways; the others do not.
-    let sb = Sandbox::load(&w.cluster()).unwrap();
-    let targets: Vec<trustform::observe::NodeTarget> = sb
-        .nodes
-        .iter()
-        .map(|n| trustform::observe::NodeTarget::local(&n.name, &n.root))
-        .collect();
-    let nodes: BTreeMap<String, Node> = sb
-        .nodes
-        .iter()
-        .map(|n| (n.name.clone(), Node::local(&n.name, &n.root)))
-        .collect();
-    let snap = trustform::observe::observe(&targets).unwrap();
+    let (snap, nodes) = common::observed_locally(&w);
     let endpoints = Endpoints::load(&w.cluster()).unwrap();
     let input = Input::new(&snap, nodes, endpoints, BTreeMap::new(), None);
     let prober = Prober::start(input, probe::Options::default()).unwrap();
@@ -268,4 +255,90 @@ fn a_member_that_trusts_no_peer_drops_out_and_the_gate_and_prober_name_it() {
         }
     }
     drop(up);
+}
+
+#[test]
+fn an_etcd_ca_rotation_keeps_every_etcd_edge_and_ends_on_the_new_ca_alone() {
+    if !common::require_etcd("an_etcd_ca_rotation_keeps_every_etcd_edge") {
+        return;
+    }
+    // A 3 + 1 sandbox whose restarts take a little time, through the CLI.
+    let w = common::sandbox_restarting(3, 1, "0.2s");
+    let _up = Up::start(&w, None);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    common::fast_issuance(&w);
+    w.ok(&["rotate", "etcd", "--to-end"]);
+    let plan = w.ok(&["plan", "-out", "plan.json"]);
+    assert!(plan.contains("edges stay live through all"), "{plan}");
+    // The documented order: etcd members one at a time, each stage.
+    for (id, doc) in [
+        ("etcd-ca/distribute-ca@cp-1", Some("1")),
+        ("etcd-ca/restart-etcd@cp-3", None),
+        ("etcd-ca/etcd-certs@cp-1", Some("8.3")),
+        ("etcd-ca/drop-old@cp-1", Some("11.2")),
+    ] {
+        let label = match doc {
+            Some(d) => format!("[{d}] {id}"),
+            None => id.to_string(),
+        };
+        assert!(plan.contains(&label), "{label}:\n{plan}");
+    }
+    let (code, out, err) = w.run(&["apply", "plan.json", "--probe", "--format", "json"]);
+    let summary: serde_json::Value = common::probe_summary(&out);
+    let report: probe::Report = serde_json::from_value(summary["probe"].clone()).unwrap();
+    assert_eq!(code, 0, "{err}\n{:#?}", report.lines());
+    // Not one failed handshake; the etcd edges were probed throughout, against the real
+    // members (a member restarting refuses connections: counted as down, apart).
+    assert_eq!(report.failures, 0, "{:?}", report.lines());
+    for kind in [probe::EdgeKind::Etcd, probe::EdgeKind::EtcdPeer] {
+        let edges: Vec<&probe::EdgeReport> = report
+            .edges
+            .iter()
+            .filter(|e| e.kind == Some(kind))
+            .collect();
+        assert!(!edges.is_empty(), "{kind:?}");
+        for e in edges {
+            assert!(e.attempts > e.down + 10, "{}: {e:?}", e.name);
+            assert_eq!(e.failures, 0, "{}: {:?}", e.name, e.first_error);
+        }
+    }
+    assert!(
+        report.down > 0,
+        "real members were down while they restarted: {:?}",
+        report.lines()
+    );
+    // openssl: every etcd leaf and apiserver-etcd-client.crt verifies against the new
+    // etcd CA alone, which is all etcd/ca.crt holds.
+    let new_ca = std::fs::read_dir(w.path().join("cas"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("etcd-"))
+        })
+        .expect("the new etcd CA in cas/");
+    for n in CPS {
+        let pki = w.node(n).join("etc/kubernetes/pki");
+        assert_eq!(
+            std::fs::read_to_string(pki.join("etcd/ca.crt")).unwrap(),
+            std::fs::read_to_string(&new_ca).unwrap(),
+            "{n}"
+        );
+        for leaf in [
+            "etcd/server.crt",
+            "etcd/peer.crt",
+            "etcd/healthcheck-client.crt",
+            "apiserver-etcd-client.crt",
+        ] {
+            common::openssl_verify(&new_ca, &pki.join(leaf))
+                .unwrap_or_else(|e| panic!("{n}:{leaf}: {e}"));
+        }
+    }
+    // etcdctl, with the re-issued healthcheck client: one healthy cluster.
+    common::eventually("a healthy cluster", Duration::from_secs(30), || {
+        cluster_health(&w, "cp-3")
+    });
+    let again = w.ok(&["plan"]);
+    assert!(again.contains("No changes."), "{again}");
 }

@@ -12,11 +12,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use trustform::apply::probe::{self, EdgeKind, Input, Prober};
-use trustform::exec::Node;
 use trustform::pki::issue::{generate_key, issue_leaf, new_ca};
 use trustform::pki::{KeyAlgorithm, LeafSpec};
 use trustform::sandbox::listeners::{self, Endpoints};
-use trustform::sandbox::{Sandbox, apiserver, runtime};
+use trustform::sandbox::{apiserver, runtime};
 
 /// The sandbox's API server and listeners on a runtime of the test's own.
 struct InProcess {
@@ -302,19 +301,8 @@ fn the_prober_sees_an_api_server_serving_from_an_unknown_ca() {
     write(&pki.join("apiserver.key"), &key.serialize_pem());
     runtime::restart(&w.node("cp-1"), "kube-apiserver").unwrap();
 
-    let sb = Sandbox::load(&w.cluster()).unwrap();
-    let targets: Vec<trustform::observe::NodeTarget> = sb
-        .nodes
-        .iter()
-        .map(|n| trustform::observe::NodeTarget::local(&n.name, &n.root))
-        .collect();
-    let nodes: BTreeMap<String, Node> = sb
-        .nodes
-        .iter()
-        .map(|n| (n.name.clone(), Node::local(&n.name, &n.root)))
-        .collect();
+    let (snap, nodes) = common::observed_locally(&w);
     assert_eq!(probe::endpoints_of(&nodes).unwrap(), *up.endpoints());
-    let snap = trustform::observe::observe(&targets).unwrap();
     let input = Input::new(&snap, nodes, up.endpoints().clone(), BTreeMap::new(), None);
     let options = probe::Options::default();
     let interval = options.interval;

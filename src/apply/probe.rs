@@ -221,6 +221,9 @@ pub struct Report {
     /// same, the client presenting its certificate).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unverified: u64,
+    /// Attempts that found their server down (restarting; see [`EdgeReport::down`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub down: u64,
     /// Every edge probed, in the order they were first probed.
     pub edges: Vec<EdgeReport>,
 }
@@ -256,6 +259,14 @@ pub struct EdgeReport {
     /// the server accepts the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unverified: Option<String>,
+    /// Attempts that found the server down (connection refused, or closed without a TLS
+    /// alert or answer: its process restarting): an outage of the server, not of trust.
+    /// Not among `failures`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub down: u64,
+    /// The first such refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_down: Option<String>,
 }
 
 impl Report {
@@ -290,6 +301,13 @@ impl Report {
             out.push(format!(
                 "  {:<22} {n} ({why}; the server still verified the client)",
                 "unverified edges"
+            ));
+        }
+        if self.down > 0 {
+            let edges = self.edges.iter().filter(|e| e.down > 0).count();
+            out.push(format!(
+                "  {:<22} {} attempts on {edges} edges (refused or closed without a TLS word while the server restarted: not a trust failure)",
+                "server down", self.down
             ));
         }
         let failing: Vec<&EdgeReport> = self.failing().collect();
@@ -564,6 +582,8 @@ struct Track {
     longest: Duration,
     first_error: Option<String>,
     vanished: bool,
+    down: u64,
+    first_down: Option<String>,
 }
 
 impl Track {
@@ -577,14 +597,20 @@ impl Track {
             longest: Duration::ZERO,
             first_error: None,
             vanished: false,
+            down: 0,
+            first_down: None,
         }
     }
 
-    fn record(&mut self, at: Instant, res: Result<(), TrustError>) {
+    fn record(&mut self, at: Instant, res: Result<(), Fail>) {
         self.attempts += 1;
         match res {
             Ok(()) => self.close_outage(at),
-            Err(e) => {
+            Err(Fail::Down(why)) => {
+                self.down += 1;
+                self.first_down.get_or_insert(why);
+            }
+            Err(Fail::Trust(e)) => {
                 self.failures += 1;
                 self.first_error.get_or_insert_with(|| line(&e));
                 self.outage_since.get_or_insert(at);
@@ -609,6 +635,8 @@ impl Track {
             first_error: self.first_error.clone(),
             vanished: self.vanished,
             unverified: self.probe.unverified.map(str::to_string),
+            down: self.down,
+            first_down: self.first_down.clone(),
         }
     }
 }
@@ -795,7 +823,7 @@ impl Ctx {
 
 /// One handshake of one edge: connect, handshake, GET (the one exchange the gates make:
 /// [`Handshake::over`]), on a thread of the blocking pool.
-async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), TrustError> {
+async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), Fail> {
     let (own_roots, identity) = ctx.client(&probe.client)?;
     let (address, name, server_roots) = ctx.server(&probe.server)?;
     let t = ctx.timeout;
@@ -803,7 +831,9 @@ async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), TrustError> {
         address: address.clone(),
         reason,
     };
-    let addr: std::net::SocketAddr = address.parse().map_err(|e| to(format!("{e}")))?;
+    let addr: std::net::SocketAddr = address
+        .parse()
+        .map_err(|e| TrustError::from(to(format!("{e}"))))?;
     // kube-apiserver without --kubelet-certificate-authority does not verify kubelets
     // (the edge is unverified); it still presents its client certificate.
     let handshake = Handshake {
@@ -815,20 +845,108 @@ async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), TrustError> {
         path: super::live::path(&probe.server).to_string(),
     };
     let done = tokio::task::spawn_blocking(move || {
-        let tcp =
-            std::net::TcpStream::connect_timeout(&addr, t).map_err(|e| HttpsError::Connect {
-                address: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+        let tcp = match std::net::TcpStream::connect_timeout(&addr, t) {
+            Ok(tcp) => tcp,
+            // Nothing listens: the server's process is down (a restart), no handshake
+            // was made.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(Fail::Down(format!("{addr}: {e}")));
+            }
+            Err(e) => {
+                return Err(Fail::Trust(TrustError::from(HttpsError::Connect {
+                    address: addr.to_string(),
+                    reason: e.to_string(),
+                })));
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let _ = tcp.set_read_timeout(Some(t));
         let _ = tcp.set_write_timeout(Some(t));
-        handshake.over(tcp)
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stream = Watched {
+            tcp,
+            closed: closed.clone(),
+        };
+        handshake.over(stream).map(|_| ()).map_err(|e| {
+            // The server closed the connection without a word of TLS (no alert): it is
+            // going down (a restart), not judging trust — a server that refuses a
+            // certificate says so with an alert first.
+            // An internal_error alert is no verdict either: Go's TLS server sends it when
+            // the process stops mid-handshake.
+            let text = e.to_string();
+            let tls = matches!(&e, HttpsError::NoAnswer(_) | HttpsError::Handshake(_));
+            let closed = closed.load(std::sync::atomic::Ordering::Relaxed);
+            let silent = tls && !text.contains("alert") && closed;
+            if silent || (tls && text.contains("alert: InternalError")) {
+                Fail::Down(format!("{addr}: the server closed the connection ({e})"))
+            } else {
+                Fail::Trust(e.into())
+            }
+        })
     })
     .await;
     match done {
-        Ok(r) => r.map(|_| ()).map_err(TrustError::from),
-        Err(e) => Err(TrustError::from(to(format!("the probe's task ended: {e}")))),
+        Ok(r) => r,
+        Err(e) => Err(TrustError::from(to(format!("the probe's task ended: {e}"))).into()),
+    }
+}
+
+/// A TCP stream that notes when the server ended it (end of stream, or a reset).
+struct Watched {
+    tcp: std::net::TcpStream,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Read for Watched {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::ErrorKind as K;
+        let r = self.tcp.read(buf);
+        let ended = match &r {
+            Ok(0) => !buf.is_empty(),
+            Ok(_) => false,
+            Err(e) => matches!(
+                e.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::UnexpectedEof
+            ),
+        };
+        if ended {
+            self.closed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl std::io::Write for Watched {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.tcp.write(buf);
+        if r.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            self.closed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+/// Why an attempt did not handshake.
+#[derive(Debug)]
+enum Fail {
+    /// The server refused the connection, or closed it without a word of TLS: its
+    /// process is down or going down (a restart). Trust was not judged: counted apart
+    /// from failures.
+    Down(String),
+    /// A failed handshake, or no answer.
+    Trust(TrustError),
+}
+
+impl From<TrustError> for Fail {
+    fn from(e: TrustError) -> Self {
+        Fail::Trust(e)
     }
 }
 
@@ -980,6 +1098,7 @@ async fn run(
         failures: edges.iter().map(|e| e.failures).sum(),
         longest_outage_ms: edges.iter().map(|e| e.longest_outage_ms).max().unwrap_or(0),
         unverified: edges.iter().filter(|e| e.unverified.is_some()).count() as u64,
+        down: edges.iter().map(|e| e.down).sum(),
         edges,
     }
 }
@@ -1138,19 +1257,24 @@ mod tests {
         });
         let t0 = Instant::now();
         let gone = |n: &str| {
-            Err(TrustError::Pod {
+            Err(Fail::Trust(TrustError::Pod {
                 pod: n.into(),
                 reason: "gone".into(),
-            })
+            }))
         };
         t.record(t0, Ok(()));
         t.record(t0 + Duration::from_millis(200), gone("first"));
         t.record(t0 + Duration::from_millis(400), gone("second"));
         t.record(t0 + Duration::from_millis(700), Ok(()));
         t.record(t0 + Duration::from_millis(900), gone("third"));
+        t.record(
+            t0 + Duration::from_millis(950),
+            Err(Fail::Down("127.0.0.1:2379: refused".into())),
+        );
         t.close_outage(t0 + Duration::from_millis(1000));
         let r = t.report();
-        assert_eq!((r.attempts, r.failures), (5, 3));
+        // A refused connection is the server down, apart from trust failures.
+        assert_eq!((r.attempts, r.failures, r.down), (6, 3, 1));
         assert_eq!(r.longest_outage_ms, 500);
         let first = r.first_error.unwrap_or_default();
         assert!(first.starts_with("pod first: gone ("), "{first}");

@@ -200,6 +200,22 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
                 .collect();
             return Err(PlanError::NoProcedure(auth.to_string(), have.join(", ")));
         };
+        if *auth == Authority::Etcd && !snap.nodes.iter().any(|n| n.components.contains_key("etcd"))
+        {
+            // External etcd: no member is a static pod of a node trustform reaches.
+            let servers = snap
+                .nodes
+                .iter()
+                .find_map(|n| {
+                    n.components
+                        .get("kube-apiserver")?
+                        .flags
+                        .get("etcd-servers")
+                })
+                .cloned()
+                .unwrap_or_else(|| "(no --etcd-servers)".into());
+            return Err(PlanError::ExternalEtcd(servers));
+        }
         x.authorities.push(AuthorityChange {
             authority: auth.to_string(),
             from: labels(d, current),
@@ -1005,8 +1021,28 @@ mod tests {
         };
         assert_eq!(
             (auth.as_str(), have.as_str()),
-            ("kubernetes", "front-proxy")
+            ("kubernetes", "front-proxy, etcd")
         );
+    }
+
+    #[test]
+    fn an_etcd_rotation_without_stacked_members_is_refused_as_external() {
+        let mut snap = cluster(1, 0);
+        snap.nodes[0].components.remove("etcd");
+        snap.nodes[0]
+            .components
+            .get_mut("kube-apiserver")
+            .unwrap()
+            .flags
+            .insert("etcd-servers".into(), "https://10.0.0.5:2379".into());
+        let mut d = kubernetes_to_new();
+        let k = d.authorities.remove(&Authority::Kubernetes).unwrap();
+        d.authorities.insert(Authority::Etcd, k);
+        let r = plan_of(&snap, &d);
+        let Err(PlanError::ExternalEtcd(servers)) = r else {
+            panic!("planned an external etcd: {r:?}");
+        };
+        assert_eq!(servers, "https://10.0.0.5:2379");
     }
 
     #[test]

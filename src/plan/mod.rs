@@ -32,6 +32,17 @@ pub enum PlanError {
         )
     )]
     NoProcedure(String, String),
+    /// The etcd CA must change, but etcd is external (no member on a control plane).
+    #[error(
+        "authority etcd must change, but etcd is external (--etcd-servers={0}): no etcd member is a static pod of a node in the inventory"
+    )]
+    #[diagnostic(
+        code(trustform::plan::external_etcd),
+        help(
+            "plans/etcd-ca.yaml rotates stacked etcd (kubeadm's layout: etc/kubernetes/manifests/etcd.yaml on every control plane); rotate an external etcd's CA with its own tooling, then keep authority etcd's issuer and trust as they are in the cluster"
+        )
+    )]
+    ExternalEtcd(String),
     /// The desired state cannot be reached by the documented steps.
     #[error("the desired state cannot be reached: no documented step changes {}", .0.join("; "))]
     #[diagnostic(

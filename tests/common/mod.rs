@@ -643,3 +643,33 @@ pub fn eventually<T>(
         }
     }
 }
+
+/// The sandbox's nodes reached in this process (the sandbox transport must be installed),
+/// and their snapshot: what an in-process prober starts from.
+pub fn observed_locally(
+    w: &Workdir,
+) -> (
+    trustform::snapshot::Snapshot,
+    std::collections::BTreeMap<String, trustform::exec::Node>,
+) {
+    let sb = trustform::sandbox::Sandbox::load(&w.cluster()).expect("sandbox.json");
+    let targets: Vec<trustform::observe::NodeTarget> = sb
+        .nodes
+        .iter()
+        .map(|n| trustform::observe::NodeTarget::local(&n.name, &n.root))
+        .collect();
+    let nodes = sb
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.clone(),
+                trustform::exec::Node::local(&n.name, &n.root),
+            )
+        })
+        .collect();
+    (
+        trustform::observe::observe(&targets).expect("observe"),
+        nodes,
+    )
+}
