@@ -114,6 +114,25 @@ impl Dial<'_> {
     }
 }
 
+/// The etcd flag that says where a member serves clients (`peer`: its peers).
+pub fn etcd_url_flag(peer: bool) -> &'static str {
+    if peer {
+        "initial-advertise-peer-urls"
+    } else {
+        "advertise-client-urls"
+    }
+}
+
+/// Where an etcd member with `flags` is dialed: the first URL of
+/// [`etcd_url_flag`].
+pub fn etcd_address(flags: &BTreeMap<String, String>, peer: bool) -> Option<(String, u16)> {
+    flags
+        .get(etcd_url_flag(peer))?
+        .split(',')
+        .next()
+        .and_then(url_address)
+}
+
 /// `https://host:port/…` → (host, port); the port defaults to 443.
 pub fn url_address(url: &str) -> Option<(String, u16)> {
     let rest = url.trim().strip_prefix("https://")?;
@@ -289,17 +308,11 @@ fn dial_of<'a>(
                     (kn, host, config.port.unwrap_or(10250), k.clone())
                 }
                 Server::Etcd { node: m, peer } => {
-                    let flag = if *peer {
-                        "initial-advertise-peer-urls"
-                    } else {
-                        "advertise-client-urls"
-                    };
                     let (host, port) = flags(node(m)?, "etcd")
-                        .and_then(|ef| ef.get(flag).cloned())
-                        .and_then(|u| u.split(',').next().and_then(url_address))
+                        .and_then(|ef| etcd_address(&ef, *peer))
                         .ok_or_else(|| TrustError::NotConfigured {
                             component: format!("etcd on {m}"),
-                            what: format!("--{flag}"),
+                            what: format!("--{}", etcd_url_flag(*peer)),
                         })?;
                     (from, host.clone(), port, host)
                 }

@@ -363,19 +363,10 @@ impl Source {
     }
 }
 
-/// Where a real etcd member serves clients (`peer`: peers): its first
-/// `--advertise-client-urls` (`--initial-advertise-peer-urls`), as it read them.
+/// Where a real etcd member serves clients (`peer`: peers), as it read its flags.
 fn member_address(root: &Path, peer: bool) -> Option<String> {
-    let flag = if peer {
-        "initial-advertise-peer-urls"
-    } else {
-        "advertise-client-urls"
-    };
     let flags = runtime::held(root, "etcd")?.flags("etcd");
-    let (host, port) = flags
-        .get(flag)?
-        .split(',')
-        .find_map(crate::apply::live::url_address)?;
+    let (host, port) = crate::apply::live::etcd_address(&flags, peer)?;
     Some(format!("{host}:{port}"))
 }
 
