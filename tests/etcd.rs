@@ -5,6 +5,8 @@
 use crate::common::{self, Up, Workdir};
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use trustform::apply::probe::{self, Input, Prober};
 use trustform::sandbox::etcd::Registry;
@@ -341,4 +343,142 @@ fn an_etcd_ca_rotation_keeps_every_etcd_edge_and_ends_on_the_new_ca_alone() {
     });
     let again = w.ok(&["plan"]);
     assert!(again.contains("No changes."), "{again}");
+}
+
+/// Once `armed` says so, `kill -9` every process of `node`'s member, each new one as
+/// soon as it is seen, until `stop` is set: a member that crashes as soon as it starts.
+/// Gives the pids it killed.
+fn crash_member(
+    w: &Workdir,
+    node: &str,
+    armed: impl Fn(u32) -> bool + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u32>> {
+    let dir = w.cluster();
+    let node = node.to_string();
+    std::thread::spawn(move || {
+        let mut killed = vec![];
+        let mut fired = false;
+        while !stop.load(Ordering::SeqCst) {
+            if let Some(pid) =
+                Registry::load(&dir).and_then(|r| r.members.get(&node).map(|m| m.pid))
+                && (fired || armed(pid))
+                && !killed.contains(&pid)
+            {
+                fired = true;
+                if Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+                {
+                    killed.push(pid);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        killed
+    })
+}
+
+#[test]
+fn a_member_killed_during_its_restart_wait_fails_the_step_and_apply_resumes() {
+    if !common::require_etcd("a_member_killed_during_its_restart_wait") {
+        return;
+    }
+    let w = common::sandbox_restarting(3, 1, "0.2s");
+    let _up = Up::start(&w, None);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    common::fast_issuance(&w);
+    w.ok(&["rotate", "etcd", "--to-end"]);
+    w.ok(&["plan", "-out", "plan.json"]);
+    // cp-1's member is restarted first (restart-etcd@cp-1): each new process it gets
+    // is killed at once, so it is never back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = Registry::load(&w.cluster()).unwrap().members["cp-1"].pid;
+    let killer = crash_member(&w, "cp-1", move |pid| pid != first, stop.clone());
+    let (code, out, err) = w.run(&["apply", "plan.json", "--restart-timeout", "4s"]);
+    stop.store(true, Ordering::SeqCst);
+    let killed = killer.join().unwrap();
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(!killed.is_empty(), "no member process was killed:\n{out}");
+    assert!(
+        out.contains("etcd-ca/restart-etcd@cp-1: "),
+        "the step that failed:\n{out}"
+    );
+    assert!(
+        out.contains("cp-1: cannot restart etcd: not back after"),
+        "the restart wait names the member:\n{out}"
+    );
+    assert!(
+        out.contains("skipped: upstream step etcd-ca/restart-etcd@cp-1"),
+        "{out}"
+    );
+    // No other member went down after it: cp-2 and cp-3 kept quorum.
+    let (ok, text) = common::etcdctl(&w, "cp-2", &["endpoint", "health"]);
+    assert!(ok, "{text}");
+    let status: serde_json::Value =
+        serde_json::from_str(&w.ok(&["status", "--format", "json"])).unwrap();
+    assert_eq!(status["state"], "failed", "{status}");
+    // The member is left alone: apply resumes with the step and finishes.
+    let (code, out, err) = w.run(&["apply", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Resuming apply"), "{out}");
+    assert!(
+        out.contains("etcd cluster healthy after: 3 of 3 members"),
+        "each restart awaits the whole cluster:\n{out}"
+    );
+    common::eventually("a healthy cluster", Duration::from_secs(30), || {
+        cluster_health(&w, "cp-3")
+    });
+    assert!(w.ok(&["plan"]).contains("No changes."));
+}
+
+#[test]
+fn an_etcd_restart_waits_for_a_whole_cluster_and_stops_when_another_member_is_down() {
+    if !common::require_etcd("a_restart_waits_for_every_member") {
+        return;
+    }
+    let w = common::sandbox_restarting(3, 1, "0.2s");
+    let _up = Up::start(&w, None);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    common::fast_issuance(&w);
+    w.ok(&["rotate", "etcd", "--to-end"]);
+    w.ok(&["plan", "-out", "plan.json"]);
+    // cp-3's member crash-loops from the moment the first file is written (after the
+    // pre-flight): restarting cp-1's as well would leave one of three. The step stops
+    // before it, naming cp-3.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ca = w.node("cp-1").join("etc/kubernetes/pki/etcd/ca.crt");
+    let before = std::fs::read(&ca).unwrap();
+    let killer = crash_member(
+        &w,
+        "cp-3",
+        move |_| std::fs::read(&ca).is_ok_and(|b| b != before),
+        stop.clone(),
+    );
+    let (code, out, err) = w.run(&["apply", "plan.json", "--restart-timeout", "3s"]);
+    stop.store(true, Ordering::SeqCst);
+    killer.join().unwrap();
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains("cp-1: the etcd cluster was not healthy before its member's restart"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 of 3 members unhealthy: cp-3 (https://"),
+        "{out}"
+    );
+    // cp-1's member was not touched: the manifest is the one before.
+    let manifest = std::fs::read_to_string(manifest(&w, "cp-1")).unwrap();
+    assert!(
+        !manifest.contains("trustform.dev/restarted-at"),
+        "{manifest}"
+    );
+    // cp-3 comes back by itself; apply resumes and finishes.
+    common::eventually("a healthy cluster", Duration::from_secs(30), || {
+        cluster_health(&w, "cp-1")
+    });
+    let (code, out, err) = w.run(&["apply", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(w.ok(&["plan"]).contains("No changes."));
 }

@@ -5,6 +5,7 @@
 use super::error::StepError;
 use super::gate;
 use super::material::{Material, key_block};
+use super::quorum::{self, When};
 use crate::config::{Authority, Issuance};
 use crate::diff::{Field, State};
 use crate::exec::kube::{self, publish, rollout};
@@ -100,11 +101,21 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
             Op::Restart { node, component } => {
                 let node = ctx.node(node)?;
                 let since = k8s_openapi::jiff::Timestamp::now();
+                let etcd = component == "etcd";
+                if etcd {
+                    quorum::healthy(ctx.nodes, node, When::Before, ctx.restart)?;
+                }
                 let mut seen = if component == "kubelet" {
                     exec::restart::kubelet(node, ctx.restart)
                 } else {
                     exec::restart::static_pod(ctx.files, node, component, ctx.restart)
                 }?;
+                // The next member goes down only when every member is healthy again.
+                if etcd
+                    && let Some(whole) = quorum::healthy(ctx.nodes, node, When::After, ctx.restart)?
+                {
+                    seen.what = format!("{}; {whole}", seen.what);
+                }
                 // For the cluster, a kubelet is back when its Node is Ready again with a
                 // heartbeat from the new process.
                 if component == "kubelet"

@@ -145,6 +145,26 @@ pub enum StepError {
         /// The Node's last condition.
         last: String,
     },
+    /// The etcd cluster was not whole around a member's restart.
+    #[error(
+        "{node}: the etcd cluster was not healthy {when} its member's restart, within {within}: {last}"
+    )]
+    #[diagnostic(
+        code(trustform::apply::etcd_quorum),
+        help(
+            "etcd keeps quorum only while more than half of its members answer: no other member is restarted until every one is healthy; read the unhealthy member's log (`crictl logs` of its etcd container on its node), mend it, then `trustform apply` resumes with this step"
+        )
+    )]
+    Quorum {
+        /// The node whose member restarts.
+        node: String,
+        /// `before` or `after`.
+        when: &'static str,
+        /// How long it waited.
+        within: String,
+        /// The members that were not healthy at the last look.
+        last: String,
+    },
     /// A manual step waits for the operator.
     #[error("{node}: {component} must be restarted by hand")]
     #[diagnostic(
@@ -460,6 +480,12 @@ mod tests {
                 within: s(),
                 last: s(),
             },
+            StepError::Quorum {
+                node: s(),
+                when: "after",
+                within: s(),
+                last: s(),
+            },
             StepError::Manual {
                 node: s(),
                 component: s(),
@@ -588,6 +614,7 @@ mod tests {
             | StepError::Pki(_)
             | StepError::Unsupported { .. }
             | StepError::NodeNotReady { .. }
+            | StepError::Quorum { .. }
             | StepError::Manual { .. }
             | StepError::Gate { .. }
             | StepError::Kube(_)

@@ -150,11 +150,11 @@ pub fn url_address(url: &str) -> Option<(String, u16)> {
     }
 }
 
-fn file(node: &Node, abs: &str) -> Option<Vec<u8>> {
+pub(super) fn file(node: &Node, abs: &str) -> Option<Vec<u8>> {
     read(node, abs).ok().flatten()
 }
 
-fn flags(node: &Node, component: &str) -> Option<BTreeMap<String, String>> {
+pub(super) fn flags(node: &Node, component: &str) -> Option<BTreeMap<String, String>> {
     let text = file(node, &crate::layout::manifest(component))?;
     crate::manifest::parse(&String::from_utf8_lossy(&text))
         .ok()
@@ -162,7 +162,7 @@ fn flags(node: &Node, component: &str) -> Option<BTreeMap<String, String>> {
 }
 
 /// The file a flag of `component` names, read on `node`.
-fn flag_file(
+pub(super) fn flag_file(
     node: &Node,
     component: &str,
     flags: &BTreeMap<String, String>,

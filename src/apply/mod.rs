@@ -3,7 +3,7 @@
 //! stages (handshaking live with every endpoint through `live`), and `logscan` reads the components' logs for TLS errors at each gate;
 //! `manual` pauses at the steps the operator carries out; `journal`, `lock`, `progress`
 //! and `status` keep the operator informed; `material` holds the CA certificates and keys the steps write; `tls` resolves
-//! credentials as their holders hold them; `preflight` checks everything it can before
+//! credentials as their holders hold them; `quorum` keeps etcd whole around a member's restart; `preflight` checks everything it can before
 //! the first write; `prepare` holds what an apply sets up before its walk.
 
 pub mod act;
@@ -21,6 +21,7 @@ pub mod preflight;
 pub mod prepare;
 pub mod probe;
 pub mod progress;
+pub mod quorum;
 pub mod status;
 pub mod tls;
 pub mod walk;
