@@ -109,6 +109,7 @@ fn plan_on_sandbox(bin: &Path, workers: usize) {
             config_hash: &loaded.hash,
             no_stages: false,
             manual: &Default::default(),
+            now: time::OffsetDateTime::now_utc(),
         })
         .unwrap()
     });

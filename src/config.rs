@@ -248,6 +248,80 @@ pub struct AuthoritySpec {
     /// The CAs every verifier accepts (names from `cas`).
     #[schemars(with = "Vec<String>")]
     pub trust: Vec<Spanned<String>>,
+    /// Renew a leaf of this authority (a certificate file, a kubeconfig's client
+    /// certificate) that ends within this long: `plan` re-issues it from its own CA
+    /// (`30d`, `720h`; default 30 days).
+    #[serde(
+        default,
+        rename = "renewBefore",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub renew_before: Option<Spanned<String>>,
+    /// Per-leaf windows that override `renewBefore`, by path (relative to
+    /// /etc/kubernetes as in `plans/`, e.g. `pki/apiserver.crt`, `admin.conf`; or
+    /// absolute).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leaves: BTreeMap<String, LeafPolicy>,
+}
+
+/// The renewal of one leaf.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeafPolicy {
+    /// Renew it when it ends within this long.
+    #[serde(rename = "renewBefore")]
+    #[schemars(with = "String")]
+    pub renew_before: Spanned<String>,
+}
+
+/// The renewal window when trustform.yaml names none (what `kubeadm certs
+/// check-expiration` warns about: 30 days).
+pub const DEFAULT_RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// When the leaves of one authority are renewed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// The authority's window.
+    pub before: std::time::Duration,
+    /// Absolute path → its own window.
+    pub leaves: BTreeMap<String, std::time::Duration>,
+}
+
+impl Renewal {
+    /// The window of the leaf at `path` (absolute).
+    pub fn window(&self, path: &str) -> std::time::Duration {
+        self.leaves.get(path).copied().unwrap_or(self.before)
+    }
+}
+
+impl AuthoritySpec {
+    /// Its renewal windows (checked by [`load`]).
+    pub fn renewal(&self) -> Renewal {
+        let parse = |s: &Spanned<String>| {
+            humantime::parse_duration(s.value.trim()).unwrap_or(DEFAULT_RENEW_BEFORE)
+        };
+        Renewal {
+            before: self
+                .renew_before
+                .as_ref()
+                .map_or(DEFAULT_RENEW_BEFORE, parse),
+            leaves: self
+                .leaves
+                .iter()
+                .map(|(p, l)| (leaf_path(p), parse(&l.renew_before)))
+                .collect(),
+        }
+    }
+}
+
+/// A leaf path of trustform.yaml, absolute: relative ones are under /etc/kubernetes.
+pub fn leaf_path(p: &str) -> String {
+    if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("/etc/kubernetes/{}", p.trim_start_matches("./"))
+    }
 }
 
 /// A CA: an existing one (by fingerprint) or a generated one (by its files).
@@ -634,6 +708,23 @@ fn check(l: &Loaded) -> Result<(), ConfigError> {
                 ));
             }
         }
+        for window in spec
+            .renew_before
+            .iter()
+            .chain(spec.leaves.values().map(|l| &l.renew_before))
+        {
+            if let Err(e) = humantime::parse_duration(window.value.trim()) {
+                return Err(l.invalid(
+                    window.referenced,
+                    format!(
+                        "authority {auth}: renewBefore {:?} is not a duration: {e}",
+                        window.value
+                    ),
+                    "not a duration",
+                    "write it as `30d`, `720h` or `4w`".into(),
+                ));
+            }
+        }
         if !spec.trust.iter().any(|t| t.value == spec.issuer.value) {
             return Err(l.invalid(
                 spec.issuer.referenced,
@@ -875,6 +966,19 @@ pub fn render(c: &Config) -> String {
             q(&spec.issuer.value),
             trust.join(", ")
         ));
+        if let Some(w) = &spec.renew_before {
+            s.push_str(&format!("    renewBefore: {}\n", q(&w.value)));
+        }
+        if !spec.leaves.is_empty() {
+            s.push_str("    leaves:\n");
+            for (path, l) in &spec.leaves {
+                s.push_str(&format!(
+                    "      {}: {{ renewBefore: {} }}\n",
+                    q(path),
+                    q(&l.renew_before.value)
+                ));
+            }
+        }
     }
     s.push_str("cas:\n");
     for (name, ca) in &c.cas {

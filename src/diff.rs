@@ -58,6 +58,8 @@ pub struct Desired {
     pub cas: BTreeMap<Fingerprint, CaInfo>,
     /// What the operator should know: `cas` entries that match nothing.
     pub notes: Vec<String>,
+    /// When the leaves of each listed authority are renewed.
+    pub renewals: BTreeMap<Authority, crate::config::Renewal>,
 }
 
 impl Desired {
@@ -163,6 +165,11 @@ pub fn resolve(
         authorities,
         cas,
         notes,
+        renewals: c
+            .authorities
+            .iter()
+            .map(|(a, spec)| (*a, spec.renewal()))
+            .collect(),
     })
 }
 
@@ -197,12 +204,46 @@ pub enum State {
     UnknownKey(Fingerprint),
     /// A leaf issued by this CA.
     IssuedBy(Fingerprint),
+    /// A leaf issued by this CA that ends after `after` (RFC 3339): a renewal of a leaf
+    /// that ended inside its window.
+    Renewed {
+        /// Its CA.
+        issuer: Fingerprint,
+        /// It ends later than this.
+        after: String,
+    },
     /// A leaf whose issuer is not known.
     UnknownIssuer,
     /// A file path (a flag's value).
     Path(String),
     /// Not there.
     Absent,
+}
+
+impl State {
+    /// The CA of a leaf state (issued or renewed).
+    pub fn issuer(&self) -> Option<&Fingerprint> {
+        match self {
+            State::IssuedBy(fp) | State::Renewed { issuer: fp, .. } => Some(fp),
+            _ => None,
+        }
+    }
+
+    /// Whether a leaf issued by `issuer` that ends at `not_after` (RFC 3339) is in this
+    /// leaf state: from its CA, and for a renewal, ending after the window.
+    pub fn holds_leaf(&self, issuer: Option<&Fingerprint>, not_after: &str) -> bool {
+        match self {
+            State::IssuedBy(fp) => issuer == Some(fp),
+            State::Renewed { issuer: fp, after } => {
+                issuer == Some(fp)
+                    && matches!(
+                        (crate::clock::parse(not_after), crate::clock::parse(after)),
+                        (Some(end), Some(after)) if end > after
+                    )
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Which part of a node or cluster a consumer is.
@@ -881,6 +922,10 @@ pub(crate) mod tests {
                 .collect(),
             cas,
             notes: vec![],
+            renewals: moves
+                .iter()
+                .map(|(a, _, _)| (*a, crate::config::Renewal::default()))
+                .collect(),
         }
     }
 

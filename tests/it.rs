@@ -29,6 +29,7 @@ mod probe;
 mod properties;
 mod redaction;
 mod rehearse;
+mod renew;
 mod review;
 mod safety;
 mod sandbox;

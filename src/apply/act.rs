@@ -354,7 +354,7 @@ fn set(
                 short_list(want)
             )))
         }
-        (Field::KubeconfigClient, State::IssuedBy(fp)) => {
+        (Field::KubeconfigClient, State::IssuedBy(fp) | State::Renewed { issuer: fp, .. }) => {
             let mut kc = kubeconfig(current.as_deref(), &at)?;
             let user = current_user(&mut kc, &at)?;
             let cert_pem = user
@@ -363,11 +363,11 @@ fn set(
                 .and_then(unb64)
                 .ok_or_else(|| content("its user has no client-certificate-data".into()))?;
             let leaf = first_leaf(&cert_pem, &at)?;
-            if ctx.material.issuer_of(&leaf) == Some(fp) {
+            if want.holds_leaf(ctx.material.issuer_of(&leaf), &leaf.facts.not_after) {
                 return Ok(None);
             }
             let old_key = user.client_key_data.as_ref().and_then(SecretB64::decode);
-            let (cert, key) = reissue(ctx, &leaf, old_key, fp, &at)?;
+            let (cert, key) = reissue(ctx, &leaf, old_key, want, &at)?;
             user.client_certificate_data = Some(b64(&cert));
             user.client_key_data = Some(SecretB64::encode(&key));
             write(kc.to_yaml().as_bytes(), true)?;
@@ -377,10 +377,10 @@ fn set(
                 fp.short()
             )))
         }
-        (Field::Leaf, State::IssuedBy(fp)) => {
+        (Field::Leaf, State::IssuedBy(fp) | State::Renewed { issuer: fp, .. }) => {
             let text = current.ok_or_else(|| missing("file"))?;
             let leaf = first_leaf(&text, &at)?;
-            if ctx.material.issuer_of(&leaf) == Some(fp) {
+            if want.holds_leaf(ctx.material.issuer_of(&leaf), &leaf.facts.not_after) {
                 return Ok(None);
             }
             let combined = key_block(&text, &at);
@@ -388,7 +388,7 @@ fn set(
             if let (Some(_), Some(stem)) = (&link, rotated_by_kubelet(path)) {
                 // As the kubelet rotates it: a new dated file (0600), then the symlink
                 // swapped to it. The link never becomes a regular file.
-                let (cert, key) = reissue(ctx, &leaf, combined, fp, &at)?;
+                let (cert, key) = reissue(ctx, &leaf, combined, want, &at)?;
                 let stamp = time::OffsetDateTime::now_utc()
                     .format(time::macros::format_description!(
                         "[year]-[month]-[day]-[hour]-[minute]-[second]"
@@ -416,7 +416,7 @@ fn set(
                 )));
             }
             if combined.is_some() {
-                let (cert, key) = reissue(ctx, &leaf, combined, fp, &at)?;
+                let (cert, key) = reissue(ctx, &leaf, combined, want, &at)?;
                 write(format!("{cert}{}", key.expose()).as_bytes(), true)?;
             } else {
                 let key_path = path
@@ -424,7 +424,7 @@ fn set(
                     .map(|p| format!("{p}.key"))
                     .ok_or_else(|| content("cannot tell where its key is (not a .crt)".into()))?;
                 let old = read_text(ctx, node, &key_path)?.and_then(|t| key_block(&t, &key_path));
-                let (cert, key) = reissue(ctx, &leaf, old, fp, &at)?;
+                let (cert, key) = reissue(ctx, &leaf, old, want, &at)?;
                 ctx.files.write(
                     node,
                     &key_path,
@@ -435,8 +435,13 @@ fn set(
                 write(cert.as_bytes(), false)?;
             }
             Ok(Some(format!(
-                "{at}: {} re-issued by CA {}",
+                "{at}: {} {} by CA {}",
                 leaf.facts.common_name,
+                if matches!(want, State::Renewed { .. }) {
+                    format!("(to end {}) renewed", leaf.facts.not_after)
+                } else {
+                    "re-issued".to_string()
+                },
                 fp.short()
             )))
         }
@@ -512,13 +517,21 @@ fn first_leaf(text: &str, at: &str) -> Result<ParsedCert, StepError> {
 
 /// Re-issue `leaf` from CA `fp`: same CN, O, SANs, usages and lifetime; a new key unless
 /// `issuance.keepKeys`. Returns (certificate PEM, key).
+/// `leaf` re-issued to `want` (a leaf state): same subject, SANs and usages, a new key
+/// unless `issuance.keepKeys`; its lifetime, or for a renewal at least kubeadm's one year
+/// (`certificateValidityPeriod`), so a short-lived leaf leaves its window.
 fn reissue(
     ctx: &Ctx,
     leaf: &ParsedCert,
     old_key: Option<SecretPem>,
-    fp: &Fingerprint,
+    want: &State,
     at: &str,
 ) -> Result<(String, SecretPem), StepError> {
+    let fp = want.issuer().ok_or_else(|| StepError::Unsupported {
+        at: at.to_string(),
+        field: "leaf".into(),
+        want: format!("{want:?}"),
+    })?;
     let signer = ctx.material.signer(fp).ok_or_else(|| StepError::NoCaKey {
         at: at.to_string(),
         ca: fp.short(),
@@ -532,7 +545,10 @@ fn reissue(
         }
         None => generate_key(ctx.issuance.key_algorithm)?,
     };
-    let spec = LeafSpec::from_facts(&leaf.facts);
+    let mut spec = LeafSpec::from_facts(&leaf.facts);
+    if matches!(want, State::Renewed { .. }) {
+        spec.days = spec.days.max(crate::pki::issue::RENEWED_DAYS);
+    }
     let cert = issue_leaf(&spec, &pair, &signer)?;
     Ok((cert, SecretPem::new(pair.serialize_pem())))
 }

@@ -483,7 +483,7 @@ fn gates(input: &Input, todo: &[&Step]) -> Vec<(Authority, String, gate::Report)
             .procedures
             .iter()
             .find(|p| p.procedure == s.procedure)
-            .map(|p| p.authority)
+            .and_then(|p| p.authority)
     };
     let verify = |s: &Step| {
         s.ops.iter().find_map(|op| match op {
@@ -927,7 +927,7 @@ impl Files {
                 }
                 issuer
             }
-            (Field::Leaf, State::IssuedBy(fp)) => {
+            (Field::Leaf, State::IssuedBy(fp) | State::Renewed { issuer: fp, .. }) => {
                 let Some(t) = text else {
                     missing(self, "certificate");
                     return None;
@@ -964,7 +964,8 @@ impl Files {
                 if first {
                     self.leaf_key(input, node, step, path, &t);
                 }
-                (material.issuer_of(&leaf) != Some(fp)).then(|| fp.clone())
+                (!want.holds_leaf(material.issuer_of(&leaf), &leaf.facts.not_after))
+                    .then(|| fp.clone())
             }
             _ => None,
         }
@@ -1163,7 +1164,7 @@ fn kubeconfig_check(
         return (None, None);
     };
     let Some(cert_data) = u.client_certificate_data.as_deref() else {
-        if matches!(want, State::IssuedBy(_)) {
+        if want.issuer().is_some() {
             return (
                 None,
                 Some((
@@ -1199,10 +1200,10 @@ fn kubeconfig_check(
             );
         }
     };
-    let issuer = match want {
-        State::IssuedBy(fp) if material.issuer_of(&leaf) != Some(fp) => Some(fp.clone()),
-        _ => None,
-    };
+    let issuer = want
+        .issuer()
+        .filter(|_| !want.holds_leaf(material.issuer_of(&leaf), &leaf.facts.not_after))
+        .cloned();
     let key_line = line_of(text, "client-key-data");
     let Some(key_data) = u.client_key_data.as_ref() else {
         return (

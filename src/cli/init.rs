@@ -357,6 +357,8 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             AuthoritySpec {
                 issuer: spanned(auth.name()),
                 trust: names.into_iter().map(spanned).collect(),
+                renew_before: None,
+                leaves: Default::default(),
             },
         );
     }

@@ -150,8 +150,10 @@ pub fn make_from(
     no_stages: bool,
 ) -> miette::Result<Made> {
     let desired = diff::resolve(loaded, &loaded.ca_files()?, &snap)?;
-    let notes = notes(&snap, &desired);
     let procedures = procedure::load_all()?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut notes = notes(&snap, &desired);
+    notes.extend(plan::renew::survey(&snap, &desired, &procedures, now).notes);
     let manual = loaded.manual_nodes()?;
     let plan = plan::build(&plan::Input {
         snapshot: &snap,
@@ -161,6 +163,7 @@ pub fn make_from(
         config_hash: &loaded.hash,
         no_stages,
         manual: &manual,
+        now,
     })?;
     Ok(Made {
         plan,

@@ -41,7 +41,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
     // An authority can rotate when a procedure rotates it.
     let rotatable: Vec<Authority> = crate::procedure::load_all()?
         .iter()
-        .map(|p| p.authority)
+        .filter_map(|p| p.authority)
         .collect();
     let auth = Authority::parse(&a.authority)
         .filter(|a| rotatable.contains(a))

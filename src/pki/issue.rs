@@ -63,6 +63,10 @@ pub struct LeafSpec {
     pub days: i64,
 }
 
+/// The shortest lifetime of a renewed leaf, in days: kubeadm's
+/// `certificateValidityPeriod` (one year).
+pub const RENEWED_DAYS: i64 = 365;
+
 impl LeafSpec {
     /// The spec that re-issues an observed leaf with the same identity and lifetime.
     pub fn from_facts(facts: &CertFacts) -> Self {

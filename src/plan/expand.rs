@@ -30,6 +30,9 @@ pub struct Input<'a> {
     /// Nodes trustform cannot run commands on (`Loaded::manual_nodes`): their restarts
     /// are manual steps ([`super::manual`]).
     pub manual: &'a BTreeSet<String>,
+    /// When it plans: a leaf that ends within its renewal window from now is renewed
+    /// ([`super::renew`]).
+    pub now: time::OffsetDateTime,
 }
 
 /// The three stage targets between `current` and `want`: pre-rotate adds the desired
@@ -68,6 +71,8 @@ struct World {
     dirty: BTreeMap<(String, String), BTreeSet<String>>,
     /// (node, component) → files it reads (the manifest included).
     inputs: HashMap<(String, String), BTreeSet<String>>,
+    /// Leaves to renew → their renewed state.
+    renew: BTreeMap<Consumer, State>,
 }
 
 impl World {
@@ -77,6 +82,7 @@ impl World {
             state: BTreeMap::new(),
             dirty: BTreeMap::new(),
             inputs: HashMap::new(),
+            renew: BTreeMap::new(),
         };
         for n in &snap.nodes {
             for (name, comp) in &n.components {
@@ -110,7 +116,12 @@ impl World {
 }
 
 /// Does `action` (of a template) move this consumer, when it must go to `want`?
-fn covers(t: &StepTemplate, c: &Consumer, want: &State, kubelet_ca: Option<&str>) -> bool {
+pub(super) fn covers(
+    t: &StepTemplate,
+    c: &Consumer,
+    want: &State,
+    kubelet_ca: Option<&str>,
+) -> bool {
     let in_files = |path: &str| {
         t.files
             .iter()
@@ -162,6 +173,10 @@ fn lines(state: &State, d: &Desired, new_leaf: bool) -> Vec<String> {
             "fingerprint (known after apply)".into(),
         ],
         State::IssuedBy(fp) => vec![format!("certificate issued by CA {}", d.label(fp))],
+        State::Renewed { issuer, after } => vec![
+            format!("renewed certificate issued by CA {}", d.label(issuer)),
+            format!("ends after {after} (known after apply)"),
+        ],
         State::UnknownIssuer => vec!["certificate from an unknown issuer".into()],
         State::Path(p) => vec![p.clone()],
         State::Absent => vec!["(absent)".into()],
@@ -192,11 +207,11 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
     }
     let mut x = Expansion::default();
     for (auth, current, want) in &rotating {
-        let Some(proc_) = input.procedures.iter().find(|p| p.authority == *auth) else {
+        let Some(proc_) = input.procedures.iter().find(|p| p.authority == Some(*auth)) else {
             let have: Vec<String> = input
                 .procedures
                 .iter()
-                .map(|p| p.authority.to_string())
+                .filter_map(|p| p.authority.map(|a| a.to_string()))
                 .collect();
             return Err(PlanError::NoProcedure(auth.to_string(), have.join(", ")));
         };
@@ -221,20 +236,49 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
             from: labels(d, current),
             to: labels(d, want),
         });
+        let targets = if input.no_stages {
+            [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
+                .into_iter()
+                .map(|s| (s, (*want).clone()))
+                .collect()
+        } else {
+            stage_targets(current, want).into_iter().collect()
+        };
         let rotation = Rotation {
-            auth: *auth,
-            current,
-            want,
-            targets: if input.no_stages {
-                [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
-                    .into_iter()
-                    .map(|s| (s, (*want).clone()))
-                    .collect()
-            } else {
-                stage_targets(current, want).into_iter().collect()
-            },
+            moves: BTreeMap::from([(
+                *auth,
+                Move {
+                    current,
+                    want,
+                    targets,
+                },
+            )]),
         };
         x.procedure(input, &mut world, proc_, &rotation);
+    }
+    // Renewal: the leaves of the authorities that do not rotate and end inside their
+    // window, re-issued from their own CA, after every rotation.
+    let renewal = super::renew::survey(snap, d, input.procedures, input.now);
+    if !renewal.renew.is_empty() {
+        let proc_ = renewal
+            .procedure
+            .expect("a survey renews only what a procedure covers");
+        let mut moves = BTreeMap::new();
+        for (c, state, want) in renewal.renew {
+            let (current, _) = &d.authorities[&c.authority];
+            moves.entry(c.authority).or_insert_with(|| Move {
+                current,
+                want: current,
+                targets: [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
+                    .into_iter()
+                    .map(|s| (s, current.clone()))
+                    .collect(),
+            });
+            finals.push((c.clone(), want.clone()));
+            world.state.insert(c.clone(), state);
+            world.renew.insert(c, want);
+        }
+        x.procedure(input, &mut world, proc_, &Rotation { moves });
     }
     let unreachable: Vec<String> = finals
         .iter()
@@ -283,9 +327,14 @@ fn labels(d: &Desired, t: &Target) -> TargetLabels {
     }
 }
 
-/// One authority's rotation: from `current` to `want`, through a target per stage.
+/// What one procedure moves: one authority's rotation, from `current` to `want` through
+/// a target per stage; or the renewal of the leaves of several, each staying where it is.
 struct Rotation<'a> {
-    auth: Authority,
+    moves: BTreeMap<Authority, Move<'a>>,
+}
+
+/// One authority, from `current` to `want`.
+struct Move<'a> {
     current: &'a Target,
     want: &'a Target,
     targets: HashMap<Stage, Target>,
@@ -442,27 +491,35 @@ fn restart(
     (vec![op], vec![change])
 }
 
-/// The gate of the template's stage: every trust edge verifies against its trust set.
+/// The gate of the template's stage: every trust edge of each authority moved verifies
+/// against its trust set.
 fn verify(d: &Desired, t: &StepTemplate, r: &Rotation) -> (Vec<Op>, Vec<StepChange>) {
-    let stage_target = &r.targets[&t.stage];
-    let op = Op::Verify {
-        authority: r.auth,
-        issuer: stage_target.issuer.clone(),
-        trust: stage_target.trust.clone(),
-        retired: lineage(r.current, r.want)
-            .into_iter()
-            .filter(|fp| !stage_target.trust.contains(fp))
-            .collect(),
-    };
-    let change = StepChange {
-        what: "every trust edge".into(),
-        before: vec![],
-        after: vec![format!(
-            "verifies against {} (gate: stop on any failure)",
-            labels(d, stage_target).trust.join(", ")
-        )],
-    };
-    (vec![op], vec![change])
+    let (mut ops, mut changes) = (vec![], vec![]);
+    for (auth, m) in &r.moves {
+        let stage_target = &m.targets[&t.stage];
+        ops.push(Op::Verify {
+            authority: *auth,
+            issuer: stage_target.issuer.clone(),
+            trust: stage_target.trust.clone(),
+            retired: lineage(m.current, m.want)
+                .into_iter()
+                .filter(|fp| !stage_target.trust.contains(fp))
+                .collect(),
+        });
+        changes.push(StepChange {
+            what: if r.moves.len() == 1 {
+                "every trust edge".into()
+            } else {
+                format!("every {auth} trust edge")
+            },
+            before: vec![],
+            after: vec![format!(
+                "verifies against {} (gate: stop on any failure)",
+                labels(d, stage_target).trust.join(", ")
+            )],
+        });
+    }
+    (ops, changes)
 }
 
 /// The writes of a template on `target` (a node, or the cluster's objects): each
@@ -474,7 +531,6 @@ fn set(
     target: Option<&str>,
     r: &Rotation,
 ) -> (Vec<Op>, Vec<StepChange>) {
-    let stage_target = &r.targets[&t.stage];
     let kubelet_ca = target
         .and_then(|n| input.snapshot.node(n))
         .and_then(|n| n.kubelet.as_ref())
@@ -482,10 +538,12 @@ fn set(
     let todo: Vec<(Consumer, State)> = world
         .state
         .iter()
-        .filter(|(c, _)| c.authority == r.auth && c.node.as_deref() == target)
+        .filter(|(c, _)| r.moves.contains_key(&c.authority) && c.node.as_deref() == target)
         .filter_map(|(c, s)| {
-            let want = match t.action {
-                Action::SetKcmRootCaNewOnly => new_only_root(world, c, stage_target),
+            let stage_target = &r.moves[&c.authority].targets[&t.stage];
+            let want = match (t.action, world.renew.get(c)) {
+                (_, Some(renewed)) => renewed.clone(),
+                (Action::SetKcmRootCaNewOnly, _) => new_only_root(world, c, stage_target),
                 _ => c.desired(stage_target),
             };
             (want != *s && covers(t, c, &want, kubelet_ca)).then(|| (c.clone(), want))
@@ -505,7 +563,8 @@ fn set(
             field: c.field.clone(),
             want: want.clone(),
             replaces: if c.field == Field::CaBundle {
-                lineage(r.current, r.want)
+                let m = &r.moves[&c.authority];
+                lineage(m.current, m.want)
             } else {
                 vec![]
             },
@@ -586,6 +645,7 @@ mod tests {
             config_hash: "sha256:c",
             no_stages: false,
             manual: &BTreeSet::new(),
+            now: time::OffsetDateTime::now_utc(),
         })
     }
 
@@ -874,6 +934,7 @@ mod tests {
             config_hash: "sha256:c",
             no_stages: false,
             manual: &manual,
+            now: time::OffsetDateTime::now_utc(),
         })
         .unwrap();
         let manual_steps: Vec<&str> = p
@@ -1004,7 +1065,7 @@ mod tests {
         let procedures: Vec<Procedure> = crate::procedure::load_all()
             .unwrap()
             .into_iter()
-            .filter(|p| p.authority != Authority::Kubernetes)
+            .filter(|p| p.authority != Some(Authority::Kubernetes))
             .collect();
         let (snap, d) = (cluster(1, 0), kubernetes_to_new());
         let r = build(&Input {
@@ -1015,6 +1076,7 @@ mod tests {
             config_hash: "sha256:c",
             no_stages: false,
             manual: &BTreeSet::new(),
+            now: time::OffsetDateTime::now_utc(),
         });
         let Err(PlanError::NoProcedure(auth, have)) = r else {
             panic!("planned without a procedure");
@@ -1070,6 +1132,7 @@ mod tests {
             config_hash: "sha256:c",
             no_stages: true,
             manual: &BTreeSet::new(),
+            now: time::OffsetDateTime::now_utc(),
         });
         let Err(PlanError::Break { at, edge, .. }) = r else {
             panic!("--no-stages passes rehearse");

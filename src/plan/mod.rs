@@ -12,6 +12,7 @@ mod expand;
 pub mod manual;
 mod model;
 pub mod rehearse;
+pub mod renew;
 pub mod validate;
 
 pub use expand::{Input, build, observed, stage_targets};

@@ -295,6 +295,35 @@ impl Plan {
         self.steps.is_empty()
     }
 
+    /// How many leaves it renews (re-issues from their own CA before they expire).
+    pub fn renewals(&self) -> usize {
+        self.steps
+            .iter()
+            .flat_map(|s| &s.ops)
+            .filter(|op| {
+                matches!(
+                    op,
+                    Op::Set {
+                        want: crate::diff::State::Renewed { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    /// The line that says so: `Renewal: 4 leaves end inside their window: …`.
+    pub fn renewal_line(&self) -> Option<String> {
+        match self.renewals() {
+            0 => None,
+            n => Some(format!(
+                "Renewal: {n} lea{} inside {} renewal window (renewBefore), each re-issued from the CA that issued it (plans/renew.yaml)",
+                if n == 1 { "f ends" } else { "ves end" },
+                if n == 1 { "its" } else { "their" }
+            )),
+        }
+    }
+
     /// The dependency graph: an arc from each dependency to its dependent.
     /// Fails on an unknown id or a cycle.
     pub fn graph(&self) -> Result<DiGraph<usize, ()>, PlanError> {

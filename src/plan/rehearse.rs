@@ -636,7 +636,7 @@ fn write(files: &mut Files, path: &str, field: &Field, want: &State) {
         (Field::Bundle | Field::SignerCopy, State::Absent) => {
             files.remove(path);
         }
-        (Field::Leaf, State::IssuedBy(i)) => {
+        (Field::Leaf, State::IssuedBy(i) | State::Renewed { issuer: i, .. }) => {
             files.insert(path.to_string(), Content::Leaf(Some(i.clone())));
         }
         (Field::KubeconfigCa, State::Members(v)) => {
@@ -644,7 +644,7 @@ fn write(files: &mut Files, path: &str, field: &Field, want: &State) {
                 ca.clone_from(v);
             }
         }
-        (Field::KubeconfigClient, State::IssuedBy(i)) => {
+        (Field::KubeconfigClient, State::IssuedBy(i) | State::Renewed { issuer: i, .. }) => {
             if let Some(Content::Kubeconfig { client, .. }) = files.get_mut(path) {
                 *client = Cred::Data(Some(i.clone()));
             }

@@ -396,7 +396,7 @@ fn op_ok(
     op: &Op,
     step: &Step,
     t: &StepTemplate,
-    authority: Authority,
+    authority: Option<Authority>,
     node: Option<(&str, &KnownNode)>,
     known: &Known,
 ) -> Result<(), Reason> {
@@ -405,7 +405,7 @@ fn op_ok(
             if t.action != Action::VerifyTrust {
                 return Err(Reason::OpNotOfAction("verify".into()));
             }
-            if *a != authority {
+            if authority.is_some_and(|auth| *a != auth) {
                 return Err(Reason::OtherAuthority(a.to_string()));
             }
             Ok(())
@@ -467,7 +467,7 @@ fn op_ok(
             ) {
                 return Err(Reason::OpNotOfAction("set".into()));
             }
-            if *a != authority {
+            if authority.is_some_and(|auth| *a != auth) {
                 return Err(Reason::OtherAuthority(a.to_string()));
             }
             if !replaces.is_empty() && *field != Field::CaBundle {
@@ -480,7 +480,7 @@ fn op_ok(
                 Some(n) => {
                     let (_, kn) = on_target(n, step, node, known)?;
                     normal_path(path).map_err(Reason::PathNotNormal)?;
-                    node_set(t, authority, kn, path, field, want)
+                    node_set(t, *a, kn, path, field, want)
                 }
             }
         }
@@ -570,7 +570,7 @@ fn node_set(
     let kcm_manifest = || kn.static_pods.get("kube-controller-manager");
     let not_path = |why: String| Err(Reason::PathNotOfField(why));
     let members = matches!(want, State::Members(_));
-    let issued = matches!(want, State::IssuedBy(_));
+    let issued = want.issuer().is_some();
     // (path allowed, state shape allowed) for this action and field.
     let (path_ok, want_ok): (Result<(), Reason>, bool) = match (t.action, field) {
         (Action::WriteCaFiles, Field::Bundle) => (

@@ -91,9 +91,15 @@ fn head(plan: &Plan) -> String {
             writeln!(o, "- {}", l.trim_start()).unwrap();
         }
     }
-    writeln!(o).unwrap();
-    writeln!(o, "| authority | issuer | trust |").unwrap();
-    writeln!(o, "|---|---|---|").unwrap();
+    if let Some(line) = plan.renewal_line() {
+        writeln!(o).unwrap();
+        writeln!(o, "**{line}**").unwrap();
+    }
+    if !plan.authorities.is_empty() {
+        writeln!(o).unwrap();
+        writeln!(o, "| authority | issuer | trust |").unwrap();
+        writeln!(o, "|---|---|---|").unwrap();
+    }
     for a in &plan.authorities {
         writeln!(
             o,
@@ -299,6 +305,7 @@ mod tests {
             config_hash: "sha256:c",
             no_stages: false,
             manual: &Default::default(),
+            now: time::OffsetDateTime::now_utc(),
         })
         .unwrap()
     }

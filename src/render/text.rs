@@ -28,6 +28,9 @@ pub fn text(plan: &Plan) -> String {
         .unwrap();
     }
     writeln!(o).unwrap();
+    if let Some(line) = plan.renewal_line() {
+        writeln!(o, "{line}").unwrap();
+    }
     for a in &plan.authorities {
         writeln!(o, "Authority {}:", a.authority).unwrap();
         writeln!(o, "  issuer  {}  →  {}", a.from.issuer, a.to.issuer).unwrap();

@@ -133,7 +133,8 @@ fn server_config() -> Option<Arc<rustls::ServerConfig>> {
 
 /// Read one HTTP request from `s` and answer it as a healthy component does, if `up()`
 /// says it is when the request has come, else say nothing: `200` with the API server's
-/// version for `/version`, `ok` for anything else (`/healthz`, `/readyz`, `/livez`).
+/// version for `/version`, etcd's `{"health":"true"}` for `/health`, `ok` for anything else
+/// (`/healthz`, `/readyz`, `/livez`).
 pub(super) fn respond(s: impl Read + Write, up: impl FnOnce() -> bool) {
     let mut r = BufReader::new(s);
     let mut line = String::new();
@@ -156,6 +157,9 @@ pub(super) fn respond(s: impl Read + Write, up: impl FnOnce() -> bool) {
             "application/json",
             "{\"major\":\"1\",\"minor\":\"31\",\"gitVersion\":\"v1.31.0-sandbox\"}",
         )
+    } else if path == "/health" || path.starts_with("/health?") {
+        // Only etcd serves /health (the others: /healthz, /livez, /readyz), with JSON.
+        ("application/json", "{\"health\":\"true\"}")
     } else {
         ("text/plain; charset=utf-8", "ok")
     };
