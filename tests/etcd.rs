@@ -380,17 +380,23 @@ fn crash_member(
     })
 }
 
+/// A 3 + 1 sandbox with real members, up, its etcd CA rotation in plan.json.
+fn etcd_rotation_planned() -> (Workdir, Up) {
+    let w = common::sandbox_restarting(3, 1, "0.2s");
+    let up = Up::start(&w, None);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    common::fast_issuance(&w);
+    w.ok(&["rotate", "etcd", "--to-end"]);
+    w.ok(&["plan", "-out", "plan.json"]);
+    (w, up)
+}
+
 #[test]
 fn a_member_killed_during_its_restart_wait_fails_the_step_and_apply_resumes() {
     if !common::require_etcd("a_member_killed_during_its_restart_wait") {
         return;
     }
-    let w = common::sandbox_restarting(3, 1, "0.2s");
-    let _up = Up::start(&w, None);
-    w.ok(&["init", "--sandbox", "cluster"]);
-    common::fast_issuance(&w);
-    w.ok(&["rotate", "etcd", "--to-end"]);
-    w.ok(&["plan", "-out", "plan.json"]);
+    let (w, _up) = etcd_rotation_planned();
     // cp-1's member is restarted first (restart-etcd@cp-1): each new process it gets
     // is killed at once, so it is never back.
     let stop = Arc::new(AtomicBool::new(false));
@@ -438,12 +444,7 @@ fn an_etcd_restart_waits_for_a_whole_cluster_and_stops_when_another_member_is_do
     if !common::require_etcd("a_restart_waits_for_every_member") {
         return;
     }
-    let w = common::sandbox_restarting(3, 1, "0.2s");
-    let _up = Up::start(&w, None);
-    w.ok(&["init", "--sandbox", "cluster"]);
-    common::fast_issuance(&w);
-    w.ok(&["rotate", "etcd", "--to-end"]);
-    w.ok(&["plan", "-out", "plan.json"]);
+    let (w, _up) = etcd_rotation_planned();
     // cp-3's member crash-loops from the moment the first file is written (after the
     // pre-flight): restarting cp-1's as well would leave one of three. The step stops
     // before it, naming cp-3.

@@ -410,20 +410,29 @@ pub fn check(nodes: &BTreeMap<String, Node>) -> Live {
     live
 }
 
-/// The handshake of `d` through its node's transport, within [`TIMEOUT`].
-fn timed(d: &Dial) -> Result<(), Fail> {
-    let handshake = d.handshake().map_err(Fail::Failed)?;
-    let transport = d.from.transport.clone();
-    let (host, port) = (d.host.clone(), d.port);
-    let dialed = https::within(TIMEOUT, move || match transport.dial(&host, port) {
+/// `handshake` (its host and port) dialed through `from`'s transport, within `timeout`:
+/// `Ok(None)` when that transport reaches no port.
+pub(super) fn exchange(
+    from: &Node,
+    handshake: Handshake,
+    timeout: Duration,
+) -> Result<Option<https::Answer>, HttpsError> {
+    let transport = from.transport.clone();
+    let (host, port) = (handshake.host.clone(), handshake.port);
+    https::within(timeout, move || match transport.dial(&host, port) {
         Err(TransportError::Unsupported { .. }) => Ok(None),
         Err(e) => Err(HttpsError::Connect {
             address: format!("{host}:{port}"),
             reason: e.to_string(),
         }),
         Ok(stream) => handshake.over(stream).map(Some),
-    });
-    match dialed {
+    })
+}
+
+/// The handshake of `d` through its node's transport, within [`TIMEOUT`].
+fn timed(d: &Dial) -> Result<(), Fail> {
+    let handshake = d.handshake().map_err(Fail::Failed)?;
+    match exchange(d.from, handshake, TIMEOUT) {
         Ok(None) => Err(Fail::NotLive),
         Ok(Some(_)) => Ok(()),
         Err(e) => Err(Fail::Failed(e.into())),

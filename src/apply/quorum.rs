@@ -14,11 +14,10 @@
 //! `--advertise-client-urls`.
 
 use super::error::{StepError, TrustError};
-use super::live::{etcd_address, file, flag_file, flags};
-use crate::exec::https::{self, Handshake, HttpsError};
+use super::live::{etcd_address, exchange, file, flag_file, flags};
+use crate::exec::https::Handshake;
 use crate::exec::{Node, restart::Wait};
 use crate::pki::tls::Identity;
-use crate::transport::TransportError;
 use rustls::pki_types::ServerName;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -169,16 +168,7 @@ fn ask(from: &Node, base: &Handshake, m: &Member) -> Result<(), Ask> {
         .map_err(|e| Ask::Sick(format!("{:?} is no server name: {e}", m.host)))?;
     h.host = m.host.clone();
     h.port = m.port;
-    let transport = from.transport.clone();
-    let (host, port) = (m.host.clone(), m.port);
-    let answer = https::within(ANSWER, move || match transport.dial(&host, port) {
-        Err(TransportError::Unsupported { .. }) => Ok(None),
-        Err(e) => Err(HttpsError::Connect {
-            address: format!("{host}:{port}"),
-            reason: e.to_string(),
-        }),
-        Ok(stream) => h.over(stream).map(Some),
-    });
+    let answer = exchange(from, h, ANSWER);
     match answer {
         Ok(None) => Err(Ask::NotLive),
         Ok(Some(a)) if a.status == 200 && says_healthy(&a.body) => Ok(()),
