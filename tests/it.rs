@@ -37,3 +37,4 @@ mod sandbox_node;
 mod schemas;
 mod secrets;
 mod ssh;
+mod tokens;

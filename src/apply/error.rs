@@ -580,6 +580,7 @@ mod tests {
             HttpsError::NoAnswer(Some(s())),
             HttpsError::NotHttp,
             HttpsError::Unauthorized,
+            HttpsError::TokenRejected,
             HttpsError::TimedOut(s()),
             HttpsError::Credentials(TlsError::EmptyBundle),
         ]

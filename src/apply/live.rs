@@ -110,6 +110,7 @@ impl Dial<'_> {
             host: self.host.clone(),
             port: self.port,
             path: self.path.to_string(),
+            bearer: None,
         })
     }
 }

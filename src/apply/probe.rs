@@ -27,7 +27,7 @@
 use super::endpoints::Endpoints;
 use super::error::{TrustError, line};
 use super::tls::{Proc, client_of, parse_kubeconfig};
-use crate::exec::https::{Handshake, HttpsError};
+use crate::exec::https::{Bearer, Handshake, HttpsError};
 use crate::exec::kube::Access;
 use crate::exec::kube::cluster::{self, PodTrust};
 use crate::exec::{self, Node};
@@ -650,6 +650,8 @@ struct Ctx {
     endpoints: Endpoints,
     cas: BTreeMap<Fingerprint, String>,
     pods: Mutex<BTreeMap<String, PodTrust>>,
+    /// Where each pod's kubelet keeps its token (node, path), as last listed.
+    tokens: Mutex<BTreeMap<String, (String, String)>>,
     procs: Mutex<HashMap<(String, String), HeldProc>>,
     timeout: Duration,
 }
@@ -754,6 +756,29 @@ impl Ctx {
         }
     }
 
+    /// The service-account token a pod presents: the one its node's kubelet holds now
+    /// (read through the node's transport, never kept). A pod whose kubelet has written
+    /// none yet presents none.
+    fn token(&self, side: &Side) -> Result<Option<Bearer>, TrustError> {
+        let (Side::Pod(name) | Side::Edge(Client::Pod { name, .. })) = side else {
+            return Ok(None);
+        };
+        let at = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        let Some((node, path)) = at else {
+            return Ok(None);
+        };
+        let token = exec::files::read(self.node(&node)?, &path)
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
+        Ok(token.map(|t| Bearer(t.trim().to_string())))
+    }
+
     /// (address, name to verify, roots when the client has none of its own).
     fn server(
         &self,
@@ -825,6 +850,7 @@ impl Ctx {
 /// [`Handshake::over`]), on a thread of the blocking pool.
 async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), Fail> {
     let (own_roots, identity) = ctx.client(&probe.client)?;
+    let bearer = ctx.token(&probe.client)?;
     let (address, name, server_roots) = ctx.server(&probe.server)?;
     let t = ctx.timeout;
     let to = |reason: String| HttpsError::Connect {
@@ -843,6 +869,7 @@ async fn attempt(ctx: &Ctx, probe: &Probe) -> Result<(), Fail> {
         host: addr.ip().to_string(),
         port: addr.port(),
         path: super::live::path(&probe.server).to_string(),
+        bearer,
     };
     let done = tokio::task::spawn_blocking(move || {
         let tcp = match std::net::TcpStream::connect_timeout(&addr, t) {
@@ -950,10 +977,11 @@ impl From<TrustError> for Fail {
     }
 }
 
-/// Every pod and what it trusts: (`namespace/name`, trust, has an owner).
-async fn list_pods(
-    access: &Access,
-) -> Result<Vec<(String, PodTrust, bool)>, crate::exec::kube::KubeError> {
+/// A listed pod: (`namespace/name`, trust, has an owner, where its token is).
+type Listed = (String, PodTrust, bool, Option<(String, String)>);
+
+/// Every pod, what it trusts, and where its kubelet keeps its token.
+async fn list_pods(access: &Access) -> Result<Vec<Listed>, crate::exec::kube::KubeError> {
     let client = access.client().await?;
     let rc = cluster::root_cas(&client).await?;
     let w = cluster::workloads(&client, &rc).await?;
@@ -964,6 +992,7 @@ async fn list_pods(
                 format!("{}/{}", p.namespace, p.name),
                 p.trust,
                 p.owner.is_some(),
+                p.token,
             )
         })
         .collect())
@@ -1010,6 +1039,7 @@ async fn run(
         endpoints: input.endpoints,
         cas: input.cas,
         pods: Mutex::new(input.pods),
+        tokens: Mutex::default(),
         procs: Mutex::default(),
         timeout: options.timeout,
     });
@@ -1063,7 +1093,7 @@ async fn run(
             (Some(access), true) => match list_pods(access).await {
                 Ok(pods) => {
                     let live: std::collections::HashSet<String> =
-                        pods.into_iter().map(|(n, _, _)| n).collect();
+                        pods.into_iter().map(|(n, _, _, _)| n).collect();
                     tracks
                         .iter()
                         .filter_map(|t| match &t.probe.client {
@@ -1109,10 +1139,14 @@ fn apply_listing(
     tracks: &mut Vec<Track>,
     apis: &[String],
     at: Instant,
-    pods: Vec<(String, PodTrust, bool)>,
+    pods: Vec<Listed>,
 ) {
+    *ctx.tokens.lock().unwrap_or_else(|e| e.into_inner()) = pods
+        .iter()
+        .filter_map(|(n, _, _, t)| Some((n.clone(), t.clone()?)))
+        .collect();
     let live: BTreeMap<String, (PodTrust, bool)> =
-        pods.into_iter().map(|(n, t, o)| (n, (t, o))).collect();
+        pods.into_iter().map(|(n, t, o, _)| (n, (t, o))).collect();
     for t in tracks.iter_mut().filter(|t| t.active) {
         if let Side::Pod(name) = &t.probe.client
             && !live.contains_key(name)

@@ -151,6 +151,7 @@ fn credentials(from: &Node, own: &BTreeMap<String, String>) -> Result<Handshake,
         host: String::new(),
         port: 0,
         path: "/health".into(),
+        bearer: None,
     })
 }
 

@@ -37,7 +37,6 @@ impl ApiServer {
                         return;
                     }
                 };
-                let controllers = controllers::spawn(&dir, server.store.clone());
                 let d = dir.clone();
                 let (etcd, etcd_note) =
                     match tokio::task::spawn_blocking(move || super::sandbox::start_etcd(&d)).await
@@ -49,6 +48,7 @@ impl ApiServer {
                         ),
                     };
                 etcd_note.say();
+                let controllers = controllers::spawn(&dir, server.store.clone());
                 let listeners = match listeners::start(&dir, server.store.clone()).await {
                     Ok(l) => l,
                     Err(e) => {

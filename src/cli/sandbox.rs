@@ -256,14 +256,15 @@ fn up(a: UpArgs) -> miette::Result<Exit> {
     rt.block_on(async {
         let signals = Signals::new();
         let server = apiserver::serve(&a.dir, opts).await?;
-        // The simulated control plane's controllers and kubelets, beside the API server.
-        let controllers = controllers::spawn(&a.dir, server.store.clone());
         // Real etcd members where etcd is installed (before the listeners: a real
-        // member serves its own ports).
+        // member serves its own ports; before the controllers, which bring the nodes'
+        // kubelets up to date: an etcd container started then is a real member's).
         let dir = a.dir.clone();
         let (etcd, etcd_note) = tokio::task::spawn_blocking(move || start_etcd(&dir))
             .await
             .map_err(|e| miette::miette!("the etcd supervisor failed: {e}"))?;
+        // The simulated control plane's controllers and kubelets, beside the API server.
+        let controllers = controllers::spawn(&a.dir, server.store.clone());
         // Every simulated process's TLS endpoint, for probes and openssl s_client.
         let listeners = listeners::start(&a.dir, server.store.clone()).await?;
         // Every node's kubelet: restarts static pods whose manifests changed, on time.

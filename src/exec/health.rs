@@ -172,6 +172,7 @@ pub fn check(t: &Arc<dyn Transport>, probe: &Probe, timeout: Duration) -> Result
                 host: p.host.clone(),
                 port: p.port,
                 path: p.path.clone(),
+                bearer: None,
             };
             h.over(stream)
         } else {

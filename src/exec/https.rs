@@ -69,6 +69,15 @@ pub enum HttpsError {
         )
     )]
     Unauthorized,
+    /// The server took the connection but not the service-account token.
+    #[error("401 Unauthorized: the server does not accept the service-account token")]
+    #[diagnostic(
+        code(trustform::https::token_rejected),
+        help(
+            "no key of the API server's --service-account-key-file verifies the token (its signing key was dropped before every pod's token was re-issued), or the token has expired"
+        )
+    )]
+    TokenRejected,
     /// No answer within the time allowed.
     #[error("no answer in {0}")]
     #[diagnostic(
@@ -93,6 +102,17 @@ pub struct Answer {
     pub body: String,
 }
 
+/// A bearer token a client presents (a pod's service-account token): a credential,
+/// never printed (its `Debug` says only that there is one).
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(…)")
+    }
+}
+
 /// A client's side of a TLS connection.
 #[derive(Clone, Debug)]
 pub struct Handshake {
@@ -108,6 +128,8 @@ pub struct Handshake {
     pub port: u16,
     /// What it GETs.
     pub path: String,
+    /// The token it presents (`Authorization: Bearer`), if any.
+    pub bearer: Option<Bearer>,
 }
 
 impl Handshake {
@@ -124,7 +146,11 @@ impl Handshake {
                 .complete_io(&mut tls.sock)
                 .map_err(|e| HttpsError::Handshake(e.to_string()))?;
         }
-        let answer = get(tls, &self.host, self.port, &self.path)?;
+        let bearer = self.bearer.as_ref().map(|b| b.0.as_str());
+        let answer = get_with(tls, &self.host, self.port, &self.path, bearer)?;
+        if answer.status == 401 && bearer.is_some() {
+            return Err(HttpsError::TokenRejected);
+        }
         if answer.status == 401 && self.identity.is_some() {
             return Err(HttpsError::Unauthorized);
         }
@@ -133,19 +159,28 @@ impl Handshake {
 }
 
 /// GET `path` over `stream` (plain, or a TLS stream), reading the whole answer.
-pub fn get(
+pub fn get(s: impl Read + Write, host: &str, port: u16, path: &str) -> Result<Answer, HttpsError> {
+    get_with(s, host, port, path, None)
+}
+
+/// [`get`], presenting `bearer` as `Authorization: Bearer` when there is one.
+fn get_with(
     mut s: impl Read + Write,
     host: &str,
     port: u16,
     path: &str,
+    bearer: Option<&str>,
 ) -> Result<Answer, HttpsError> {
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
         host.to_string()
     };
+    let authorization = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: trustform\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: trustform\r\nAccept: */*\r\n{authorization}Connection: close\r\n\r\n"
     );
     s.write_all(request.as_bytes())
         .and_then(|()| s.flush())
@@ -445,6 +480,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
             path: "/version".into(),
+            bearer: None,
         };
         let dial = |port| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         // Both sides trust each other: the answer comes.

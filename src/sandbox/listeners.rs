@@ -303,6 +303,25 @@ impl HeldTls {
 
     /// Log a failed handshake in the serving process's log, as Go's `crypto/tls` words
     /// it (nothing when the client just went away).
+    /// Whether the process accepts a service-account token: the API server, with a key
+    /// of the `--service-account-key-file` it read at its last start; the others take
+    /// no tokens and ignore them.
+    pub(crate) fn bearer(&self, token: &str) -> Result<(), String> {
+        if self.serve != Serve::ApiServer {
+            return Ok(());
+        }
+        let held = runtime::held(&self.root, "kube-apiserver").ok_or("not running")?;
+        let flags = held.flags("kube-apiserver");
+        let keys = flags
+            .get("service-account-key-file")
+            .and_then(|f| held.file(f))
+            .ok_or("no --service-account-key-file")?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        crate::sandbox::tokens::verify(token, &String::from_utf8_lossy(&keys), now).map(drop)
+    }
+
     pub(crate) fn log_failure(&self, peer: &str, e: &std::io::Error) {
         let Some(error) = go_tls_error(e) else {
             return;
@@ -558,8 +577,8 @@ async fn answer(source: Arc<Source>, tcp: TcpStream) {
         }
         Err(_) => return,
     };
+    let mut head = Vec::new();
     let _ = tokio::time::timeout(REQUEST_WAIT, async {
-        let mut head = Vec::new();
         let mut buf = [0u8; 1024];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
             match tls.read(&mut buf).await {
@@ -569,9 +588,25 @@ async fn answer(source: Arc<Source>, tcp: TcpStream) {
         }
     })
     .await;
+    // A service-account token the request brings must verify (the API server).
+    let refused = match (&*source, bearer_of(&head)) {
+        (Source::Held(h), Some(token)) => h.bearer(&token).is_err(),
+        _ => false,
+    };
     let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        tls.write_all(ANSWER).await?;
+        tls.write_all(if refused {
+            crate::sandbox::tokens::UNAUTHORIZED
+        } else {
+            ANSWER
+        })
+        .await?;
         tls.shutdown().await
     })
     .await;
+}
+
+fn bearer_of(head: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(head)
+        .lines()
+        .find_map(crate::sandbox::tokens::bearer)
 }

@@ -15,6 +15,7 @@ pub mod objects;
 pub mod runtime;
 pub mod seed;
 pub mod sshd;
+pub mod tokens;
 pub mod transport;
 
 use crate::atomic::{self, KEY_MODE, PUBLIC_MODE};

@@ -85,6 +85,32 @@ pub struct PodInfo {
     pub started: Option<String>,
     /// What it trusts.
     pub trust: PodTrust,
+    /// Where its node's kubelet keeps its service-account token: (node, node path of the
+    /// projected volume's `token`), when it mounts one.
+    pub token: Option<(String, String)>,
+}
+
+/// Where the kubelet of `pod`'s node writes its projected service-account token:
+/// `/var/lib/kubelet/pods/<uid>/volumes/kubernetes.io~projected/<volume>/token`.
+pub fn token_path(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String)> {
+    let uid = pod.metadata.uid.as_deref()?;
+    let spec = pod.spec.as_ref()?;
+    let node = spec.node_name.as_deref()?;
+    let volume = spec.volumes.iter().flatten().find(|v| {
+        v.projected.as_ref().is_some_and(|p| {
+            p.sources
+                .iter()
+                .flatten()
+                .any(|s| s.service_account_token.is_some())
+        })
+    })?;
+    Some((
+        node.to_string(),
+        format!(
+            "/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~projected/{}/token",
+            volume.name
+        ),
+    ))
 }
 
 /// A workload kind trustform restarts.
@@ -424,6 +450,7 @@ pub async fn workloads(
             owner,
             started,
             trust,
+            token: token_path(&p),
         });
     }
     Ok(out)

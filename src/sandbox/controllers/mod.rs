@@ -10,7 +10,8 @@
 //! - [`rollout`]: Deployments, DaemonSets and StatefulSets replace their pods when their
 //!   template changes, one at a time, respecting PodDisruptionBudgets;
 //! - [`disruption`]: PodDisruptionBudget status;
-//! - [`kubelet`]: every running kubelet keeps its Node object posted.
+//! - [`kubelet`]: every running kubelet keeps its Node object posted;
+//! - [`tokens`]: every running kubelet holds a service-account token per pod.
 //!
 //! Each controller counts its completed passes ([`Controllers::passes`],
 //! [`Controllers::reconciles`]): the witness a test waits for before it asserts that a
@@ -22,6 +23,7 @@ pub mod kubelet;
 mod queue;
 pub mod rollout;
 pub mod root_ca;
+pub mod tokens;
 
 use super::apiserver::store::{Event, Manager, Store, WriteOptions};
 use super::runtime::{self, Held};
@@ -163,6 +165,7 @@ pub fn spawn_with(dir: &Path, store: Store, options: Options) -> Controllers {
             options.clone(),
             passes.clone(),
         )),
+        tokio::spawn(tokens::run(dir.clone(), store.clone(), options.clone())),
         tokio::spawn(kubelet::run(dir, store, options)),
     ];
     Controllers { tasks, passes }

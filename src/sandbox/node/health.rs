@@ -136,9 +136,20 @@ fn server_config() -> Option<Arc<rustls::ServerConfig>> {
 /// version for `/version`, etcd's `{"health":"true"}` for `/health`, `ok` for anything else
 /// (`/healthz`, `/readyz`, `/livez`).
 pub(super) fn respond(s: impl Read + Write, up: impl FnOnce() -> bool) {
+    respond_to(s, up, |_| Ok(()))
+}
+
+/// [`respond`], a bearer token the request brings checked by `bearer` first: refused,
+/// the answer is `401` with a `Status`, as kube-apiserver's.
+pub(super) fn respond_to(
+    s: impl Read + Write,
+    up: impl FnOnce() -> bool,
+    bearer: impl FnOnce(&str) -> Result<(), String>,
+) {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     let mut path = String::new();
+    let mut token = None;
     // The request line and headers, up to the empty line.
     while r.read_line(&mut line).is_ok_and(|n| n > 0) {
         if path.is_empty() {
@@ -147,9 +158,20 @@ pub(super) fn respond(s: impl Read + Write, up: impl FnOnce() -> bool) {
         if line == "\r\n" || line == "\n" {
             break;
         }
+        if let Some(t) = crate::sandbox::tokens::bearer(&line) {
+            token = Some(t);
+        }
         line.clear();
     }
     if !up() {
+        return;
+    }
+    if let Some(t) = token
+        && bearer(&t).is_err()
+    {
+        let s = r.get_mut();
+        let _ = s.write_all(crate::sandbox::tokens::UNAUTHORIZED);
+        let _ = s.flush();
         return;
     }
     let (kind, body) = if path.starts_with("/version") {

@@ -256,7 +256,7 @@ fn answer<S: Read + Write>(stream: S, tls: &HeldTls, peer: &str, up: impl FnOnce
             return;
         }
     }
-    super::health::respond(&mut s, up);
+    super::health::respond_to(&mut s, up, |token| tls.bearer(token));
     s.conn.send_close_notify();
     let _ = s.flush();
 }
