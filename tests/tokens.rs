@@ -114,6 +114,35 @@ fn pods_hold_tokens_the_api_servers_verify_and_a_dropped_key_fails_their_edges()
         );
         assert!(claims["exp"].as_i64() > claims["iat"].as_i64());
     }
+    // A kubelet restart fetches a new token for each of its pods (its cache is in
+    // memory); the other nodes' tokens stay.
+    let iat = |path: &Path| part(&std::fs::read_to_string(path).unwrap(), 1)["iat"].as_i64();
+    let (w1, others): (Vec<_>, Vec<_>) = files.iter().partition(|(n, _, _)| n == "w-1");
+    assert!(!w1.is_empty() && !others.is_empty(), "{files:?}");
+    let before: Vec<Option<i64>> = w1.iter().map(|(_, _, p)| iat(p)).collect();
+    let others_before: Vec<Option<i64>> = others.iter().map(|(_, _, p)| iat(p)).collect();
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, _, err) = w.run(&[
+        "sandbox",
+        "node-exec",
+        "cluster",
+        "w-1",
+        "--",
+        "systemctl",
+        "restart",
+        "kubelet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    common::eventually("w-1's tokens renewed", Duration::from_secs(30), || {
+        let now: Vec<Option<i64>> = w1.iter().map(|(_, _, p)| iat(p)).collect();
+        if now.iter().zip(&before).all(|(a, b)| a > b) {
+            Ok(())
+        } else {
+            Err(format!("{now:?} after {before:?}"))
+        }
+    });
+    let others_now: Vec<Option<i64>> = others.iter().map(|(_, _, p)| iat(p)).collect();
+    assert_eq!(others_now, others_before, "only w-1's kubelet restarted");
     // cp-2's API server drops the key (sa.pub holds an unrelated one) and restarts: a
     // drop before the pods' tokens were re-issued.
     let sa_pub = w.node("cp-2").join("etc/kubernetes/pki/sa.pub");

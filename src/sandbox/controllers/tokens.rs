@@ -13,7 +13,7 @@
 //! `TRUSTFORM_SANDBOX_TOKEN_SECONDS` (default 3607) so that tests see refreshes in
 //! seconds. A pod that is gone has its directory removed.
 
-use super::{HeldWatch, Options, warn};
+use super::{Batch, HeldWatch, Options, drain, warn};
 use crate::sandbox::SandboxNode;
 use crate::sandbox::apiserver::store::Store;
 use crate::sandbox::node::Machine;
@@ -90,12 +90,26 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
         .map(|(i, n)| (i, HeldWatch::new(&n.root, "kube-apiserver")))
         .collect();
     let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
+    let mut rx = store.subscribe();
+    // A look at every pod only when something asks for one: pods changed, a kubelet or
+    // the signing API server restarted, a token is due, or a pod was left waiting.
+    let mut again = Look {
+        next_due: None,
+        pending: true,
+    };
+    let mut last_signer: Option<String> = None;
     let mut tick = tokio::time::interval(LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let mut batch = Batch::default();
+        drain(&mut rx, &mut batch);
+        if batch.closed {
+            return;
+        }
+        let mut restarted = false;
         for w in kubelets.iter_mut() {
-            w.poll();
+            restarted |= w.poll();
         }
         for (_, w) in apis.iter_mut() {
             w.poll();
@@ -109,6 +123,12 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
             let key = held.file(flags.get("service-account-signing-key-file")?)?;
             String::from_utf8(key).ok()
         });
+        let pods_changed = batch.lagged || batch.events.iter().any(|e| e.resource == "pods");
+        let due = again.next_due.is_some_and(|t| now() >= t);
+        if !(pods_changed || restarted || due || again.pending || signer != last_signer) {
+            continue;
+        }
+        last_signer.clone_from(&signer);
         let generations: Vec<Option<u64>> = kubelets
             .iter()
             .map(|w| w.held.as_ref().map(|h| h.generation))
@@ -124,13 +144,25 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
         match done {
             Ok((k, r)) => {
                 kept = k;
-                if let Err(e) = r {
-                    warn(NAME, e);
+                match r {
+                    Ok(look) => again = look,
+                    Err(e) => {
+                        again.pending = true;
+                        warn(NAME, e);
+                    }
                 }
             }
             Err(_) => return,
         }
     }
+}
+
+/// When the next look is needed.
+struct Look {
+    /// The earliest time a held token is due for renewal.
+    next_due: Option<i64>,
+    /// A pod is left without a token (its kubelet is down, no API server signs).
+    pending: bool,
 }
 
 /// One look at every pod's token.
@@ -140,9 +172,10 @@ fn pass(
     pods: &[Value],
     signer: Option<&str>,
     kept: &mut BTreeMap<String, Kept>,
-) -> Result<(), String> {
+) -> Result<Look, String> {
     let now = now();
     let ttl = lifetime();
+    let mut pending = false;
     let mut live: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut up: BTreeMap<&str, bool> = BTreeMap::new();
     for pod in pods {
@@ -160,12 +193,14 @@ fn pass(
             .or_default()
             .insert(uid.to_string());
         let Some(generation) = generations[i] else {
+            pending = true;
             continue;
         };
         let running = *up
             .entry(&nodes[i].name)
             .or_insert_with(|| Machine::open(&nodes[i].root).up("kubelet"));
         if !running {
+            pending = true;
             continue;
         }
         let due = match kept.get(uid) {
@@ -174,7 +209,11 @@ fn pass(
                 k.kubelet != generation || now >= k.iat + ttl * 8 / 10 || now >= k.iat + 86_400
             }
         };
-        let Some(key) = signer.filter(|_| due) else {
+        if !due {
+            continue;
+        }
+        let Some(key) = signer else {
+            pending = true;
             continue;
         };
         let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -235,7 +274,13 @@ fn pass(
             }
         }
     }
-    Ok(())
+    Ok(Look {
+        next_due: kept
+            .values()
+            .map(|k| (k.iat + ttl * 8 / 10).min(k.iat + 86_400))
+            .min(),
+        pending,
+    })
 }
 
 fn host(root: &Path, abs: &str) -> PathBuf {
