@@ -4,7 +4,7 @@
 //! servers and webhooks read it to trust the front proxy and client certificates).
 //! Rewritten each time that API server restarts; a hand edit is put back.
 
-use super::{Batch, HeldWatch, Options, Passes, by, drain, warn};
+use super::{HeldWatch, Options, Passes, by, next_look, warn};
 use crate::sandbox::Role;
 use crate::sandbox::apiserver::store::{Store, StoreError};
 use crate::sandbox::objects::{self, EXTENSION_AUTH_CONFIGMAP};
@@ -33,13 +33,10 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options, passes: Pa
     let mut tick = tokio::time::interval(options.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
         // Changes since the last tick: a hand edit is put back within one poll.
-        let mut batch = Batch::default();
-        drain(&mut rx, &mut batch);
-        if batch.closed {
+        let Some(batch) = next_look(&mut tick, &mut rx).await else {
             return;
-        }
+        };
         let edited = batch.lagged
             || batch.events.iter().any(|ev| {
                 ev.resource == "configmaps"

@@ -3,7 +3,7 @@
 //! `lastHeartbeatTime` refreshed every heartbeat period and at each kubelet restart, and
 //! the kubelet's held generation in [`objects::KUBELET_GENERATION`].
 
-use super::{Batch, HeldWatch, Options, by, drain, warn};
+use super::{HeldWatch, Options, by, next_look, warn};
 use crate::sandbox::SandboxNode;
 use crate::sandbox::apiserver::store::{EventKind, Store, StoreError};
 use crate::sandbox::objects;
@@ -51,12 +51,9 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_heartbeat = Instant::now();
     loop {
-        tick.tick().await;
-        let mut batch = Batch::default();
-        drain(&mut rx, &mut batch);
-        if batch.closed {
+        let Some(batch) = next_look(&mut tick, &mut rx).await else {
             return;
-        }
+        };
         // A deleted Node is registered again by its kubelet (at once, not at the next
         // heartbeat).
         let deleted: Vec<&str> = batch

@@ -252,6 +252,18 @@ async fn settle(first: Result<Event, RecvError>, rx: &mut broadcast::Receiver<Ev
     batch
 }
 
+/// A controller's next look: wait for `tick`, then take the store events since the last
+/// one. `None`: the store is gone.
+async fn next_look(
+    tick: &mut tokio::time::Interval,
+    rx: &mut broadcast::Receiver<Event>,
+) -> Option<Batch> {
+    tick.tick().await;
+    let mut batch = Batch::default();
+    drain(rx, &mut batch);
+    (!batch.closed).then_some(batch)
+}
+
 /// Take what is waiting, without waiting.
 fn drain(rx: &mut broadcast::Receiver<Event>, batch: &mut Batch) {
     loop {

@@ -13,7 +13,7 @@
 //! `TRUSTFORM_SANDBOX_TOKEN_SECONDS` (default 3607) so that tests see refreshes in
 //! seconds. A pod that is gone has its directory removed.
 
-use super::{Batch, HeldWatch, Options, drain, warn};
+use super::{HeldWatch, Options, next_look, warn};
 use crate::sandbox::SandboxNode;
 use crate::sandbox::apiserver::store::Store;
 use crate::sandbox::node::Machine;
@@ -101,12 +101,9 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
     let mut tick = tokio::time::interval(LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        let mut batch = Batch::default();
-        drain(&mut rx, &mut batch);
-        if batch.closed {
+        let Some(batch) = next_look(&mut tick, &mut rx).await else {
             return;
-        }
+        };
         let mut restarted = false;
         for w in kubelets.iter_mut() {
             restarted |= w.poll();
