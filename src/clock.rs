@@ -3,8 +3,12 @@
 
 /// Now, RFC 3339.
 pub fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
+    format(time::OffsetDateTime::now_utc())
+}
+
+/// A time, RFC 3339.
+pub fn format(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 

@@ -8,7 +8,6 @@ use crate::snapshot::{FileFact, Snapshot};
 use serde::Serialize;
 use std::fmt::Write;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The version of the JSON listing.
 pub const FORMAT_VERSION: u32 = 1;
@@ -184,7 +183,7 @@ pub fn list(snap: &Snapshot, now: OffsetDateTime, window: std::time::Duration) -
     };
     Listing {
         format_version: FORMAT_VERSION,
-        now: now.format(&Rfc3339).unwrap_or_default(),
+        now: crate::clock::format(now),
         window_seconds,
         snapshot_fingerprint: snap.fingerprint.clone(),
         certificates: out,

@@ -10,6 +10,12 @@ pub const KUBERNETES: &str = "etc/kubernetes";
 pub const KUBELET_CONFIG: &str = "var/lib/kubelet/config.yaml";
 /// Kubelet certificate directory.
 pub const KUBELET_PKI: &str = "var/lib/kubelet/pki";
+
+/// Where the kubelet keeps a pod's projected service-account token: the `token` of its
+/// projected volume, under the pod's uid.
+pub fn pod_token(uid: &str, volume: &str) -> String {
+    format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~projected/{volume}/token")
+}
 /// Kubelet kubeconfig.
 pub const KUBELET_CONF: &str = "etc/kubernetes/kubelet.conf";
 

@@ -292,6 +292,11 @@ impl Snapshot {
 }
 
 impl NodeSnapshot {
+    /// The kubelet's client CA file (`authentication.x509.clientCAFile`), if it has one.
+    pub fn kubelet_client_ca(&self) -> Option<&str> {
+        self.kubelet.as_ref()?.client_ca_file.as_deref()
+    }
+
     /// The certificates of a file, or none.
     pub fn certs(&self, path: &str) -> Option<&[CertEntry]> {
         match self.files.get(path) {

@@ -15,7 +15,7 @@
 
 use super::error::{StepError, TrustError};
 use super::live::{etcd_address, exchange, file, flag_file, flags};
-use crate::exec::https::Handshake;
+use crate::exec::https::{Handshake, authority};
 use crate::exec::{Node, restart::Wait};
 use crate::pki::tls::Identity;
 use rustls::pki_types::ServerName;
@@ -34,6 +34,16 @@ pub enum When {
     Before,
     /// After it came back.
     After,
+}
+
+impl When {
+    /// `before` or `after`.
+    fn name(self) -> &'static str {
+        match self {
+            When::Before => "before",
+            When::After => "after",
+        }
+    }
 }
 
 /// One member to ask.
@@ -55,10 +65,7 @@ pub fn healthy(
 ) -> Result<Option<String>, StepError> {
     let fail = |last: String| StepError::Quorum {
         node: from.name.clone(),
-        when: match when {
-            When::Before => "before",
-            When::After => "after",
-        },
+        when: when.name(),
         within: humantime::format_duration(wait.timeout).to_string(),
         last,
     };
@@ -88,10 +95,9 @@ pub fn healthy(
             .zip(&answers)
             .filter_map(|(m, a)| match a {
                 Err(Ask::Sick(why)) => Some(format!(
-                    "{} (https://{}:{}): {why}",
+                    "{} (https://{}): {why}",
                     m.node,
-                    host_in_url(&m.host),
-                    m.port
+                    authority(&m.host, m.port)
                 )),
                 _ => None,
             })
@@ -100,10 +106,7 @@ pub fn healthy(
             let names: Vec<&str> = members.iter().map(|m| m.node.as_str()).collect();
             return Ok(Some(format!(
                 "etcd cluster healthy {}: {n} of {n} members ({}) answered /health true in {:.1} s",
-                match when {
-                    When::Before => "before",
-                    When::After => "after",
-                },
+                when.name(),
                 names.join(", "),
                 start.elapsed().as_secs_f64(),
                 n = members.len(),
@@ -183,14 +186,6 @@ fn says_healthy(body: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .is_some_and(|v| v["health"] == "true")
-}
-
-fn host_in_url(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    }
 }
 
 #[cfg(test)]

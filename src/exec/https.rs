@@ -163,6 +163,15 @@ pub fn get(s: impl Read + Write, host: &str, port: u16, path: &str) -> Result<An
     get_with(s, host, port, path, None)
 }
 
+/// `host:port`, an IPv6 address in brackets (`[::1]:2379`), as a URL or `Host` says it.
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// [`get`], presenting `bearer` as `Authorization: Bearer` when there is one.
 fn get_with(
     mut s: impl Read + Write,
@@ -171,16 +180,12 @@ fn get_with(
     path: &str,
     bearer: Option<&str>,
 ) -> Result<Answer, HttpsError> {
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
+    let host = authority(host, port);
     let authorization = bearer
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: trustform\r\nAccept: */*\r\n{authorization}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: trustform\r\nAccept: */*\r\n{authorization}Connection: close\r\n\r\n"
     );
     s.write_all(request.as_bytes())
         .and_then(|()| s.flush())

@@ -9,7 +9,7 @@ use crate::diff::{
 };
 use crate::procedure::{Action, ForEach, Procedure, Stage, StepTemplate};
 use crate::snapshot::Role;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{NodeSnapshot, Snapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What `build` needs.
@@ -237,10 +237,7 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
             to: labels(d, want),
         });
         let targets = if input.no_stages {
-            [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
-                .into_iter()
-                .map(|s| (s, (*want).clone()))
-                .collect()
+            every_stage(want)
         } else {
             stage_targets(current, want).into_iter().collect()
         };
@@ -269,10 +266,7 @@ pub fn build(input: &Input) -> Result<Plan, PlanError> {
             moves.entry(c.authority).or_insert_with(|| Move {
                 current,
                 want: current,
-                targets: [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
-                    .into_iter()
-                    .map(|s| (s, current.clone()))
-                    .collect(),
+                targets: every_stage(current),
             });
             finals.push((c.clone(), want.clone()));
             world.state.insert(c.clone(), state);
@@ -325,6 +319,14 @@ fn labels(d: &Desired, t: &Target) -> TargetLabels {
         issuer: d.label(&t.issuer),
         trust: t.trust.iter().map(|f| d.label(f)).collect(),
     }
+}
+
+/// `t` as the target of every stage.
+fn every_stage(t: &Target) -> HashMap<Stage, Target> {
+    [Stage::PreRotate, Stage::Rotate, Stage::PostRotate]
+        .into_iter()
+        .map(|s| (s, t.clone()))
+        .collect()
 }
 
 /// What one procedure moves: one authority's rotation, from `current` to `want` through
@@ -533,8 +535,7 @@ fn set(
 ) -> (Vec<Op>, Vec<StepChange>) {
     let kubelet_ca = target
         .and_then(|n| input.snapshot.node(n))
-        .and_then(|n| n.kubelet.as_ref())
-        .and_then(|k| k.client_ca_file.as_deref());
+        .and_then(NodeSnapshot::kubelet_client_ca);
     let todo: Vec<(Consumer, State)> = world
         .state
         .iter()

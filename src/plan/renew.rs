@@ -12,9 +12,8 @@ use crate::config::Authority;
 use crate::diff::{Consumer, Desired, Field, State, consumers, lineage};
 use crate::pki::{CertFacts, Fingerprint};
 use crate::procedure::Procedure;
-use crate::snapshot::{FileFact, Snapshot};
+use crate::snapshot::{FileFact, NodeSnapshot, Snapshot};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// What a survey found.
 #[derive(Debug, Default)]
@@ -40,11 +39,9 @@ fn leaf<'s>(snap: &'s Snapshot, c: &Consumer) -> Option<&'s CertFacts> {
     }
 }
 
+/// RFC 3339 to the second.
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&Rfc3339)
-        .unwrap_or_default()
+    crate::clock::format(t.replace_nanosecond(0).unwrap_or(t))
 }
 
 /// A window as trustform.yaml would say it: `30d`, else humantime's `36h`.
@@ -140,8 +137,7 @@ fn renewable(snap: &Snapshot, p: Option<&Procedure>, c: &Consumer, want: &State)
         .node
         .as_deref()
         .and_then(|n| snap.node(n))
-        .and_then(|n| n.kubelet.as_ref())
-        .and_then(|k| k.client_ca_file.as_deref());
+        .and_then(NodeSnapshot::kubelet_client_ca);
     p.is_some_and(|p| p.steps.iter().any(|t| covers(t, c, want, kubelet_ca)))
 }
 

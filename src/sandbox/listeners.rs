@@ -316,10 +316,8 @@ impl HeldTls {
             .get("service-account-key-file")
             .and_then(|f| held.file(f))
             .ok_or("no --service-account-key-file")?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        crate::sandbox::tokens::verify(token, &String::from_utf8_lossy(&keys), now).map(drop)
+        let keys = String::from_utf8_lossy(&keys);
+        crate::sandbox::tokens::verify(token, &keys, crate::sandbox::tokens::unix_now()).map(drop)
     }
 
     pub(crate) fn log_failure(&self, peer: &str, e: &std::io::Error) {

@@ -37,7 +37,7 @@ pub fn stamp(root: &Path, component: &str) -> Option<Stamp> {
 
 /// Where node path `abs` is on this machine: symlinks (kubeadm's absolute
 /// `kubelet-client-current.pem`) resolve inside the node root, as on the node itself.
-fn host(root: &Path, abs: &str) -> PathBuf {
+pub(crate) fn host(root: &Path, abs: &str) -> PathBuf {
     crate::transport::resolve(root, abs).unwrap_or_else(|_| root.join(layout::rel(abs)))
 }
 

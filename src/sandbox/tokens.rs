@@ -70,6 +70,13 @@ pub struct Ref {
     pub uid: String,
 }
 
+/// Now, in Unix seconds (what `iat` and `exp` count).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn provider() {
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
 }
@@ -103,44 +110,18 @@ pub fn sign(key_pem: &str, claims: &Claims) -> Result<String, String> {
 /// Every public key of a `--service-account-key-file` (public or private PEM blocks),
 /// as (kid, SPKI PEM).
 pub fn public_keys(pem: &str) -> Vec<(String, String)> {
-    let mut out = vec![];
-    for block in pem_blocks(pem) {
-        let der = if block.contains("PUBLIC KEY") {
-            x509_parser::pem::parse_x509_pem(block.as_bytes())
+    let blocks =
+        crate::pki::cert::pem_blocks(pem, "--service-account-key-file").unwrap_or_default();
+    blocks
+        .iter()
+        .filter_map(|b| match b.label.as_str() {
+            "PUBLIC KEY" => Some(b.der.clone()),
+            label => rcgen::KeyPair::from_pem(&crate::pki::cert::pem_block(label, &b.der))
                 .ok()
-                .map(|(_, p)| p.contents.to_vec())
-        } else {
-            rcgen::KeyPair::from_pem(&block)
-                .ok()
-                .map(|k| k.subject_public_key_info())
-        };
-        if let Some(der) = der {
-            let spki = format!(
-                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-                base64::engine::general_purpose::STANDARD.encode(&der)
-            );
-            out.push((kid(&der), spki));
-        }
-    }
-    out
-}
-
-fn pem_blocks(pem: &str) -> Vec<String> {
-    let mut out = vec![];
-    let mut cur: Option<String> = None;
-    for line in pem.lines() {
-        if line.starts_with("-----BEGIN ") {
-            cur = Some(String::new());
-        }
-        if let Some(c) = cur.as_mut() {
-            c.push_str(line);
-            c.push('\n');
-        }
-        if line.starts_with("-----END ") {
-            out.extend(cur.take());
-        }
-    }
-    out
+                .map(|k| k.subject_public_key_info()),
+        })
+        .map(|der| (kid(&der), crate::pki::cert::pem_block("PUBLIC KEY", &der)))
+        .collect()
 }
 
 /// The claims of `token` when a key of `keys_pem` verifies it and it holds at `now`

@@ -90,8 +90,8 @@ pub struct PodInfo {
     pub token: Option<(String, String)>,
 }
 
-/// Where the kubelet of `pod`'s node writes its projected service-account token:
-/// `/var/lib/kubelet/pods/<uid>/volumes/kubernetes.io~projected/<volume>/token`.
+/// Where the kubelet of `pod`'s node writes its projected service-account token
+/// ([`crate::layout::pod_token`]).
 pub fn token_path(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, String)> {
     let uid = pod.metadata.uid.as_deref()?;
     let spec = pod.spec.as_ref()?;
@@ -106,10 +106,7 @@ pub fn token_path(pod: &k8s_openapi::api::core::v1::Pod) -> Option<(String, Stri
     })?;
     Some((
         node.to_string(),
-        format!(
-            "/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~projected/{}/token",
-            volume.name
-        ),
+        crate::layout::pod_token(uid, &volume.name),
     ))
 }
 

@@ -17,10 +17,11 @@ use super::{HeldWatch, Options, next_look, warn};
 use crate::sandbox::SandboxNode;
 use crate::sandbox::apiserver::store::Store;
 use crate::sandbox::node::Machine;
+use crate::sandbox::runtime;
 use crate::sandbox::tokens::{self, Bound, Claims, Ref};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const NAME: &str = "tokens";
@@ -36,11 +37,6 @@ const EXTENDED: i64 = 365 * 86_400;
 
 /// How often the tokens are looked at.
 const LOOK: Duration = Duration::from_millis(500);
-
-/// The node path of a pod's token.
-pub fn path(uid: &str, volume: &str) -> String {
-    format!("/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~projected/{volume}/token")
-}
 
 /// The projected volume that holds a pod's service-account token.
 pub fn volume(pod: &Value) -> Option<String> {
@@ -64,10 +60,10 @@ fn lifetime() -> i64 {
         .unwrap_or(DEFAULT_LIFETIME)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// When the kubelet's token manager asks again for a token issued at `iat` for `ttl`
+/// seconds: after 80 % of its lifetime, or 24 h.
+fn renew_at(iat: i64, ttl: i64) -> i64 {
+    (iat + ttl * 8 / 10).min(iat + 86_400)
 }
 
 /// One token the kubelet holds: when it was issued, and by which kubelet generation.
@@ -121,7 +117,7 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options) {
             String::from_utf8(key).ok()
         });
         let pods_changed = batch.lagged || batch.events.iter().any(|e| e.resource == "pods");
-        let due = again.next_due.is_some_and(|t| now() >= t);
+        let due = again.next_due.is_some_and(|t| tokens::unix_now() >= t);
         if !(pods_changed || restarted || due || again.pending || signer != last_signer) {
             continue;
         }
@@ -170,7 +166,7 @@ fn pass(
     signer: Option<&str>,
     kept: &mut BTreeMap<String, Kept>,
 ) -> Result<Look, String> {
-    let now = now();
+    let now = tokens::unix_now();
     let ttl = lifetime();
     let mut pending = false;
     let mut live: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
@@ -202,9 +198,7 @@ fn pass(
         }
         let due = match kept.get(uid) {
             None => true,
-            Some(k) => {
-                k.kubelet != generation || now >= k.iat + ttl * 8 / 10 || now >= k.iat + 86_400
-            }
+            Some(k) => k.kubelet != generation || now >= renew_at(k.iat, ttl),
         };
         if !due {
             continue;
@@ -242,7 +236,7 @@ fn pass(
             },
         };
         let token = tokens::sign(key, &claims)?;
-        let at = host(&nodes[i].root, &path(uid, &volume));
+        let at = runtime::host(&nodes[i].root, &crate::layout::pod_token(uid, &volume));
         if let Some(parent) = at.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
@@ -272,14 +266,7 @@ fn pass(
         }
     }
     Ok(Look {
-        next_due: kept
-            .values()
-            .map(|k| (k.iat + ttl * 8 / 10).min(k.iat + 86_400))
-            .min(),
+        next_due: kept.values().map(|k| renew_at(k.iat, ttl)).min(),
         pending,
     })
-}
-
-fn host(root: &Path, abs: &str) -> PathBuf {
-    root.join(abs.trim_start_matches('/'))
 }
