@@ -33,14 +33,22 @@ pub enum Authority {
     FrontProxy,
     /// The etcd CA (`pki/etcd/ca.crt`).
     Etcd,
+    /// The service-account signing key: not a CA but a key pair. `sa.pub` holds the
+    /// public keys the API servers accept tokens from (`--service-account-key-file`),
+    /// `sa.key` the key that signs them (`--service-account-signing-key-file`, and the
+    /// controller manager's `--service-account-private-key-file`). Its "CAs" are public
+    /// keys, named by the SHA-256 of their SubjectPublicKeyInfo (a token's `kid` is the
+    /// same digest, base64url).
+    ServiceAccount,
 }
 
 impl Authority {
     /// Every authority, in rotation order.
-    pub const ALL: [Authority; 3] = [
+    pub const ALL: [Authority; 4] = [
         Authority::Kubernetes,
         Authority::FrontProxy,
         Authority::Etcd,
+        Authority::ServiceAccount,
     ];
     /// The kebab-case name.
     pub fn name(self) -> &'static str {
@@ -48,14 +56,26 @@ impl Authority {
             Authority::Kubernetes => "kubernetes",
             Authority::FrontProxy => "front-proxy",
             Authority::Etcd => "etcd",
+            Authority::ServiceAccount => "service-account",
         }
     }
-    /// The CA bundle file on a control plane.
+    /// Whether its trust anchors are bare public keys (the service-account key), not CA
+    /// certificates: nothing is issued from them but tokens.
+    pub fn keys_only(self) -> bool {
+        self == Authority::ServiceAccount
+    }
+    /// What one of its trust anchors is called: `CA`, or `key`.
+    pub fn anchor(self) -> &'static str {
+        if self.keys_only() { "key" } else { "CA" }
+    }
+    /// The CA bundle file on a control plane (for the service-account key: the public
+    /// keys the API servers accept).
     pub fn ca_file(self) -> &'static str {
         match self {
             Authority::Kubernetes => "/etc/kubernetes/pki/ca.crt",
             Authority::FrontProxy => "/etc/kubernetes/pki/front-proxy-ca.crt",
             Authority::Etcd => "/etc/kubernetes/pki/etcd/ca.crt",
+            Authority::ServiceAccount => "/etc/kubernetes/pki/sa.pub",
         }
     }
     /// The CA key file on a control plane.
@@ -64,6 +84,7 @@ impl Authority {
             Authority::Kubernetes => "/etc/kubernetes/pki/ca.key",
             Authority::FrontProxy => "/etc/kubernetes/pki/front-proxy-ca.key",
             Authority::Etcd => "/etc/kubernetes/pki/etcd/ca.key",
+            Authority::ServiceAccount => "/etc/kubernetes/pki/sa.key",
         }
     }
     /// Parse a name.
@@ -336,6 +357,11 @@ pub struct CaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub cert: Option<Spanned<String>>,
+    /// A service-account key's public half (PEM `PUBLIC KEY`, public, committable),
+    /// relative to this file; its fingerprint is the SHA-256 of the SubjectPublicKeyInfo.
+    #[serde(default, rename = "publicKey", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub public_key: Option<Spanned<String>>,
     /// Private key file (0600, outside git), relative to this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -438,50 +464,87 @@ fn span_of(loc: serde_saphyr::Location, text: &str) -> SourceSpan {
     }
 }
 
+/// A trust anchor a `cas` entry names by its file: a CA certificate (`cert`), or a
+/// service-account public key (`publicKey`, whose fingerprint is its own).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    /// The certificate's fingerprint, or the public key's.
+    pub fingerprint: Fingerprint,
+    /// SHA-256 of its SubjectPublicKeyInfo.
+    pub public_key: Fingerprint,
+}
+
 impl Loaded {
-    /// The certificate of every `cas` entry that names a file (`cert`), read and checked:
-    /// one PEM CA certificate, matching the entry's `fingerprint` when it has one.
-    pub fn ca_files(&self) -> Result<BTreeMap<String, crate::pki::ParsedCert>, ConfigError> {
+    /// The anchor of every `cas` entry that names a file, read and checked: one PEM CA
+    /// certificate (`cert`) or public key (`publicKey`), matching the entry's
+    /// `fingerprint` when it has one.
+    pub fn ca_files(&self) -> Result<BTreeMap<String, Anchor>, ConfigError> {
         let mut out = BTreeMap::new();
         for (name, spec) in &self.config.cas {
-            let Some(cert) = &spec.cert else { continue };
-            let path = self.resolve_path(&cert.value);
+            let (file, is_key) = match (&spec.cert, &spec.public_key) {
+                (Some(c), _) => (c, false),
+                (None, Some(k)) => (k, true),
+                (None, None) => continue,
+            };
+            let path = self.resolve_path(&file.value);
             let text = crate::input::read_text(&path, crate::input::Kind::Config).map_err(|e| {
                 self.invalid(
-                    cert.referenced,
+                    file.referenced,
                     format!("CA {name}: cannot read {}: {e}", path.display()),
                     "missing file",
                     format!(
-                        "restore {} or run `trustform rotate` again to generate the CA",
-                        cert.value
+                        "restore {} or run `trustform rotate` again to generate it",
+                        file.value
                     ),
                 )
             })?;
-            let parsed = parse_certs(&text, &cert.value).map_err(|e| {
-                self.invalid(cert.referenced, format!("CA {name}: {e}"), "corrupt certificate", "the file must hold one PEM CA certificate; regenerate it with `trustform rotate`".into())
-            })?;
-            let Some(first) = parsed.into_iter().next().filter(|p| p.facts.is_ca) else {
-                return Err(self.invalid(
-                    cert.referenced,
-                    format!("CA {name}: {} holds no CA certificate", cert.value),
-                    "not a CA",
-                    "point `cert` at a CA certificate (basicConstraints CA:TRUE)".into(),
-                ));
+            let anchor = if is_key {
+                let der = crate::pki::cert::pem_blocks(&text, &file.value)
+                    .ok()
+                    .and_then(|b| b.into_iter().find(|b| b.label == "PUBLIC KEY"))
+                    .map(|b| b.der);
+                let Some(der) = der else {
+                    return Err(self.invalid(
+                        file.referenced,
+                        format!("key {name}: {} holds no PEM public key", file.value),
+                        "not a public key",
+                        "point `publicKey` at a PEM `PUBLIC KEY` file (`openssl pkey -pubout`)"
+                            .into(),
+                    ));
+                };
+                let fp = Fingerprint::of(&der);
+                Anchor {
+                    fingerprint: fp.clone(),
+                    public_key: fp,
+                }
+            } else {
+                let parsed = parse_certs(&text, &file.value).map_err(|e| {
+                    self.invalid(file.referenced, format!("CA {name}: {e}"), "corrupt certificate", "the file must hold one PEM CA certificate; regenerate it with `trustform rotate`".into())
+                })?;
+                let Some(first) = parsed.into_iter().next().filter(|p| p.facts.is_ca) else {
+                    return Err(self.invalid(
+                        file.referenced,
+                        format!("CA {name}: {} holds no CA certificate", file.value),
+                        "not a CA",
+                        "point `cert` at a CA certificate (basicConstraints CA:TRUE)".into(),
+                    ));
+                };
+                Anchor {
+                    fingerprint: first.facts.fingerprint,
+                    public_key: first.facts.public_key,
+                }
             };
             if let Some(fp) = &spec.fingerprint
-                && Fingerprint::parse(&fp.value).as_ref() != Some(&first.facts.fingerprint)
+                && Fingerprint::parse(&fp.value).as_ref() != Some(&anchor.fingerprint)
             {
                 return Err(self.invalid(
                     fp.referenced,
-                    format!("CA {name}: the fingerprint does not match {}", cert.value),
+                    format!("CA {name}: the fingerprint does not match {}", file.value),
                     "mismatch",
-                    format!(
-                        "the certificate's fingerprint is {}",
-                        first.facts.fingerprint
-                    ),
+                    format!("the file's fingerprint is {}", anchor.fingerprint),
                 ));
             }
-            out.insert(name.clone(), first);
+            out.insert(name.clone(), anchor);
         }
         Ok(out)
     }
@@ -739,13 +802,13 @@ fn check(l: &Loaded) -> Result<(), ConfigError> {
         }
     }
     for (name, ca) in &c.cas {
-        match (&ca.fingerprint, &ca.cert) {
+        match (&ca.fingerprint, ca.cert.as_ref().or(ca.public_key.as_ref())) {
             (None, None) => {
                 return Err(l.invalid_at_text(
                     &format!("{name}:"),
                     format!("CA {name} has neither `fingerprint` nor `cert`"),
                     "no source",
-                    "give the fingerprint of a CA in the cluster, or the path of its certificate"
+                    "give the fingerprint of a CA (or service-account key) in the cluster, or the path of its certificate (`publicKey`: of its public key)"
                         .into(),
                 ));
             }
@@ -1009,6 +1072,9 @@ pub(crate) fn ca_fields(ca: &CaSpec) -> Vec<String> {
     }
     if let Some(p) = &ca.cert {
         parts.push(format!("cert: {}", q(&p.value)));
+    }
+    if let Some(p) = &ca.public_key {
+        parts.push(format!("publicKey: {}", q(&p.value)));
     }
     if let Some(p) = &ca.key {
         parts.push(format!("key: {}", q(p)));

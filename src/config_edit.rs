@@ -239,6 +239,7 @@ mod tests {
             cert: Some(spanned("cas/new.crt")),
             key: Some(".trustform/keys/new.key".into()),
             algorithm: None,
+            public_key: None,
         };
         if add {
             want.cas.insert("new".into(), spec.clone());

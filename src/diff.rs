@@ -7,7 +7,7 @@
 //! to the other; this module only says what is and what should be.
 
 use crate::config::{Authority, ConfigError, Loaded};
-use crate::pki::{Fingerprint, ParsedCert};
+use crate::pki::Fingerprint;
 use crate::snapshot::Role;
 use crate::snapshot::{FileFact, Snapshot};
 use std::collections::BTreeMap;
@@ -77,7 +77,7 @@ impl Desired {
 /// ([`Loaded::ca_files`]: diff does no I/O).
 pub fn resolve(
     loaded: &Loaded,
-    files: &BTreeMap<String, ParsedCert>,
+    files: &BTreeMap<String, crate::config::Anchor>,
     snap: &Snapshot,
 ) -> Result<Desired, ConfigError> {
     let c = &loaded.config;
@@ -96,16 +96,29 @@ pub fn resolve(
             )
         })
         .collect();
+    // Service-account keys: in sa.pub, or signing in sa.key, on a control plane.
+    let sa = Authority::ServiceAccount;
+    for n in snap.nodes.iter().filter(|n| n.role == Role::ControlPlane) {
+        let keys = n.public_keys(sa.ca_file()).unwrap_or_default();
+        for pk in keys.iter().chain(n.key(sa.key_file())) {
+            cas.entry(pk.clone()).or_insert_with(|| CaInfo {
+                fingerprint: pk.clone(),
+                public_key: pk.clone(),
+                name: "service-account key".into(),
+                generated: false,
+            });
+        }
+    }
     let mut by_name: BTreeMap<&str, Fingerprint> = BTreeMap::new();
     let mut notes = vec![];
     for (name, spec) in &c.cas {
         let fp = if let Some(first) = files.get(name) {
-            let fp = first.facts.fingerprint.clone();
+            let fp = first.fingerprint.clone();
             cas.insert(
                 fp.clone(),
                 CaInfo {
                     fingerprint: fp.clone(),
-                    public_key: first.facts.public_key.clone(),
+                    public_key: first.public_key.clone(),
                     name: name.clone(),
                     generated: spec.key.is_some(),
                 },
@@ -174,20 +187,38 @@ pub fn resolve(
 }
 
 /// The authority's state on the first control plane: trust = members of its CA file,
-/// issuer = the CA whose public key matches its key file.
+/// issuer = the CA whose public key matches its key file. For the service-account key:
+/// the public keys of sa.pub, and the one of sa.key.
 pub fn current_target(snap: &Snapshot, auth: Authority) -> Option<Target> {
     let cp = snap.nodes.iter().find(|n| n.role == Role::ControlPlane)?;
-    let trust: Vec<Fingerprint> = cp
-        .certs(auth.ca_file())?
-        .iter()
-        .map(|c| c.fingerprint.clone())
-        .collect();
+    let trust: Vec<Fingerprint> = if auth.keys_only() {
+        cp.public_keys(auth.ca_file())?.to_vec()
+    } else {
+        cp.certs(auth.ca_file())?
+            .iter()
+            .map(|c| c.fingerprint.clone())
+            .collect()
+    };
     let key = cp.key(auth.key_file())?;
     let issuer = trust
         .iter()
-        .find(|fp| snap.cas.get(*fp).is_some_and(|c| &c.cert.public_key == key))?
+        .find(|fp| public_key_of(snap, auth, fp) == Some(key))?
         .clone();
     Some(Target { issuer, trust })
+}
+
+/// The public key of one of `auth`'s trust anchors: a CA's, or a service-account key
+/// itself.
+fn public_key_of<'s>(
+    snap: &'s Snapshot,
+    auth: Authority,
+    fp: &'s Fingerprint,
+) -> Option<&'s Fingerprint> {
+    if auth.keys_only() {
+        Some(fp)
+    } else {
+        snap.cas.get(fp).map(|c| &c.cert.public_key)
+    }
 }
 
 /// What a consumer holds.
@@ -286,6 +317,9 @@ pub enum Field {
     /// The rotating part of a webhook's, APIService's or CRD conversion webhook's
     /// caBundle (path: `Kind/name#/json/pointer`); its other CAs stay.
     CaBundle,
+    /// The keys that signed the service-account tokens the kubelets hold for their pods
+    /// (every node's projected tokens).
+    Tokens,
 }
 
 /// One place that holds trust.
@@ -332,12 +366,17 @@ impl Consumer {
             // kubeadm join rejects a multi-PEM cluster-info (kubeadm#1399): keep it one
             // certificate, the one that signs the API server's serving certificate.
             Field::ClusterInfo => State::Members(vec![t.issuer.clone()]),
+            // Every token signed by the key that signs now.
+            Field::Tokens => State::Members(vec![t.issuer.clone()]),
         }
     }
 
     /// A short human name: `cp-1:/etc/kubernetes/admin.conf (CA data)`.
     pub fn describe(&self) -> String {
+        let keys = self.authority.keys_only();
         let what = match &self.field {
+            Field::Bundle if keys => "public keys".to_string(),
+            Field::SigningKey if keys => "signing key".to_string(),
             Field::Bundle => "CA bundle".to_string(),
             Field::SigningKey => "CA key".to_string(),
             Field::SignerCopy => "single-cert copy of the issuer".to_string(),
@@ -355,6 +394,7 @@ impl Consumer {
                 let (object, pointer) = self.path.split_once('#').unwrap_or((&self.path, ""));
                 return format!("{object} caBundle ({pointer})");
             }
+            Field::Tokens => "pods' service-account tokens (the keys that signed them)".into(),
         };
         match &self.node {
             Some(n) if self.node.is_some() && !self.path.is_empty() => {
@@ -377,7 +417,7 @@ pub fn consumers(
     let key_state = |pk: &Fingerprint| {
         lineage
             .iter()
-            .find(|fp| snap.cas.get(*fp).is_some_and(|c| &c.cert.public_key == pk))
+            .find(|fp| public_key_of(snap, auth, fp) == Some(pk))
             .map_or_else(
                 || State::UnknownKey(pk.clone()),
                 |fp| State::KeyOf(fp.clone()),
@@ -426,6 +466,11 @@ pub fn consumers(
                     if path == auth.key_file() && node.role == Role::ControlPlane =>
                 {
                     out.push((at(path, Field::SigningKey), key_state(&k.public_key)));
+                }
+                FileFact::PublicKeys { keys }
+                    if path == auth.ca_file() && node.role == Role::ControlPlane =>
+                {
+                    out.push((at(path, Field::Bundle), State::Members(keys.clone())));
                 }
                 FileFact::Kubeconfig(k) => {
                     if k.ca.iter().any(in_lineage) {
@@ -529,6 +574,18 @@ pub fn consumers(
         }
         (None, Authority::FrontProxy) => out.push((cluster(Field::ExtensionAuth), trust)),
         (_, Authority::Etcd) => {}
+        // Whatever the API shows, the tokens are on the nodes.
+        (_, Authority::ServiceAccount) => {
+            let mut keys: Vec<Fingerprint> = vec![];
+            for k in snap.tokens.iter().filter_map(|t| t.key.as_ref()) {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+            if !snap.tokens.is_empty() {
+                out.push((cluster(Field::Tokens), State::Members(keys)));
+            }
+        }
     }
     out
 }
@@ -630,6 +687,15 @@ pub(crate) mod tests {
     pub(crate) fn e_old() -> Fingerprint {
         fp('5')
     }
+    /// The service-account key the fixture starts with (a public key: its fingerprint is
+    /// its own).
+    pub(crate) fn s_old() -> Fingerprint {
+        fp('6')
+    }
+    /// The service-account key a rotation moves to.
+    pub(crate) fn s_new() -> Fingerprint {
+        fp('7')
+    }
     /// The public key of a made-up CA.
     pub(crate) fn public_key(ca: &Fingerprint) -> Fingerprint {
         Fingerprint::of(format!("public key of {ca}").as_bytes())
@@ -639,6 +705,8 @@ pub(crate) mod tests {
     pub(crate) const CA_KEY: &str = "/etc/kubernetes/pki/ca.key";
     pub(crate) const FP_CA: &str = "/etc/kubernetes/pki/front-proxy-ca.crt";
     pub(crate) const ETCD_CA: &str = "/etc/kubernetes/pki/etcd/ca.crt";
+    pub(crate) const SA_PUB: &str = "/etc/kubernetes/pki/sa.pub";
+    pub(crate) const SA_KEY: &str = "/etc/kubernetes/pki/sa.key";
     pub(crate) const APISERVER: &str = "/etc/kubernetes/pki/apiserver.crt";
     pub(crate) const APISERVER_KUBELET: &str = "/etc/kubernetes/pki/apiserver-kubelet-client.crt";
     pub(crate) const APISERVER_ETCD: &str = "/etc/kubernetes/pki/apiserver-etcd-client.crt";
@@ -781,6 +849,19 @@ pub(crate) mod tests {
             files.insert("/etc/kubernetes/pki/front-proxy-ca.key".into(), key(&f));
             files.insert(ETCD_CA.into(), bundle(std::slice::from_ref(&e)));
             files.insert("/etc/kubernetes/pki/etcd/ca.key".into(), key(&e));
+            files.insert(
+                SA_PUB.into(),
+                FileFact::PublicKeys {
+                    keys: vec![s_old()],
+                },
+            );
+            files.insert(
+                SA_KEY.into(),
+                FileFact::PrivateKey(KeyFact {
+                    public_key: s_old(),
+                    loose_mode: None,
+                }),
+            );
             for (path, issuer) in [
                 (APISERVER, &k),
                 (APISERVER_KUBELET, &k),
@@ -818,12 +899,15 @@ pub(crate) mod tests {
                             "/etc/kubernetes/pki/front-proxy-client.key",
                         ),
                         ("requestheader-client-ca-file", FP_CA),
+                        ("service-account-key-file", SA_PUB),
+                        ("service-account-signing-key-file", SA_KEY),
                     ],
                 ),
                 component(
                     "kube-controller-manager",
                     &[
                         ("kubeconfig", KCM_CONF),
+                        ("service-account-private-key-file", SA_KEY),
                         ("client-ca-file", CA),
                         ("cluster-signing-cert-file", CA),
                         ("cluster-signing-key-file", CA_KEY),
@@ -903,12 +987,13 @@ pub(crate) mod tests {
 
     /// Desired state: each authority from `current` to `want`, CAs named by their digit.
     pub(crate) fn desired(moves: &[(Authority, Target, Target)]) -> Desired {
-        let cas = (1..=5)
+        let cas = (1..=7)
             .map(|d| {
                 let f = fp(char::from_digit(d, 10).unwrap());
                 let info = CaInfo {
                     fingerprint: f.clone(),
-                    public_key: public_key(&f),
+                    // 6 and 7 are service-account keys: their own public keys.
+                    public_key: if d >= 6 { f.clone() } else { public_key(&f) },
                     name: format!("ca-{d}"),
                     generated: false,
                 };

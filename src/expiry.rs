@@ -163,7 +163,7 @@ pub fn list(snap: &Snapshot, now: OffsetDateTime, window: std::time::Duration) -
                     .map(|f| (Kind::KubeconfigClient, f))
                     .into_iter()
                     .collect(),
-                FileFact::PrivateKey(_) | FileFact::PublicKey { .. } => vec![],
+                FileFact::PrivateKey(_) | FileFact::PublicKeys { .. } => vec![],
             };
             for (kind, f) in leaves {
                 out.push(Entry {

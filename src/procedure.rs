@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The embedded procedure files, `(file name, text)`.
-pub const EMBEDDED: [(&str, &str); 4] = [
+pub const EMBEDDED: [(&str, &str); 5] = [
     (
         "plans/kubernetes-ca.yaml",
         include_str!("../plans/kubernetes-ca.yaml"),
@@ -22,6 +22,10 @@ pub const EMBEDDED: [(&str, &str); 4] = [
         include_str!("../plans/front-proxy-ca.yaml"),
     ),
     ("plans/etcd-ca.yaml", include_str!("../plans/etcd-ca.yaml")),
+    (
+        "plans/service-account-key.yaml",
+        include_str!("../plans/service-account-key.yaml"),
+    ),
     ("plans/renew.yaml", include_str!("../plans/renew.yaml")),
 ];
 
@@ -118,6 +122,10 @@ pub enum Action {
     /// Set the rotating part of every caBundle (webhooks, APIServices, CRD conversion
     /// webhooks) that holds a CA of the authority; other CAs in a bundle stay.
     UpdateCaBundles,
+    /// Wait until every pod's service-account token is signed by the key that signs now:
+    /// the kubelets refresh them at 80% of their lifetime, 24 hours after issue at the
+    /// latest; the plan names each pod and when its kubelet refreshes it.
+    WaitTokens,
     /// Verify every trust edge (a gate between stages).
     VerifyTrust,
 }
@@ -142,7 +150,7 @@ impl Action {
             | Action::RestartKubelet
             | Action::RestartWorkloads
             | Action::RestartExtensionServers => ActionKind::Restart,
-            Action::WaitKubeRootCa | Action::VerifyTrust => ActionKind::Wait,
+            Action::WaitKubeRootCa | Action::WaitTokens | Action::VerifyTrust => ActionKind::Wait,
             _ => ActionKind::Write,
         }
     }
@@ -312,6 +320,7 @@ pub fn parse(file: &str, text: &str) -> Result<Procedure, ProcedureError> {
         let cluster_action = matches!(
             s.action,
             Action::WaitKubeRootCa
+                | Action::WaitTokens
                 | Action::RestartWorkloads
                 | Action::UpdateClusterInfo
                 | Action::RestartExtensionServers
@@ -449,13 +458,13 @@ mod tests {
                 .filter_map(|s| s.doc.as_deref())
                 .map(doc_key)
                 .collect();
-            // A rotation encodes the seeds' documented steps; the renewal (no authority)
-            // encodes `kubeadm certs renew`, which the seeds do not number.
+            // A CA rotation encodes the seeds' documented steps; the renewal (no
+            // authority) encodes `kubeadm certs renew`, and the service-account key's
+            // rotation the API server's flags: the seeds number neither.
             assert!(
-                if p.authority.is_some() {
-                    docs.len() >= 3
-                } else {
-                    docs.is_empty()
+                match p.authority {
+                    Some(a) if !a.keys_only() => docs.len() >= 3,
+                    _ => docs.is_empty(),
                 },
                 "{}: {} documented steps",
                 p.procedure,

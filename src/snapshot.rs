@@ -65,6 +65,33 @@ pub struct Snapshot {
     /// and apply re-reads them live at every step that touches them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kube: Option<KubeSnapshot>,
+    /// The service-account tokens the kubelets hold for their pods (the projected
+    /// volumes' `token` files): which key signed each, never the token. Not part of the
+    /// fingerprint: the kubelets refresh them on their own, every hour or so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenFact>,
+}
+
+/// One pod's projected service-account token, as its node's kubelet holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TokenFact {
+    /// The node whose kubelet holds it.
+    pub node: String,
+    /// `namespace/name` of the pod it is bound to (the pod uid's directory when the
+    /// token names no pod).
+    pub pod: String,
+    /// The file, on the node.
+    pub path: String,
+    /// The public key that signed it (its `kid`); absent when the kid names no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Fingerprint>,
+    /// Issued at (RFC 3339).
+    pub issued: String,
+    /// Expires (RFC 3339).
+    pub expires: String,
+    /// When the kubelet refreshes it: at 80% of its lifetime, 24 hours after issue at
+    /// the latest (RFC 3339).
+    pub refresh: String,
 }
 
 /// The trust that API objects hold (read with kube-rs, every list paginated).
@@ -173,10 +200,10 @@ pub enum FileFact {
     },
     /// A private key on its own.
     PrivateKey(KeyFact),
-    /// A public key (sa.pub).
-    PublicKey {
-        /// SHA-256 of the SubjectPublicKeyInfo.
-        public_key: Fingerprint,
+    /// Public keys (sa.pub: the service-account keys the API server accepts).
+    PublicKeys {
+        /// SHA-256 of each SubjectPublicKeyInfo, in file order.
+        keys: Vec<Fingerprint>,
     },
     /// A kubeconfig.
     Kubeconfig(Box<KubeconfigFact>),
@@ -272,6 +299,7 @@ impl Snapshot {
             cas,
             nodes,
             kube: None,
+            tokens: vec![],
         }
     }
 
@@ -295,6 +323,14 @@ impl NodeSnapshot {
     /// The kubelet's client CA file (`authentication.x509.clientCAFile`), if it has one.
     pub fn kubelet_client_ca(&self) -> Option<&str> {
         self.kubelet.as_ref()?.client_ca_file.as_deref()
+    }
+
+    /// The public keys of a file (sa.pub), or none.
+    pub fn public_keys(&self, path: &str) -> Option<&[Fingerprint]> {
+        match self.files.get(path) {
+            Some(FileFact::PublicKeys { keys }) => Some(keys),
+            _ => None,
+        }
     }
 
     /// The certificates of a file, or none.

@@ -36,5 +36,6 @@ mod sandbox;
 mod sandbox_node;
 mod schemas;
 mod secrets;
+mod service_account;
 mod ssh;
 mod tokens;

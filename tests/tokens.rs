@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// Every token file of every node: (node, pod uid, path).
-fn token_files(w: &Workdir) -> Vec<(String, String, PathBuf)> {
+pub(crate) fn token_files(w: &Workdir) -> Vec<(String, String, PathBuf)> {
     let mut out = vec![];
     for node in ["cp-1", "cp-2", "w-1"] {
         let pods = w.node(node).join("var/lib/kubelet/pods");
@@ -38,7 +38,7 @@ fn token_files(w: &Workdir) -> Vec<(String, String, PathBuf)> {
 }
 
 /// The `kid` of the public key in `pem`, per openssl: base64url of the SHA-256 of its DER.
-fn openssl_kid(pem: &Path) -> String {
+pub(crate) fn openssl_kid(pem: &Path) -> String {
     let der = Command::new("openssl")
         .args(["pkey", "-pubin", "-outform", "DER", "-in"])
         .arg(pem)
@@ -59,7 +59,7 @@ fn openssl_kid(pem: &Path) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.stdout)
 }
 
-fn part(token: &str, i: usize) -> Value {
+pub(crate) fn part(token: &str, i: usize) -> Value {
     let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.split('.').nth(i).unwrap())
         .unwrap();

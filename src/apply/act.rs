@@ -89,6 +89,12 @@ pub fn run(ctx: &Ctx, step: &Step) -> Result<Outcome, Failure> {
             }
             Op::Set {
                 node: None,
+                field: Field::Tokens,
+                want,
+                ..
+            } => out.did.push(tokens(ctx, want)?),
+            Op::Set {
+                node: None,
                 path,
                 field,
                 want,
@@ -252,6 +258,18 @@ fn fps(text: &str, what: &str) -> Vec<Fingerprint> {
         .unwrap_or_default()
 }
 
+/// The public keys (PEM `PUBLIC KEY`) of a text, in order.
+fn public_key_fps(text: &str, what: &str) -> Vec<Fingerprint> {
+    crate::pki::cert::pem_blocks(text, what)
+        .map(|v| {
+            v.into_iter()
+                .filter(|b| b.label == "PUBLIC KEY")
+                .map(|b| Fingerprint::of(&b.der))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn short_list(v: &[Fingerprint]) -> String {
     v.iter().map(|f| f.short()).collect::<Vec<_>>().join(", ")
 }
@@ -294,7 +312,14 @@ fn set(
     };
     match (field, want) {
         (Field::Bundle | Field::SignerCopy, State::Members(want)) => {
-            if current.as_deref().map(|t| fps(t, &at)).as_ref() == Some(want) {
+            let have = current.as_deref().map(|t| {
+                if authority.keys_only() {
+                    public_key_fps(t, &at)
+                } else {
+                    fps(t, &at)
+                }
+            });
+            if have.as_ref() == Some(want) {
                 return Ok(None);
             }
             let bundle = ctx.material.bundle(want).map_err(unknown)?;
@@ -309,20 +334,30 @@ fn set(
             Ok(Some(format!("{at}: deleted")))
         }
         (Field::SigningKey, State::KeyOf(fp)) => {
-            let ca = ctx.material.get(fp).ok_or_else(|| unknown(fp.clone()))?;
+            let pk = ctx
+                .material
+                .public_key_of(fp)
+                .ok_or_else(|| unknown(fp.clone()))?;
             let have = current
                 .as_deref()
                 .and_then(|t| key_block(t, &at))
                 .and_then(|k| crate::pki::public_key_fingerprint(&k, &at).ok());
-            if have.as_ref() == Some(&ca.cert.facts.public_key) {
+            if have.as_ref() == Some(pk) {
                 return Ok(None);
             }
-            let key = ca.key.as_ref().ok_or_else(|| StepError::NoCaKey {
-                at: at.clone(),
-                ca: fp.short(),
-            })?;
+            let key = ctx
+                .material
+                .private_key(fp)
+                .ok_or_else(|| StepError::NoCaKey {
+                    at: at.clone(),
+                    ca: fp.short(),
+                })?;
             write(key.expose().as_bytes(), true)?;
-            Ok(Some(format!("{at}: key of CA {} (0600)", fp.short())))
+            Ok(Some(format!(
+                "{at}: key of {} {} (0600)",
+                authority.anchor(),
+                fp.short()
+            )))
         }
         (Field::Flag(_, flag), State::Path(value)) => {
             let text = current.ok_or_else(|| missing("manifest"))?;
@@ -551,6 +586,94 @@ fn reissue(
     }
     let cert = issue_leaf(&spec, &pair, &signer)?;
     Ok((cert, SecretPem::new(pair.serialize_pem())))
+}
+
+/// Wait until every pod's projected service-account token, on every node, is signed by
+/// the one key of `want`: the kubelets refresh them from the API servers, which sign
+/// with the new key now. Each stale token is awaited until its kubelet's refresh is due
+/// ([`crate::pki::token::refresh_at`]) and [`crate::pki::token::REFRESH_GRACE`] more.
+fn tokens(ctx: &Ctx, want: &State) -> Result<String, StepError> {
+    let key = match want {
+        State::Members(v) if v.len() == 1 => &v[0],
+        _ => {
+            return Err(StepError::Unsupported {
+                at: "the pods' tokens".into(),
+                field: "Tokens".into(),
+                want: format!("{want:?}"),
+            });
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut deadline: Option<std::time::Instant> = None;
+    let mut stale_at_start: Option<usize> = None;
+    loop {
+        let mut all = vec![];
+        for node in ctx.nodes.values() {
+            all.extend(
+                crate::observe::tokens::read_on(&node.name, node.transport.as_ref()).map_err(
+                    |e| StepError::Content {
+                        at: format!("{}:{}", node.name, crate::observe::tokens::PODS),
+                        reason: e.to_string(),
+                    },
+                )?,
+            );
+        }
+        let stale: Vec<&crate::snapshot::TokenFact> =
+            all.iter().filter(|t| t.key.as_ref() != Some(key)).collect();
+        let first = *stale_at_start.get_or_insert(stale.len());
+        if stale.is_empty() {
+            return Ok(format!(
+                "{} pods' service-account tokens are signed by key {}: {first} refreshed by their kubelets in {:.0} s",
+                all.len(),
+                key.short(),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        // The latest refresh due among the stale tokens, seen at the first look: new
+        // tokens are due no later (the API servers sign with the new key).
+        let due = *deadline.get_or_insert_with(|| {
+            let now = time::OffsetDateTime::now_utc();
+            let latest = stale
+                .iter()
+                .filter_map(|t| crate::clock::parse(&t.refresh))
+                .max()
+                .unwrap_or(now);
+            let wait = (latest - now).max(time::Duration::ZERO);
+            std::time::Instant::now()
+                + std::time::Duration::try_from(wait).unwrap_or_default()
+                + crate::pki::token::REFRESH_GRACE
+        });
+        if std::time::Instant::now() >= due {
+            let pods: Vec<String> = stale
+                .iter()
+                .take(5)
+                .map(|t| {
+                    format!(
+                        "{} on {} (key {}, refresh due {})",
+                        t.pod,
+                        t.node,
+                        t.key.as_ref().map_or("unknown".into(), Fingerprint::short),
+                        t.refresh
+                    )
+                })
+                .collect();
+            let more = stale.len().saturating_sub(pods.len());
+            return Err(StepError::StaleTokens {
+                count: stale.len(),
+                key: key.short(),
+                within: humantime::format_duration(std::time::Duration::from_secs(
+                    started.elapsed().as_secs(),
+                ))
+                .to_string(),
+                pods: if more > 0 {
+                    format!("{} and {more} more", pods.join(", "))
+                } else {
+                    pods.join(", ")
+                },
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// Cluster objects. Until trustform talks to the API server, the sandbox's are checked

@@ -165,6 +165,27 @@ pub enum StepError {
         /// The members that were not healthy at the last look.
         last: String,
     },
+    /// Pods still held service-account tokens of another key when the kubelets should
+    /// have refreshed them.
+    #[error(
+        "{count} pods still hold a service-account token not signed by key {key} after {within}: {pods}"
+    )]
+    #[diagnostic(
+        code(trustform::apply::stale_tokens),
+        help(
+            "the kubelet refreshes a projected token at 80% of its lifetime (24 h after issue at the latest) from an API server, which now signs with the new key: check the kubelets on the nodes named (`journalctl -u kubelet`), or restart those pods (`kubectl delete pod -n NAMESPACE NAME`, their workload makes new ones with fresh tokens), then `trustform apply` resumes with this step; the old key stays accepted until the tokens are fresh"
+        )
+    )]
+    StaleTokens {
+        /// How many.
+        count: usize,
+        /// The key that signs now.
+        key: String,
+        /// How long it waited.
+        within: String,
+        /// `namespace/name on node (key …, refresh due …)`, the first few.
+        pods: String,
+    },
     /// A manual step waits for the operator.
     #[error("{node}: {component} must be restarted by hand")]
     #[diagnostic(
@@ -491,6 +512,12 @@ mod tests {
                 component: s(),
                 step: "step-7".into(),
             },
+            StepError::StaleTokens {
+                count: 1,
+                key: s(),
+                within: s(),
+                pods: s(),
+            },
             StepError::Gate {
                 summary: s(),
                 first: s(),
@@ -616,6 +643,7 @@ mod tests {
             | StepError::Unsupported { .. }
             | StepError::NodeNotReady { .. }
             | StepError::Quorum { .. }
+            | StepError::StaleTokens { .. }
             | StepError::Manual { .. }
             | StepError::Gate { .. }
             | StepError::Kube(_)

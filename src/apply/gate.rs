@@ -154,6 +154,10 @@ pub fn on_disk(
 ) -> Report {
     let mut r = Report::default();
     let lineage: Vec<&Fingerprint> = trust.iter().chain(retired).chain([issuer]).collect();
+    if auth.keys_only() {
+        service_account(nodes, material, issuer, trust, retired, bundles_are, &mut r);
+        return r;
+    }
     let bundle = match material.bundle(trust) {
         Ok(b) => b,
         Err(fp) => {
@@ -263,6 +267,120 @@ pub fn on_disk(
         }
     }
     r
+}
+
+/// The service-account key's gate: every control plane's sa.pub holds the stage's keys
+/// (sa.key the signing one, at a stage boundary), and every pod's projected token on
+/// every node verifies (signature, issuer, audience, expiry) against the stage's keys.
+fn service_account(
+    nodes: &BTreeMap<String, Node>,
+    material: &Material,
+    issuer: &Fingerprint,
+    trust: &[Fingerprint],
+    retired: &[Fingerprint],
+    bundles_are: Bundles,
+    r: &mut Report,
+) {
+    let auth = Authority::ServiceAccount;
+    let keys_pem = match material.bundle(trust) {
+        Ok(b) => b,
+        Err(fp) => {
+            r.check(
+                || "trust set".into(),
+                Err(TrustError::UnknownCa(fp.short())),
+            );
+            return;
+        }
+    };
+    let sorted = |mut v: Vec<Fingerprint>| {
+        v.sort();
+        v
+    };
+    let want_set = sorted(trust.to_vec());
+    let now = crate::pki::token::unix_now();
+    for node in nodes.values() {
+        let text = |p: &str| {
+            read(node, p)
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
+        };
+        if is_cp(node) {
+            let path = auth.ca_file();
+            let have = sorted(
+                text(path)
+                    .map(|t| {
+                        crate::pki::token::public_keys(&t)
+                            .into_iter()
+                            .filter_map(|(kid, _)| crate::pki::token::key_of_kid(&kid))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            );
+            let res = if bundles_are == Bundles::Exact && have != want_set {
+                Err(TrustError::Bundle {
+                    have: shorts(&have),
+                    want: shorts(trust),
+                })
+            } else if bundles_are == Bundles::Between && !have.contains(issuer) {
+                Err(TrustError::NoIssuer {
+                    have: shorts(&have),
+                    issuer: issuer.short(),
+                })
+            } else if let Some(old) = have.iter().find(|f| retired.contains(f)) {
+                Err(TrustError::Retired {
+                    what: "sa.pub",
+                    ca: old.short(),
+                })
+            } else {
+                Ok(())
+            };
+            r.check(|| format!("{}:{path}", node.name), res);
+            if bundles_are == Bundles::Exact {
+                let path = auth.key_file();
+                let signing = text(path)
+                    .and_then(|t| super::material::key_block(&t, path))
+                    .and_then(|k| crate::pki::public_key_fingerprint(&k, path).ok());
+                let res = if signing.as_ref() == Some(issuer) {
+                    Ok(())
+                } else {
+                    Err(TrustError::Rejected {
+                        who: "the stage".into(),
+                        reason: format!(
+                            "it signs with key {}, not {}",
+                            signing.as_ref().map_or("(none)".into(), Fingerprint::short),
+                            issuer.short()
+                        ),
+                    })
+                };
+                r.check(|| format!("{}:{path}", node.name), res);
+            }
+        }
+        let Ok(tokens) = crate::observe::tokens::read_on(&node.name, node.transport.as_ref())
+        else {
+            r.check(
+                || format!("{}:{}", node.name, crate::observe::tokens::PODS),
+                Err(TrustError::Unreadable {
+                    at: format!("{}:{}", node.name, crate::observe::tokens::PODS),
+                }),
+            );
+            continue;
+        };
+        for t in tokens {
+            let res = match text(&t.path) {
+                None => Err(TrustError::Unreadable {
+                    at: format!("{}:{}", node.name, t.path),
+                }),
+                Some(token) => crate::pki::token::verify(token.trim(), &keys_pem, now)
+                    .map(drop)
+                    .map_err(|reason| TrustError::Pod {
+                        pod: t.pod.clone(),
+                        reason: format!("its service-account token is rejected: {reason}"),
+                    }),
+            };
+            r.check(|| format!("{}: token of pod {}", node.name, t.pod), res);
+        }
+    }
 }
 
 fn shorts(v: &[Fingerprint]) -> String {

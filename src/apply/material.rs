@@ -1,4 +1,5 @@
-//! The CA certificates and keys an apply writes, by fingerprint: gathered from
+//! The CA certificates and keys an apply writes, by fingerprint (and the
+//! service-account keys, by their public key's): gathered from
 //! trustform.yaml's `cas` (generated CAs and their git-ignored keys), from the nodes'
 //! CA files and keys, and from this plan's backups (so a resumed apply still has the old
 //! CA after the nodes dropped it). Keys stay in [`SecretPem`].
@@ -16,15 +17,44 @@ pub struct Ca {
     pub key: Option<SecretPem>,
 }
 
-/// CAs by fingerprint.
+/// A service-account key: a public key, and its private half when known.
+#[derive(Clone, Debug)]
+pub struct PublicKey {
+    /// PEM `PUBLIC KEY`.
+    pub pem: String,
+    /// The private key, if known.
+    pub key: Option<SecretPem>,
+}
+
+/// CAs by fingerprint, and bare public keys (service-account keys) by theirs.
 #[derive(Clone, Debug, Default)]
 pub struct Material {
     cas: BTreeMap<Fingerprint, Ca>,
     /// Keys seen whose CA is not (yet) known, by public-key fingerprint.
     orphan_keys: BTreeMap<Fingerprint, SecretPem>,
+    /// Public keys, by the SHA-256 of their SubjectPublicKeyInfo.
+    keys: BTreeMap<Fingerprint, PublicKey>,
 }
 
 impl Material {
+    /// Add every public key (PEM `PUBLIC KEY`) of a text: sa.pub's service-account keys.
+    pub fn add_public_keys(&mut self, text: &str, what: &str) {
+        let Ok(blocks) = pem_blocks(text, what) else {
+            return;
+        };
+        for b in blocks.into_iter().filter(|b| b.label == "PUBLIC KEY") {
+            let fp = Fingerprint::of(&b.der);
+            let key = self.orphan_keys.get(&fp).cloned();
+            let entry = self.keys.entry(fp).or_insert(PublicKey {
+                pem: crate::pki::cert::pem_block("PUBLIC KEY", &b.der),
+                key: None,
+            });
+            if entry.key.is_none() {
+                entry.key = key;
+            }
+        }
+    }
+
     /// Add every CA certificate in a PEM text; other blocks are ignored.
     pub fn add_certs(&mut self, text: &str, what: &str) {
         let Ok(certs) = parse_certs(text, what) else {
@@ -56,8 +86,39 @@ impl Material {
                 }
             }
             None => {
+                // A key of its own (a service-account key): its public half is known.
+                if let Ok(pair) = rcgen::KeyPair::from_pem(key.expose()) {
+                    let entry = self.keys.entry(pk.clone()).or_insert(PublicKey {
+                        pem: pair.public_key_pem(),
+                        key: None,
+                    });
+                    if entry.key.is_none() {
+                        entry.key = Some(key.clone());
+                    }
+                }
                 self.orphan_keys.insert(pk, key);
             }
+        }
+    }
+
+    /// Whether a trust anchor is known: a CA certificate, or a public key.
+    pub fn knows(&self, fp: &Fingerprint) -> bool {
+        self.cas.contains_key(fp) || self.keys.contains_key(fp)
+    }
+
+    /// The public key of a trust anchor: a CA's, or a public key itself.
+    pub fn public_key_of<'m>(&'m self, fp: &'m Fingerprint) -> Option<&'m Fingerprint> {
+        match self.cas.get(fp) {
+            Some(ca) => Some(&ca.cert.facts.public_key),
+            None => self.keys.contains_key(fp).then_some(fp),
+        }
+    }
+
+    /// The private key of a trust anchor, when known.
+    pub fn private_key(&self, fp: &Fingerprint) -> Option<&SecretPem> {
+        match self.cas.get(fp) {
+            Some(ca) => ca.key.as_ref(),
+            None => self.keys.get(fp)?.key.as_ref(),
         }
     }
 
@@ -66,10 +127,15 @@ impl Material {
         self.cas.get(fp)
     }
 
-    /// The PEM bundle of these CAs, in order; the first unknown one is the error.
+    /// The PEM bundle of these CAs (or public keys), in order; the first unknown one is
+    /// the error.
     pub fn bundle(&self, fps: &[Fingerprint]) -> Result<String, Fingerprint> {
         fps.iter()
-            .map(|fp| self.cas.get(fp).map(|c| c.cert.to_pem()).ok_or(fp.clone()))
+            .map(|fp| match (self.cas.get(fp), self.keys.get(fp)) {
+                (Some(c), _) => Ok(c.cert.to_pem()),
+                (None, Some(k)) => Ok(k.pem.clone()),
+                (None, None) => Err(fp.clone()),
+            })
             .collect()
     }
 

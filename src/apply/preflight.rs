@@ -565,8 +565,8 @@ fn key_problem(
     issuing: &[String],
     writing: &[String],
 ) -> Option<Problem> {
-    let ca = input.material.get(fp);
-    let has_key = ca.is_some_and(|c| c.key.is_some());
+    let ca = input.material.knows(fp).then_some(());
+    let has_key = input.material.private_key(fp).is_some();
     if ca.is_some() && (issuing.is_empty() || has_key) {
         return None;
     }
@@ -627,7 +627,7 @@ fn key_problem(
                         Ok(pk) => format!(
                             "its key file {k} is the key of another certificate (public key {}, the certificate's is {})",
                             pk.short(),
-                            ca.map(|c| c.cert.facts.public_key.short()).unwrap_or_default()
+                            input.material.public_key_of(fp).map(Fingerprint::short).unwrap_or_default()
                         ),
                     },
                 },
@@ -873,9 +873,7 @@ impl Files {
                     .as_deref()
                     .and_then(|t| key_block(t, path))
                     .and_then(|k| public_key_fingerprint(&k, path).ok());
-                let ca = material.get(fp);
-                (have.is_none() || ca.map(|c| &c.cert.facts.public_key) != have.as_ref())
-                    .then(|| fp.clone())
+                (have.is_none() || material.public_key_of(fp) != have.as_ref()).then(|| fp.clone())
             }
             (Field::Flag(component, flag), State::Path(value)) => {
                 let Some(t) = text else {

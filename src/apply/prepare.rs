@@ -91,6 +91,12 @@ pub fn material(
         {
             m.add_certs(&t, name);
         }
+        if let Some(k) = &ca.public_key
+            && let Ok(t) =
+                crate::input::read_text(&loaded.resolve_path(&k.value), crate::input::Kind::Config)
+        {
+            m.add_public_keys(&t, name);
+        }
     }
     let mut keys = vec![];
     for (name, ca) in &loaded.config.cas {
@@ -127,6 +133,7 @@ pub fn material(
                         }
                     } else {
                         m.add_certs(&t, path);
+                        m.add_public_keys(&t, path);
                     }
                 }
             }

@@ -11,7 +11,7 @@ use std::path::Path;
 /// `rotate`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The authority: kubernetes or front-proxy.
+    /// The authority: kubernetes, front-proxy, etcd or service-account.
     pub authority: String,
     /// Go to this stage (default: the next one).
     #[arg(long, value_enum, conflicts_with = "to_end")]
@@ -79,10 +79,11 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         // A name no CA has: not in `cas`, and no certificate or key file of that name
         // (`init --force` forgets names whose files still hold the cluster's CA).
         while c.cas.contains_key(&name)
-            || dir
-                .join(format!("cas/{name}.crt"))
-                .symlink_metadata()
-                .is_ok()
+            || ["crt", "pub"].iter().any(|ext| {
+                dir.join(format!("cas/{name}.{ext}"))
+                    .symlink_metadata()
+                    .is_ok()
+            })
             || dir
                 .join(format!(".trustform/keys/{name}.key"))
                 .symlink_metadata()
@@ -99,9 +100,21 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
             Authority::Kubernetes => format!("kubernetes-{date}"),
             Authority::FrontProxy => format!("front-proxy-ca-{date}"),
             Authority::Etcd => format!("etcd-ca-{date}"),
+            Authority::ServiceAccount => String::new(),
         };
-        let ca = new_ca(&cn, alg, 3650)?;
-        let cert_rel = format!("cas/{name}.crt");
+        // A CA: its certificate; a service-account key: its public key (both public,
+        // committable), beside the private key (0600, git-ignored).
+        let (public_pem, key, public_rel) = if auth.keys_only() {
+            let pair = crate::pki::issue::generate_key(alg)?;
+            (
+                pair.public_key_pem(),
+                crate::pki::SecretPem::new(pair.serialize_pem()),
+                format!("cas/{name}.pub"),
+            )
+        } else {
+            let ca = new_ca(&cn, alg, 3650)?;
+            (ca.cert_pem, ca.key, format!("cas/{name}.crt"))
+        };
         let key_rel = format!(".trustform/keys/{name}.key");
         let in_the_way = |rel: &str, e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -116,34 +129,50 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         };
         crate::atomic::write_new(
             &dir.join(&key_rel),
-            ca.key.expose().as_bytes(),
+            key.expose().as_bytes(),
             crate::atomic::KEY_MODE,
         )
         .map_err(|e| in_the_way(&key_rel, e))?;
         if let Err(e) = crate::atomic::write_new(
-            &dir.join(&cert_rel),
-            ca.cert_pem.as_bytes(),
+            &dir.join(&public_rel),
+            public_pem.as_bytes(),
             crate::atomic::PUBLIC_MODE,
         ) {
             // The key is ours, written a moment ago and named nowhere: take it back.
             let _ = std::fs::remove_file(dir.join(&key_rel));
-            return Err(in_the_way(&cert_rel, e));
+            return Err(in_the_way(&public_rel, e));
         }
-        let fp = crate::pki::parse_certs(&ca.cert_pem, &cert_rel)?
-            .remove(0)
-            .facts
-            .fingerprint;
+        let fp = if auth.keys_only() {
+            crate::pki::public_key_fingerprint(&key, &key_rel)?
+        } else {
+            crate::pki::parse_certs(&public_pem, &public_rel)?
+                .remove(0)
+                .facts
+                .fingerprint
+        };
         crate::verbosity::note(format_args!(
-            "Generated CA {name} ({}): {cert_rel} (commit it); key {key_rel} (0600, git-ignored).",
+            "Generated {} {name} ({}): {public_rel} (commit it); key {key_rel} (0600, git-ignored).",
+            if auth.keys_only() {
+                "service-account key"
+            } else {
+                "CA"
+            },
             fp.short()
         ));
+        let spanned_public = Some(spanned(public_rel));
+        let (cert, public_key) = if auth.keys_only() {
+            (None, spanned_public)
+        } else {
+            (spanned_public, None)
+        };
         c.cas.insert(
             name.clone(),
             CaSpec {
                 fingerprint: None,
-                cert: Some(spanned(cert_rel)),
+                cert,
                 key: Some(key_rel),
                 algorithm: a.algorithm.map(Into::into),
+                public_key,
             },
         );
         added = Some(name.clone());

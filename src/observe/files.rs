@@ -208,10 +208,13 @@ impl Reader<'_> {
         if let Some(k) = private_key {
             return Ok(Some(FileFact::PrivateKey(k)));
         }
-        if let Some(b) = blocks.iter().find(|b| b.label == "PUBLIC KEY") {
-            return Ok(Some(FileFact::PublicKey {
-                public_key: Fingerprint::of(&b.der),
-            }));
+        let keys: Vec<Fingerprint> = blocks
+            .iter()
+            .filter(|b| b.label == "PUBLIC KEY")
+            .map(|b| Fingerprint::of(&b.der))
+            .collect();
+        if !keys.is_empty() {
+            return Ok(Some(FileFact::PublicKeys { keys }));
         }
         Ok(None)
     }
@@ -495,6 +498,11 @@ pub fn user_kubeconfigs(t: &dyn Transport) -> Vec<String> {
     out
 }
 
+/// An observation error of `node` at `abs` from a transport's.
+pub(super) fn transport_error_of(node: &str, abs: &str, e: TransportError) -> ObserveError {
+    Reader::transport_error_of(node, abs, e)
+}
+
 /// Read one node.
 pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
     let kubernetes = Reader::abs(layout::KUBERNETES);
@@ -606,6 +614,7 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
         Role::Worker
     };
     Ok(RawNode {
+        tokens: super::tokens::read(target)?,
         snapshot: NodeSnapshot {
             name: target.name.clone(),
             role,

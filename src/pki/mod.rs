@@ -7,6 +7,7 @@ pub mod cert;
 pub mod issue;
 pub mod kubeconfig;
 pub mod tls;
+pub mod token;
 
 pub use cert::{CertFacts, Fingerprint, ParsedCert, parse_certs, public_key_fingerprint};
 pub use issue::{CaMaterial, KeyAlgorithm, LeafSpec};

@@ -156,13 +156,19 @@ pub(super) fn covers(
         Action::UpdateClusterInfo => c.field == Field::ClusterInfo,
         Action::RestartExtensionServers => c.field == Field::ExtensionAuth,
         Action::UpdateCaBundles => c.field == Field::CaBundle,
+        Action::WaitTokens => c.field == Field::Tokens,
         Action::RestartStaticPod | Action::RestartKubelet | Action::VerifyTrust => false,
     }
 }
 
-fn lines(state: &State, d: &Desired, new_leaf: bool) -> Vec<String> {
+fn lines(state: &State, d: &Desired, new_leaf: bool, auth: Authority) -> Vec<String> {
+    let anchor = auth.anchor();
     match state {
-        State::Members(v) => v.iter().map(|fp| format!("CA {}", d.label(fp))).collect(),
+        State::Members(v) => v
+            .iter()
+            .map(|fp| format!("{anchor} {}", d.label(fp)))
+            .collect(),
+        State::KeyOf(fp) if auth.keys_only() => vec![format!("key {}", d.label(fp))],
         State::KeyOf(fp) => vec![format!("key of CA {}", d.label(fp))],
         State::UnknownKey(pk) => vec![format!(
             "a key matching no known CA (public key {})",
@@ -570,16 +576,57 @@ fn set(
                 vec![]
             },
         });
+        let mut after = lines(&want, input.desired, new_leaf, c.authority);
+        if c.field == Field::Tokens {
+            after.extend(token_lines(input.snapshot, &want, input.desired));
+        }
         changes.push(StepChange {
             what: c.describe(),
-            before: lines(&before, input.desired, false),
-            after: lines(&want, input.desired, new_leaf),
+            before: lines(&before, input.desired, false, c.authority),
+            after,
         });
         if let Some(n) = &c.node {
             world.touch(n, &c.path);
         }
     }
     (ops, changes)
+}
+
+/// The pods a token wait awaits: each whose token another key signed, with when its
+/// kubelet refreshes it (the first 10 in refresh order, then a count).
+fn token_lines(snap: &Snapshot, want: &State, d: &Desired) -> Vec<String> {
+    let State::Members(keys) = want else {
+        return vec![];
+    };
+    let mut stale: Vec<&crate::snapshot::TokenFact> = snap
+        .tokens
+        .iter()
+        .filter(|t| t.key.as_ref().is_none_or(|k| !keys.contains(k)))
+        .collect();
+    stale.sort_by(|a, b| (&a.refresh, &a.pod).cmp(&(&b.refresh, &b.pod)));
+    let Some(last) = stale.last() else {
+        return vec![];
+    };
+    let mut out = vec![format!(
+        "{} of {} tokens are signed by another key; the kubelets refresh the last at {} (then the wait ends, at the latest {} s later)",
+        stale.len(),
+        snap.tokens.len(),
+        last.refresh,
+        crate::pki::token::REFRESH_GRACE.as_secs()
+    )];
+    for t in stale.iter().take(10) {
+        out.push(format!(
+            "  {} on {}: key {}, refreshed at {}",
+            t.pod,
+            t.node,
+            t.key.as_ref().map_or("unknown".into(), |k| d.label(k)),
+            t.refresh
+        ));
+    }
+    if stale.len() > 10 {
+        out.push(format!("  and {} more", stale.len() - 10));
+    }
+    out
 }
 
 /// Digest of each observed file (and each node's components and kubelet), so a stale
@@ -1084,7 +1131,7 @@ mod tests {
         };
         assert_eq!(
             (auth.as_str(), have.as_str()),
-            ("kubernetes", "front-proxy, etcd")
+            ("kubernetes", "front-proxy, etcd, service-account")
         );
     }
 
@@ -1169,6 +1216,178 @@ mod tests {
                 "front-proxy-ca/front-proxy-client@cp-1",
                 "front-proxy-ca/front-proxy-client@cp-2"
             ]
+        );
+    }
+
+    /// `cluster(2, 1)` with API access and two owned pods per node, each holding a token
+    /// the old service-account key signed.
+    fn with_tokens() -> Snapshot {
+        let mut snap = cluster(2, 1);
+        let pods: Vec<String> = ["cp-1", "cp-2", "w-1"]
+            .iter()
+            .map(|n| format!("kube-system/kube-proxy-{n}"))
+            .collect();
+        snap.kube = Some(crate::snapshot::KubeSnapshot {
+            server: "https://127.0.0.1:6443".into(),
+            namespaces: 1,
+            kube_root_ca: vec![],
+            kube_root_ca_missing: vec![],
+            token_secrets: vec![],
+            cluster_info: None,
+            extension_auth: None,
+            ca_bundles: vec![],
+            workloads: 1,
+            pods: vec![crate::snapshot::PodGroup {
+                trust: Some(vec![k_old()]),
+                pods: pods.clone(),
+                workloads: vec!["kube-system/DaemonSet/kube-proxy".into()],
+                bare: vec![],
+            }],
+        });
+        snap.tokens = pods
+            .iter()
+            .zip(["cp-1", "cp-2", "w-1"])
+            .map(|(pod, node)| crate::snapshot::TokenFact {
+                node: node.into(),
+                pod: pod.clone(),
+                path: crate::layout::pod_token("uid", "kube-api-access"),
+                key: Some(s_old()),
+                issued: "2026-12-08T00:00:00Z".into(),
+                expires: "2027-12-08T00:00:00Z".into(),
+                refresh: format!("2026-12-08T00:4{}:00Z", &node[node.len() - 1..]),
+            })
+            .collect();
+        snap
+    }
+
+    fn service_account_to_new() -> Desired {
+        desired(&[(
+            Authority::ServiceAccount,
+            target(&s_old(), &[s_old()]),
+            target(&s_new(), &[s_new()]),
+        )])
+    }
+
+    #[test]
+    fn a_service_account_key_rotation_drops_the_old_key_only_after_fresh_tokens() {
+        let p = plan_of(&with_tokens(), &service_account_to_new()).unwrap();
+        let templates: Vec<String> = p
+            .steps
+            .iter()
+            .map(|s| format!("{}@{}", s.template, s.target))
+            .collect();
+        assert_eq!(
+            templates,
+            [
+                "distribute-key@cp-1",
+                "distribute-key@cp-2",
+                "restart-apiserver@cp-1",
+                "restart-apiserver@cp-2",
+                "verify-pre-rotate@cluster",
+                "switch-signer@cp-1",
+                "switch-signer@cp-2",
+                "restart-apiserver-signer@cp-1",
+                "restart-apiserver-signer@cp-2",
+                "restart-controller-manager@cp-1",
+                "restart-controller-manager@cp-2",
+                "wait-tokens@cluster",
+                "verify@cluster",
+                "drop-old@cp-1",
+                "drop-old@cp-2",
+                "restart-apiserver-drop-old@cp-1",
+                "restart-apiserver-drop-old@cp-2",
+                "verify-post-rotate@cluster",
+            ]
+        );
+        assert!(p.steps.iter().all(|s| s.doc_step.is_none()));
+        let step = |id: &str| {
+            p.steps
+                .iter()
+                .find(|s| s.id == format!("service-account-key/{id}"))
+                .unwrap()
+        };
+        // sa.pub: both keys, then the new one alone; sa.key: the new key.
+        let want = |id: &str| match &step(id).ops[0] {
+            Op::Set { path, want, .. } => (path.clone(), want.clone()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            want("distribute-key@cp-1"),
+            (SA_PUB.into(), State::Members(vec![s_old(), s_new()]))
+        );
+        assert_eq!(
+            want("switch-signer@cp-2"),
+            (SA_KEY.into(), State::KeyOf(s_new()))
+        );
+        assert_eq!(
+            want("drop-old@cp-2"),
+            (SA_PUB.into(), State::Members(vec![s_new()]))
+        );
+        // The wait names every pod whose token the old key signed, the last refresh first
+        // in the summary line.
+        let wait = step("wait-tokens@cluster");
+        assert_eq!(wait.kind, crate::procedure::ActionKind::Wait);
+        assert_eq!(
+            want("wait-tokens@cluster"),
+            (String::new(), State::Members(vec![s_new()]))
+        );
+        let after = &wait.changes[0].after;
+        assert!(
+            after[1].starts_with("3 of 3 tokens are signed by another key; the kubelets refresh the last at 2026-12-08T00:42:00Z"),
+            "{after:?}"
+        );
+        assert!(
+            after[2].starts_with("  kube-system/kube-proxy-cp-1 on cp-1: key ca-6"),
+            "{after:?}"
+        );
+        // The controller manager restarts for sa.key; no kubelet restarts.
+        assert!(
+            step("restart-controller-manager@cp-1").changes[0].after
+                == ["re-reads /etc/kubernetes/pki/sa.key"]
+        );
+        assert!(p.steps.iter().all(|s| s.template != "restart-kubelet"));
+        // The pods' edges were judged throughout.
+        let r = p.continuity.as_ref().unwrap();
+        assert!(r.breaks.is_empty(), "{r:?}");
+    }
+
+    #[test]
+    fn dropping_the_old_service_account_key_before_the_tokens_are_fresh_breaks_every_pod() {
+        let snap = with_tokens();
+        let mut p = plan_of(&snap, &service_account_to_new()).unwrap();
+        // Without the wait, the old key goes while every pod presents a token it signed.
+        p.steps.retain(|s| s.template != "wait-tokens");
+        for s in &mut p.steps {
+            s.depends_on
+                .retain(|d| d != "service-account-key/wait-tokens@cluster");
+        }
+        let r = super::super::rehearse::rehearse(&snap, &p, &|f| format!("key {}", f.short()));
+        let mut broken: Vec<(&str, &str)> = r
+            .breaks
+            .iter()
+            .map(|b| (b.edge.as_str(), b.at.as_str()))
+            .collect();
+        broken.sort();
+        let mut want = vec![];
+        for pod in ["cp-1", "cp-2", "w-1"] {
+            for api in ["cp-1", "cp-2"] {
+                want.push((
+                    format!("pod kube-system/kube-proxy-{pod} → kube-apiserver on {api}"),
+                    format!("step restart-apiserver-drop-old on {api}"),
+                ));
+            }
+        }
+        want.sort();
+        let want: Vec<(&str, &str)> = want.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(broken, want);
+        assert!(
+            r.breaks[0].why.contains(&format!(
+                "presents a service-account token signed by key {}, but kube-apiserver on cp-1 accepts only key {} (--service-account-key-file /etc/kubernetes/pki/sa.pub",
+                s_old().short(),
+                s_new().short()
+            )),
+            "{}",
+            r.breaks[0].why
         );
     }
 

@@ -204,6 +204,9 @@ struct World<'a> {
     kubelet_config: HashMap<String, String>,
     /// Trust of each pod group's owned pods, and of its bare pods.
     pods: Vec<(Vec<Fingerprint>, Vec<Fingerprint>)>,
+    /// The key that signed each pod's service-account token (`None`: a kid naming no
+    /// key), by `namespace/name`.
+    tokens: HashMap<String, Option<Fingerprint>>,
     extension_auth: Option<Vec<Fingerprint>>,
     label: &'a dyn Fn(&Fingerprint) -> String,
 }
@@ -216,6 +219,8 @@ fn content_of(fact: &FileFact) -> Option<Content> {
         FileFact::Certificates { certs, .. } => {
             Content::Leaf(certs.iter().find(|c| !c.ca)?.issued_by.clone())
         }
+        // Public keys (sa.pub) are the service-account authority's trust set.
+        FileFact::PublicKeys { keys } => Content::Cas(keys.clone()),
         FileFact::Kubeconfig(k) => Content::Kubeconfig {
             ca: k.ca.clone(),
             client: match (&k.client, k.client_source.as_deref()) {
@@ -236,6 +241,11 @@ impl<'a> World<'a> {
             manifests: HashMap::new(),
             kubelet_config: HashMap::new(),
             pods: vec![],
+            tokens: snap
+                .tokens
+                .iter()
+                .map(|t| (t.pod.clone(), t.key.clone()))
+                .collect(),
             extension_auth: None,
             label,
         };
@@ -565,7 +575,41 @@ impl<'a> World<'a> {
                 self.labels(&accepts)
             ));
         }
-        Ok(())
+        self.token(e)
+    }
+
+    /// A pod's service-account token against the keys its API server accepts
+    /// (`--service-account-key-file`, as it read it at its last start).
+    fn token(&self, e: &Edge) -> Result<(), String> {
+        let (Client::Pod { name, .. }, Server::ApiServer { node }) = (&e.client, &e.server) else {
+            return Ok(());
+        };
+        let Some(key) = self.tokens.get(name) else {
+            return Ok(());
+        };
+        let flag = "service-account-key-file";
+        let comp = "kube-apiserver";
+        let Some(files) = self.proc_files(node, comp) else {
+            return Ok(());
+        };
+        let Some(accepts) = self.flag_cas(files, node, comp, flag) else {
+            return Ok(());
+        };
+        if key.as_ref().is_some_and(|k| accepts.contains(k)) {
+            return Ok(());
+        }
+        let path = self
+            .flag_path(files, node, comp, flag)
+            .cloned()
+            .unwrap_or_default();
+        Err(format!(
+            "{} presents a service-account token signed by {}, but {} accepts only {} (--{flag} {path} as it read it at its last start)",
+            e.client.describe(),
+            key.as_ref()
+                .map_or_else(|| "an unknown key".to_string(), |k| (self.label)(k)),
+            e.server.describe(),
+            self.labels(&accepts)
+        ))
     }
 
     /// Apply one step to the model; returns what changed.
@@ -596,6 +640,19 @@ impl<'a> World<'a> {
                     // pods read the published kube-root-ca.crt. Bare pods stay.
                     for (owned, _) in &mut self.pods {
                         owned.clone_from(v);
+                    }
+                    touched.push(Key::Pods);
+                }
+                Op::Set {
+                    node: None,
+                    field: Field::Tokens,
+                    want: State::Members(v),
+                    ..
+                } => {
+                    // The kubelets refresh every pod's token from API servers that sign
+                    // with the new key.
+                    for key in self.tokens.values_mut() {
+                        *key = v.first().cloned();
                     }
                     touched.push(Key::Pods);
                 }

@@ -536,6 +536,7 @@ fn cluster_set(
         Action::UpdateClusterInfo => *field == Field::ClusterInfo,
         Action::RestartExtensionServers => *field == Field::ExtensionAuth,
         Action::UpdateCaBundles => *field == Field::CaBundle,
+        Action::WaitTokens => *field == Field::Tokens,
         _ => false,
     };
     if !ok_field {

@@ -1,19 +1,14 @@
-//! Service-account tokens as kube-apiserver makes and checks them: a JWT signed with the
-//! key of `--service-account-signing-key-file` (RS256 for an RSA key, ES256 for P-256),
-//! its `kid` the unpadded base64url SHA-256 of the DER public key, and accepted when one
-//! public key of `--service-account-key-file` (every PEM block of the file: private
-//! keys count by their public half) verifies it and it has not expired. The sandbox's
-//! kubelets hold one per pod ([`super::controllers::tokens`]); its API server endpoints
-//! check the ones clients present.
+//! Service-account tokens as kube-apiserver makes them: a JWT signed with the key of
+//! `--service-account-signing-key-file` (RS256 for an RSA key, ES256 for P-256), its
+//! `kid` the unpadded base64url SHA-256 of the DER public key; checked as
+//! [`crate::pki::token::verify`] says (every PEM block of `--service-account-key-file`:
+//! private keys count by their public half). The sandbox's kubelets hold one per pod
+//! ([`super::controllers::tokens`]); its API server endpoints check the ones clients
+//! present.
 
-use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+pub use crate::pki::token::{Bound, Claims, ISSUER, Ref, kid, unix_now, verify};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::PublicKeyData;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-/// The issuer kubeadm configures (`--service-account-issuer`).
-pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// kube-apiserver's answer to a request whose bearer token it does not accept.
 pub const UNAUTHORIZED: &[u8] = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 128\r\nConnection: close\r\n\r\n{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Unauthorized\",\"reason\":\"Unauthorized\",\"code\":401}";
@@ -30,65 +25,9 @@ pub fn bearer(line: &str) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
-/// What a pod's token says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// `--service-account-issuer`.
-    pub iss: String,
-    /// `system:serviceaccount:<namespace>:<name>`.
-    pub sub: String,
-    /// The audiences (the issuer, for the API server).
-    pub aud: Vec<String>,
-    /// Issued at (Unix seconds).
-    pub iat: i64,
-    /// Not before.
-    pub nbf: i64,
-    /// Expires (Unix seconds).
-    pub exp: i64,
-    /// The pod and service account it is bound to.
-    #[serde(rename = "kubernetes.io")]
-    pub kubernetes: Bound,
-}
-
-/// What a token is bound to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bound {
-    /// The pod's namespace.
-    pub namespace: String,
-    /// The pod.
-    pub pod: Ref,
-    /// Its service account.
-    pub serviceaccount: Ref,
-}
-
-/// A name and uid.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ref {
-    /// Name.
-    pub name: String,
-    /// UID.
-    pub uid: String,
-}
-
-/// Now, in Unix seconds (what `iat` and `exp` count).
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn provider() {
-    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
-}
-
-/// The `kid` of a public key (its SubjectPublicKeyInfo DER).
-pub fn kid(spki_der: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(spki_der))
-}
-
 /// A token for `claims`, signed with the first key of `key_pem`.
 pub fn sign(key_pem: &str, claims: &Claims) -> Result<String, String> {
-    provider();
+    crate::pki::token::provider();
     let pair = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("signing key: {e}"))?;
     let (alg, key) = if pair.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
         (
@@ -105,59 +44,6 @@ pub fn sign(key_pem: &str, claims: &Claims) -> Result<String, String> {
     let mut header = Header::new(alg);
     header.kid = Some(kid(&pair.subject_public_key_info()));
     jsonwebtoken::encode(&header, claims, &key).map_err(|e| e.to_string())
-}
-
-/// Every public key of a `--service-account-key-file` (public or private PEM blocks),
-/// as (kid, SPKI PEM).
-pub fn public_keys(pem: &str) -> Vec<(String, String)> {
-    let blocks =
-        crate::pki::cert::pem_blocks(pem, "--service-account-key-file").unwrap_or_default();
-    blocks
-        .iter()
-        .filter_map(|b| match b.label.as_str() {
-            "PUBLIC KEY" => Some(b.der.clone()),
-            label => rcgen::KeyPair::from_pem(&crate::pki::cert::pem_block(label, &b.der))
-                .ok()
-                .map(|k| k.subject_public_key_info()),
-        })
-        .map(|der| (kid(&der), crate::pki::cert::pem_block("PUBLIC KEY", &der)))
-        .collect()
-}
-
-/// The claims of `token` when a key of `keys_pem` verifies it and it holds at `now`
-/// (Unix seconds); else why not, as the API server would log it.
-pub fn verify(token: &str, keys_pem: &str, now: i64) -> Result<Claims, String> {
-    provider();
-    let header = jsonwebtoken::decode_header(token).map_err(|e| format!("not a JWT: {e}"))?;
-    let keys = public_keys(keys_pem);
-    // Keys whose kid matches first, as kube-apiserver narrows them.
-    let mut ordered: Vec<&(String, String)> = keys
-        .iter()
-        .filter(|(k, _)| Some(k) == header.kid.as_ref())
-        .collect();
-    ordered.extend(keys.iter().filter(|(k, _)| Some(k) != header.kid.as_ref()));
-    for (_, spki) in ordered {
-        let key = match header.alg {
-            Algorithm::ES256 => DecodingKey::from_ec_pem(spki.as_bytes()),
-            _ => DecodingKey::from_rsa_pem(spki.as_bytes()),
-        };
-        let Ok(key) = key else { continue };
-        let mut v = Validation::new(header.alg);
-        v.set_audience(&[ISSUER]);
-        v.set_issuer(&[ISSUER]);
-        v.validate_exp = false;
-        if let Ok(data) = jsonwebtoken::decode::<Claims>(token, &key, &v) {
-            let c = data.claims;
-            if c.exp <= now {
-                return Err(format!("token has expired ({} s ago)", now - c.exp));
-            }
-            return Ok(c);
-        }
-    }
-    Err(format!(
-        "invalid bearer token: no key of --service-account-key-file verifies it (kid {})",
-        header.kid.as_deref().unwrap_or("none")
-    ))
 }
 
 #[cfg(test)]

@@ -295,9 +295,20 @@ impl Up {
 
     /// Start it with more arguments (`--ssh`: also wait until every node's sshd runs).
     pub fn start_with(w: &Workdir, extra: &[&str], faults: Option<&str>) -> Up {
+        Self::start_env(w, extra, faults, &[])
+    }
+
+    /// Start it with more arguments and environment variables.
+    pub fn start_env(
+        w: &Workdir,
+        extra: &[&str],
+        faults: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Up {
         use std::process::Stdio;
         use std::time::{Duration, Instant};
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trustform"));
+        cmd.envs(env.iter().copied());
         cmd.current_dir(w.path())
             .args(["sandbox", "up", "cluster"])
             .args(extra)

@@ -60,10 +60,9 @@ fn lifetime() -> i64 {
         .unwrap_or(DEFAULT_LIFETIME)
 }
 
-/// When the kubelet's token manager asks again for a token issued at `iat` for `ttl`
-/// seconds: after 80 % of its lifetime, or 24 h.
+/// When the kubelet refreshes a token issued at `iat` that lives `ttl` seconds.
 fn renew_at(iat: i64, ttl: i64) -> i64 {
-    (iat + ttl * 8 / 10).min(iat + 86_400)
+    crate::pki::token::refresh_at(iat, iat + ttl)
 }
 
 /// One token the kubelet holds: when it was issued, and by which kubelet generation.
