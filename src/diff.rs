@@ -320,6 +320,8 @@ pub enum Field {
     /// The keys that signed the service-account tokens the kubelets hold for their pods
     /// (every node's projected tokens).
     Tokens,
+    /// The keys that signed the tokens of legacy service-account token secrets.
+    TokenSecrets,
 }
 
 /// One place that holds trust.
@@ -367,7 +369,7 @@ impl Consumer {
             // certificate, the one that signs the API server's serving certificate.
             Field::ClusterInfo => State::Members(vec![t.issuer.clone()]),
             // Every token signed by the key that signs now.
-            Field::Tokens => State::Members(vec![t.issuer.clone()]),
+            Field::Tokens | Field::TokenSecrets => State::Members(vec![t.issuer.clone()]),
         }
     }
 
@@ -395,6 +397,9 @@ impl Consumer {
                 return format!("{object} caBundle ({pointer})");
             }
             Field::Tokens => "pods' service-account tokens (the keys that signed them)".into(),
+            Field::TokenSecrets => {
+                "legacy token secrets' tokens (the keys that signed them)".into()
+            }
         };
         match &self.node {
             Some(n) if self.node.is_some() && !self.path.is_empty() => {
@@ -584,6 +589,19 @@ pub fn consumers(
             }
             if !snap.tokens.is_empty() {
                 out.push((cluster(Field::Tokens), State::Members(keys)));
+            }
+            // A legacy token secret holds what the controller manager signed.
+            if let Some(k) = &snap.kube
+                && !k.legacy_tokens.is_empty()
+            {
+                // (A token whose kid names no key counts as none: it is re-issued.)
+                let mut keys: Vec<Fingerprint> = vec![];
+                for fp in k.legacy_tokens.iter().flat_map(|p| &p.cas) {
+                    if !keys.contains(fp) {
+                        keys.push(fp.clone());
+                    }
+                }
+                out.push((cluster(Field::TokenSecrets), State::Members(keys)));
             }
         }
     }
@@ -1035,6 +1053,7 @@ pub(crate) mod tests {
             }],
             kube_root_ca_missing: vec![],
             token_secrets: vec![],
+            legacy_tokens: vec![],
             cluster_info: Some(vec![k.clone()]),
             extension_auth: Some(vec![f_old()]),
             ca_bundles: vec![],

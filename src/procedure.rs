@@ -126,6 +126,9 @@ pub enum Action {
     /// the kubelets refresh them at 80% of their lifetime, 24 hours after issue at the
     /// latest; the plan names each pod and when its kubelet refreshes it.
     WaitTokens,
+    /// Re-issue the token of every legacy service-account token secret another key
+    /// signed: empty it, and wait until the controller manager signs a new one.
+    ReissueTokenSecrets,
     /// Verify every trust edge (a gate between stages).
     VerifyTrust,
 }
@@ -321,6 +324,7 @@ pub fn parse(file: &str, text: &str) -> Result<Procedure, ProcedureError> {
             s.action,
             Action::WaitKubeRootCa
                 | Action::WaitTokens
+                | Action::ReissueTokenSecrets
                 | Action::RestartWorkloads
                 | Action::UpdateClusterInfo
                 | Action::RestartExtensionServers

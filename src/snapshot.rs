@@ -108,6 +108,10 @@ pub struct KubeSnapshot {
     pub kube_root_ca_missing: Vec<String>,
     /// `ca.crt` of legacy service-account token secrets, by content (`namespace/name`).
     pub token_secrets: Vec<Published>,
+    /// The key that signed `token` of each legacy token secret that has one, by key
+    /// (`cas`: the key; empty when the token's `kid` names no key). Never the token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_tokens: Vec<Published>,
     /// The CAs in kube-public/cluster-info's kubeconfig (absent: no such ConfigMap).
     pub cluster_info: Option<Vec<Fingerprint>>,
     /// `requestheader-client-ca-file` of kube-system/extension-apiserver-authentication.

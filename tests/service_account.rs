@@ -14,9 +14,27 @@ use std::time::Duration;
 /// How long the sandbox's tokens live: the kubelets refresh them at 80% (32 s).
 const TOKEN_SECONDS: &str = "40";
 
-/// A 2 + 1 sandbox serving its API, with short-lived tokens, and trustform.yaml.
+/// A 2 + 1 sandbox serving its API, with short-lived tokens and three legacy token
+/// secrets, and trustform.yaml.
 fn cluster() -> (Workdir, Up) {
-    let w = common::sandbox_restarting(2, 1, "0.1s");
+    let w = Workdir {
+        tmp: tempfile::tempdir().unwrap(),
+    };
+    w.ok(&[
+        "sandbox",
+        "create",
+        "cluster",
+        "--control-planes",
+        "2",
+        "--workers",
+        "1",
+        "--key-algorithm",
+        "ecdsa-p256",
+        "--restart-time",
+        "0.1s",
+        "--legacy-token-secrets",
+        "3",
+    ]);
     let up = Up::start_env(
         &w,
         &[],
@@ -34,7 +52,8 @@ fn cluster() -> (Workdir, Up) {
             .and_then(|v| v["items"].as_array().map(Vec::len))
             .unwrap_or(0);
         let tokens = token_files(&w).len();
-        if ok && n >= 3 && tokens == n {
+        let legacy = legacy_kids(&w);
+        if ok && n >= 3 && tokens == n && legacy.len() == 3 && legacy.iter().all(Option::is_some) {
             Ok(())
         } else {
             Err(format!("{tokens} tokens for {n} pods {err}"))
@@ -51,6 +70,36 @@ fn kids(w: &Workdir) -> Vec<(PathBuf, String)> {
             let t = std::fs::read_to_string(&p).unwrap();
             let kid = part(&t, 0)["kid"].as_str().unwrap().to_string();
             (p, kid)
+        })
+        .collect()
+}
+
+/// The kid of each legacy token secret's token (`None`: no token yet).
+fn legacy_kids(w: &Workdir) -> Vec<Option<String>> {
+    let (ok, text, err) = common::kubectl_with(
+        &w.admin_conf(),
+        &[
+            "get",
+            "secrets",
+            "-A",
+            "--field-selector",
+            "type=kubernetes.io/service-account-token",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            use base64::Engine;
+            let b = s["data"]["token"].as_str().filter(|t| !t.is_empty())?;
+            let token = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+            let token = String::from_utf8(token).ok()?;
+            part(&token, 0)["kid"].as_str().map(str::to_string)
         })
         .collect()
 }
@@ -89,6 +138,8 @@ fn a_full_service_account_key_rotation_keeps_every_pods_requests_accepted() {
     let sa_key = |n: &str| w.node(n).join("etc/kubernetes/pki/sa.key");
     let old = openssl_kid(&sa_pub("cp-1"));
     assert!(kids(&w).iter().all(|(_, k)| *k == old), "{:?}", kids(&w));
+    // The controller manager signed the legacy tokens with sa.key.
+    assert_eq!(legacy_kids(&w), vec![Some(old.clone()); 3]);
     let (code, _, said) = w.run(&["rotate", "service-account", "--to-end"]);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("Generated service-account key"), "{said}");
@@ -139,6 +190,13 @@ fn a_full_service_account_key_rotation_keeps_every_pods_requests_accepted() {
     for (p, kid) in kids(&w) {
         assert_eq!(kid, new, "{}", p.display());
     }
+    // Every legacy token secret's token was re-issued: the new key signed it.
+    assert_eq!(legacy_kids(&w), vec![Some(new.clone()); 3]);
+    assert!(
+        out.contains("3 legacy token secrets hold tokens signed by key sha256:")
+            && out.contains("3 re-issued by the controller manager"),
+        "{out}"
+    );
     // Afterwards, per openssl: sa.pub holds the new key alone, and sa.key is its private
     // half, on every control plane.
     for n in ["cp-1", "cp-2"] {

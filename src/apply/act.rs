@@ -721,6 +721,17 @@ fn api(
         let mut warnings = Vec::new();
         match field {
             Field::KubeRootCa => did.push(publish::wait_root_ca(&client, want, timeout).await?),
+            Field::TokenSecrets => match want.as_slice() {
+                [key] => did.push(publish::reissue_token_secrets(&client, key, timeout).await?),
+                _ => {
+                    return Err(kube::KubeError::Api {
+                        what: "legacy token secrets".into(),
+                        code: 0,
+                        reason: "one key signs".into(),
+                        message: format!("{} keys wanted", want.len()),
+                    });
+                }
+            },
             Field::ExtensionAuth => {
                 did.push(publish::wait_extension_auth(&client, want, timeout).await?);
                 warnings.push(
@@ -853,6 +864,10 @@ fn cluster(ctx: &Ctx, field: &Field, want: &State, out: &mut Outcome) -> Result<
                 Field::PodTrust => (
                     "pods holding stale trust",
                     "`kubectl rollout restart` the workloads whose pods started before this step",
+                ),
+                Field::TokenSecrets => (
+                    "legacy token secrets signed by another key",
+                    "empty `data.token` of each (`kubectl patch secret -n NAMESPACE NAME -p '{\"data\":{\"token\":\"\"}}'`): the controller manager signs a new one with the key it signs with now",
                 ),
                 Field::ClusterInfo => (
                     "kube-public/cluster-info",

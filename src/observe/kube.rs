@@ -86,7 +86,12 @@ pub async fn read(access: &Access) -> Result<KubeSnapshot, KubeError> {
         namespaces: namespaces.len(),
         kube_root_ca: group(root_cas.into_iter().map(|(ns, rc)| (ns, rc.cas))),
         kube_root_ca_missing: missing,
-        token_secrets: group(secrets),
+        token_secrets: group(secrets.iter().map(|(n, t)| (n.clone(), t.cas.clone()))),
+        legacy_tokens: group(
+            secrets
+                .iter()
+                .filter_map(|(n, t)| Some((n.clone(), t.key.clone()?.into_iter().collect()))),
+        ),
         cluster_info: cluster_info
             .as_ref()
             .and_then(cluster_info_cas)

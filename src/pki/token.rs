@@ -44,6 +44,10 @@ pub struct Bound {
     pub pod: Ref,
     /// Its service account.
     pub serviceaccount: Ref,
+    /// When the lifetime the kubelet asked for ends, for a token the API server extended
+    /// to a year (`--service-account-extend-token-expiration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnafter: Option<i64>,
 }
 
 /// A name and uid.
@@ -134,6 +138,16 @@ pub fn verify(token: &str, keys_pem: &str, now: i64) -> Result<Claims, String> {
         "invalid bearer token: no key of --service-account-key-file verifies it (kid {})",
         header.kid.as_deref().unwrap_or("none")
     ))
+}
+
+/// The key that signed a token (its header's `kid`), read without checking anything: a
+/// legacy token secret's token has no expiry and names no pod.
+pub fn key_of(token: &str) -> Option<Fingerprint> {
+    jsonwebtoken::decode_header(token.trim())
+        .ok()?
+        .kid
+        .as_deref()
+        .and_then(key_of_kid)
 }
 
 /// What trustform keeps of a token: never the token.

@@ -645,6 +645,7 @@ mod tests {
             kube_root_ca: vec![],
             kube_root_ca_missing: vec![],
             token_secrets: vec![],
+            legacy_tokens: vec![],
             cluster_info: None,
             extension_auth: None,
             ca_bundles: vec![],

@@ -157,6 +157,7 @@ pub(super) fn covers(
         Action::RestartExtensionServers => c.field == Field::ExtensionAuth,
         Action::UpdateCaBundles => c.field == Field::CaBundle,
         Action::WaitTokens => c.field == Field::Tokens,
+        Action::ReissueTokenSecrets => c.field == Field::TokenSecrets,
         Action::RestartStaticPod | Action::RestartKubelet | Action::VerifyTrust => false,
     }
 }
@@ -580,6 +581,9 @@ fn set(
         if c.field == Field::Tokens {
             after.extend(token_lines(input.snapshot, &want, input.desired));
         }
+        if c.field == Field::TokenSecrets {
+            after.extend(secret_lines(input.snapshot, &want));
+        }
         changes.push(StepChange {
             what: c.describe(),
             before: lines(&before, input.desired, false, c.authority),
@@ -623,6 +627,33 @@ fn token_lines(snap: &Snapshot, want: &State, d: &Desired) -> Vec<String> {
             t.refresh
         ));
     }
+    if stale.len() > 10 {
+        out.push(format!("  and {} more", stale.len() - 10));
+    }
+    out
+}
+
+/// The legacy token secrets a re-issue empties: each whose token another key signed
+/// (the first 10, then a count).
+fn secret_lines(snap: &Snapshot, want: &State) -> Vec<String> {
+    let (State::Members(keys), Some(k)) = (want, &snap.kube) else {
+        return vec![];
+    };
+    let all: usize = k.legacy_tokens.iter().map(|p| p.holders.len()).sum();
+    let stale: Vec<&String> = k
+        .legacy_tokens
+        .iter()
+        .filter(|p| p.cas.first().is_none_or(|fp| !keys.contains(fp)))
+        .flat_map(|p| &p.holders)
+        .collect();
+    if stale.is_empty() {
+        return vec![];
+    }
+    let mut out = vec![format!(
+        "{} of {all} legacy token secrets hold a token another key signed: emptied, and signed again by the controller manager",
+        stale.len()
+    )];
+    out.extend(stale.iter().take(10).map(|s| format!("  secret {s}")));
     if stale.len() > 10 {
         out.push(format!("  and {} more", stale.len() - 10));
     }
@@ -1233,6 +1264,10 @@ mod tests {
             kube_root_ca: vec![],
             kube_root_ca_missing: vec![],
             token_secrets: vec![],
+            legacy_tokens: vec![crate::snapshot::Published {
+                cas: vec![s_old()],
+                holders: vec!["kube-system/default-token-abcde".into()],
+            }],
             cluster_info: None,
             extension_auth: None,
             ca_bundles: vec![],
@@ -1290,6 +1325,7 @@ mod tests {
                 "restart-apiserver-signer@cp-2",
                 "restart-controller-manager@cp-1",
                 "restart-controller-manager@cp-2",
+                "reissue-token-secrets@cluster",
                 "wait-tokens@cluster",
                 "verify@cluster",
                 "drop-old@cp-1",
@@ -1322,6 +1358,18 @@ mod tests {
         assert_eq!(
             want("drop-old@cp-2"),
             (SA_PUB.into(), State::Members(vec![s_new()]))
+        );
+        // The legacy token secret is re-issued, and named.
+        assert_eq!(
+            want("reissue-token-secrets@cluster"),
+            (String::new(), State::Members(vec![s_new()]))
+        );
+        assert_eq!(
+            step("reissue-token-secrets@cluster").changes[0].after[1..],
+            [
+                "1 of 1 legacy token secrets hold a token another key signed: emptied, and signed again by the controller manager",
+                "  secret kube-system/default-token-abcde"
+            ]
         );
         // The wait names every pod whose token the old key signed, the last refresh first
         // in the summary line.

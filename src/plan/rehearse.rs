@@ -1397,6 +1397,7 @@ mod tests {
             kube_root_ca: vec![],
             kube_root_ca_missing: vec![],
             token_secrets: vec![],
+            legacy_tokens: vec![],
             cluster_info: None,
             extension_auth: Some(vec![f_old()]),
             ca_bundles: vec![],

@@ -537,6 +537,7 @@ fn cluster_set(
         Action::RestartExtensionServers => *field == Field::ExtensionAuth,
         Action::UpdateCaBundles => *field == Field::CaBundle,
         Action::WaitTokens => *field == Field::Tokens,
+        Action::ReissueTokenSecrets => *field == Field::TokenSecrets,
         _ => false,
     };
     if !ok_field {

@@ -26,7 +26,6 @@ use super::objects::{self, Trust};
 use super::{Role, Sandbox, SandboxError, SandboxNode, runtime};
 use crate::layout;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -359,29 +358,8 @@ fn pdb(
     })
 }
 
-/// A service-account token as the legacy token controller writes it: JWT-shaped, its
-/// signature random-looking bytes (no key signs anything in the sandbox).
-fn fake_token(ns: &str, sa: &str, secret: &str) -> String {
-    use base64::Engine;
-    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let header = url.encode(br#"{"alg":"RS256","kid":"sandbox"}"#);
-    let claims = json!({
-        "iss": "kubernetes/serviceaccount",
-        "kubernetes.io/serviceaccount/namespace": ns,
-        "kubernetes.io/serviceaccount/secret.name": secret,
-        "kubernetes.io/serviceaccount/service-account.name": sa,
-        "sub": format!("system:serviceaccount:{ns}:{sa}")
-    });
-    let payload = url.encode(claims.to_string().as_bytes());
-    let mut sig = Vec::with_capacity(256);
-    let mut block = Sha256::digest(format!("{ns}/{secret}").as_bytes()).to_vec();
-    while sig.len() < 256 {
-        sig.extend_from_slice(&block);
-        block = Sha256::digest(&block).to_vec();
-    }
-    format!("{header}.{payload}.{}", url.encode(&sig))
-}
-
+/// A legacy token secret as created; [`token_secrets`] signs its `token` as the
+/// controller manager's tokens controller does ([`super::controllers::legacy_tokens`]).
 fn token_secret(ns: &str, sa: &str, name: &str, ca_b64: &str) -> Value {
     json!({
         "apiVersion": "v1",
@@ -394,8 +372,7 @@ fn token_secret(ns: &str, sa: &str, name: &str, ca_b64: &str) -> Value {
         "type": objects::TOKEN_SECRET_TYPE,
         "data": {
             "ca.crt": ca_b64,
-            "namespace": objects::b64(ns.as_bytes()),
-            "token": objects::b64(fake_token(ns, sa, name).as_bytes())
+            "namespace": objects::b64(ns.as_bytes())
         }
     })
 }
@@ -572,12 +549,24 @@ pub fn seed(dir: &Path, seed: &Seed) -> Result<SeedReport, SandboxError> {
     store.create_many(batch).map_err(store_err)?;
     // Second batch: what names a uid the store assigned.
     let mut second = owned_pods(&store, &mut report, planned, bare);
+    // The controller manager signed each legacy token with sa.key when it made it.
+    let signer =
+        if seed.legacy_token_secrets > 0 {
+            let path = cp1.root.join(layout::PKI).join("sa.key");
+            let key = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+            Some(crate::sandbox::tokens::Signer::new(&key).map_err(|e| {
+                io_err(&path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            })?)
+        } else {
+            None
+        };
     second.extend(token_secrets(
         &store,
         &mut report,
         seed,
         &apps,
         &objects::b64(root_ca.as_bytes()),
+        signer.as_ref(),
     ));
     store.create_many(second).map_err(store_err)?;
     Ok(report)
@@ -979,6 +968,7 @@ fn token_secrets(
     seed: &Seed,
     apps: &[String],
     root_b64: &str,
+    signer: Option<&crate::sandbox::tokens::Signer>,
 ) -> Batch {
     let mut out = Batch::new();
     let secret_ns: Vec<&str> = std::iter::once("kube-system")
@@ -1013,6 +1003,14 @@ fn token_secrets(
             })
             .clone();
         objects::set_annotation(&mut secret, "kubernetes.io/service-account.uid", &uid);
+        if let Some(token) = signer.and_then(|s| {
+            s.sign(&super::controllers::legacy_tokens::claims(
+                ns, &name, sa, &uid,
+            ))
+            .ok()
+        }) {
+            secret["data"]["token"] = json!(objects::b64(token.as_bytes()));
+        }
         out.push(("secrets", managed(secret, KCM, None)));
         report.token_secrets += 1;
     }

@@ -25,25 +25,44 @@ pub fn bearer(line: &str) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
+/// A signing key, parsed once: kube-apiserver's `--service-account-signing-key-file`, or
+/// the controller manager's `--service-account-private-key-file`.
+pub struct Signer {
+    header: Header,
+    key: EncodingKey,
+}
+
+impl Signer {
+    /// The first key of `key_pem` (RS256 for an RSA key, ES256 for P-256).
+    pub fn new(key_pem: &str) -> Result<Self, String> {
+        crate::pki::token::provider();
+        let pair = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("signing key: {e}"))?;
+        let (alg, key) = if pair.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            (
+                Algorithm::ES256,
+                EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()),
+            )
+        } else {
+            (
+                Algorithm::RS256,
+                EncodingKey::from_rsa_pem(key_pem.as_bytes()),
+            )
+        };
+        let key = key.map_err(|e| format!("signing key: {e}"))?;
+        let mut header = Header::new(alg);
+        header.kid = Some(kid(&pair.subject_public_key_info()));
+        Ok(Self { header, key })
+    }
+
+    /// A token for `claims` (a pod's [`Claims`], or a legacy token's).
+    pub fn sign<C: serde::Serialize>(&self, claims: &C) -> Result<String, String> {
+        jsonwebtoken::encode(&self.header, claims, &self.key).map_err(|e| e.to_string())
+    }
+}
+
 /// A token for `claims`, signed with the first key of `key_pem`.
-pub fn sign(key_pem: &str, claims: &Claims) -> Result<String, String> {
-    crate::pki::token::provider();
-    let pair = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("signing key: {e}"))?;
-    let (alg, key) = if pair.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256 {
-        (
-            Algorithm::ES256,
-            EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()),
-        )
-    } else {
-        (
-            Algorithm::RS256,
-            EncodingKey::from_rsa_pem(key_pem.as_bytes()),
-        )
-    };
-    let key = key.map_err(|e| format!("signing key: {e}"))?;
-    let mut header = Header::new(alg);
-    header.kid = Some(kid(&pair.subject_public_key_info()));
-    jsonwebtoken::encode(&header, claims, &key).map_err(|e| e.to_string())
+pub fn sign<C: serde::Serialize>(key_pem: &str, claims: &C) -> Result<String, String> {
+    Signer::new(key_pem)?.sign(claims)
 }
 
 #[cfg(test)]
@@ -68,6 +87,7 @@ mod tests {
                     name: "coredns".into(),
                     uid: "u2".into(),
                 },
+                warnafter: None,
             },
         }
     }

@@ -237,10 +237,20 @@ pub async fn config_map(
     .await
 }
 
-/// Legacy token secrets: `namespace/name` → CAs of `data["ca.crt"]`.
-pub async fn token_secrets(
-    client: &Client,
-) -> Result<BTreeMap<String, Vec<Fingerprint>>, KubeError> {
+/// A legacy service-account token secret: the CAs of its `ca.crt`, and the key that
+/// signed its `token` (never the token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSecret {
+    /// The CAs of `ca.crt`.
+    pub cas: Vec<Fingerprint>,
+    /// `None`: no token yet (the controller manager fills it in); `Some(None)`: its
+    /// `kid` names no key.
+    pub key: Option<Option<Fingerprint>>,
+}
+
+/// Every legacy service-account token secret (`type: kubernetes.io/service-account-token`)
+/// by `namespace/name`.
+pub async fn token_secrets(client: &Client) -> Result<BTreeMap<String, TokenSecret>, KubeError> {
     let lp = ListParams::default().fields(&format!("type={TOKEN_TYPE}"));
     let api = all::<Secret>(client);
     let secrets = list_all(&api, &lp, "list token secrets").await?;
@@ -249,9 +259,8 @@ pub async fn token_secrets(
         .into_iter()
         .filter(|s| s.type_.as_deref() == Some(TOKEN_TYPE))
         .map(|s| {
-            let bytes = s
-                .data
-                .as_ref()
+            let data = s.data.as_ref();
+            let bytes = data
                 .and_then(|d| d.get("ca.crt"))
                 .map(|b| b.0.clone())
                 .unwrap_or_default();
@@ -259,9 +268,13 @@ pub async fn token_secrets(
                 .entry(bytes.clone())
                 .or_insert_with(|| fingerprints(&String::from_utf8_lossy(&bytes)))
                 .clone();
+            let key = data
+                .and_then(|d| d.get("token"))
+                .filter(|t| !t.0.is_empty())
+                .map(|t| crate::pki::token::key_of(&String::from_utf8_lossy(&t.0)));
             (
                 format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()),
-                cas,
+                TokenSecret { cas, key },
             )
         })
         .collect())

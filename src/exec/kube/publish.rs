@@ -57,8 +57,8 @@ pub async fn wait_root_ca(
         late.extend(
             secrets
                 .iter()
-                .filter(|(_, cas)| !same(cas, want))
-                .map(|(name, cas)| format!("secret {name} [{}]", short(cas))),
+                .filter(|(_, t)| !same(&t.cas, want))
+                .map(|(name, t)| format!("secret {name} [{}]", short(&t.cas))),
         );
         if late.is_empty() {
             return Ok(format!(
@@ -335,4 +335,70 @@ pub async fn update_ca_bundles(
         ));
     }
     Ok(did)
+}
+
+/// Re-issue the token of every legacy service-account token secret not signed by `key`:
+/// empty its `data.token` (the controller manager fills an empty one, with the key it
+/// signs with now, and never re-signs one that is there), then wait until every token
+/// secret holds a token `key` signed. The tokens themselves are never read into a
+/// message.
+pub async fn reissue_token_secrets(
+    client: &Client,
+    key: &Fingerprint,
+    timeout: Duration,
+) -> Result<String, KubeError> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    let start = Instant::now();
+    let pp = PatchParams {
+        field_manager: Some("trustform".into()),
+        ..Default::default()
+    };
+    let empty = Patch::Merge(serde_json::json!({ "data": { "token": "" } }));
+    let secrets = cluster::token_secrets(client).await?;
+    let mut emptied = 0;
+    for (name, t) in &secrets {
+        if matches!(&t.key, Some(k) if k.as_ref() != Some(key)) {
+            let (ns, n) = name.split_once('/').unwrap_or(("", name));
+            let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+            retry(&format!("re-issue the token of secret {name}"), || {
+                api.patch(n, &pp, &empty)
+            })
+            .await?;
+            emptied += 1;
+        }
+    }
+    loop {
+        let secrets = cluster::token_secrets(client).await?;
+        let late: Vec<String> = secrets
+            .iter()
+            .filter(|(_, t)| t.key != Some(Some(key.clone())))
+            .map(|(name, t)| match &t.key {
+                None => format!("secret {name} (no token yet)"),
+                Some(k) => format!(
+                    "secret {name} (key {})",
+                    k.as_ref().map_or("unknown".into(), Fingerprint::short)
+                ),
+            })
+            .collect();
+        if late.is_empty() {
+            return Ok(format!(
+                "{} legacy token secrets hold tokens signed by key {}: {emptied} re-issued by the controller manager ({:.1}s)",
+                secrets.len(),
+                key.short(),
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        if start.elapsed() >= timeout {
+            return Err(KubeError::Timeout {
+                what: format!(
+                    "waiting for the controller manager to sign legacy tokens with key {}",
+                    key.short()
+                ),
+                waited: humantime::format_duration(timeout).to_string(),
+                laggards: format!("{} ({} in all)", laggards(&late), late.len()),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }

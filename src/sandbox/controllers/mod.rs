@@ -11,7 +11,9 @@
 //!   template changes, one at a time, respecting PodDisruptionBudgets;
 //! - [`disruption`]: PodDisruptionBudget status;
 //! - [`kubelet`]: every running kubelet keeps its Node object posted;
-//! - [`tokens`]: every running kubelet holds a service-account token per pod.
+//! - [`tokens`]: every running kubelet holds a service-account token per pod;
+//! - [`legacy_tokens`]: the controller manager signs a token into every legacy token
+//!   secret that has none.
 //!
 //! Each controller counts its completed passes ([`Controllers::passes`],
 //! [`Controllers::reconciles`]): the witness a test waits for before it asserts that a
@@ -20,6 +22,7 @@
 pub mod disruption;
 pub mod extension_auth;
 pub mod kubelet;
+pub mod legacy_tokens;
 mod queue;
 pub mod rollout;
 pub mod root_ca;
@@ -166,6 +169,12 @@ pub fn spawn_with(dir: &Path, store: Store, options: Options) -> Controllers {
             passes.clone(),
         )),
         tokio::spawn(tokens::run(dir.clone(), store.clone(), options.clone())),
+        tokio::spawn(legacy_tokens::run(
+            dir.clone(),
+            store.clone(),
+            options.clone(),
+            passes.clone(),
+        )),
         tokio::spawn(kubelet::run(dir, store, options)),
     ];
     Controllers { tasks, passes }

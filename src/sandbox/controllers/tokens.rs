@@ -207,6 +207,7 @@ fn pass(
             continue;
         };
         let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+        let extended = ttl == DEFAULT_LIFETIME;
         let sa = pod["spec"]["serviceAccountName"]
             .as_str()
             .unwrap_or("default");
@@ -216,12 +217,7 @@ fn pass(
             aud: vec![tokens::ISSUER.into()],
             iat: now,
             nbf: now,
-            exp: now
-                + if ttl == DEFAULT_LIFETIME {
-                    EXTENDED
-                } else {
-                    ttl
-                },
+            exp: now + if extended { EXTENDED } else { ttl },
             kubernetes: Bound {
                 namespace: namespace.into(),
                 pod: Ref {
@@ -232,6 +228,8 @@ fn pass(
                     name: sa.into(),
                     uid: String::new(),
                 },
+                // An extended token says when the hour the kubelet asked for ends.
+                warnafter: extended.then_some(now + ttl),
             },
         };
         let token = tokens::sign(key, &claims)?;
