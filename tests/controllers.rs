@@ -323,9 +323,21 @@ fn seeding_counts_are_exact_and_survive_reopen() {
         crd["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"],
         ca_b64.as_str()
     );
-    // The store is durable.
+    // The store is durable. (A process another test forks at the moment holds a copy of
+    // the lock's descriptor until it execs: flock locks follow the open file, so the
+    // reopen may see it busy for that instant.)
     drop(store);
-    let store = Store::open(&c.dir).unwrap();
+    let start = std::time::Instant::now();
+    let store = loop {
+        match Store::open(&c.dir) {
+            Err(trustform::sandbox::apiserver::store::StoreError::Busy { .. })
+                if start.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.unwrap(),
+        }
+    };
     check(&store);
 }
 

@@ -342,3 +342,88 @@ fn dropping_the_old_key_before_the_tokens_are_refreshed_is_refused_naming_the_po
         before
     );
 }
+
+#[test]
+fn a_kubelet_that_does_not_refresh_its_pods_tokens_fails_the_wait_naming_them_and_apply_resumes() {
+    let (w, _up) = cluster();
+    let sa_pub = w.node("cp-1").join("etc/kubernetes/pki/sa.pub");
+    w.ok(&["rotate", "service-account", "--to-end"]);
+    w.ok(&["plan", "-out", "plan.json"]);
+    // The API servers and controller managers sign with the new key; then w-1's kubelet
+    // stops, so its pods keep the tokens the old key signed.
+    let out = w
+        .cmd()
+        .args(["apply", "plan.json"])
+        .env(
+            "TRUSTFORM_FAULT",
+            "after:service-account-key/restart-controller-manager@cp-2",
+        )
+        .output()
+        .unwrap();
+    assert!(common::fault_fired(&out), "{out:?}");
+    let (code, _, err) = w.run(&[
+        "sandbox",
+        "node-exec",
+        "cluster",
+        "w-1",
+        "--",
+        "systemctl",
+        "stop",
+        "kubelet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let on_w1: Vec<String> = token_files(&w)
+        .into_iter()
+        .filter(|(n, _, _)| n == "w-1")
+        .map(|(_, uid, _)| uid)
+        .collect();
+    assert!(!on_w1.is_empty());
+    let (code, out, err) = w.run(&["apply", "plan.json", "--wait-timeout", "2s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let err = format!("{out}{err}");
+    let flat = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("then `trustform apply` resumes with this step; the old key stays accepted until the tokens are fresh"),
+        "{err}"
+    );
+    assert!(
+        flat.contains(&format!(
+            "{} pods still hold a service-account token not signed by key sha256:",
+            on_w1.len()
+        )),
+        "{err}"
+    );
+    assert!(flat.contains(" on w-1 (key sha256:"), "{err}");
+    assert!(
+        !flat.contains(" on cp-1 (key"),
+        "cp-1's kubelet refreshed: {err}"
+    );
+    // The old key is still accepted: nothing after the wait ran.
+    assert_eq!(
+        std::fs::read_to_string(&sa_pub)
+            .unwrap()
+            .matches("BEGIN PUBLIC KEY")
+            .count(),
+        2
+    );
+    // The kubelet comes back (its restart fetches a token for each of its pods), and the
+    // apply resumes at the wait, to the end.
+    let (code, _, err) = w.run(&[
+        "sandbox",
+        "node-exec",
+        "cluster",
+        "w-1",
+        "--",
+        "systemctl",
+        "start",
+        "kubelet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = w.run(&["apply", "plan.json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let new = openssl_kid(&new_public_key(&w));
+    for (p, kid) in kids(&w) {
+        assert_eq!(kid, new, "{}", p.display());
+    }
+    assert!(w.ok(&["plan"]).contains("No changes."));
+}

@@ -591,7 +591,8 @@ fn reissue(
 /// Wait until every pod's projected service-account token, on every node, is signed by
 /// the one key of `want`: the kubelets refresh them from the API servers, which sign
 /// with the new key now. Each stale token is awaited until its kubelet's refresh is due
-/// ([`crate::pki::token::refresh_at`]) and [`crate::pki::token::REFRESH_GRACE`] more.
+/// ([`crate::pki::token::refresh_at`]) and `--wait-timeout` more (a kubelet refreshes
+/// a token when it next syncs the pod's volumes, about every minute).
 fn tokens(ctx: &Ctx, want: &State) -> Result<String, StepError> {
     let key = match want {
         State::Members(v) if v.len() == 1 => &v[0],
@@ -641,7 +642,7 @@ fn tokens(ctx: &Ctx, want: &State) -> Result<String, StepError> {
             let wait = (latest - now).max(time::Duration::ZERO);
             std::time::Instant::now()
                 + std::time::Duration::try_from(wait).unwrap_or_default()
-                + crate::pki::token::REFRESH_GRACE
+                + ctx.wait_timeout
         });
         if std::time::Instant::now() >= due {
             let pods: Vec<String> = stale

@@ -199,10 +199,6 @@ pub fn facts(token: &str) -> Option<Facts> {
     })
 }
 
-/// How long after a token's refresh is due a kubelet may take to write the new one: it
-/// refreshes when it next syncs the pod's volumes (about every minute).
-pub const REFRESH_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// When the kubelet refreshes a token issued at `iat` that expires at `exp`: at 80% of
 /// its lifetime, and at the latest 24 hours after it was issued.
 pub fn refresh_at(iat: i64, exp: i64) -> i64 {

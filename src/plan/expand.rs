@@ -612,11 +612,10 @@ fn token_lines(snap: &Snapshot, want: &State, d: &Desired) -> Vec<String> {
         return vec![];
     };
     let mut out = vec![format!(
-        "{} of {} tokens are signed by another key; the kubelets refresh the last at {} (then the wait ends, at the latest {} s later)",
+        "{} of {} tokens are signed by another key; the kubelets refresh the last at {} (the wait gives up --wait-timeout later)",
         stale.len(),
         snap.tokens.len(),
-        last.refresh,
-        crate::pki::token::REFRESH_GRACE.as_secs()
+        last.refresh
     )];
     for t in stale.iter().take(10) {
         out.push(format!(
