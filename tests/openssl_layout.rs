@@ -4,7 +4,7 @@
 //! `kubectl config`, kubeadm's absolute `kubelet-client-current.pem` symlink to a dated
 //! file). The simulated processes are restarted onto those files (they start only if
 //! every pair fits), then trustform observes, plans and rotates the kubernetes and
-//! front-proxy CAs; openssl and kubectl check the result.
+//! front-proxy CAs and the service-account key; openssl and kubectl check the result.
 
 use crate::common;
 
@@ -135,10 +135,27 @@ fn a_layout_made_with_openssl_and_kubectl_is_observed_planned_and_rotated() {
     common::fast_issuance(&w);
     w.ok(&["rotate", "kubernetes", "--to-end"]);
     w.ok(&["rotate", "front-proxy", "--to-end"]);
+    w.ok(&["rotate", "service-account", "--to-end"]);
     let out = w.ok(&["apply", "--auto-approve"]);
     assert!(out.contains("Apply complete!"), "{out}");
     assert!(w.ok(&["plan"]).contains("No changes."));
 
+    // openssl's sa.key and sa.pub became the new pair: openssl derives sa.pub's key from
+    // sa.key, and both are the public key `rotate` wrote.
+    let new_pub: PathBuf = std::fs::read_dir(w.path().join("cas"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "pub"))
+        .expect("rotate wrote cas/service-account-*.pub");
+    let public = |args: &[&str]| sh(&[&["openssl", "pkey"][..], args, &["-pubout"]].concat());
+    let want = public(&["-pubin", "-in", new_pub.to_str().unwrap()]);
+    assert!(want.starts_with("-----BEGIN PUBLIC KEY-----"), "{want}");
+    assert_eq!(public(&["-in", pki.join("sa.key").to_str().unwrap()]), want);
+    assert_eq!(
+        public(&["-pubin", "-in", pki.join("sa.pub").to_str().unwrap()]),
+        want
+    );
     let (kube, fp) = (new_ca(&w, "kubernetes"), new_ca(&w, "front-proxy"));
     for leaf in ["apiserver.crt", "apiserver-kubelet-client.crt"] {
         verify(&kube, &pki.join(leaf));

@@ -619,7 +619,7 @@ fn token_lines(snap: &Snapshot, want: &State, d: &Desired) -> Vec<String> {
     )];
     for t in stale.iter().take(10) {
         out.push(format!(
-            "  {} on {}: key {}, refreshed at {}",
+            "  {} on {}: key {}, refresh due at {}",
             t.pod,
             t.node,
             t.key.as_ref().map_or("unknown".into(), |k| d.label(k)),
