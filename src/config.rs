@@ -122,6 +122,64 @@ pub struct Config {
     /// How `apply` issues keys and certificates.
     #[serde(default)]
     pub issuance: Issuance,
+    /// How `trustform csr` decides on certificate signing requests.
+    #[serde(default, skip_serializing_if = "CsrConfig::is_empty")]
+    pub csr: CsrConfig,
+}
+
+/// How `trustform csr` decides on certificate signing requests: a policy per signer. A
+/// request for a signer no policy names is left to its own approver (and listed so).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CsrConfig {
+    /// The policies, one per signer.
+    #[serde(default)]
+    pub policies: Vec<CsrPolicy>,
+}
+
+impl CsrConfig {
+    /// No policy.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+}
+
+/// Who may ask a signer for what. A request is approved only when it meets every field;
+/// otherwise it is denied, naming each rule it broke.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CsrPolicy {
+    /// `spec.signerName` it covers (`kubernetes.io/kubelet-serving`).
+    pub signer: String,
+    /// Users that may request (`spec.username`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Groups that may request (any of `spec.groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// A node's own certificate: the subject is `CN=system:node:<node>, O=system:nodes`,
+    /// the requester is that node (`system:node:<node>`), and the DNS names and IPs are
+    /// only the Node's hostname and its status addresses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub node: bool,
+    /// Allowed common names (`*` matches any run of characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub common_names: Vec<String>,
+    /// Allowed organizations (every one the subject names must be here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<String>,
+    /// Allowed DNS names (`*` matches any run of characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    /// Allowed IP addresses, or CIDR ranges (`10.0.0.0/8`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    /// Allowed usages (`digital signature`, `key encipherment`, `server auth`, …).
+    pub usages: Vec<String>,
+    /// The longest lifetime it may ask for (`spec.expirationSeconds`), e.g. `90d`; a
+    /// request that names none asks for the signer's default and is denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
 }
 
 /// How new keys and certificates are made.
@@ -823,6 +881,49 @@ fn check(l: &Loaded) -> Result<(), ConfigError> {
             _ => {}
         }
     }
+    for p in &c.csr.policies {
+        let bad = |what: &str, why: String, help: &str| {
+            l.invalid_at_text(what, why, "here", help.to_string())
+        };
+        if let Some(d) = &p.max_duration
+            && humantime::parse_duration(d.trim()).is_err()
+        {
+            return Err(bad(
+                d,
+                format!(
+                    "csr policy for {}: maxDuration {d:?} is not a duration",
+                    p.signer
+                ),
+                "write it as `30d`, `12h` or `90m`",
+            ));
+        }
+        for ip in &p.ips {
+            let (addr, bits) = ip.split_once('/').unwrap_or((ip, "0"));
+            if addr.parse::<std::net::IpAddr>().is_err() || bits.parse::<u8>().is_err() {
+                return Err(bad(
+                    ip,
+                    format!(
+                        "csr policy for {}: {ip:?} is not an IP address or CIDR range",
+                        p.signer
+                    ),
+                    "write an address (`192.0.2.24`) or a range (`10.0.0.0/8`)",
+                ));
+            }
+        }
+        if c.csr
+            .policies
+            .iter()
+            .filter(|q| q.signer == p.signer)
+            .count()
+            > 1
+        {
+            return Err(bad(
+                &p.signer,
+                format!("two csr policies name signer {}", p.signer),
+                "keep one policy per signer",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -1050,6 +1151,35 @@ pub fn render(c: &Config) -> String {
             q(name),
             ca_fields(ca).join(", ")
         ));
+    }
+    if !c.csr.is_empty() {
+        s.push_str("csr:\n  policies:\n");
+        for p in &c.csr.policies {
+            let list = |v: &[String]| {
+                let v: Vec<String> = v.iter().map(|x| q(x)).collect();
+                format!("[{}]", v.join(", "))
+            };
+            s.push_str(&format!("    - signer: {}\n", q(&p.signer)));
+            for (k, v) in [
+                ("users", &p.users),
+                ("groups", &p.groups),
+                ("commonNames", &p.common_names),
+                ("organizations", &p.organizations),
+                ("dnsNames", &p.dns_names),
+                ("ips", &p.ips),
+            ] {
+                if !v.is_empty() {
+                    s.push_str(&format!("      {k}: {}\n", list(v)));
+                }
+            }
+            if p.node {
+                s.push_str("      node: true\n");
+            }
+            s.push_str(&format!("      usages: {}\n", list(&p.usages)));
+            if let Some(d) = &p.max_duration {
+                s.push_str(&format!("      maxDuration: {}\n", q(d)));
+            }
+        }
     }
     if c.issuance != Issuance::default() {
         s.push_str(&format!(

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod config_edit;
+pub mod csr;
 pub mod diff;
 pub mod exec;
 pub mod expiry;

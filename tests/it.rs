@@ -11,6 +11,7 @@ mod architecture;
 mod book;
 mod continuity;
 mod controllers;
+mod csr;
 mod demo;
 mod errors;
 mod etcd;

@@ -417,6 +417,7 @@ pub fn run(a: Args, path: &Path) -> miette::Result<Exit> {
         authorities,
         cas,
         issuance: Default::default(),
+        csr: Default::default(),
     };
     write_config(path, &c)?;
     let api = snap

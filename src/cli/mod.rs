@@ -4,6 +4,7 @@
 
 mod apply;
 mod check;
+mod csr;
 mod demo;
 mod docs;
 mod expiry;
@@ -110,6 +111,12 @@ pub enum Command {
         after_help = "Examples:\n  trustform apply plan.json                  the reviewed plan (refused if the cluster moved)\n  trustform apply                            resume an interrupted apply, or plan and ask\n  trustform apply --confirm STEP-ID          after doing a manual step by hand"
     )]
     Apply(apply::Args),
+    /// Decide on pending certificate signing requests under trustform.yaml's policies.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  trustform csr plan                         each pending request: approve, deny (and why), or left alone\n  trustform csr apply                        write the decisions, the reasons in each condition"
+    )]
+    Csr(csr::Command),
     /// Where the running or latest apply stands.
     Status(apply::StatusArgs),
     /// Restore every file an apply changed, from its backups.
@@ -173,6 +180,7 @@ pub fn run(cli: Cli) -> miette::Result<Exit> {
         Command::Expiry(a) => expiry::run(a, &cli.config),
         Command::Rehearse(a) => rehearse::run(a, &cli.config),
         Command::Apply(a) => apply::run(a, &cli.config),
+        Command::Csr(c) => csr::run(c, &cli.config),
         Command::Status(a) => apply::status(a, &cli.config),
         Command::Rollback(a) => apply::rollback(a, &cli.config),
         Command::ForceUnlock(a) => apply::force_unlock(a, &cli.config),

@@ -7,6 +7,7 @@
 //! new client certificate.
 
 pub mod cluster;
+pub mod csr;
 pub mod lease;
 pub mod node;
 pub mod publish;

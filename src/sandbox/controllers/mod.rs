@@ -13,12 +13,15 @@
 //! - [`kubelet`]: every running kubelet keeps its Node object posted;
 //! - [`tokens`]: every running kubelet holds a service-account token per pod;
 //! - [`legacy_tokens`]: the controller manager signs a token into every legacy token
-//!   secret that has none.
+//!   secret that has none;
+//! - [`csr_signer`]: the controller manager signs approved certificate signing requests
+//!   for the `kubernetes.io/*` signers.
 //!
 //! Each controller counts its completed passes ([`Controllers::passes`],
 //! [`Controllers::reconciles`]): the witness a test waits for before it asserts that a
 //! controller, having had its chance, did *not* act.
 
+pub mod csr_signer;
 pub mod disruption;
 pub mod extension_auth;
 pub mod kubelet;
@@ -169,6 +172,12 @@ pub fn spawn_with(dir: &Path, store: Store, options: Options) -> Controllers {
             passes.clone(),
         )),
         tokio::spawn(tokens::run(dir.clone(), store.clone(), options.clone())),
+        tokio::spawn(csr_signer::run(
+            dir.clone(),
+            store.clone(),
+            options.clone(),
+            passes.clone(),
+        )),
         tokio::spawn(legacy_tokens::run(
             dir.clone(),
             store.clone(),
