@@ -185,16 +185,25 @@ fn condition(v: &Value) -> (String, String) {
     )
 }
 
+/// The kubelet-serving policy the tests decide under.
+const POLICY: &str = "csr:\n  policies:\n    - signer: kubernetes.io/kubelet-serving\n      node: true\n      usages: [digital signature, key encipherment, server auth]\n      maxDuration: 30d\n";
+
+/// A 1 + 2 sandbox serving its API, trustform.yaml with [`POLICY`] (and its text
+/// without), and a kubeconfig of node w-1.
+fn cluster() -> (Workdir, Up, String, PathBuf) {
+    let w = common::sandbox_restarting(1, 2, "0.1s");
+    let up = Up::start(&w, None);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    let base = std::fs::read_to_string(w.config()).unwrap();
+    std::fs::write(w.config(), format!("{base}{POLICY}")).unwrap();
+    let w1 = kubeconfig_for(&w, "system:node:w-1", "system:nodes");
+    (w, up, base, w1)
+}
+
 #[test]
 fn the_approver_approves_exactly_what_the_policy_allows_and_names_the_rule_each_request_broke() {
-    let w = common::sandbox_restarting(1, 2, "0.1s");
-    let _up = Up::start(&w, None);
-    w.ok(&["init", "--sandbox", "cluster"]);
-    let policy = "csr:\n  policies:\n    - signer: kubernetes.io/kubelet-serving\n      node: true\n      usages: [digital signature, key encipherment, server auth]\n      maxDuration: 30d\n";
-    let base = std::fs::read_to_string(w.config()).unwrap();
-    std::fs::write(w.config(), format!("{base}{policy}")).unwrap();
+    let (w, _up, base, w1) = cluster();
     let (ip1, ip2) = (w.ip("w-1"), w.ip("w-2"));
-    let w1 = kubeconfig_for(&w, "system:node:w-1", "system:nodes");
     let ok_pem =
         std::fs::read_to_string(cfssl_request(&w, "good", "system:node:w-1", &["w-1", &ip1]))
             .unwrap();
@@ -348,7 +357,7 @@ fn the_approver_approves_exactly_what_the_policy_allows_and_names_the_rule_each_
     );
     // The good request asks for a day: under a policy of an hour at most it is denied,
     // naming the rule.
-    let strict = policy.replace("maxDuration: 30d", "maxDuration: 1h");
+    let strict = POLICY.replace("maxDuration: 30d", "maxDuration: 1h");
     std::fs::write(w.config(), format!("{base}{strict}")).unwrap();
     let json: Value = serde_json::from_str(&w.ok(&["csr", "plan", "--format", "json"])).unwrap();
     let good = json["decisions"]
@@ -362,7 +371,7 @@ fn the_approver_approves_exactly_what_the_policy_allows_and_names_the_rule_each_
         good.to_string().contains("86400 s is longer than 1h"),
         "{good}"
     );
-    std::fs::write(w.config(), format!("{base}{policy}")).unwrap();
+    std::fs::write(w.config(), format!("{base}{POLICY}")).unwrap();
 
     // Apply: the decisions are written, each with its reasons; the controller manager
     // signs the approved one.
@@ -445,4 +454,87 @@ fn the_approver_approves_exactly_what_the_policy_allows_and_names_the_rule_each_
     assert!(w.ok(&["csr", "plan"]).contains(
         "Plan: 0 to approve, 0 to deny, 0 left to their own approver; 6 already decided."
     ));
+}
+
+#[test]
+fn csr_watch_decides_each_request_as_it_comes() {
+    let (w, _up, _, w1) = cluster();
+    let mut watch = Command::new(assert_cmd::cargo::cargo_bin!("trustform"))
+        .current_dir(w.path())
+        .env("NO_COLOR", "1")
+        .args(["csr", "watch", "--interval", "300ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let serving = ["digital signature", "key encipherment", "server auth"];
+    let ip1 = w.ip("w-1");
+    let good =
+        std::fs::read_to_string(cfssl_request(&w, "good", "system:node:w-1", &["w-1", &ip1]))
+            .unwrap();
+    submit(
+        &w1,
+        "serving-w-1",
+        "kubernetes.io/kubelet-serving",
+        &serving,
+        &good,
+    );
+    let bad = std::fs::read_to_string(cfssl_request(
+        &w,
+        "bad",
+        "system:node:w-1",
+        &["w-1", "192.0.2.7"],
+    ))
+    .unwrap();
+    submit(
+        &w1,
+        "serving-bad",
+        "kubernetes.io/kubelet-serving",
+        &serving,
+        &bad,
+    );
+    let issued = common::eventually(
+        "serving-w-1 approved and issued",
+        Duration::from_secs(20),
+        || {
+            let v = csr_json(&w, "serving-w-1");
+            match (
+                condition(&v).0.as_str(),
+                v["status"]["certificate"].as_str(),
+            ) {
+                ("Approved", Some(c)) if !c.is_empty() => Ok(c.to_string()),
+                (k, _) => Err(format!("{k}: {v}")),
+            }
+        },
+    );
+    let (kind, message) = common::eventually("serving-bad denied", Duration::from_secs(20), || {
+        let c = condition(&csr_json(&w, "serving-bad"));
+        if c.0 == "Denied" {
+            Ok(c)
+        } else {
+            Err(format!("{c:?}"))
+        }
+    });
+    assert_eq!(kind, "Denied");
+    assert!(
+        message.contains("names: 192.0.2.7 is not an address of Node w-1"),
+        "{message}"
+    );
+    let crt = w.path().join("watched.crt");
+    std::fs::write(
+        &crt,
+        sh(Command::new("base64").arg("--decode"), Some(&issued)),
+    )
+    .unwrap();
+    common::openssl_verify(&w.node("cp-1").join("etc/kubernetes/pki/ca.crt"), &crt).unwrap();
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    // Each decision is said once.
+    assert_eq!(said.matches("csr serving-w-1 (").count(), 1, "{said}");
+    assert!(said.contains("csr serving-w-1 (signer kubernetes.io/kubelet-serving, requested by system:node:w-1, subject O=system:nodes, CN=system:node:w-1): approved"), "{said}");
+    assert!(
+        said.contains("csr serving-bad (") && said.contains("): denied"),
+        "{said}"
+    );
 }

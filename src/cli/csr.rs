@@ -16,6 +16,20 @@ pub enum Command {
     /// Decide: approve or deny each pending request a policy covers, the reasons in its
     /// condition's message.
     Apply(Args),
+    /// Decide continuously, as requests come: `csr apply` every `--interval`, until
+    /// interrupted (the kubelet-serving approver a `serverTLSBootstrap` cluster needs).
+    Watch(WatchArgs),
+}
+
+/// `csr watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// How often to look.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Text, or one JSON line per decision.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: super::apply::OutFormat,
 }
 
 /// Output of `csr`.
@@ -37,83 +51,159 @@ struct Report {
     unmanaged: usize,
 }
 
-/// Run.
-pub fn run(c: Command, path: &Path) -> miette::Result<Exit> {
-    let (apply, args) = match c {
-        Command::Plan(a) => (false, a),
-        Command::Apply(a) => (true, a),
-    };
-    let loaded = config::load(path)?;
-    let access = Access::of(&loaded).ok_or_else(|| {
+/// One look at every request: decide on the pending ones (and, with `apply`, write the
+/// decisions).
+async fn pass(
+    access: &Access,
+    policies: &[config::CsrPolicy],
+    apply: bool,
+) -> Result<Report, kube::KubeError> {
+    let client = access.connect().await?;
+    let (requests, nodes) =
+        tokio::try_join!(kube::csr::requests(&client), kube::csr::nodes(&client))?;
+    let parsed: Vec<Result<csr::Asked, String>> =
+        requests.iter().map(|r| csr::parse(&r.der)).collect();
+    let keys: Vec<(crate::pki::Fingerprint, String)> = parsed
+        .iter()
+        .flatten()
+        .map(|a| (a.public_key.clone(), a.subject.clone()))
+        .collect();
+    let mut decisions = vec![];
+    let mut decided = 0;
+    for (r, a) in requests.iter().zip(&parsed) {
+        if r.decided.is_some() {
+            decided += 1;
+            continue;
+        }
+        let d = match a {
+            Ok(a) => csr::decide(r, a, policies, &nodes, &keys),
+            Err(e) => Decision {
+                name: r.name.clone(),
+                signer: r.signer.clone(),
+                requester: r.username.clone(),
+                subject: String::new(),
+                verdict: if policies.iter().any(|p| p.signer == r.signer) {
+                    Verdict::Deny
+                } else {
+                    Verdict::Unmanaged
+                },
+                checks: vec![csr::Check {
+                    rule: "signature",
+                    ok: false,
+                    why: format!("spec.request: {e}"),
+                }],
+            },
+        };
+        decisions.push(d);
+    }
+    if apply {
+        for d in &decisions {
+            if d.verdict != Verdict::Unmanaged {
+                kube::csr::decide(
+                    &client,
+                    &d.name,
+                    d.verdict == Verdict::Approve,
+                    &d.message(),
+                )
+                .await?;
+            }
+        }
+    }
+    let count = |v| decisions.iter().filter(|d| d.verdict == v).count();
+    Ok(Report {
+        approve: count(Verdict::Approve),
+        deny: count(Verdict::Deny),
+        unmanaged: count(Verdict::Unmanaged),
+        decisions,
+        decided,
+    })
+}
+
+fn access_of(loaded: &config::Loaded, path: &Path) -> miette::Result<Access> {
+    Access::of(loaded).ok_or_else(|| {
         miette::miette!(
             code = "trustform::csr::no_api",
             help = "set `inventory.kube` in trustform.yaml (a kubeconfig and context): certificate signing requests live in the API",
             "{} names no Kubernetes API",
             path.display()
         )
-    })?;
-    let policies = loaded.config.csr.policies.clone();
-    let report = kube::block(async {
-        let client = access.connect().await?;
-        let (requests, nodes) =
-            tokio::try_join!(kube::csr::requests(&client), kube::csr::nodes(&client))?;
-        let parsed: Vec<Result<csr::Asked, String>> =
-            requests.iter().map(|r| csr::parse(&r.der)).collect();
-        let keys: Vec<(crate::pki::Fingerprint, String)> = parsed
-            .iter()
-            .flatten()
-            .map(|a| (a.public_key.clone(), a.subject.clone()))
-            .collect();
-        let mut decisions = vec![];
-        let mut decided = 0;
-        for (r, a) in requests.iter().zip(&parsed) {
-            if r.decided.is_some() {
-                decided += 1;
-                continue;
-            }
-            let d = match a {
-                Ok(a) => csr::decide(r, a, &policies, &nodes, &keys),
-                Err(e) => Decision {
-                    name: r.name.clone(),
-                    signer: r.signer.clone(),
-                    requester: r.username.clone(),
-                    subject: String::new(),
-                    verdict: if policies.iter().any(|p| p.signer == r.signer) {
-                        Verdict::Deny
-                    } else {
-                        Verdict::Unmanaged
-                    },
-                    checks: vec![csr::Check {
-                        rule: "signature",
-                        ok: false,
-                        why: format!("spec.request: {e}"),
-                    }],
-                },
-            };
-            decisions.push(d);
+    })
+}
+
+/// The lines of one decision.
+fn lines(d: &Decision, applied: bool) -> Vec<String> {
+    let verdict = match d.verdict {
+        Verdict::Approve if applied => "approved",
+        Verdict::Approve => "approve",
+        Verdict::Deny if applied => "denied",
+        Verdict::Deny => "deny",
+        Verdict::Unmanaged => "left alone",
+    };
+    let mut out = vec![format!(
+        "csr {} (signer {}, requested by {}{}): {verdict}",
+        d.name,
+        d.signer,
+        d.requester,
+        if d.subject.is_empty() {
+            String::new()
+        } else {
+            format!(", subject {}", d.subject)
         }
-        if apply {
-            for d in &decisions {
-                if d.verdict != Verdict::Unmanaged {
-                    kube::csr::decide(
-                        &client,
-                        &d.name,
-                        d.verdict == Verdict::Approve,
-                        &d.message(),
-                    )
-                    .await?;
+    )];
+    for c in &d.checks {
+        out.push(format!(
+            "  {} {}: {}",
+            if c.ok { "✓" } else { "✗" },
+            c.rule,
+            c.why
+        ));
+    }
+    out
+}
+
+/// `csr watch`: decide every `interval` until interrupted; each decision is said once.
+fn watch(a: WatchArgs, path: &Path) -> miette::Result<Exit> {
+    let mut said: std::collections::BTreeSet<String> = Default::default();
+    loop {
+        // Re-read trustform.yaml each time: a policy edit takes effect at the next look.
+        let loaded = config::load(path)?;
+        let access = access_of(&loaded, path)?;
+        match kube::block(pass(&access, &loaded.config.csr.policies, true)) {
+            Ok(r) => {
+                for d in r.decisions {
+                    if !said.insert(format!("{}:{:?}", d.name, d.verdict)) {
+                        continue;
+                    }
+                    match a.format {
+                        super::apply::OutFormat::Json => println!(
+                            "{}",
+                            serde_json::to_string(&d).expect("decision serialises")
+                        ),
+                        super::apply::OutFormat::Text => {
+                            for l in lines(&d, true) {
+                                println!("{l}");
+                            }
+                        }
+                    }
                 }
             }
+            // The API server restarting, say: try again at the next look.
+            Err(e) => crate::verbosity::warn(format_args!("csr watch: {e}")),
         }
-        let count = |v| decisions.iter().filter(|d| d.verdict == v).count();
-        Ok::<_, kube::KubeError>(Report {
-            approve: count(Verdict::Approve),
-            deny: count(Verdict::Deny),
-            unmanaged: count(Verdict::Unmanaged),
-            decisions,
-            decided,
-        })
-    })?;
+        std::thread::sleep(a.interval);
+    }
+}
+
+/// Run.
+pub fn run(c: Command, path: &Path) -> miette::Result<Exit> {
+    let (apply, args) = match c {
+        Command::Plan(a) => (false, a),
+        Command::Apply(a) => (true, a),
+        Command::Watch(a) => return watch(a, path),
+    };
+    let loaded = config::load(path)?;
+    let access = access_of(&loaded, path)?;
+    let report = kube::block(pass(&access, &loaded.config.csr.policies, apply))?;
     match args.format {
         super::apply::OutFormat::Json => println!(
             "{}",
@@ -121,26 +211,8 @@ pub fn run(c: Command, path: &Path) -> miette::Result<Exit> {
         ),
         super::apply::OutFormat::Text => {
             for d in &report.decisions {
-                let verdict = match d.verdict {
-                    Verdict::Approve if apply => "approved",
-                    Verdict::Approve => "approve",
-                    Verdict::Deny if apply => "denied",
-                    Verdict::Deny => "deny",
-                    Verdict::Unmanaged => "left alone",
-                };
-                println!(
-                    "csr {} (signer {}, requested by {}{}): {verdict}",
-                    d.name,
-                    d.signer,
-                    d.requester,
-                    if d.subject.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", subject {}", d.subject)
-                    }
-                );
-                for c in &d.checks {
-                    println!("  {} {}: {}", if c.ok { "✓" } else { "✗" }, c.rule, c.why);
+                for l in lines(d, apply) {
+                    println!("{l}");
                 }
             }
             println!(
