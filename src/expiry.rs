@@ -63,6 +63,56 @@ pub struct Entry {
     /// components that read its file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
+    /// For a certificate the kubelet renews itself (its client certificate with
+    /// `rotateCertificates`, its serving one with `serverTLSBootstrap`): when it should.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+}
+
+/// When the kubelet renews a certificate: "at any point between 30% and 10% of the time
+/// remaining" (seed 002 §1), that is between 70% and 90% of its lifetime.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Rotation {
+    /// 70% of its lifetime (RFC 3339).
+    pub from: String,
+    /// 90% of its lifetime (RFC 3339).
+    pub until: String,
+    /// Where `now` is.
+    pub stage: RotationStage,
+}
+
+/// Where a kubelet-rotated certificate stands in its renewal window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RotationStage {
+    /// Before the window: nothing to do yet.
+    Before,
+    /// Inside it: the kubelet renews it at any moment.
+    Due,
+    /// Past it: the kubelet should have renewed it and has not (its CSR pending or
+    /// denied, or the kubelet cannot reach an API server).
+    Overdue,
+}
+
+/// The renewal window of a certificate issued at `not_before` that ends at `not_after`.
+pub fn rotation(not_before: &str, not_after: &str, now: OffsetDateTime) -> Option<Rotation> {
+    let (b, a) = (
+        crate::clock::parse(not_before)?,
+        crate::clock::parse(not_after)?,
+    );
+    let life = a - b;
+    let (from, until) = (b + life * 0.7, b + life * 0.9);
+    Some(Rotation {
+        from: crate::clock::format(from),
+        until: crate::clock::format(until),
+        stage: if now < from {
+            RotationStage::Before
+        } else if now <= until {
+            RotationStage::Due
+        } else {
+            RotationStage::Overdue
+        },
+    })
 }
 
 /// The counts.
@@ -74,6 +124,13 @@ pub struct Summary {
     pub expired: usize,
     /// Ending inside the window.
     pub expiring: usize,
+    /// Certificates the kubelet should have renewed by now and has not.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overdue: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Every certificate, soonest end first.
@@ -122,6 +179,7 @@ pub fn list(snap: &Snapshot, now: OffsetDateTime, window: std::time::Duration) -
             seconds_left,
             state,
             used_by: vec![],
+            rotation: None,
         }
     };
     let mut out: Vec<Entry> = snap
@@ -149,6 +207,17 @@ pub fn list(snap: &Snapshot, now: OffsetDateTime, window: std::time::Duration) -
             }
             r
         };
+        // What the kubelet renews itself.
+        let rotated: Vec<&str> = node.kubelet.as_ref().map_or(vec![], |k| {
+            let mut v = vec![];
+            if k.rotate_certificates {
+                v.push("/var/lib/kubelet/pki/kubelet-client-current.pem");
+            }
+            if let crate::kubelet::Serving::Rotated { pem } = &k.serving {
+                v.push(pem.as_str());
+            }
+            v
+        });
         for (path, fact) in &node.files {
             let leaves: Vec<(Kind, &crate::pki::CertFacts)> = match fact {
                 FileFact::Certificates { certs, .. } => certs
@@ -168,6 +237,10 @@ pub fn list(snap: &Snapshot, now: OffsetDateTime, window: std::time::Duration) -
             for (kind, f) in leaves {
                 out.push(Entry {
                     used_by: readers(path),
+                    rotation: rotated
+                        .contains(&path.as_str())
+                        .then(|| rotation(&f.not_before, &f.not_after, now))
+                        .flatten(),
                     ..entry(kind, Some(&node.name), Some(path), f)
                 });
             }
@@ -180,6 +253,14 @@ pub fn list(snap: &Snapshot, now: OffsetDateTime, window: std::time::Duration) -
         total: out.len(),
         expired: out.iter().filter(|e| e.state == State::Expired).count(),
         expiring: out.iter().filter(|e| e.state == State::Expiring).count(),
+        overdue: out
+            .iter()
+            .filter(|e| {
+                e.rotation
+                    .as_ref()
+                    .is_some_and(|r| r.stage == RotationStage::Overdue)
+            })
+            .count(),
     };
     Listing {
         format_version: FORMAT_VERSION,
@@ -288,6 +369,17 @@ impl Listing {
             left(self.window_seconds as i64),
             s.total - s.expired - s.expiring
         );
+        for e in &self.certificates {
+            if let (Some(r), Some(n), Some(p)) = (&e.rotation, &e.node, &e.path)
+                && r.stage == RotationStage::Overdue
+            {
+                let _ = writeln!(
+                    out,
+                    "{n}:{p}: the kubelet should have renewed it between {} and {} (70–90% of its life) and has not: look for its CertificateSigningRequest (`kubectl get csr`: pending or denied?) and at the kubelet's log",
+                    r.from, r.until
+                );
+            }
+        }
         out
     }
 
@@ -351,6 +443,29 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kubelet_rotated_certificate_is_due_between_70_and_90_percent_of_its_life() {
+        let at = |t: &str| crate::clock::parse(t).unwrap();
+        let (b, a) = ("2026-01-01T00:00:00Z", "2026-01-11T00:00:00Z");
+        let r = rotation(b, a, at("2026-01-05T00:00:00Z")).unwrap();
+        assert_eq!(
+            (r.from.as_str(), r.until.as_str(), r.stage),
+            (
+                "2026-01-08T00:00:00Z",
+                "2026-01-10T00:00:00Z",
+                RotationStage::Before
+            )
+        );
+        assert_eq!(
+            rotation(b, a, at("2026-01-09T00:00:00Z")).unwrap().stage,
+            RotationStage::Due
+        );
+        assert_eq!(
+            rotation(b, a, at("2026-01-10T12:00:00Z")).unwrap().stage,
+            RotationStage::Overdue
+        );
+    }
 
     #[test]
     fn left_reads_as_days_hours_minutes() {

@@ -294,3 +294,145 @@ fn expiry_agrees_with_openssl_and_sets_the_exit_code() {
     };
     assert_eq!(key(&offline), key(&listing));
 }
+
+#[test]
+fn a_kubelet_certificate_past_its_renewal_window_is_named_overdue() {
+    let w = common::sandbox(1, 1, false);
+    w.ok(&["init", "--sandbox", "cluster"]);
+    // w-1's client certificate, re-signed by the cluster CA with `openssl ca` from 400
+    // days ago to 40 days ahead: past 90% of its life, with more than 30 days left.
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let (start, end) = (
+        now - time::Duration::days(400),
+        now + time::Duration::days(40),
+    );
+    let openssl_date = |t: time::OffsetDateTime| {
+        format!(
+            "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    };
+    let pki = w.node("w-1").join("var/lib/kubelet/pki");
+    let link = pki.join("kubelet-client-current.pem");
+    // kubeadm's symlink to a dated file, or the file itself.
+    let target = match std::fs::read_link(&link) {
+        Ok(to) => w.node("w-1").join(to.strip_prefix("/").unwrap()),
+        Err(_) => link.clone(),
+    };
+    let combined = std::fs::read_to_string(&target).unwrap();
+    let key_at = [
+        "-----BEGIN EC PRIVATE KEY",
+        "-----BEGIN PRIVATE KEY",
+        "-----BEGIN RSA PRIVATE KEY",
+    ]
+    .iter()
+    .find_map(|m| combined.find(m));
+    let key_pem = &combined[key_at.expect("a key in kubelet-client-current.pem")..];
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("key.pem"), key_pem).unwrap();
+    std::fs::write(d.join("index.txt"), "").unwrap();
+    std::fs::write(d.join("serial"), "1000\n").unwrap();
+    std::fs::write(
+        d.join("ca.cnf"),
+        format!(
+            "[ca]\ndefault_ca = c\n[c]\ndatabase = {0}/index.txt\nnew_certs_dir = {0}\nserial = {0}/serial\ndefault_md = sha256\npolicy = p\ncopy_extensions = copy\nunique_subject = no\n[p]\norganizationName = optional\ncommonName = supplied\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let ok = |c: &mut Command| {
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-subj",
+            "/O=system:nodes/CN=system:node:w-1",
+            "-key",
+        ])
+        .arg(d.join("key.pem"))
+        .arg("-out")
+        .arg(d.join("req.csr")));
+    let cp = w.node("cp-1").join("etc/kubernetes/pki");
+    ok(Command::new("openssl")
+        .args(["ca", "-batch", "-notext", "-config"])
+        .arg(d.join("ca.cnf"))
+        .arg("-startdate")
+        .arg(openssl_date(start))
+        .arg("-enddate")
+        .arg(openssl_date(end))
+        .arg("-cert")
+        .arg(cp.join("ca.crt"))
+        .arg("-keyfile")
+        .arg(cp.join("ca.key"))
+        .arg("-in")
+        .arg(d.join("req.csr"))
+        .arg("-out")
+        .arg(d.join("new.crt")));
+    let cert = std::fs::read_to_string(d.join("new.crt")).unwrap();
+    std::fs::write(&target, format!("{cert}{key_pem}")).unwrap();
+    let (code, out, err) = w.run(&["expiry", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let e = v["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["node"] == "w-1" && e["path"] == "/var/lib/kubelet/pki/kubelet-client-current.pem"
+        })
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(e["state"], "ok", "{e}");
+    // 70% and 90% of 440 days from openssl's startdate.
+    let start = start.unix_timestamp();
+    let life = openssl_not_after(&d.join("new.crt")) - start;
+    assert_eq!(life, 440 * 86_400);
+    assert_eq!(
+        unix(e["rotation"]["from"].as_str().unwrap()),
+        start + life * 7 / 10
+    );
+    assert_eq!(
+        unix(e["rotation"]["until"].as_str().unwrap()),
+        start + life * 9 / 10
+    );
+    assert_eq!(e["rotation"]["stage"], "overdue");
+    assert_eq!(v["summary"]["overdue"], 1, "{v:#}");
+    // cp-1's, fresh, is before its window; a certificate the kubelet does not renew has
+    // none.
+    let cp1 = v["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["node"] == "cp-1" && e["path"] == "/var/lib/kubelet/pki/kubelet-client-current.pem"
+        })
+        .unwrap();
+    assert_eq!(cp1["rotation"]["stage"], "before");
+    assert!(
+        v["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["path"] == "/etc/kubernetes/pki/apiserver.crt")
+            .all(|e| e["rotation"].is_null())
+    );
+    let text = w.ok(&["expiry"]);
+    assert!(
+        text.contains("w-1:/var/lib/kubelet/pki/kubelet-client-current.pem: the kubelet should have renewed it between"),
+        "{text}"
+    );
+}
