@@ -17,24 +17,7 @@ const TOKEN_SECONDS: &str = "40";
 /// A 2 + 1 sandbox serving its API, with short-lived tokens and three legacy token
 /// secrets, and trustform.yaml.
 fn cluster() -> (Workdir, Up) {
-    let w = Workdir {
-        tmp: tempfile::tempdir().unwrap(),
-    };
-    w.ok(&[
-        "sandbox",
-        "create",
-        "cluster",
-        "--control-planes",
-        "2",
-        "--workers",
-        "1",
-        "--key-algorithm",
-        "ecdsa-p256",
-        "--restart-time",
-        "0.1s",
-        "--legacy-token-secrets",
-        "3",
-    ]);
+    let w = common::sandbox_with(2, 1, "0.1s", &["--legacy-token-secrets", "3"]);
     let up = Up::start_env(
         &w,
         &[],
@@ -343,6 +326,21 @@ fn dropping_the_old_key_before_the_tokens_are_refreshed_is_refused_naming_the_po
     );
 }
 
+/// `systemctl <verb> kubelet` on w-1.
+fn kubelet(w: &Workdir, verb: &str) {
+    let (code, _, err) = w.run(&[
+        "sandbox",
+        "node-exec",
+        "cluster",
+        "w-1",
+        "--",
+        "systemctl",
+        verb,
+        "kubelet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn a_kubelet_that_does_not_refresh_its_pods_tokens_fails_the_wait_naming_them_and_apply_resumes() {
     let (w, _up) = cluster();
@@ -361,17 +359,7 @@ fn a_kubelet_that_does_not_refresh_its_pods_tokens_fails_the_wait_naming_them_an
         .output()
         .unwrap();
     assert!(common::fault_fired(&out), "{out:?}");
-    let (code, _, err) = w.run(&[
-        "sandbox",
-        "node-exec",
-        "cluster",
-        "w-1",
-        "--",
-        "systemctl",
-        "stop",
-        "kubelet",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    kubelet(&w, "stop");
     let on_w1: Vec<String> = token_files(&w)
         .into_iter()
         .filter(|(n, _, _)| n == "w-1")
@@ -408,17 +396,7 @@ fn a_kubelet_that_does_not_refresh_its_pods_tokens_fails_the_wait_naming_them_an
     );
     // The kubelet comes back (its restart fetches a token for each of its pods), and the
     // apply resumes at the wait, to the end.
-    let (code, _, err) = w.run(&[
-        "sandbox",
-        "node-exec",
-        "cluster",
-        "w-1",
-        "--",
-        "systemctl",
-        "start",
-        "kubelet",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    kubelet(&w, "start");
     let (code, out, err) = w.run(&["apply", "plan.json"]);
     assert_eq!(code, 0, "{out}{err}");
     let new = openssl_kid(&new_public_key(&w));

@@ -102,22 +102,30 @@ pub fn sandbox_serving(
 /// A sandbox made by the CLI (ECDSA, fast) whose processes take `restart_time` to come
 /// back.
 pub fn sandbox_restarting(cps: usize, workers: usize, restart_time: &str) -> Workdir {
+    sandbox_with(cps, workers, restart_time, &[])
+}
+
+/// [`sandbox_restarting`] with more `sandbox create` arguments (seeds).
+pub fn sandbox_with(cps: usize, workers: usize, restart_time: &str, extra: &[&str]) -> Workdir {
     let w = Workdir {
         tmp: tempfile::tempdir().expect("tempdir"),
     };
-    w.ok(&[
+    let (cps, workers) = (cps.to_string(), workers.to_string());
+    let mut args = vec![
         "sandbox",
         "create",
         "cluster",
         "--control-planes",
-        &cps.to_string(),
+        &cps,
         "--workers",
-        &workers.to_string(),
+        &workers,
         "--key-algorithm",
         "ecdsa-p256",
         "--restart-time",
         restart_time,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    w.ok(&args);
     w
 }
 

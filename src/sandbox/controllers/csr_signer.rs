@@ -7,16 +7,13 @@
 //! not allow, gets a `Failed` condition instead. Denied and pending requests are left
 //! alone.
 
-use super::{HeldWatch, KCM as MANAGER, Options, Passes, by, next_look, warn};
-use crate::sandbox::Role;
+use super::{KCM, KcmLeader, Options, Passes, by, next_look, warn};
 use crate::sandbox::apiserver::store::Store;
-use crate::sandbox::node::Machine;
 use crate::sandbox::objects;
 use base64::Engine;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-const KCM: &str = "kube-controller-manager";
 /// The controller's name (its log lines, [`super::Controllers::passes`]).
 pub const NAME: &str = "csr-signer";
 /// `--cluster-signing-duration`'s default.
@@ -50,12 +47,7 @@ struct Signing {
 
 /// Run until aborted.
 pub(super) async fn run(dir: PathBuf, store: Store, options: Options, passes: Passes) {
-    let nodes: Vec<_> = super::nodes(&dir, options.poll)
-        .await
-        .into_iter()
-        .filter(|n| n.role == Role::ControlPlane)
-        .collect();
-    let mut watches: Vec<HeldWatch> = nodes.iter().map(|n| HeldWatch::new(&n.root, KCM)).collect();
+    let mut leader = KcmLeader::new(&dir, options.poll).await;
     let mut rx = store.subscribe();
     let mut tick = tokio::time::interval(options.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -64,21 +56,14 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options, passes: Pa
         let Some(batch) = next_look(&mut tick, &mut rx).await else {
             return;
         };
-        let mut restarted = false;
-        for w in &mut watches {
-            restarted |= w.poll();
-        }
+        let restarted = leader.poll();
         let changed = batch.lagged
             || batch
                 .events
                 .iter()
                 .any(|e| e.resource == "certificatesigningrequests");
         if changed || restarted || pending {
-            let signing = watches.iter().zip(&nodes).find_map(|(w, n)| {
-                let held = w.held.as_ref()?;
-                if !Machine::open(&n.root).up(KCM) {
-                    return None;
-                }
+            let signing = leader.held().and_then(|held| {
                 let flags = held.flags(KCM);
                 let file = |flag: &str| String::from_utf8(held.file(flags.get(flag)?)?).ok();
                 Some(Signing {
@@ -151,7 +136,7 @@ fn sign_all(store: &Store, s: &Signing) -> bool {
             "certificatesigningrequests",
             None,
             &name,
-            &by(MANAGER, Some("status")),
+            &by(KCM, Some("status")),
             |c| {
                 if let Some(cert) = status.get("certificate") {
                     c["status"]["certificate"] = cert.clone();

@@ -4,16 +4,13 @@
 //! manager (the first control plane's that runs) read at its start. Like the real one it
 //! never re-signs a token that is there: re-issuing one means emptying it.
 
-use super::{HeldWatch, KCM as MANAGER, Options, Passes, by, next_look, warn};
-use crate::sandbox::Role;
+use super::{KCM, KcmLeader, Options, Passes, by, next_look, warn};
 use crate::sandbox::apiserver::store::Store;
-use crate::sandbox::node::Machine;
 use crate::sandbox::objects::{self, TOKEN_SECRET_TYPE};
 use crate::sandbox::tokens;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-const KCM: &str = "kube-controller-manager";
 /// The controller's name (its log lines, [`super::Controllers::passes`]).
 pub const NAME: &str = "tokens-controller";
 
@@ -32,12 +29,7 @@ pub(crate) fn claims(ns: &str, name: &str, sa: &str, uid: &str) -> Value {
 
 /// Run until aborted.
 pub(super) async fn run(dir: PathBuf, store: Store, options: Options, passes: Passes) {
-    let nodes: Vec<_> = super::nodes(&dir, options.poll)
-        .await
-        .into_iter()
-        .filter(|n| n.role == Role::ControlPlane)
-        .collect();
-    let mut watches: Vec<HeldWatch> = nodes.iter().map(|n| HeldWatch::new(&n.root, KCM)).collect();
+    let mut leader = KcmLeader::new(&dir, options.poll).await;
     let mut rx = store.subscribe();
     let mut tick = tokio::time::interval(options.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -47,14 +39,8 @@ pub(super) async fn run(dir: PathBuf, store: Store, options: Options, passes: Pa
         let Some(batch) = next_look(&mut tick, &mut rx).await else {
             return;
         };
-        for w in &mut watches {
-            w.poll();
-        }
-        let key = watches.iter().zip(&nodes).find_map(|(w, n)| {
-            let held = w.held.as_ref()?;
-            if !Machine::open(&n.root).up(KCM) {
-                return None;
-            }
+        leader.poll();
+        let key = leader.held().and_then(|held| {
             let path = held
                 .flags(KCM)
                 .get("service-account-private-key-file")?
@@ -114,7 +100,7 @@ fn fill(store: &Store, key: &str) -> bool {
                 continue;
             }
         };
-        let r = store.mutate_with("secrets", Some(&ns), &name, &by(MANAGER, None), |s| {
+        let r = store.mutate_with("secrets", Some(&ns), &name, &by(KCM, None), |s| {
             if !s["data"].is_object() {
                 s["data"] = json!({});
             }

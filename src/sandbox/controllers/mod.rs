@@ -239,6 +239,43 @@ impl HeldWatch {
     }
 }
 
+/// The controller managers of the control planes, followed through their held state;
+/// the leader is the first control plane's that runs (what [`legacy_tokens`] and
+/// [`csr_signer`] sign with).
+struct KcmLeader {
+    nodes: Vec<SandboxNode>,
+    watches: Vec<HeldWatch>,
+}
+
+impl KcmLeader {
+    async fn new(dir: &Path, poll: Duration) -> Self {
+        let nodes: Vec<SandboxNode> = nodes(dir, poll)
+            .await
+            .into_iter()
+            .filter(|n| n.role == super::Role::ControlPlane)
+            .collect();
+        let watches = nodes.iter().map(|n| HeldWatch::new(&n.root, KCM)).collect();
+        Self { nodes, watches }
+    }
+
+    /// Re-read the held states; true when one restarted.
+    fn poll(&mut self) -> bool {
+        let mut restarted = false;
+        for w in &mut self.watches {
+            restarted |= w.poll();
+        }
+        restarted
+    }
+
+    /// What the leader holds: its flags and the files it read at its start.
+    fn held(&self) -> Option<&Held> {
+        self.watches.iter().zip(&self.nodes).find_map(|(w, n)| {
+            let held = w.held.as_ref()?;
+            super::node::Machine::open(&n.root).up(KCM).then_some(held)
+        })
+    }
+}
+
 /// Store events, taken in batches: a burst of thousands of writes wakes a controller a
 /// few times, not once per write.
 #[derive(Debug, Default)]
