@@ -899,7 +899,13 @@ fn check(l: &Loaded) -> Result<(), ConfigError> {
         }
         for ip in &p.ips {
             let (addr, bits) = ip.split_once('/').unwrap_or((ip, "0"));
-            if addr.parse::<std::net::IpAddr>().is_err() || bits.parse::<u8>().is_err() {
+            let max = match addr.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) => 32,
+                Ok(std::net::IpAddr::V6(_)) => 128,
+                Err(_) => -1,
+            };
+            if bits.parse::<i32>().is_ok_and(|b| b > max) || max < 0 || bits.parse::<u8>().is_err()
+            {
                 return Err(bad(
                     ip,
                     format!(

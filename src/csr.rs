@@ -52,6 +52,11 @@ pub struct Asked {
     pub public_key: Fingerprint,
     /// Whether the request's signature verifies with the public key it carries.
     pub signature_ok: bool,
+    /// What it asks that no policy rule can judge, so it is denied: more than one
+    /// common name (Go's API server takes the last, this reader would judge the first),
+    /// a name in a string type that cannot be read, a subjectAltName other than a DNS
+    /// name or an IP address, a subjectAltName extension that does not parse.
+    pub unjudgeable: Vec<String>,
 }
 
 /// Parse a PKCS#10 request (DER).
@@ -62,23 +67,64 @@ pub fn parse(der: &[u8]) -> Result<Asked, String> {
     let (_, req) = X509CertificationRequest::from_der(der)
         .map_err(|e| format!("not a PKCS#10 request: {e}"))?;
     let info = &req.certification_request_info;
-    let text = |attr: &x509_parser::x509::AttributeTypeAndValue| {
-        attr.as_str().map(str::to_string).unwrap_or_default()
+    let mut unjudgeable = vec![];
+    let mut read = |what: &str, attrs: Vec<&x509_parser::x509::AttributeTypeAndValue>| {
+        attrs
+            .into_iter()
+            .filter_map(|a| match a.as_str() {
+                Ok(t) => Some(t.to_string()),
+                Err(_) => {
+                    unjudgeable.push(format!("a {what} in a string type trustform cannot read"));
+                    None
+                }
+            })
+            .collect::<Vec<String>>()
     };
-    let common_name = info.subject.iter_common_name().next().map(text);
-    let organizations = info.subject.iter_organization().map(text).collect();
+    let cns = read("common name", info.subject.iter_common_name().collect());
+    let organizations = read("organization", info.subject.iter_organization().collect());
+    if cns.len() > 1 {
+        unjudgeable.push(format!(
+            "{} common names (the API server reads the last one)",
+            cns.len()
+        ));
+    }
+    let common_name = cns.last().cloned();
     let (mut dns_names, mut ips) = (vec![], vec![]);
-    for ext in req.requested_extensions().into_iter().flatten() {
-        if let ParsedExtension::SubjectAlternativeName(san) = ext {
-            for n in &san.general_names {
-                match n {
-                    GeneralName::DNSName(d) => dns_names.push(d.to_string()),
-                    GeneralName::IPAddress(b) => match b.len() {
-                        4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4"))),
-                        16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16"))),
-                        _ => {}
-                    },
-                    _ => {}
+    if let Some(exts) = req.requested_extensions() {
+        for ext in exts {
+            match ext {
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    for n in &san.general_names {
+                        match n {
+                            GeneralName::DNSName(d) => dns_names.push(d.to_string()),
+                            GeneralName::IPAddress(b) if b.len() == 4 => {
+                                ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4 bytes")));
+                            }
+                            GeneralName::IPAddress(b) if b.len() == 16 => {
+                                ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16 bytes")))
+                            }
+                            other => unjudgeable.push(format!("the subjectAltName {other}")),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // A subjectAltName extension x509-parser could not read is not judged by omission.
+    let san_oid = x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
+    for attr in info.attributes() {
+        if let x509_parser::cri_attributes::ParsedCriAttribute::ExtensionRequest(e) =
+            attr.parsed_attribute()
+        {
+            for ext in &e.extensions {
+                if ext.oid == san_oid
+                    && !matches!(
+                        ext.parsed_extension(),
+                        ParsedExtension::SubjectAlternativeName(_)
+                    )
+                {
+                    unjudgeable.push("a subjectAltName extension that does not parse".into());
                 }
             }
         }
@@ -91,6 +137,7 @@ pub fn parse(der: &[u8]) -> Result<Asked, String> {
         ips,
         public_key: Fingerprint::of(info.subject_pki.raw),
         signature_ok: req.verify_signature().is_ok(),
+        unjudgeable,
     })
 }
 
@@ -154,15 +201,14 @@ impl Decision {
 
 /// `*` matches any run of characters; everything else itself.
 fn matches(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == s,
-        Some((head, tail)) => {
-            s.len() >= head.len() + tail.len()
-                && s.starts_with(head)
-                && (0..=s.len() - head.len() - tail.len())
-                    .any(|i| matches(tail, &s[head.len() + i..]))
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
+            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..]),
         }
     }
+    go(pattern.as_bytes(), s.as_bytes())
 }
 
 /// Whether `ip` is `allowed` (an address or a CIDR range).
@@ -246,6 +292,18 @@ pub fn decide(
             "its signature does not verify with the public key it carries: whoever made it does not hold that key".into()
         },
     );
+    check(
+        "readable",
+        asked.unjudgeable.is_empty(),
+        if asked.unjudgeable.is_empty() {
+            "every name it asks for is one a rule judges".into()
+        } else {
+            format!(
+                "it asks for {}, which no rule can judge",
+                asked.unjudgeable.join(", ")
+            )
+        },
+    );
     let other = keys
         .iter()
         .find(|(k, subject)| *k == asked.public_key && *subject != asked.subject);
@@ -293,12 +351,19 @@ pub fn decide(
                     },
                 );
                 let addrs = nodes.get(n);
+                let own = |d: &str| {
+                    d.eq_ignore_ascii_case(n)
+                        || addrs.is_some_and(|a| a.names.iter().any(|x| x.eq_ignore_ascii_case(d)))
+                };
                 let bad: Vec<String> = match addrs {
                     None => vec![format!("there is no Node {n}")],
+                    Some(_) if asked.dns_names.is_empty() && asked.ips.is_empty() => {
+                        vec!["a serving certificate names at least one DNS name or IP".into()]
+                    }
                     Some(a) => asked
                         .dns_names
                         .iter()
-                        .filter(|d| !a.names.contains(d) && *d != n)
+                        .filter(|d| !own(d))
                         .map(|d| format!("{d} is not a name of Node {n}"))
                         .chain(
                             asked
@@ -349,7 +414,7 @@ pub fn decide(
                 ),
             },
         );
-        let cn_ok = cn.is_empty() || p.common_names.iter().any(|c| matches(c, &cn));
+        let cn_ok = !cn.is_empty() && p.common_names.iter().any(|c| matches(c, &cn));
         let bad_orgs: Vec<&String> = asked
             .organizations
             .iter()
@@ -358,7 +423,9 @@ pub fn decide(
         check(
             "subject",
             cn_ok && bad_orgs.is_empty(),
-            if !cn_ok {
+            if cn.is_empty() {
+                "the subject has no common name (the name it would authenticate as)".into()
+            } else if !cn_ok {
                 format!("CN={cn} is not an allowed common name")
             } else if !bad_orgs.is_empty() {
                 format!(
@@ -376,8 +443,20 @@ pub fn decide(
         let bad: Vec<String> = asked
             .dns_names
             .iter()
-            .filter(|d| !p.dns_names.iter().any(|pat| matches(pat, d)))
-            .map(|d| format!("{d} is not an allowed DNS name"))
+            .filter(|d| {
+                d.contains('*')
+                    || !p
+                        .dns_names
+                        .iter()
+                        .any(|pat| matches(&pat.to_ascii_lowercase(), &d.to_ascii_lowercase()))
+            })
+            .map(|d| {
+                if d.contains('*') {
+                    format!("{d} is a wildcard name: a policy allows names, not wildcards")
+                } else {
+                    format!("{d} is not an allowed DNS name")
+                }
+            })
             .chain(
                 asked
                     .ips
@@ -418,7 +497,7 @@ pub fn decide(
         },
     );
     if let Some(max) = p.max_duration.as_deref() {
-        let limit = humantime::parse_duration(max).map_or(0, |d| d.as_secs() as i64);
+        let limit = humantime::parse_duration(max.trim()).map_or(0, |d| d.as_secs() as i64);
         let (ok, why) = match req.expiration_seconds {
             None => (
                 false,
@@ -576,7 +655,42 @@ mod tests {
     }
 
     #[test]
+    fn what_no_rule_can_judge_is_denied() {
+        // Two common names: the API server would read the last.
+        let key = crate::pki::issue::generate_key(crate::pki::KeyAlgorithm::EcdsaP256).unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["*.example.com".to_string()]).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "team-a");
+        let der = p.serialize_request(&key).unwrap().der().to_vec();
+        let mut der2 = der.clone();
+        let asked = parse(&der).unwrap();
+        assert!(asked.unjudgeable.is_empty());
+        let policy = vec![CsrPolicy {
+            signer: "example.com/serving".into(),
+            users: vec!["alice".into()],
+            common_names: vec!["team-*".into()],
+            dns_names: vec!["*.example.com".into()],
+            usages: vec!["server auth".into()],
+            ..CsrPolicy::default()
+        }];
+        let mut r = req("w", "alice", der, &["server auth"]);
+        r.signer = "example.com/serving".into();
+        let d = decide(&r, &asked, &policy, &nodes(), &[]);
+        assert_eq!(broken(&d), ["names"], "a wildcard name is not a name");
+        assert!(d.message().contains("*.example.com is a wildcard name"));
+        let mut two = asked.clone();
+        two.unjudgeable
+            .push("2 common names (the API server reads the last one)".into());
+        assert!(broken(&decide(&r, &two, &policy, &nodes(), &[])).contains(&"readable"));
+        der2.truncate(der2.len() / 2);
+        assert!(parse(&der2).is_err());
+    }
+
+    #[test]
     fn patterns_and_ranges() {
+        assert!(matches("team-*", "team-é") && !matches("team-*", "tëam-a"));
+        assert!(matches("x*y*", "xy") && matches("a**", "a") && matches("*.*", "."));
         assert!(matches("*.svc.cluster.local", "web.ns.svc.cluster.local"));
         assert!(!matches("*.svc.cluster.local", "web.ns.svc.example.com"));
         assert!(matches("web", "web") && !matches("web", "webs"));

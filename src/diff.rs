@@ -172,6 +172,12 @@ pub fn resolve(
                 .map(|t| by_name[t.value.as_str()].clone())
                 .collect(),
         };
+        if auth.keys_only() && current != desired && snap.kube.is_none() {
+            notes.push(format!(
+                "{}: authority {auth}: no API access (`inventory.kube`), so legacy token secrets (type kubernetes.io/service-account-token) are not seen: any the old key signed stop working when it leaves sa.pub; set `inventory.kube`, or list them (`kubectl get secrets -A --field-selector type=kubernetes.io/service-account-token`) and empty their `data.token` after the key switch",
+                loaded.path.display()
+            ));
+        }
         authorities.insert(*auth, (current, desired));
     }
     Ok(Desired {
@@ -594,11 +600,20 @@ pub fn consumers(
             if let Some(k) = &snap.kube
                 && !k.legacy_tokens.is_empty()
             {
-                // (A token whose kid names no key counts as none: it is re-issued.)
+                // A token whose kid names no key stands as a key of its own, which no
+                // target wants: it is re-issued with the others.
+                let unknown = Fingerprint::of(b"a legacy token whose kid names no key");
                 let mut keys: Vec<Fingerprint> = vec![];
-                for fp in k.legacy_tokens.iter().flat_map(|p| &p.cas) {
-                    if !keys.contains(fp) {
-                        keys.push(fp.clone());
+                for p in &k.legacy_tokens {
+                    let signed: Vec<&Fingerprint> = if p.cas.is_empty() {
+                        vec![&unknown]
+                    } else {
+                        p.cas.iter().collect()
+                    };
+                    for fp in signed {
+                        if !keys.contains(fp) {
+                            keys.push(fp.clone());
+                        }
                     }
                 }
                 out.push((cluster(Field::TokenSecrets), State::Members(keys)));

@@ -371,8 +371,7 @@ fn service_account(
                 None => Err(TrustError::Unreadable {
                     at: format!("{}:{}", node.name, t.path),
                 }),
-                Some(token) => crate::pki::token::verify(token.trim(), &keys_pem, now)
-                    .map(drop)
+                Some(token) => crate::pki::token::verify_signature(token.trim(), &keys_pem, now)
                     .map_err(|reason| TrustError::Pod {
                         pod: t.pod.clone(),
                         reason: format!("its service-account token is rejected: {reason}"),

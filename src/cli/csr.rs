@@ -63,9 +63,14 @@ async fn pass(
         tokio::try_join!(kube::csr::requests(&client), kube::csr::nodes(&client))?;
     let parsed: Vec<Result<csr::Asked, String>> =
         requests.iter().map(|r| csr::parse(&r.der)).collect();
-    let keys: Vec<(crate::pki::Fingerprint, String)> = parsed
+    // The keys others hold: only requests that prove them (a request signed by another's
+    // key must not get that key's owner denied), and not the ones already turned down.
+    let keys: Vec<(crate::pki::Fingerprint, String)> = requests
         .iter()
-        .flatten()
+        .zip(&parsed)
+        .filter(|(r, _)| !matches!(r.decided.as_deref(), Some("Denied" | "Failed")))
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .filter(|a| a.signature_ok)
         .map(|a| (a.public_key.clone(), a.subject.clone()))
         .collect();
     let mut decisions = vec![];
@@ -130,6 +135,19 @@ fn access_of(loaded: &config::Loaded, path: &Path) -> miette::Result<Access> {
     })
 }
 
+/// Text from a request, safe for a terminal: control characters escaped.
+fn shown(t: &str) -> String {
+    t.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// The lines of one decision.
 fn lines(d: &Decision, applied: bool) -> Vec<String> {
     let verdict = match d.verdict {
@@ -139,7 +157,7 @@ fn lines(d: &Decision, applied: bool) -> Vec<String> {
         Verdict::Deny => "deny",
         Verdict::Unmanaged => "left alone",
     };
-    let mut out = vec![format!(
+    let mut out = vec![shown(&format!(
         "csr {} (signer {}, requested by {}{}): {verdict}",
         d.name,
         d.signer,
@@ -149,14 +167,14 @@ fn lines(d: &Decision, applied: bool) -> Vec<String> {
         } else {
             format!(", subject {}", d.subject)
         }
-    )];
+    ))];
     for c in &d.checks {
-        out.push(format!(
+        out.push(shown(&format!(
             "  {} {}: {}",
             if c.ok { "✓" } else { "✗" },
             c.rule,
             c.why
-        ));
+        )));
     }
     out
 }
@@ -164,11 +182,23 @@ fn lines(d: &Decision, applied: bool) -> Vec<String> {
 /// `csr watch`: decide every `interval` until interrupted; each decision is said once.
 fn watch(a: WatchArgs, path: &Path) -> miette::Result<Exit> {
     let mut said: std::collections::BTreeSet<String> = Default::default();
+    let mut good: Option<(Access, Vec<config::CsrPolicy>)> = None;
     loop {
-        // Re-read trustform.yaml each time: a policy edit takes effect at the next look.
-        let loaded = config::load(path)?;
-        let access = access_of(&loaded, path)?;
-        match kube::block(pass(&access, &loaded.config.csr.policies, true)) {
+        // Re-read trustform.yaml each time: a policy edit takes effect at the next look; a
+        // broken edit keeps the last good policies (and says why) instead of stopping the
+        // approver.
+        match config::load(path) {
+            Ok(l) => {
+                good = Some((access_of(&l, path)?, l.config.csr.policies.clone()));
+            }
+            Err(e) if good.is_some() => crate::verbosity::warn(format_args!(
+                "csr watch: {}: {e}; deciding under the policies read before",
+                path.display()
+            )),
+            Err(e) => return Err(e.into()),
+        }
+        let (access, policies) = good.as_ref().expect("loaded above");
+        match kube::block(pass(access, policies, true)) {
             Ok(r) => {
                 for d in r.decisions {
                     if !said.insert(format!("{}:{:?}", d.name, d.verdict)) {

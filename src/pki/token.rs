@@ -105,8 +105,27 @@ pub fn public_keys(pem: &str) -> Vec<(String, String)> {
 }
 
 /// The claims of `token` when a key of `keys_pem` verifies it and it holds at `now`
-/// (Unix seconds); else why not, as the API server would log it.
+/// (Unix seconds), for kubeadm's issuer and audience ([`ISSUER`]); else why not, as the
+/// API server would log it.
 pub fn verify(token: &str, keys_pem: &str, now: i64) -> Result<Claims, String> {
+    check(token, keys_pem, now, true).and_then(|v| {
+        serde_json::from_value(v).map_err(|e| format!("not a service-account token: {e}"))
+    })
+}
+
+/// Whether a key of `keys_pem` verifies `token` and it has not expired at `now`, whatever
+/// its issuer and audiences (a cluster's `--service-account-issuer`, a projected token
+/// for Vault or a mesh): what a key rotation must keep true.
+pub fn verify_signature(token: &str, keys_pem: &str, now: i64) -> Result<(), String> {
+    check(token, keys_pem, now, false).map(drop)
+}
+
+fn check(
+    token: &str,
+    keys_pem: &str,
+    now: i64,
+    kubeadm: bool,
+) -> Result<serde_json::Value, String> {
     provider();
     let header = jsonwebtoken::decode_header(token).map_err(|e| format!("not a JWT: {e}"))?;
     let keys = public_keys(keys_pem);
@@ -118,18 +137,28 @@ pub fn verify(token: &str, keys_pem: &str, now: i64) -> Result<Claims, String> {
     ordered.extend(keys.iter().filter(|(k, _)| Some(k) != header.kid.as_ref()));
     for (_, spki) in ordered {
         let key = match header.alg {
-            Algorithm::ES256 => DecodingKey::from_ec_pem(spki.as_bytes()),
+            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(spki.as_bytes()),
             _ => DecodingKey::from_rsa_pem(spki.as_bytes()),
         };
         let Ok(key) = key else { continue };
         let mut v = Validation::new(header.alg);
-        v.set_audience(&[ISSUER]);
-        v.set_issuer(&[ISSUER]);
+        if kubeadm {
+            v.set_audience(&[ISSUER]);
+            v.set_issuer(&[ISSUER]);
+        } else {
+            v.validate_aud = false;
+        }
         v.validate_exp = false;
-        if let Ok(data) = jsonwebtoken::decode::<Claims>(token, &key, &v) {
+        v.required_spec_claims.clear();
+        if let Ok(data) = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v) {
             let c = data.claims;
-            if c.exp <= now {
-                return Err(format!("token has expired ({} s ago)", now - c.exp));
+            if let Some(exp) = c["exp"].as_i64()
+                && exp <= now
+            {
+                return Err(format!(
+                    "token has expired ({} s ago)",
+                    now.saturating_sub(exp)
+                ));
             }
             return Ok(c);
         }
@@ -202,8 +231,8 @@ pub fn facts(token: &str) -> Option<Facts> {
 /// When the kubelet refreshes a token issued at `iat` that expires at `exp`: at 80% of
 /// its lifetime, and at the latest 24 hours after it was issued.
 pub fn refresh_at(iat: i64, exp: i64) -> i64 {
-    let ttl = (exp - iat).max(0);
-    iat + (ttl * 4 / 5).min(86_400)
+    let ttl = exp.saturating_sub(iat).max(0);
+    iat.saturating_add((ttl.saturating_mul(4) / 5).min(86_400))
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 
 use super::{KubeError, list_all, retry};
 use crate::csr::{NodeAddresses, Request};
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition,
+};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use std::collections::BTreeMap;
 
@@ -89,21 +91,35 @@ pub async fn decide(
     } else {
         ("Denied", "TrustformPolicyForbids")
     };
-    let patch = Patch::Merge(serde_json::json!({
-        "status": { "conditions": [{
-            "type": kind,
-            "status": "True",
-            "reason": reason,
-            "message": message,
-            "lastUpdateTime": crate::clock::now(),
-        }]}
-    }));
-    let pp = PatchParams {
-        field_manager: Some("trustform".into()),
-        ..Default::default()
-    };
-    retry(&format!("{} {name}", kind.to_lowercase()), || {
-        api.patch_approval(name, &pp, &patch)
+    // Read, check it is still undecided, add the condition, and write back with the
+    // resourceVersion read: a concurrent approver's decision is never overwritten (a
+    // conflict reads again; a request decided meanwhile is left as it is).
+    let what = format!("{} {name}", kind.to_lowercase());
+    retry(&what, || async {
+        let mut csr = api.get(name).await?;
+        let status = csr.status.get_or_insert_with(Default::default);
+        let conditions = status.conditions.get_or_insert_with(Vec::new);
+        if conditions
+            .iter()
+            .any(|c| ["Approved", "Denied", "Failed"].contains(&c.type_.as_str()))
+        {
+            return Ok(csr);
+        }
+        conditions.push(CertificateSigningRequestCondition {
+            type_: kind.into(),
+            status: "True".into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_update_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            )),
+            last_transition_time: None,
+        });
+        let pp = PostParams {
+            field_manager: Some("trustform".into()),
+            ..Default::default()
+        };
+        api.replace_subresource("approval", name, &pp, &csr).await
     })
     .await?;
     Ok(())

@@ -185,9 +185,11 @@ fn issue(
         .map_err(|_| "the request's signature does not verify with its public key".to_string())?;
     let mut params = rcgen::CertificateSigningRequestParams::from_der(&der.clone().into())
         .map_err(|e| format!("the request cannot be read: {e}"))?;
+    // The API server refuses less than ten minutes; a duration is at most a century.
+    let duration = duration.clamp(600, 100 * 365 * 86_400);
     let seconds = csr["spec"]["expirationSeconds"]
         .as_i64()
-        .map_or(duration, |e| e.min(duration));
+        .map_or(duration, |e| e.clamp(600, duration));
     let now = time::OffsetDateTime::now_utc();
     params.params.not_before = now - time::Duration::minutes(5);
     params.params.not_after = now + time::Duration::seconds(seconds);
