@@ -92,22 +92,19 @@ pub fn parse(der: &[u8]) -> Result<Asked, String> {
     let (mut dns_names, mut ips) = (vec![], vec![]);
     if let Some(exts) = req.requested_extensions() {
         for ext in exts {
-            match ext {
-                ParsedExtension::SubjectAlternativeName(san) => {
-                    for n in &san.general_names {
-                        match n {
-                            GeneralName::DNSName(d) => dns_names.push(d.to_string()),
-                            GeneralName::IPAddress(b) if b.len() == 4 => {
-                                ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4 bytes")));
-                            }
-                            GeneralName::IPAddress(b) if b.len() == 16 => {
-                                ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16 bytes")))
-                            }
-                            other => unjudgeable.push(format!("the subjectAltName {other}")),
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                for n in &san.general_names {
+                    match n {
+                        GeneralName::DNSName(d) => dns_names.push(d.to_string()),
+                        GeneralName::IPAddress(b) if b.len() == 4 => {
+                            ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4 bytes")));
                         }
+                        GeneralName::IPAddress(b) if b.len() == 16 => {
+                            ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16 bytes")))
+                        }
+                        other => unjudgeable.push(format!("the subjectAltName {other}")),
                     }
                 }
-                _ => {}
             }
         }
     }
