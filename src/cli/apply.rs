@@ -452,10 +452,11 @@ fn choose(
 ) -> miette::Result<Option<Chosen>> {
     let json = a.format == OutFormat::Json;
     let observe_now = || -> miette::Result<crate::snapshot::Snapshot> {
-        Ok(observe::observe_with(
-            &prepare::targets_on(loaded, views)?,
-            crate::exec::kube::Access::of(loaded).as_ref(),
-        )?)
+        let targets = prepare::targets_on(loaded, views)?;
+        let mut snap =
+            observe::observe_with(&targets, crate::exec::kube::Access::of(loaded).as_ref())?;
+        super::plan::with_tokens(loaded, &mut snap, &targets)?;
+        Ok(snap)
     };
     let chosen = match &a.plan {
         Some(path) => {

@@ -136,11 +136,29 @@ pub struct Made {
 
 /// Observe the cluster of a loaded trustform.yaml and plan.
 pub fn make_on(loaded: &config::Loaded, no_stages: bool) -> miette::Result<Made> {
-    let snap = observe::observe_with(
-        &crate::observe::targets(loaded)?,
-        crate::exec::kube::Access::of(loaded).as_ref(),
-    )?;
+    let targets = crate::observe::targets(loaded)?;
+    let mut snap = observe::observe_with(&targets, crate::exec::kube::Access::of(loaded).as_ref())?;
+    with_tokens(loaded, &mut snap, &targets)?;
     make_from(loaded, snap, no_stages)
+}
+
+/// Read the pods' service-account tokens into `snap` when trustform.yaml moves the
+/// service-account key (its rotation waits for them, rehearse judges them); otherwise
+/// the nodes' pods are not read.
+pub fn with_tokens(
+    loaded: &config::Loaded,
+    snap: &mut crate::snapshot::Snapshot,
+    targets: &[crate::observe::NodeTarget],
+) -> miette::Result<()> {
+    let desired = diff::resolve(loaded, &loaded.ca_files()?, snap)?;
+    if desired
+        .authorities
+        .get(&config::Authority::ServiceAccount)
+        .is_some_and(|(current, want)| current != want)
+    {
+        snap.tokens = crate::observe::tokens::read_all(targets)?;
+    }
+    Ok(())
 }
 
 /// Plan from a snapshot of the cluster (observed now, or saved).

@@ -33,7 +33,9 @@ pub fn run(a: Args, config_path: &Path) -> miette::Result<Exit> {
     let (plan, text) = super::apply::load_plan_text(&a.plan)?;
     let loaded = config::load(config_path)?;
     let targets = crate::observe::targets(&loaded)?;
-    let snap = observe::observe_with(&targets, crate::exec::kube::Access::of(&loaded).as_ref())?;
+    let mut snap =
+        observe::observe_with(&targets, crate::exec::kube::Access::of(&loaded).as_ref())?;
+    super::plan::with_tokens(&loaded, &mut snap, &targets)?;
     // Only what the procedures make: a plan is data from a file.
     let copies = targets
         .iter()

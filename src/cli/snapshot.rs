@@ -51,9 +51,21 @@ pub fn take(roots: &[String], config: &Path, api: bool) -> miette::Result<Snapsh
         let access = api
             .then(|| crate::exec::kube::Access::of(&loaded))
             .flatten();
-        observe::observe_with(&crate::observe::targets(&loaded)?, access.as_ref())?
+        let targets = crate::observe::targets(&loaded)?;
+        let mut snap = observe::observe_with(&targets, access.as_ref())?;
+        // The snapshot command records the pods' tokens (a saved snapshot then plans a
+        // service-account rotation like a live one).
+        if api {
+            snap.tokens = observe::tokens::read_all(&targets)?;
+        }
+        snap
     } else {
-        observe::observe(&parse_roots(roots))?
+        let targets = parse_roots(roots);
+        let mut snap = observe::observe(&targets)?;
+        if api {
+            snap.tokens = observe::tokens::read_all(&targets)?;
+        }
+        snap
     })
 }
 

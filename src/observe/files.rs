@@ -614,7 +614,6 @@ pub(super) fn read_node(target: &NodeTarget) -> Result<RawNode, ObserveError> {
         Role::Worker
     };
     Ok(RawNode {
-        tokens: super::tokens::read(target)?,
         snapshot: NodeSnapshot {
             name: target.name.clone(),
             role,

@@ -268,8 +268,6 @@ pub(crate) struct RawNode {
     pub certs: HashMap<Fingerprint, ParsedCert>,
     /// Fingerprints of the public halves of every private key read.
     pub keys: Vec<Fingerprint>,
-    /// The service-account tokens its kubelet holds.
-    pub tokens: Vec<crate::snapshot::TokenFact>,
 }
 
 /// Read every node (in parallel) and, when `kube` is given, the API (at the same
@@ -364,7 +362,5 @@ fn assemble(raws: Vec<RawNode>) -> Snapshot {
         nodes.push(node);
     }
     nodes.sort_by_key(|n| (n.role, natural_key(&n.name)));
-    let mut snap = Snapshot::new(cas, nodes);
-    snap.tokens = raws.into_iter().flat_map(|r| r.tokens).collect();
-    snap
+    Snapshot::new(cas, nodes)
 }

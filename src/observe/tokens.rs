@@ -21,11 +21,17 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Every projected token on the node, in path order. A node without a kubelet pods
-/// directory has none; one that cannot be listed or read is an error (a rotation of
-/// the service-account key must know them all).
-pub(super) fn read(target: &NodeTarget) -> Result<Vec<TokenFact>, ObserveError> {
-    read_on(&target.name, target.transport.as_ref())
+/// Every projected token on every node, nodes in parallel (a few round trips per pod:
+/// read only when the service-account key moves, and by `trustform snapshot`). A node
+/// without a kubelet pods directory has none; one that cannot be listed or read is an
+/// error (a rotation of the service-account key must know them all).
+pub fn read_all(targets: &[NodeTarget]) -> Result<Vec<TokenFact>, ObserveError> {
+    let per_node = crate::parallel::map(targets, 16, |t| read_on(&t.name, t.transport.as_ref()));
+    let mut out = vec![];
+    for r in per_node {
+        out.extend(r?);
+    }
+    Ok(out)
 }
 
 /// [`read`] on the node `name`, through `t`.
