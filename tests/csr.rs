@@ -538,3 +538,71 @@ fn csr_watch_decides_each_request_as_it_comes() {
         "{said}"
     );
 }
+
+#[test]
+fn the_controller_manager_approves_a_kubelets_own_client_certificate_only() {
+    let (w, _up, _, w1) = cluster();
+    let client = ["digital signature", "key encipherment", "client auth"];
+    let own = std::fs::read_to_string(cfssl_request(&w, "own", "system:node:w-1", &[])).unwrap();
+    submit(
+        &w1,
+        "kubelet-w-1",
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &client,
+        &own,
+    );
+    let other = std::fs::read_to_string(cfssl_request(&w, "w2", "system:node:w-2", &[])).unwrap();
+    submit(
+        &w1,
+        "kubelet-w-2-by-w-1",
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        &client,
+        &other,
+    );
+    let issued = common::eventually(
+        "kubelet-w-1 auto-approved and issued",
+        Duration::from_secs(20),
+        || {
+            let v = csr_json(&w, "kubelet-w-1");
+            let reason = v["status"]["conditions"][0]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            match (reason.as_str(), v["status"]["certificate"].as_str()) {
+                ("AutoApproved", Some(c)) if !c.is_empty() => Ok(c.to_string()),
+                _ => Err(format!("{v}")),
+            }
+        },
+    );
+    let crt = w.path().join("kubelet-w-1.crt");
+    std::fs::write(
+        &crt,
+        sh(Command::new("base64").arg("--decode"), Some(&issued)),
+    )
+    .unwrap();
+    common::openssl_verify(&w.node("cp-1").join("etc/kubernetes/pki/ca.crt"), &crt).unwrap();
+    let text = sh(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&crt),
+        None,
+    );
+    assert!(
+        text.contains("TLS Web Client Authentication") && !text.contains("Server Authentication"),
+        "{text}"
+    );
+    // Another node's certificate is not the kubelet's own: it stays pending, and
+    // trustform, with no policy for that signer, leaves it to its approvers.
+    assert!(csr_json(&w, "kubelet-w-2-by-w-1")["status"]["conditions"].is_null());
+    let plan = w.ok(&["csr", "plan"]);
+    assert!(
+        plan.contains("csr kubelet-w-2-by-w-1 (signer kubernetes.io/kube-apiserver-client-kubelet"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(
+            "Plan: 0 to approve, 0 to deny, 1 left to their own approver; 1 already decided."
+        ),
+        "{plan}"
+    );
+}

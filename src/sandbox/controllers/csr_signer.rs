@@ -5,7 +5,8 @@
 //! `--cluster-signing-duration` (default a year), or `spec.expirationSeconds` when
 //! shorter. A request whose signature does not verify, or whose usages its signer does
 //! not allow, gets a `Failed` condition instead. Denied and pending requests are left
-//! alone.
+//! alone, except a kubelet's own client certificate request, which the csrapproving
+//! controller approves ([`auto_approve`]).
 
 use super::{KCM, KcmLeader, Options, Passes, by, next_look, warn};
 use crate::sandbox::apiserver::store::Store;
@@ -95,8 +96,107 @@ fn has_condition(csr: &Value, kind: &str) -> bool {
         .is_some_and(|c| c.iter().any(|c| c["type"] == kind))
 }
 
+/// The controller manager's csrapproving controller, for what a kubelet asks by itself:
+/// a pending `kube-apiserver-client-kubelet` request from `system:node:<n>` for
+/// `CN=system:node:<n>, O=system:nodes`, client usages only, no subjectAltName, is
+/// approved ("selfnodeclient"); every other request is left to its approvers.
+fn auto_approve(store: &Store) {
+    let pending = store
+        .list_page("certificatesigningrequests", None, None, None, &|c| {
+            c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+                && c["status"]["conditions"]
+                    .as_array()
+                    .is_none_or(|v| v.is_empty())
+        })
+        .items;
+    for csr in pending {
+        if !self_node_client(&csr) {
+            continue;
+        }
+        let name = objects::name(&csr).to_string();
+        let r = store.mutate_with(
+            "certificatesigningrequests",
+            None,
+            &name,
+            &by(KCM, Some("approval")),
+            |c| {
+                c["status"]["conditions"] = json!([{
+                    "type": "Approved",
+                    "status": "True",
+                    "reason": "AutoApproved",
+                    "message": "Auto approving self kubelet client certificate after SubjectAccessReview.",
+                    "lastUpdateTime": objects::now(),
+                }]);
+                Ok(())
+            },
+        );
+        if let Err(e) = r {
+            warn(NAME, format!("{name}: {e}"));
+        }
+    }
+}
+
+/// Whether a request is a kubelet's own client certificate, asked by that node.
+fn self_node_client(csr: &Value) -> bool {
+    let usages: Vec<&str> = csr["spec"]["usages"]
+        .as_array()
+        .map(|u| u.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !usages.contains(&"client auth")
+        || usages
+            .iter()
+            .any(|u| !["digital signature", "key encipherment", "client auth"].contains(u))
+    {
+        return false;
+    }
+    let Some(der) = request_der(csr) else {
+        return false;
+    };
+    use x509_parser::prelude::FromDer;
+    let Ok((_, req)) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+    else {
+        return false;
+    };
+    let subject = &req.certification_request_info.subject;
+    let cns: Vec<&str> = subject
+        .iter_common_name()
+        .filter_map(|a| a.as_str().ok())
+        .collect();
+    let orgs: Vec<&str> = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .collect();
+    let no_sans = req.requested_extensions().is_none_or(|mut e| {
+        !e.any(|x| {
+            matches!(
+                x,
+                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)
+            )
+        })
+    });
+    matches!(cns.as_slice(), [cn] if cn.starts_with("system:node:")
+        && csr["spec"]["username"].as_str() == Some(*cn))
+        && orgs == ["system:nodes"]
+        && no_sans
+        && req.verify_signature().is_ok()
+}
+
+/// The PKCS#10 request of a CertificateSigningRequest (DER).
+fn request_der(csr: &Value) -> Option<Vec<u8>> {
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(csr["spec"]["request"].as_str()?)
+        .ok()?;
+    let pem = String::from_utf8(pem).ok()?;
+    crate::pki::cert::pem_blocks(&pem, "spec.request")
+        .ok()?
+        .into_iter()
+        .find(|b| b.label == "CERTIFICATE REQUEST")
+        .map(|b| b.der)
+}
+
 /// Issue every approved, unissued request; true when the signing key was unusable.
 fn sign_all(store: &Store, s: &Signing) -> bool {
+    auto_approve(store);
     let todo = store
         .list_page("certificatesigningrequests", None, None, None, &|c| {
             has_condition(c, "Approved")
@@ -168,15 +268,7 @@ fn issue(
     if let Some(bad) = usages.iter().find(|u| !ok.contains(u)) {
         return Err(format!("signer {signer} does not allow the usage {bad:?}"));
     }
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(csr["spec"]["request"].as_str().unwrap_or_default())
-        .map_err(|_| "spec.request is not base64".to_string())?;
-    let pem = String::from_utf8(pem).map_err(|_| "spec.request is not PEM".to_string())?;
-    let der = crate::pki::cert::pem_blocks(&pem, "spec.request")
-        .ok()
-        .and_then(|b| b.into_iter().find(|b| b.label == "CERTIFICATE REQUEST"))
-        .ok_or("spec.request holds no CERTIFICATE REQUEST")?
-        .der;
+    let der = request_der(csr).ok_or("spec.request holds no PEM CERTIFICATE REQUEST")?;
     use x509_parser::prelude::FromDer;
     let (_, parsed) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
         .map_err(|e| format!("the request cannot be parsed: {e}"))?;
