@@ -366,15 +366,12 @@ fn crash_member(
                 && !killed.contains(&pid)
             {
                 fired = true;
-                if Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status()
-                    .is_ok_and(|s| s.success())
-                {
+                // SAFETY: a plain kill(2) of a member process this test watches.
+                if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
                     killed.push(pid);
                 }
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(2));
         }
         killed
     })
@@ -445,16 +442,20 @@ fn an_etcd_restart_waits_for_a_whole_cluster_and_stops_when_another_member_is_do
         return;
     }
     let (w, _up) = etcd_rotation_planned();
-    // cp-3's member crash-loops from the moment the first file is written (after the
-    // pre-flight): restarting cp-1's as well would leave one of three. The step stops
-    // before it, naming cp-3.
+    // cp-3's member crash-loops from the moment the apply starts (its journal appears,
+    // after the pre-flight): restarting cp-1's as well would leave one of three. The
+    // step stops before it, naming cp-3.
     let stop = Arc::new(AtomicBool::new(false));
-    let ca = w.node("cp-1").join("etc/kubernetes/pki/etcd/ca.crt");
-    let before = std::fs::read(&ca).unwrap();
+    let journal = w.path().join(".trustform/journal");
     let killer = crash_member(
         &w,
         "cp-3",
-        move |_| std::fs::read(&ca).is_ok_and(|b| b != before),
+        move |_| {
+            std::fs::read_dir(&journal).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+            })
+        },
         stop.clone(),
     );
     let (code, out, err) = w.run(&["apply", "plan.json", "--restart-timeout", "3s"]);
