@@ -557,11 +557,10 @@ impl Loaded {
                 )
             })?;
             let anchor = if is_key {
-                let der = crate::pki::cert::pem_blocks(&text, &file.value)
+                let first = crate::pki::cert::pem_blocks(&text, &file.value)
                     .ok()
-                    .and_then(|b| b.into_iter().find(|b| b.label == "PUBLIC KEY"))
-                    .map(|b| b.der);
-                let Some(der) = der else {
+                    .and_then(|b| crate::pki::cert::public_key_fps(&b).into_iter().next());
+                let Some(fp) = first else {
                     return Err(self.invalid(
                         file.referenced,
                         format!("key {name}: {} holds no PEM public key", file.value),
@@ -570,7 +569,6 @@ impl Loaded {
                             .into(),
                     ));
                 };
-                let fp = Fingerprint::of(&der);
                 Anchor {
                     fingerprint: fp.clone(),
                     public_key: fp,

@@ -242,6 +242,27 @@ pub struct NodeAddresses {
     pub ips: Vec<IpAddr>,
 }
 
+/// The decision on a request whose `spec.request` is no PKCS#10 request (`why`): denied
+/// under a policy for its signer, else left to its own approver.
+pub fn unreadable(req: &Request, why: &str, policies: &[CsrPolicy]) -> Decision {
+    Decision {
+        name: req.name.clone(),
+        signer: req.signer.clone(),
+        requester: req.username.clone(),
+        subject: String::new(),
+        verdict: if policies.iter().any(|p| p.signer == req.signer) {
+            Verdict::Deny
+        } else {
+            Verdict::Unmanaged
+        },
+        checks: vec![Check {
+            rule: "signature",
+            ok: false,
+            why: format!("spec.request: {why}"),
+        }],
+    }
+}
+
 /// Decide on `req` (parsed as `asked`) under the policy for its signer. `nodes`: the
 /// cluster's Nodes; `keys`: every public key in the cluster's requests and the subject
 /// it was asked for.

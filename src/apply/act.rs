@@ -258,18 +258,6 @@ fn fps(text: &str, what: &str) -> Vec<Fingerprint> {
         .unwrap_or_default()
 }
 
-/// The public keys (PEM `PUBLIC KEY`) of a text, in order.
-fn public_key_fps(text: &str, what: &str) -> Vec<Fingerprint> {
-    crate::pki::cert::pem_blocks(text, what)
-        .map(|v| {
-            v.into_iter()
-                .filter(|b| b.label == "PUBLIC KEY")
-                .map(|b| Fingerprint::of(&b.der))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn short_list(v: &[Fingerprint]) -> String {
     v.iter().map(|f| f.short()).collect::<Vec<_>>().join(", ")
 }
@@ -314,7 +302,9 @@ fn set(
         (Field::Bundle | Field::SignerCopy, State::Members(want)) => {
             let have = current.as_deref().map(|t| {
                 if authority.keys_only() {
-                    public_key_fps(t, &at)
+                    crate::pki::cert::pem_blocks(t, &at)
+                        .map(|b| crate::pki::cert::public_key_fps(&b))
+                        .unwrap_or_default()
                 } else {
                     fps(t, &at)
                 }
@@ -604,21 +594,19 @@ fn tokens(ctx: &Ctx, want: &State) -> Result<String, StepError> {
             });
         }
     };
+    let nodes: Vec<(&str, &dyn crate::transport::Transport)> = ctx
+        .nodes
+        .values()
+        .map(|n| (n.name.as_str(), n.transport.as_ref()))
+        .collect();
     let started = std::time::Instant::now();
     let mut deadline: Option<std::time::Instant> = None;
     let mut stale_at_start: Option<usize> = None;
     loop {
-        let mut all = vec![];
-        for node in ctx.nodes.values() {
-            all.extend(
-                crate::observe::tokens::read_on(&node.name, node.transport.as_ref()).map_err(
-                    |e| StepError::Content {
-                        at: format!("{}:{}", node.name, crate::observe::tokens::PODS),
-                        reason: e.to_string(),
-                    },
-                )?,
-            );
-        }
+        let all = crate::observe::tokens::read_nodes(&nodes).map_err(|e| StepError::Content {
+            at: format!("the nodes' {}", crate::observe::tokens::PODS),
+            reason: e.to_string(),
+        })?;
         let stale: Vec<&crate::snapshot::TokenFact> =
             all.iter().filter(|t| t.key.as_ref() != Some(key)).collect();
         let first = *stale_at_start.get_or_insert(stale.len());
@@ -647,7 +635,6 @@ fn tokens(ctx: &Ctx, want: &State) -> Result<String, StepError> {
         if std::time::Instant::now() >= due {
             let pods: Vec<String> = stale
                 .iter()
-                .take(5)
                 .map(|t| {
                     format!(
                         "{} on {} (key {}, refresh due {})",
@@ -658,7 +645,6 @@ fn tokens(ctx: &Ctx, want: &State) -> Result<String, StepError> {
                     )
                 })
                 .collect();
-            let more = stale.len().saturating_sub(pods.len());
             return Err(StepError::StaleTokens {
                 count: stale.len(),
                 key: key.short(),
@@ -666,11 +652,7 @@ fn tokens(ctx: &Ctx, want: &State) -> Result<String, StepError> {
                     started.elapsed().as_secs(),
                 ))
                 .to_string(),
-                pods: if more > 0 {
-                    format!("{} and {more} more", pods.join(", "))
-                } else {
-                    pods.join(", ")
-                },
+                pods: kube::laggards(&pods),
             });
         }
         std::thread::sleep(std::time::Duration::from_secs(1));

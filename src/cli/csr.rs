@@ -82,22 +82,7 @@ async fn pass(
         }
         let d = match a {
             Ok(a) => csr::decide(r, a, policies, &nodes, &keys),
-            Err(e) => Decision {
-                name: r.name.clone(),
-                signer: r.signer.clone(),
-                requester: r.username.clone(),
-                subject: String::new(),
-                verdict: if policies.iter().any(|p| p.signer == r.signer) {
-                    Verdict::Deny
-                } else {
-                    Verdict::Unmanaged
-                },
-                checks: vec![csr::Check {
-                    rule: "signature",
-                    ok: false,
-                    why: format!("spec.request: {e}"),
-                }],
-            },
+            Err(e) => csr::unreadable(r, e, policies),
         };
         decisions.push(d);
     }

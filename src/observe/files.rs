@@ -208,11 +208,7 @@ impl Reader<'_> {
         if let Some(k) = private_key {
             return Ok(Some(FileFact::PrivateKey(k)));
         }
-        let keys: Vec<Fingerprint> = blocks
-            .iter()
-            .filter(|b| b.label == "PUBLIC KEY")
-            .map(|b| Fingerprint::of(&b.der))
-            .collect();
+        let keys = crate::pki::cert::public_key_fps(&blocks);
         if !keys.is_empty() {
             return Ok(Some(FileFact::PublicKeys { keys }));
         }

@@ -26,7 +26,16 @@ fn rfc3339(unix: i64) -> String {
 /// without a kubelet pods directory has none; one that cannot be listed or read is an
 /// error (a rotation of the service-account key must know them all).
 pub fn read_all(targets: &[NodeTarget]) -> Result<Vec<TokenFact>, ObserveError> {
-    let per_node = crate::parallel::map(targets, 16, |t| read_on(&t.name, t.transport.as_ref()));
+    let nodes: Vec<(&str, &dyn Transport)> = targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.transport.as_ref()))
+        .collect();
+    read_nodes(&nodes)
+}
+
+/// [`read_all`] for nodes given by name and transport.
+pub fn read_nodes(nodes: &[(&str, &dyn Transport)]) -> Result<Vec<TokenFact>, ObserveError> {
+    let per_node = crate::parallel::map(nodes, 16, |(name, t)| read_on(name, *t));
     let mut out = vec![];
     for r in per_node {
         out.extend(r?);

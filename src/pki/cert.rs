@@ -132,6 +132,16 @@ pub struct PemBlock {
     pub line: usize,
 }
 
+/// The SHA-256 of the SubjectPublicKeyInfo of each `PUBLIC KEY` block, in order: the
+/// service-account keys of `sa.pub` (and a `cas` entry's `publicKey`).
+pub fn public_key_fps(blocks: &[PemBlock]) -> Vec<Fingerprint> {
+    blocks
+        .iter()
+        .filter(|b| b.label == "PUBLIC KEY")
+        .map(|b| Fingerprint::of(&b.der))
+        .collect()
+}
+
 /// Split a text into its PEM blocks; `what` names the source in errors.
 pub fn pem_blocks(text: &str, what: &str) -> Result<Vec<PemBlock>, PkiError> {
     use base64::Engine;

@@ -617,17 +617,24 @@ fn token_lines(snap: &Snapshot, want: &State, d: &Desired) -> Vec<String> {
         snap.tokens.len(),
         last.refresh
     )];
-    for t in stale.iter().take(10) {
-        out.push(format!(
+    out.extend(first_ten(stale.iter().map(|t| {
+        format!(
             "  {} on {}: key {}, refresh due at {}",
             t.pod,
             t.node,
             t.key.as_ref().map_or("unknown".into(), |k| d.label(k)),
             t.refresh
-        ));
-    }
-    if stale.len() > 10 {
-        out.push(format!("  and {} more", stale.len() - 10));
+        )
+    })));
+    out
+}
+
+/// The first ten of a plan's listed items, then how many more.
+fn first_ten(items: impl ExactSizeIterator<Item = String>) -> Vec<String> {
+    let n = items.len();
+    let mut out: Vec<String> = items.take(10).collect();
+    if n > 10 {
+        out.push(format!("  and {} more", n - 10));
     }
     out
 }
@@ -652,10 +659,7 @@ fn secret_lines(snap: &Snapshot, want: &State) -> Vec<String> {
         "{} of {all} legacy token secrets hold a token another key signed: emptied, and signed again by the controller manager",
         stale.len()
     )];
-    out.extend(stale.iter().take(10).map(|s| format!("  secret {s}")));
-    if stale.len() > 10 {
-        out.push(format!("  and {} more", stale.len() - 10));
-    }
+    out.extend(first_ten(stale.iter().map(|s| format!("  secret {s}"))));
     out
 }
 
